@@ -1,0 +1,48 @@
+"""napari-sam: Segment Anything for microscopy — a napari plugin, a Python library and a batch CLI.
+
+``import napari_sam`` is cheap: torch, napari and Qt are imported only when a function needs them.
+
+>>> import napari_sam as ns                                   # doctest: +SKIP
+>>> labels = ns.segment(image, boxes=[[10, 20, 60, 90]], model="vit_b")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+# public name → module that defines it (imported on first use)
+_LAZY = {
+    "segment": "napari_sam.api",
+    "load_model": "napari_sam.engine.loading",
+    "compute_embeddings": "napari_sam.engine.embeddings",
+    "predict": "napari_sam.engine.predict",
+    "Embeddings": "napari_sam.engine.embeddings",
+    "Prediction": "napari_sam.engine.predict",
+    "automatic": "napari_sam.api",
+    "propagate": "napari_sam.api",
+    "train": "napari_sam.api",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import automatic, propagate, segment, train
+    from .engine.embeddings import Embeddings, compute_embeddings
+    from .engine.loading import load_model
+    from .engine.predict import Prediction, predict
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'napari_sam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

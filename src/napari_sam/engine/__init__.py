@@ -1,0 +1,1 @@
+"""Image → embeddings → masks, without napari."""

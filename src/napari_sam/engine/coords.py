@@ -1,0 +1,39 @@
+"""The one place where napari coordinates become Segment Anything coordinates.
+
+napari (and numpy, scikit-image) index images by ``(row, col)``; pixel ``i`` is centred on ``i``.
+SAM takes points as ``(x, y) = (col, row)`` pixel indices and boxes as ``(x0, y0, x1, y1)`` with
+inclusive corner pixels. Boxes in this library are ``(min_row, min_col, max_row, max_col)``,
+half-open like ``skimage.measure.regionprops(...).bbox``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def points_rc_to_xy(points: np.ndarray) -> np.ndarray:
+    """``(..., 2)`` ``(row, col)`` → ``(..., 2)`` ``(x, y)`` float64."""
+    points = np.asarray(points, dtype=np.float64)
+    return points[..., ::-1].copy()
+
+
+def boxes_rc_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """``(..., 4)`` half-open ``(min_row, min_col, max_row, max_col)`` → inclusive ``(x0, y0, x1, y1)``."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    r0, c0, r1, c1 = (boxes[..., i] for i in range(4))
+    return np.stack([c0, r0, c1 - 1.0, r1 - 1.0], axis=-1)
+
+
+def boxes_xyxy_to_rc(boxes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`boxes_rc_to_xyxy`."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    x0, y0, x1, y1 = (boxes[..., i] for i in range(4))
+    return np.stack([y0, x0, y1 + 1.0, x1 + 1.0], axis=-1)
+
+
+def scale_xy(coords_xy: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """Scale ``(..., 2)`` ``(x, y)`` from the original image to the resized model input frame."""
+    coords = np.array(coords_xy, dtype=np.float64, copy=True)
+    coords[..., 0] *= input_size[1] / original_size[1]
+    coords[..., 1] *= input_size[0] / original_size[0]
+    return coords

@@ -1,0 +1,86 @@
+"""``load_model``: a ready-to-use :class:`~napari_sam.model.Sam` from a name, a path or a model."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..model import CONFIGS, OFFICIAL_WEIGHTS, Sam, build_sam, fetch_weights
+from ..model.checkpoint import weights_fingerprint
+from .device import DeviceLike, resolve_device
+
+ModelLike = str | Path | Sam
+
+_CACHE: OrderedDict[tuple[Any, ...], Sam] = OrderedDict()
+_CACHE_SIZE = 2
+_LOCK = threading.Lock()
+
+
+def _cache_key(model: str | Path, device: torch.device) -> tuple[Any, ...]:
+    if isinstance(model, str) and model in CONFIGS:
+        return ("name", model, str(device))
+    path = Path(model).expanduser()
+    if not path.is_file():
+        return ("missing", str(path), str(device))
+    stat = path.stat()
+    return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(device))
+
+
+def _build(model: str | Path) -> Sam:
+    if isinstance(model, str) and model == "nano":
+        raise NotImplementedError(
+            "the shipped offline model 'nano' is not part of this version yet; pass "
+            "model='vit_b' / 'vit_l' / 'vit_h' (official weights, downloaded or from "
+            "NAPARI_SAM_WEIGHTS) or the path of a weights file"
+        )
+    if isinstance(model, str) and model in OFFICIAL_WEIGHTS:
+        return build_sam(model, checkpoint=fetch_weights(model))
+    return build_sam(model)
+
+
+def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
+    """Load a model for inference, in eval mode, on ``device``.
+
+    Parameters
+    ----------
+    model
+        ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (official weights, found locally or downloaded and
+        sha256-checked), the path of a weights file (``.pth`` / ``.safetensors``; architecture inferred),
+        or a :class:`Sam` (returned as is, moved to ``device`` unless it is ``"auto"``).
+    device
+        ``"auto"`` (CUDA → MPS → CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``.
+
+    Returns
+    -------
+    Sam
+        The last two models loaded are kept in memory, so repeated calls are cheap.
+    """
+    if isinstance(model, Sam):
+        if device is None or device == "auto":
+            return model.eval()
+        return model.to(resolve_device(device)).eval()
+    if not isinstance(model, (str, Path)):
+        raise TypeError(f"model must be a name, a path or a Sam, got {type(model).__name__}")
+    dev = resolve_device(device)
+    key = _cache_key(model, dev)
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    loaded = _build(model).to(dev).eval()
+    with _LOCK:
+        _CACHE[key] = loaded
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return loaded
+
+
+def model_weights_id(model: Sam) -> str:
+    """sha256 identifying the model's weights (file hash, or a hash of the tensors), memoised."""
+    if model.weights_sha256 is None:
+        model.weights_sha256 = weights_fingerprint(model.state_dict())
+    return model.weights_sha256

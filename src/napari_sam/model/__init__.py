@@ -1,0 +1,20 @@
+"""Pure-PyTorch Segment Anything: encoder, prompt encoder, mask decoder, weights handling."""
+
+from .build import MODEL_NAMES, build_sam
+from .checkpoint import infer_config, read_checkpoint, save_safetensors
+from .configs import CONFIGS, SamConfig
+from .registry import OFFICIAL_WEIGHTS, fetch_weights
+from .sam import Sam
+
+__all__ = [
+    "CONFIGS",
+    "MODEL_NAMES",
+    "OFFICIAL_WEIGHTS",
+    "Sam",
+    "SamConfig",
+    "build_sam",
+    "fetch_weights",
+    "infer_config",
+    "read_checkpoint",
+    "save_safetensors",
+]

@@ -1,0 +1,89 @@
+"""``build_sam``: a :class:`Sam` from a registered name, a config, or a weights file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import (
+    config_from_metadata,
+    infer_config,
+    load_state_dict_strict,
+    read_checkpoint,
+)
+from .configs import CONFIGS, SamConfig, config_name
+from .registry import file_sha256
+from .sam import Sam, build_from_config
+
+#: Names accepted by :func:`build_sam` besides file paths.
+MODEL_NAMES = tuple(CONFIGS)
+
+
+def _looks_like_path(value: str) -> bool:
+    return (
+        any(sep in value for sep in ("/", "\\"))
+        or value.endswith((".pth", ".pt", ".safetensors", ".bin"))
+        or Path(value).expanduser().exists()
+    )
+
+
+def _load_file(path: Path, *, expected: SamConfig | None, name: str | None) -> Sam:
+    state_dict, metadata = read_checkpoint(path)
+    config = expected or config_from_metadata(metadata) or infer_config(state_dict)
+    model_name = name or metadata.get("napari_sam_name") or config_name(config) or path.stem
+    model = build_from_config(config, name=model_name)
+    load_state_dict_strict(model, state_dict, source=str(path))
+    model.weights_sha256 = file_sha256(path)
+    return model.eval()
+
+
+def build_sam(name_or_path: str | Path | SamConfig, checkpoint: str | Path | None = None) -> Sam:
+    """Build a Segment Anything model.
+
+    Parameters
+    ----------
+    name_or_path
+        ``"vit_b"``, ``"vit_l"``, ``"vit_h"``, a :class:`SamConfig`, or the path of a weights file
+        (official ``.pth`` or our ``.safetensors``), whose architecture is then inferred.
+    checkpoint
+        With a name or config: a weights file to load strictly into that architecture. Without one,
+        a name or config gives PyTorch's default random initialisation (nothing is downloaded; use
+        :func:`napari_sam.load_model` for the official weights).
+
+    Returns
+    -------
+    Sam
+        In eval mode, on the CPU.
+
+    Raises
+    ------
+    ValueError
+        Unknown name.
+    FileNotFoundError
+        A path that does not exist.
+    CheckpointError
+        Unreadable weights, or weights of another architecture (the message names the right one).
+    """
+    if isinstance(name_or_path, SamConfig):
+        config, name = name_or_path, config_name(name_or_path) or "custom"
+    elif isinstance(name_or_path, str) and name_or_path in CONFIGS:
+        config, name = CONFIGS[name_or_path], name_or_path
+    elif isinstance(name_or_path, Path) or (
+        isinstance(name_or_path, str) and _looks_like_path(name_or_path)
+    ):
+        if checkpoint is not None:
+            raise ValueError("pass either a weights path or checkpoint=, not both")
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"model weights file not found: {path}")
+        return _load_file(path, expected=None, name=None)
+    else:
+        raise ValueError(
+            f"unknown model {name_or_path!r}: expected one of {list(MODEL_NAMES)}, a SamConfig, "
+            "or the path of a weights file (.pth / .safetensors)"
+        )
+    if checkpoint is None:
+        return build_from_config(config, name=name).eval()
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    return _load_file(path, expected=config, name=name)

@@ -1,0 +1,284 @@
+"""Reading, checking and writing model weights.
+
+Official ``.pth`` files are read with ``torch.load(..., weights_only=True)`` (no arbitrary code runs);
+our own ``.safetensors`` files carry the architecture as JSON metadata. The architecture of an official
+file is inferred from the tensor shapes. Loading is strict: a mismatch lists what is missing,
+unexpected or of the wrong shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .configs import CONFIGS, SamConfig, config_name
+
+#: Keys under which training frameworks commonly nest a model's state dict.
+_CONTAINER_KEYS = ("model", "state_dict", "model_state", "model_state_dict")
+_CONFIG_METADATA_KEY = "napari_sam_config"
+_MAX_LISTED = 8
+
+
+def sha256_file(path: str | Path, *, chunk_size: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Hex sha256 over the names, shapes, dtypes and bytes of a state dict (key order independent)."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in _CONTAINER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__})")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path} holds no tensors")
+    if all(k.startswith("module.") for k in tensors):  # saved from DataParallel
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a weights file into CPU tensors.
+
+    Parameters
+    ----------
+    path
+        An official ``.pth``/``.pt`` file, or a ``.safetensors`` file written by :func:`save_safetensors`.
+
+    Returns
+    -------
+    state_dict, metadata
+        Tensors by official key name, and the file's string metadata (empty for ``.pth``).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    CheckpointError
+        The file is truncated, corrupt, or not a tensor checkpoint.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    hint = "the file may be truncated or corrupt; delete it and download it again"
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                metadata = dict(fh.metadata() or {})
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+        except Exception as exc:
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc} ({hint})") from exc
+        return _unwrap(tensors, path), metadata
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            hint = (
+                "it stores Python objects besides tensors; napari-sam only loads plain tensors "
+                "(torch.load weights_only=True) — save just the model's state_dict()"
+            )
+        raise CheckpointError(f"cannot read checkpoint {path}: {message} ({hint})") from exc
+    return _unwrap(obj, path), {}
+
+
+def _require(state_dict: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in state_dict:
+        raise CheckpointError(
+            f"this does not look like a Segment Anything checkpoint: missing {key!r}"
+        )
+    return state_dict[key]
+
+
+def _indices(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[int]:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    found = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
+    return sorted(found)
+
+
+def infer_config(
+    state_dict: Mapping[str, torch.Tensor], *, decoder_num_heads: int = 8
+) -> SamConfig:
+    """Infer the architecture of a ViT SAM state dict from its tensor shapes.
+
+    The decoder's number of attention heads leaves no trace in the shapes; it defaults to the official 8.
+    """
+    proj = _require(state_dict, "image_encoder.patch_embed.proj.weight")  # (D, 3, p, p)
+    pos = _require(state_dict, "image_encoder.pos_embed")  # (1, g, g, D)
+    embed_dim, patch = proj.shape[0], proj.shape[-1]
+    grid = pos.shape[1]
+    blocks = _indices(state_dict, "image_encoder.blocks.")
+    if not blocks:
+        raise CheckpointError("this does not look like a Segment Anything checkpoint: no encoder blocks")
+    global_blocks, window = [], 14
+    head_dim = _require(state_dict, "image_encoder.blocks.0.attn.rel_pos_h").shape[1]
+    for i in blocks:
+        length = _require(state_dict, f"image_encoder.blocks.{i}.attn.rel_pos_h").shape[0]
+        if length == 2 * grid - 1:
+            global_blocks.append(i)
+        else:
+            window = (length + 1) // 2
+    lin1 = _require(state_dict, "image_encoder.blocks.0.mlp.lin1.weight")
+    prompt_dim = _require(state_dict, "image_encoder.neck.0.weight").shape[0]
+    mask_in = _require(state_dict, "prompt_encoder.mask_downscaling.3.weight").shape[0]
+    dec_layers = _indices(state_dict, "mask_decoder.transformer.layers.")
+    dec_mlp = _require(state_dict, "mask_decoder.transformer.layers.0.mlp.lin1.weight").shape[0]
+    cross_q = _require(
+        state_dict, "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"
+    )
+    iou_layers = _indices(state_dict, "mask_decoder.iou_prediction_head.layers.")
+    iou_hidden = _require(state_dict, "mask_decoder.iou_prediction_head.layers.0.weight").shape[0]
+    mask_tokens = _require(state_dict, "mask_decoder.mask_tokens.weight").shape[0]
+    try:
+        return SamConfig(
+            encoder_embed_dim=int(embed_dim),
+            encoder_depth=len(blocks),
+            encoder_num_heads=int(embed_dim // head_dim),
+            encoder_global_attn_indexes=tuple(global_blocks),
+            image_size=int(grid * patch),
+            patch_size=int(patch),
+            window_size=int(window),
+            mlp_ratio=lin1.shape[0] / embed_dim,
+            prompt_embed_dim=int(prompt_dim),
+            mask_in_chans=int(mask_in),
+            decoder_depth=len(dec_layers),
+            decoder_num_heads=decoder_num_heads,
+            decoder_mlp_dim=int(dec_mlp),
+            decoder_attention_downsample_rate=int(prompt_dim // cross_q.shape[0]),
+            iou_head_depth=len(iou_layers),
+            iou_head_hidden_dim=int(iou_hidden),
+            num_multimask_outputs=int(mask_tokens - 1),
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"inconsistent checkpoint shapes: {exc}") from exc
+
+
+def config_from_metadata(metadata: Mapping[str, str]) -> SamConfig | None:
+    """The :class:`SamConfig` stored in a safetensors file's metadata, if any."""
+    raw = metadata.get(_CONFIG_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return SamConfig.from_dict(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"invalid model config in file metadata: {exc}") from exc
+
+
+def describe_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A short human description: the registered name if it matches, else the main sizes."""
+    try:
+        config = infer_config(state_dict)
+    except CheckpointError as exc:
+        return f"not a ViT Segment Anything state dict ({exc})"
+    name = config_name(config)
+    if name is not None:
+        return name
+    return (
+        f"a custom ViT (embed dim {config.encoder_embed_dim}, depth {config.encoder_depth}, "
+        f"image size {config.image_size})"
+    )
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    more = len(keys) - _MAX_LISTED
+    return shown + (f" … and {more} more" if more > 0 else "")
+
+
+def load_state_dict_strict(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
+) -> None:
+    """Copy ``state_dict`` into ``model``; every key must exist on both sides with the same shape.
+
+    Raises
+    ------
+    CheckpointError
+        Listing missing, unexpected and shape-mismatched keys, and naming the architecture the
+        weights belong to.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = sorted(
+        f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)})"
+        for k in set(own) & set(state_dict)
+        if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
+        wanted = getattr(model, "name", "the requested model")
+        found = describe_architecture(state_dict)
+        suggestion = (
+            f"; the weights look like {found!r} — use model={found!r}"
+            if found in CONFIGS
+            else f"; the weights look like {found}"
+        )
+        raise CheckpointError(
+            f"{source} does not fit {wanted!r}: " + "; ".join(parts) + suggestion
+        )
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def save_safetensors(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    config: SamConfig,
+    dtype: torch.dtype | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model``'s state dict as safetensors with the architecture in the metadata.
+
+    ``dtype`` (e.g. ``torch.float16``) converts floating-point tensors to shrink the file.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[key] = tensor.contiguous()
+    meta = {_CONFIG_METADATA_KEY: json.dumps(config.to_dict())}
+    meta.update(metadata or {})
+    path = Path(path)
+    save_file(tensors, str(path), metadata=meta)
+    return path

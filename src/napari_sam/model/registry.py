@@ -1,0 +1,176 @@
+"""Registered models: names, download URLs, sha256, and finding or fetching their weights.
+
+Where weights are looked for, in order:
+
+1. ``NAPARI_SAM_WEIGHTS``: one or more folders (or files), separated by ``os.pathsep``, holding the
+   official file names (``sam_vit_b_01ec64.pth`` …) — for offline sites;
+2. the cache folder (``NAPARI_SAM_CACHE``, else the user cache dir), where downloads go;
+3. a download through pooch, checked against the published sha256.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import WeightsHashError, WeightsUnavailableError
+
+OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a registered model's weights come from."""
+
+    name: str
+    filename: str
+    url: str
+    sha256: str
+
+
+OFFICIAL_WEIGHTS: dict[str, WeightsInfo] = {
+    info.name: info
+    for info in (
+        WeightsInfo(
+            "vit_b",
+            "sam_vit_b_01ec64.pth",
+            OFFICIAL_BASE_URL + "sam_vit_b_01ec64.pth",
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        ),
+        WeightsInfo(
+            "vit_l",
+            "sam_vit_l_0b3195.pth",
+            OFFICIAL_BASE_URL + "sam_vit_l_0b3195.pth",
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        ),
+        WeightsInfo(
+            "vit_h",
+            "sam_vit_h_4b8939.pth",
+            OFFICIAL_BASE_URL + "sam_vit_h_4b8939.pth",
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        ),
+    )
+}
+
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+def cache_dir() -> Path:
+    """Folder for downloaded weights: ``$NAPARI_SAM_CACHE`` or the user cache dir."""
+    env = os.environ.get("NAPARI_SAM_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import pooch
+
+    return Path(pooch.os_cache("napari-sam")) / "weights"
+
+
+def _weights_search_paths() -> list[Path]:
+    env = os.environ.get("NAPARI_SAM_WEIGHTS", "")
+    return [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of ``path``, remembered for the process while size and mtime stay the same."""
+    from .checkpoint import sha256_file
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        _verified[key] = sha256_file(path)
+    return _verified[key]
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise :class:`WeightsHashError` unless ``path`` has sha256 ``expected``."""
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        raise WeightsHashError(
+            f"{path} has sha256 {actual}, expected {expected}: the file is corrupt, truncated or "
+            "not the published one. Delete it and download it again."
+        )
+
+
+def find_local_weights(info: WeightsInfo) -> Path | None:
+    """The first existing local copy of ``info.filename`` (``NAPARI_SAM_WEIGHTS``, then the cache)."""
+    for entry in [*_weights_search_paths(), cache_dir()]:
+        candidate = entry if entry.is_file() and entry.name == info.filename else entry / info.filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _offline_help(info: WeightsInfo) -> str:
+    return (
+        f"Weights for {info.name!r} ({info.filename}) are not on this machine and could not be "
+        f"downloaded from {info.url}. On a machine with internet access download that file "
+        f"(sha256 {info.sha256}), then either put it in {cache_dir()}, point NAPARI_SAM_WEIGHTS at "
+        f"its folder, or pass model='/path/to/{info.filename}'. model='nano' works offline."
+    )
+
+
+def fetch_weights(
+    info: WeightsInfo | str,
+    *,
+    download: bool = True,
+    directory: Path | str | None = None,
+    progressbar: bool = True,
+) -> Path:
+    """Return a verified local path to a registered model's weights, downloading if needed.
+
+    Parameters
+    ----------
+    info
+        A :class:`WeightsInfo` or a registered name (``"vit_b"`` …).
+    download
+        If False, only look on disk.
+    directory
+        Download folder; defaults to :func:`cache_dir`.
+    progressbar
+        Show a download progress bar.
+
+    Raises
+    ------
+    WeightsUnavailableError
+        Not on disk and not downloadable (offline, or ``download=False``).
+    WeightsHashError
+        A local or downloaded file has the wrong sha256.
+    """
+    if isinstance(info, str):
+        if info not in OFFICIAL_WEIGHTS:
+            raise ValueError(
+                f"model {info!r} has no downloadable weights; registered: {sorted(OFFICIAL_WEIGHTS)}"
+            )
+        info = OFFICIAL_WEIGHTS[info]
+    local = find_local_weights(info) if directory is None else None
+    if local is not None:
+        verify_sha256(local, info.sha256)
+        return local
+    target_dir = Path(directory) if directory is not None else cache_dir()
+    target = target_dir / info.filename
+    if target.is_file():
+        verify_sha256(target, info.sha256)
+        return target
+    if not download:
+        raise WeightsUnavailableError(_offline_help(info))
+    import pooch
+
+    target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        path = pooch.retrieve(
+            info.url,
+            known_hash=f"sha256:{info.sha256}",
+            fname=info.filename,
+            path=target_dir,
+            progressbar=progressbar,
+        )
+    except ValueError as exc:  # pooch's hash mismatch (the bad download is removed)
+        if "hash" in str(exc).lower():
+            raise WeightsHashError(
+                f"downloaded {info.url} but its sha256 is not {info.sha256}: {exc}"
+            ) from exc
+        raise
+    except Exception as exc:  # network errors: requests / urllib / OS
+        raise WeightsUnavailableError(_offline_help(info) + f" (download error: {exc})") from exc
+    return Path(path)

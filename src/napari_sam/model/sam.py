@@ -1,0 +1,118 @@
+"""The Segment Anything model: image encoder + prompt encoder + mask decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .configs import SamConfig
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .transformer import TwoWayTransformer
+
+#: Per-channel RGB mean and std (0–255 scale) of the official models' input normalisation.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class Sam(nn.Module):
+    """Segment Anything.
+
+    ``state_dict()`` keys equal the official ``segment_anything`` ones. ``pixel_mean`` and ``pixel_std``
+    are ``(3, 1, 1)`` non-persistent buffers (not part of the checkpoint), as in the official model.
+
+    Attributes
+    ----------
+    config
+        The architecture.
+    name
+        A short model name (``"vit_b"``, a file stem, ``"custom"`` …).
+    weights_sha256
+        sha256 of the weights file it was loaded from; None for in-memory weights (see
+        :func:`napari_sam.model.checkpoint.weights_fingerprint`).
+    """
+
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+
+    def __init__(
+        self,
+        *,
+        image_encoder: nn.Module,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        config: SamConfig,
+        name: str = "custom",
+        pixel_mean: tuple[float, float, float] = PIXEL_MEAN,
+        pixel_std: tuple[float, float, float] = PIXEL_STD,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.config = config
+        self.name = name
+        self.weights_sha256: str | None = None
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input (1024 for the official models)."""
+        return self.config.image_size
+
+    @property
+    def embedding_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image embedding, e.g. ``(256, 64, 64)``."""
+        side = self.config.embedding_size
+        return (self.config.prompt_embed_dim, side, side)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+def build_from_config(config: SamConfig, *, name: str = "custom") -> Sam:
+    """Construct an un-initialised-weights :class:`Sam` (PyTorch default init) for ``config``."""
+    side = config.embedding_size
+    encoder = ImageEncoderViT(
+        img_size=config.image_size,
+        patch_size=config.patch_size,
+        embed_dim=config.encoder_embed_dim,
+        depth=config.encoder_depth,
+        num_heads=config.encoder_num_heads,
+        mlp_ratio=config.mlp_ratio,
+        out_chans=config.prompt_embed_dim,
+        window_size=config.window_size,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=config.prompt_embed_dim,
+        image_embedding_size=(side, side),
+        input_image_size=(config.image_size, config.image_size),
+        mask_in_chans=config.mask_in_chans,
+    )
+    decoder = MaskDecoder(
+        transformer_dim=config.prompt_embed_dim,
+        transformer=TwoWayTransformer(
+            depth=config.decoder_depth,
+            embedding_dim=config.prompt_embed_dim,
+            num_heads=config.decoder_num_heads,
+            mlp_dim=config.decoder_mlp_dim,
+            attention_downsample_rate=config.decoder_attention_downsample_rate,
+        ),
+        num_multimask_outputs=config.num_multimask_outputs,
+        iou_head_depth=config.iou_head_depth,
+        iou_head_hidden_dim=config.iou_head_hidden_dim,
+    )
+    return Sam(
+        image_encoder=encoder,
+        prompt_encoder=prompt_encoder,
+        mask_decoder=decoder,
+        config=config,
+        name=name,
+    )

@@ -1,0 +1,52 @@
+"""Shared fixtures: the golden parity data made by scripts/make_golden.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+SMALL_CONFIGS = ("small_a", "small_b")
+
+
+class Golden:
+    """One golden case folder: config, official weights file and the official outputs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.config_dict = json.loads((folder / "config.json").read_text())
+        self.weights = folder / "weights.pth"
+        self.arrays = np.load(folder / "cases.npz")
+
+    def case(self, name: str) -> dict[str, np.ndarray]:
+        prefix = f"{name}/"
+        return {k[len(prefix) :]: self.arrays[k] for k in self.arrays.files if k.startswith(prefix)}
+
+    def config(self):
+        from napari_sam.model import SamConfig
+
+        return SamConfig.from_dict(self.config_dict)
+
+    def model(self):
+        from napari_sam.model import build_sam
+
+        return build_sam(self.config(), checkpoint=self.weights)
+
+
+@pytest.fixture(scope="session", params=SMALL_CONFIGS)
+def golden(request) -> Golden:
+    return Golden(GOLDEN / request.param)
+
+
+@pytest.fixture(scope="session")
+def small_weights() -> Path:
+    """An official-format weights file of a small random architecture."""
+    return GOLDEN / "small_a" / "weights.pth"
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    return Golden(GOLDEN / "small_a").model()
