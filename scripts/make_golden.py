@@ -37,7 +37,7 @@ GOLDEN = ROOT / "tests" / "fixtures" / "golden"
 # Small architectures covering: window padding (grid 20, window 6), several heads, a global block,
 # non-default decoder sizes. Field names are napari_sam.model.SamConfig's.
 SMALL_CONFIGS = {
-    "small_a": dict(
+    "small_a": dict(  # noqa: C408
         encoder_embed_dim=64,
         encoder_depth=3,
         encoder_num_heads=4,
@@ -57,7 +57,7 @@ SMALL_CONFIGS = {
         num_multimask_outputs=3,
         original_size=[96, 128],
     ),
-    "small_b": dict(
+    "small_b": dict(  # noqa: C408
         encoder_embed_dim=48,
         encoder_depth=2,
         encoder_num_heads=3,
@@ -161,27 +161,49 @@ def run_cases(predictor: SamPredictor, h: int, w: int, low_res_side: int) -> dic
     lab2 = np.array([1, 0])
     p = partial(predictor.predict, return_logits=True)
 
-    record("point", *p(point_coords=one, point_labels=lab1, multimask_output=True),
-           points=one, labels=lab1, multimask=True)
-    record("point_single", *p(point_coords=one, point_labels=lab1, multimask_output=False),
-           points=one, labels=lab1, multimask=False)
+    record(
+        "point",
+        *p(point_coords=one, point_labels=lab1, multimask_output=True),
+        points=one,
+        labels=lab1,
+        multimask=True,
+    )
+    record(
+        "point_single",
+        *p(point_coords=one, point_labels=lab1, multimask_output=False),
+        points=one,
+        labels=lab1,
+        multimask=False,
+    )
     masks, iou, low = p(point_coords=posneg, point_labels=lab3, multimask_output=True)
     record("points_posneg", masks, iou, low, points=posneg, labels=lab3, multimask=True)
     record("box", *p(box=box, multimask_output=False), box=box, multimask=False)
     record("box_multi", *p(box=box, multimask_output=True), box=box, multimask=True)
-    record("box_points", *p(point_coords=box_pts, point_labels=lab2, box=box, multimask_output=False),
-           points=box_pts, labels=lab2, box=box, multimask=False)
+    record(
+        "box_points",
+        *p(point_coords=box_pts, point_labels=lab2, box=box, multimask_output=False),
+        points=box_pts,
+        labels=lab2,
+        box=box,
+        multimask=False,
+    )
     mask_in = low[int(np.argmax(iou))][None]  # (1, 4g, 4g) logits
     assert mask_in.shape[-1] == low_res_side
-    record("mask_input", *p(point_coords=posneg, point_labels=lab3, mask_input=mask_in,
-                             multimask_output=False),
-           points=posneg, labels=lab3, mask_input=mask_in, multimask=False)
+    record(
+        "mask_input",
+        *p(point_coords=posneg, point_labels=lab3, mask_input=mask_in, multimask_output=False),
+        points=posneg,
+        labels=lab3,
+        mask_input=mask_in,
+        multimask=False,
+    )
 
     # Several boxes in one decoder call (the official batched path).
     boxes = np.array([box, [0, 0, w * 0.5, h * 0.5], [w * 0.3, h * 0.1, w - 1, h - 1]]).round(1)
     boxes_t = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), (h, w))
-    masks, iou, low = predictor.predict_torch(None, None, boxes=boxes_t, multimask_output=False,
-                                              return_logits=True)
+    masks, iou, low = predictor.predict_torch(
+        None, None, boxes=boxes_t, multimask_output=False, return_logits=True
+    )
     record("batched_boxes", masks.numpy(), iou.numpy(), low.numpy(), boxes=boxes, multimask=False)
     return out
 
@@ -245,9 +267,13 @@ def make_vit_b(out_dir: Path, seed: int = 0) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=GOLDEN, help="fixture folder (small configs)")
-    parser.add_argument("--vit-b", type=Path, metavar="DIR", help="write full-size vit_b fixtures to DIR instead")
+    parser.add_argument(
+        "--vit-b", type=Path, metavar="DIR", help="write full-size vit_b fixtures to DIR instead"
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     if args.vit_b is not None:

@@ -21,15 +21,20 @@ _LAZY = {
     "predict": "napari_sam.engine.predict",
     "Embeddings": "napari_sam.engine.embeddings",
     "Prediction": "napari_sam.engine.predict",
-    "automatic": "napari_sam.api",
-    "propagate": "napari_sam.api",
-    "train": "napari_sam.api",
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = [
+    "Embeddings",
+    "Prediction",
+    "__version__",
+    "compute_embeddings",
+    "load_model",
+    "predict",
+    "segment",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import automatic, propagate, segment, train
+    from .api import segment
     from .engine.embeddings import Embeddings, compute_embeddings
     from .engine.loading import load_model
     from .engine.predict import Prediction, predict

@@ -31,7 +31,9 @@ def boxes_xyxy_to_rc(boxes: np.ndarray) -> np.ndarray:
     return np.stack([y0, x0, y1 + 1.0, x1 + 1.0], axis=-1)
 
 
-def scale_xy(coords_xy: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+def scale_xy(
+    coords_xy: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int]
+) -> np.ndarray:
     """Scale ``(..., 2)`` ``(x, y)`` from the original image to the resized model input frame."""
     coords = np.array(coords_xy, dtype=np.float64, copy=True)
     coords[..., 0] *= input_size[1] / original_size[1]

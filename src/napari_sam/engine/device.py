@@ -9,7 +9,9 @@ DeviceLike = str | torch.device | None
 
 def available_devices() -> list[str]:
     """Device names usable on this machine, best first (e.g. ``["cuda:0", "cpu"]``)."""
-    names = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    names = (
+        [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         names.append("mps")
     names.append("cpu")
@@ -17,7 +19,8 @@ def available_devices() -> list[str]:
 
 
 def resolve_device(device: DeviceLike = "auto") -> torch.device:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a torch.device into a usable device.
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a torch.device into one
+    this machine has.
 
     Raises
     ------
@@ -33,7 +36,7 @@ def resolve_device(device: DeviceLike = "auto") -> torch.device:
             f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
         ) from exc
     if dev.type == "cpu":
-        return dev
+        return torch.device("cpu")  # "cpu:1" is the same CPU; keep one spelling so devices compare
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = 0 if dev.index is None else dev.index
@@ -45,6 +48,9 @@ def resolve_device(device: DeviceLike = "auto") -> torch.device:
         return torch.device("cuda", index)
     if dev.type == "mps":
         if "mps" not in available_devices():
-            raise ValueError(f"device='mps' is not available here; available: {available_devices()}")
+            raise ValueError(
+                f"device={device!r} is not available: this machine has no Apple MPS device; "
+                f"available: {available_devices()}"
+            )
         return dev
     raise ValueError(f"unsupported device {device!r}; available: {available_devices()}")

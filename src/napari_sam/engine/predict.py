@@ -74,9 +74,7 @@ def validate_points(
             f"{np.shape(points)}"
         )
     h, w = image_shape
-    outside = (
-        (pts[..., 0] < -0.5) | (pts[..., 0] > h - 0.5) | (pts[..., 1] < -0.5) | (pts[..., 1] > w - 0.5)
-    )
+    outside = (pts[..., 0] < -0.5) | (pts[..., 0] > h - 0.5) | (pts[..., 1] < -0.5) | (pts[..., 1] > w - 0.5)
     if outside.any():
         first = pts[outside][0]
         raise ValueError(
@@ -90,8 +88,9 @@ def validate_points(
         if labels.ndim == 1 and pts.shape[0] == 1:
             labels = labels[None]
         if labels.shape != pts.shape[:2]:
+            wanted = pts.shape[1:2] if pts.shape[0] == 1 else pts.shape[:2]
             raise ValueError(
-                f"point_labels must have one label per point, shape {pts.shape[:2][1:] if pts.shape[0] == 1 else pts.shape[:2]}; "
+                f"point_labels must have one label per point, shape {wanted}; "
                 f"got shape {np.shape(point_labels)}"
             )
         if not np.isin(labels, (0, 1)).all():

@@ -65,9 +65,7 @@ def _check_dtype(image: np.ndarray) -> None:
         )
 
 
-def as_channels_last_2d(
-    image: Any, *, channel_axis: int | None = None
-) -> np.ndarray:
+def as_channels_last_2d(image: Any, *, channel_axis: int | None = None) -> np.ndarray:
     """Validate a 2D image and return it as ``(H, W, C)`` (``C = 1`` for gray).
 
     Parameters
@@ -106,7 +104,9 @@ def as_channels_last_2d(
     return arr
 
 
-def select_channels(image: np.ndarray, channel: int | Sequence[int] | None) -> tuple[np.ndarray, tuple[int, ...] | None]:
+def select_channels(
+    image: np.ndarray, channel: int | Sequence[int] | None
+) -> tuple[np.ndarray, tuple[int, ...] | None]:
     """Pick channels of an ``(H, W, C)`` image: returns ``(H, W, 1)`` (gray) or ``(H, W, 3)``.
 
     ``channel=None`` accepts gray (C=1), RGB (C=3) and uint8 RGBA (alpha dropped); other channel counts
@@ -219,9 +219,7 @@ def normalize_intensity(
         return _rescale(image, limits), "contrast_limits", None, limits
     mode = "none" if normalize is None else normalize
     if mode not in ("auto", "percentile", "none"):
-        raise ValueError(
-            f"normalize must be 'auto', 'percentile' or None, got {normalize!r}"
-        )
+        raise ValueError(f"normalize must be 'auto', 'percentile' or None, got {normalize!r}")
     if mode == "auto":
         mode = "none" if image.dtype == np.uint8 and image.shape[-1] == 3 else "percentile"
     if mode == "percentile":

@@ -67,9 +67,7 @@ def build_sam(name_or_path: str | Path | SamConfig, checkpoint: str | Path | Non
         config, name = name_or_path, config_name(name_or_path) or "custom"
     elif isinstance(name_or_path, str) and name_or_path in CONFIGS:
         config, name = CONFIGS[name_or_path], name_or_path
-    elif isinstance(name_or_path, Path) or (
-        isinstance(name_or_path, str) and _looks_like_path(name_or_path)
-    ):
+    elif isinstance(name_or_path, Path) or (isinstance(name_or_path, str) and _looks_like_path(name_or_path)):
         if checkpoint is not None:
             raise ValueError("pass either a weights path or checkpoint=, not both")
         path = Path(name_or_path).expanduser()

@@ -30,9 +30,7 @@ class LayerNorm2d(nn.Module):
 class MLPBlock(nn.Module):
     """Two linear layers with an activation between them: ``dim → hidden → dim``."""
 
-    def __init__(
-        self, *, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU
-    ) -> None:
+    def __init__(self, *, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         self.lin1 = nn.Linear(embedding_dim, mlp_dim)
         self.lin2 = nn.Linear(mlp_dim, embedding_dim)
@@ -59,7 +57,7 @@ class MLP(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims_in, dims_out))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims_in, dims_out, strict=True))
         self.sigmoid_output = sigmoid_output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

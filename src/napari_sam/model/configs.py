@@ -34,7 +34,9 @@ class SamConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "encoder_global_attn_indexes", tuple(int(i) for i in self.encoder_global_attn_indexes)
+            self,
+            "encoder_global_attn_indexes",
+            tuple(int(i) for i in self.encoder_global_attn_indexes),
         )
         problems = []
         if self.image_size % self.patch_size:
@@ -48,9 +50,7 @@ class SamConfig:
             )
         bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
         if bad:
-            problems.append(
-                f"encoder_global_attn_indexes {bad} outside 0..{self.encoder_depth - 1}"
-            )
+            problems.append(f"encoder_global_attn_indexes {bad} outside 0..{self.encoder_depth - 1}")
         if self.prompt_embed_dim % 8:
             problems.append(f"prompt_embed_dim ({self.prompt_embed_dim}) must be a multiple of 8")
         if problems:

@@ -23,9 +23,7 @@ class PositionEmbeddingRandom(nn.Module):
         super().__init__()
         if scale is None or scale <= 0.0:
             scale = 1.0
-        self.register_buffer(
-            "positional_encoding_gaussian_matrix", scale * torch.randn((2, num_pos_feats))
-        )
+        self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn((2, num_pos_feats)))
 
     def _encode(self, coords: torch.Tensor) -> torch.Tensor:
         """``(..., 2)`` coordinates in ``[0, 1]`` → ``(..., 2 * num_pos_feats)`` features."""
@@ -45,9 +43,7 @@ class PositionEmbeddingRandom(nn.Module):
         )  # (H, W, 2) as (x, y)
         return self._encode(grid).permute(2, 0, 1)
 
-    def forward_with_coords(
-        self, coords_input: torch.Tensor, image_size: tuple[int, int]
-    ) -> torch.Tensor:
+    def forward_with_coords(self, coords_input: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """Encode ``(B, N, 2)`` pixel coordinates ``(x, y)`` of an ``(H, W)`` canvas → ``(B, N, C)``."""
         coords = coords_input.clone()
         coords[..., 0] = coords[..., 0] / image_size[1]
@@ -106,16 +102,12 @@ class PromptEncoder(nn.Module):
         """Positional encoding of the image embedding grid, ``(1, embed_dim, H, W)``."""
         return self.pe_layer(self.image_embedding_size).unsqueeze(0)
 
-    def _embed_points(
-        self, points: torch.Tensor, labels: torch.Tensor, pad: bool
-    ) -> torch.Tensor:
+    def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         """``(B, N, 2)`` points ``(x, y)`` and ``(B, N)`` labels → ``(B, N [+1], embed_dim)``."""
         points = points + 0.5  # pixel index → pixel centre
         if pad:
             pad_point = torch.zeros((points.shape[0], 1, 2), device=points.device)
-            pad_label = torch.full(
-                (labels.shape[0], 1), PAD_LABEL, device=labels.device, dtype=labels.dtype
-            )
+            pad_label = torch.full((labels.shape[0], 1), PAD_LABEL, device=labels.device, dtype=labels.dtype)
             points = torch.cat([points, pad_point], dim=1)
             labels = torch.cat([labels, pad_label], dim=1)
         emb = self.pe_layer.forward_with_coords(points, self.input_image_size)

@@ -1,0 +1,1 @@
+"""Synthetic microscopy data (tests, sample data, training)."""

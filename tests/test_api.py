@@ -1,0 +1,140 @@
+"""segment(): the headless contract for 2D images."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import napari_sam as ns
+from napari_sam.api import plan_objects
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    img = rng.normal(800, 50, (120, 160))
+    img[20:60, 30:80] += 20000
+    img[70:110, 100:150] += 15000
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+def test_import_does_not_load_torch_napari_or_qt():
+    code = (
+        "import sys, napari_sam; "
+        "heavy = [m for m in ('torch', 'napari', 'qtpy', 'PyQt6', 'PySide6') if m in sys.modules]; "
+        "assert not heavy, heavy; print(napari_sam.__version__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ns.__version__
+
+
+def test_public_names_resolve_lazily():
+    assert callable(ns.segment) and callable(ns.predict) and callable(ns.load_model)
+    assert callable(ns.compute_embeddings)
+    with pytest.raises(AttributeError):
+        ns.does_not_exist  # noqa: B018
+
+
+def test_segment_uint16_with_boxes_from_a_weights_path(image, small_weights):
+    boxes = [[20, 30, 60, 80], [70, 100, 110, 150]]
+    labels = ns.segment(image, boxes=boxes, model=str(small_weights), device="cpu")
+    assert labels.dtype == np.uint32
+    assert labels.shape == image.shape
+    assert set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_one_box_equals_the_best_prediction(image, small_model):
+    emb = ns.compute_embeddings(image, small_model)
+    box = [20, 30, 60, 80]
+    labels = ns.segment(image, boxes=[box], embeddings=emb)
+    pred = ns.predict(emb, box=box, multimask=False)
+    np.testing.assert_array_equal(labels == 1, pred.masks[0, 0])
+
+
+def test_lone_point_uses_the_best_of_three(image, small_model):
+    emb = ns.compute_embeddings(image, small_model)
+    labels = ns.segment(image, points=[[40, 50]], embeddings=emb)
+    pred = ns.predict(emb, points=[[40, 50]], multimask=True)
+    np.testing.assert_array_equal(labels == 1, pred.best_masks()[0])
+
+
+def test_overlaps_go_to_the_higher_predicted_iou(image, small_model):
+    emb = ns.compute_embeddings(image, small_model)
+    boxes = np.array([[10, 10, 100, 140], [30, 40, 90, 120], [0, 0, 120, 160]])
+    labels = ns.segment(image, boxes=boxes, embeddings=emb)
+    pred = ns.predict(emb, box=boxes, multimask=False)
+    masks, scores = pred.masks[:, 0], pred.iou_scores[:, 0]
+    expected = np.zeros(image.shape, np.uint32)
+    for k in np.argsort(scores):  # paint low to high: the best wins
+        expected[masks[k]] = k + 1
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_plan_objects_follows_the_contract():
+    boxes = np.array([[0, 0, 50, 50], [10, 10, 20, 20]], float)
+    points = np.array([[15, 15], [30, 30], [80, 80], [90, 90], [5, 70]], float)
+    labels = np.array([1, 0, 1, 1, 0])
+    objects = plan_objects(points, labels, boxes)
+    assert len(objects) == 4
+    # point (15, 15) is in both boxes: it goes to the smaller one
+    assert objects[1].box is not None and len(objects[1].points) == 1
+    # the negative point (30, 30) refines the big box
+    assert objects[0].labels == [0]
+    # free foreground points are objects of their own, with the free negative point added
+    assert [o.labels for o in objects[2:]] == [[1, 0], [1, 0]]
+    np.testing.assert_array_equal(objects[2].points[0], [80, 80])
+    np.testing.assert_array_equal(objects[3].points[1], [5, 70])
+
+
+def test_half_open_boxes_do_not_own_points_on_their_far_edge():
+    objects = plan_objects(np.array([[50.0, 20.0]]), np.array([1]), np.array([[0, 0, 50, 50.0]]))
+    assert len(objects) == 2 and not objects[0].points
+
+
+def test_background_only_points_make_no_object(image, small_model):
+    emb = ns.compute_embeddings(image, small_model)
+    labels = ns.segment(image, points=[[5, 5]], point_labels=[0], embeddings=emb)
+    assert labels.max() == 0
+
+
+def test_segment_not_yet_available_modes_say_so(image, small_model):
+    with pytest.raises(NotImplementedError, match="3D"):
+        ns.segment(np.zeros((4, 32, 32), np.uint16), points=[[1, 5, 5]], model=small_model)
+    with pytest.raises(NotImplementedError, match="automatic"):
+        ns.segment(image, model=small_model)
+
+
+def test_nano_is_not_shipped_yet(image):
+    with pytest.raises(NotImplementedError, match="nano"):
+        ns.segment(image, boxes=[[0, 0, 10, 10]])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"points": [[1, 2, 3]]}, ValueError, "points must have shape \\(N, 2\\)"),
+        ({"boxes": [[1, 2, 3]]}, ValueError, "boxes must have shape \\(M, 4\\)"),
+        ({"boxes": [[30, 10, 20, 40]]}, ValueError, "min < max"),
+        ({"points": [[500, 5]]}, ValueError, "outside the image"),
+        ({"points": [[5, 5]], "point_labels": [1, 0]}, ValueError, "one label per point"),
+        ({"points": [[5, 5]], "multimask": "yes"}, ValueError, "multimask"),
+        ({"points": [[5, 5]], "device": "cuda:7"}, ValueError, "not available"),
+        ({"points": [[5, 5]], "model": "vit_q"}, ValueError, "unknown model"),
+        ({"points": [[5, 5]], "model": "/no/such/file.pth"}, FileNotFoundError, "not found"),
+    ],
+)
+def test_segment_bad_arguments(image, small_weights, kwargs, error, message):
+    kwargs.setdefault("model", str(small_weights))
+    if kwargs.get("device") is None:
+        kwargs["device"] = "cpu"
+    with pytest.raises(error, match=message):
+        ns.segment(image, **kwargs)
+
+
+def test_load_model_reuses_a_loaded_model(small_weights):
+    a = ns.load_model(str(small_weights), device="cpu")
+    b = ns.load_model(small_weights, device="cpu")
+    assert a is b
