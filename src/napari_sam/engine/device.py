@@ -9,9 +9,7 @@ DeviceLike = str | torch.device | None
 
 def available_devices() -> list[str]:
     """Device names usable on this machine, best first (e.g. ``["cuda:0", "cpu"]``)."""
-    names = (
-        [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    )
+    names = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         names.append("mps")
     names.append("cpu")
@@ -32,9 +30,7 @@ def resolve_device(device: DeviceLike = "auto") -> torch.device:
     try:
         dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
-        ) from exc
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from exc
     if dev.type == "cpu":
         return torch.device("cpu")  # "cpu:1" is the same CPU; keep one spelling so devices compare
     if dev.type == "cuda":

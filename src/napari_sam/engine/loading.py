@@ -60,7 +60,7 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
         The last two models loaded are kept in memory, so repeated calls are cheap.
     """
     if isinstance(model, Sam):
-        if device is None or device == "auto":
+        if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
             return model.eval()
         return model.to(resolve_device(device)).eval()
     if not isinstance(model, (str, Path)):
@@ -80,7 +80,11 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
 
 
 def model_weights_id(model: Sam) -> str:
-    """sha256 identifying the model's weights (file hash, or a hash of the tensors), memoised."""
+    """sha256 identifying the model's weights (file hash, or a hash of the tensors), memoised.
+
+    Code that changes a model's weights in place (training) must set ``model.weights_sha256 = None``
+    afterwards so that a new id is computed.
+    """
     if model.weights_sha256 is None:
         model.weights_sha256 = weights_fingerprint(model.state_dict())
     return model.weights_sha256

@@ -1,9 +1,9 @@
 """Reading, checking and writing model weights.
 
-Official ``.pth`` files are read with ``torch.load(..., weights_only=True)`` (no arbitrary code runs);
-our own ``.safetensors`` files carry the architecture as JSON metadata. The architecture of an official
-file is inferred from the tensor shapes. Loading is strict: a mismatch lists what is missing,
-unexpected or of the wrong shape.
+Official ``.pth`` files are read with ``torch.load(..., weights_only=True)`` (no arbitrary code
+runs); our own ``.safetensors`` files carry the architecture as JSON metadata. The architecture of
+an official file is inferred from the tensor shapes. Loading is strict: a mismatch lists what is
+missing, unexpected or of the wrong shape.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .configs import CONFIGS, SamConfig, config_name
 _CONTAINER_KEYS = ("model", "state_dict", "model_state", "model_state_dict")
 _CONFIG_METADATA_KEY = "napari_sam_config"
 _MAX_LISTED = 8
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def sha256_file(path: str | Path, *, chunk_size: int = 1 << 22) -> str:
@@ -36,12 +37,14 @@ def sha256_file(path: str | Path, *, chunk_size: int = 1 << 22) -> str:
 
 
 def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """Hex sha256 over the names, shapes, dtypes and bytes of a state dict (key order independent)."""
+    """Hex sha256 over the names, shapes, dtypes and bytes of a state dict (key order free)."""
     digest = hashlib.sha256()
     for key in sorted(state_dict):
         tensor = state_dict[key].detach().cpu().contiguous()
         digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # reshape(-1): a 0-d tensor cannot be viewed as bytes of another element size
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -62,13 +65,26 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _is_safetensors(path: Path) -> bool:
+    """By suffix (any case), or by content: an 8-byte little-endian header length, then ``{``."""
+    if path.suffix.lower() == ".safetensors":
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len <= path.stat().st_size - 8
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a weights file into CPU tensors.
 
     Parameters
     ----------
     path
-        An official ``.pth``/``.pt`` file, or a ``.safetensors`` file written by :func:`save_safetensors`.
+        An official ``.pth``/``.pt`` file, or a ``.safetensors`` file written by
+        :func:`save_safetensors` (recognised by suffix or content).
 
     Returns
     -------
@@ -86,7 +102,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     hint = "the file may be truncated or corrupt; delete it and download it again"
-    if path.suffix == ".safetensors":
+    if _is_safetensors(path):
         from safetensors import safe_open
 
         try:
@@ -104,11 +120,23 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Weights only" in str(exc):
+        text = _ANSI_ESCAPE.sub("", str(exc)).strip()
+        message = text.splitlines()[0].strip() if text else type(exc).__name__
+        # torch's own first line ("Weights only load failed. … you have two options") says
+        # nothing about *what* failed; the unpickler's words do (wording varies across versions)
+        unpickler = re.search(r"Unpickler error:\s*(\S[^\n]*)", text)
+        blocked = re.search(r"Unsupported (?:global|class)[^\n]*", text, re.IGNORECASE)
+        if blocked:
+            message = blocked.group(0).split(" Please use")[0].strip()
             hint = (
-                "it stores Python objects besides tensors; napari-sam only loads plain tensors "
-                "(torch.load weights_only=True) — save just the model's state_dict()"
+                "it stores Python objects besides tensors; napari-sam only loads plain "
+                "tensors (torch.load weights_only=True) — save just the model's state_dict()"
+            )
+        elif "weights only" in text.lower() or "weights_only" in text:
+            message = unpickler.group(1).strip() if unpickler else message
+            hint = (
+                "the file is truncated or corrupt, or stores Python objects besides tensors "
+                "(napari-sam only loads plain tensors with torch.load weights_only=True)"
             )
         raise CheckpointError(f"cannot read checkpoint {path}: {message} ({hint})") from exc
     return _unwrap(obj, path), {}
@@ -116,9 +144,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 def _require(state_dict: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in state_dict:
-        raise CheckpointError(
-            f"this does not look like a Segment Anything checkpoint: missing {key!r}"
-        )
+        raise CheckpointError(f"this does not look like a Segment Anything checkpoint: missing {key!r}")
     return state_dict[key]
 
 
@@ -128,12 +154,11 @@ def _indices(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[int]:
     return sorted(found)
 
 
-def infer_config(
-    state_dict: Mapping[str, torch.Tensor], *, decoder_num_heads: int = 8
-) -> SamConfig:
+def infer_config(state_dict: Mapping[str, torch.Tensor], *, decoder_num_heads: int = 8) -> SamConfig:
     """Infer the architecture of a ViT SAM state dict from its tensor shapes.
 
-    The decoder's number of attention heads leaves no trace in the shapes; it defaults to the official 8.
+    The decoder's number of attention heads leaves no trace in the shapes; it defaults to the
+    official 8.
     """
     proj = _require(state_dict, "image_encoder.patch_embed.proj.weight")  # (D, 3, p, p)
     pos = _require(state_dict, "image_encoder.pos_embed")  # (1, g, g, D)
@@ -251,9 +276,7 @@ def load_state_dict_strict(
             if found in CONFIGS
             else f"; the weights look like {found}"
         )
-        raise CheckpointError(
-            f"{source} does not fit {wanted!r}: " + "; ".join(parts) + suggestion
-        )
+        raise CheckpointError(f"{source} does not fit {wanted!r}: " + "; ".join(parts) + suggestion)
     model.load_state_dict(dict(state_dict), strict=True)
 
 
@@ -278,6 +301,9 @@ def save_safetensors(
             tensor = tensor.to(dtype)
         tensors[key] = tensor.contiguous()
     meta = {_CONFIG_METADATA_KEY: json.dumps(config.to_dict())}
+    name = getattr(model, "name", None)
+    if isinstance(name, str) and name:
+        meta["napari_sam_name"] = name
     meta.update(metadata or {})
     path = Path(path)
     save_file(tensors, str(path), metadata=meta)

@@ -93,20 +93,31 @@ def verify_sha256(path: Path, expected: str) -> None:
 
 
 def find_local_weights(info: WeightsInfo) -> Path | None:
-    """The first existing local copy of ``info.filename`` (``NAPARI_SAM_WEIGHTS``, then the cache)."""
+    """The first existing local copy of ``info.filename`` (``NAPARI_SAM_WEIGHTS``, then cache)."""
     for entry in [*_weights_search_paths(), cache_dir()]:
-        candidate = entry if entry.is_file() and entry.name == info.filename else entry / info.filename
+        is_that_file = entry.is_file() and entry.name == info.filename
+        candidate = entry if is_that_file else entry / info.filename
         if candidate.is_file():
             return candidate
     return None
 
 
-def _offline_help(info: WeightsInfo) -> str:
+def _offline_help(info: WeightsInfo, *, tried_download: bool = True, directory: Path | None = None) -> str:
+    where = (
+        f"could not be downloaded from {info.url}"
+        if tried_download
+        else f"downloading is off (download=False); they come from {info.url}"
+    )
+    # with an explicit directory only that folder is searched, so only it helps
+    put = (
+        f"put it in {directory}"
+        if directory is not None
+        else f"either put it in {cache_dir()}, point NAPARI_SAM_WEIGHTS at its folder,"
+    )
     return (
-        f"Weights for {info.name!r} ({info.filename}) are not on this machine and could not be "
-        f"downloaded from {info.url}. On a machine with internet access download that file "
-        f"(sha256 {info.sha256}), then either put it in {cache_dir()}, point NAPARI_SAM_WEIGHTS at "
-        f"its folder, or pass model='/path/to/{info.filename}'. model='nano' works offline."
+        f"Weights for {info.name!r} ({info.filename}) are not on this machine and {where}. "
+        f"On a machine with internet access download that file (sha256 {info.sha256}), then "
+        f"{put} or pass model='/path/to/{info.filename}'. model='nano' works offline."
     )
 
 
@@ -147,13 +158,14 @@ def fetch_weights(
     if local is not None:
         verify_sha256(local, info.sha256)
         return local
-    target_dir = Path(directory) if directory is not None else cache_dir()
+    explicit_dir = Path(directory).expanduser() if directory is not None else None
+    target_dir = explicit_dir if explicit_dir is not None else cache_dir()
     target = target_dir / info.filename
     if target.is_file():
         verify_sha256(target, info.sha256)
         return target
     if not download:
-        raise WeightsUnavailableError(_offline_help(info))
+        raise WeightsUnavailableError(_offline_help(info, tried_download=False, directory=explicit_dir))
     import pooch
 
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -172,5 +184,7 @@ def fetch_weights(
             ) from exc
         raise
     except Exception as exc:  # network errors: requests / urllib / OS
-        raise WeightsUnavailableError(_offline_help(info) + f" (download error: {exc})") from exc
+        raise WeightsUnavailableError(
+            _offline_help(info, directory=explicit_dir) + f" (download error: {exc})"
+        ) from exc
     return Path(path)
