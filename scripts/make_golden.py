@@ -253,7 +253,7 @@ def make_key_shapes(golden: Path) -> None:
 
 
 def make_vit_b(out_dir: Path, seed: int = 0) -> None:
-    """Full-size vit_b with seeded random weights, a 1024×768 image and the same prompt cases."""
+    """Full-size vit_b with seeded random weights, a 600×800 (rows × cols) image and the same prompt cases."""
     torch.manual_seed(seed)
     model = sam_model_registry["vit_b"]().eval()
     randomize(model, seed=seed + 1)

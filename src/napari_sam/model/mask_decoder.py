@@ -118,11 +118,14 @@ class MaskDecoder(nn.Module):
                 f"image_embeddings batch ({image_embeddings.shape[0]}) must be 1 or match the "
                 f"number of prompts ({b})"
             )
-        src = image_embeddings + dense_prompt_embeddings  # broadcasts a shared image embedding
-        pos_src = image_pe.expand(b, -1, -1, -1)
+        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
+            # the same dense embedding for every prompt (no mask input): keep one image copy, the
+            # transformer broadcasts it until the image tokens start to differ per prompt
+            dense_prompt_embeddings = dense_prompt_embeddings[:1]
+        src = image_embeddings + dense_prompt_embeddings
         _, c, h, w = src.shape
 
-        hs, src = self.transformer(src, pos_src, tokens)
+        hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 

@@ -12,7 +12,12 @@ from .common import MLPBlock
 class Attention(nn.Module):
     """Multi-head attention with optional down-projection of the internal dimension.
 
-    ``q``: ``(B, Nq, D)``, ``k`` and ``v``: ``(B, Nk, D)`` → ``(B, Nq, D)``.
+    ``q``: ``(B, Nq, D)``, ``k`` and ``v``: ``(B or 1, Nk, D)`` → ``(B, Nq, D)``.
+
+    Cross-attention between a handful of prompt tokens and thousands of image tokens is computed in
+    an equivalent, cheaper order: the projections of the small side are folded into its operands, so
+    that the image tokens are never projected (``Nq·H·Nk·D`` instead of ``Nk·D·D/r`` multiply-adds).
+    The result is the same mathematics as the official layer; :meth:`forward` picks the cheapest order.
     """
 
     def __init__(self, *, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
@@ -34,13 +39,61 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
+    def _costs(self, nq: int, nk: int) -> tuple[int, int, int]:
+        """Multiply-adds of the (standard, small-query, small-key) orders."""
+        d, di, h = self.embedding_dim, self.internal_dim, self.num_heads
+        standard = 2 * d * di * (nq + nk) + 2 * nq * nk * di
+        small_query = 4 * d * di * nq + 2 * h * nq * nk * d
+        small_key = 4 * d * di * nk + 2 * h * nq * nk * d
+        return standard, small_query, small_key
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._split_heads(self.q_proj(q))
-        k = self._split_heads(self.k_proj(k))
-        v = self._split_heads(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        b, _, n, _ = out.shape
+        standard, small_query, small_key = self._costs(q.shape[1], k.shape[1])
+        best = min(standard, small_query, small_key)
+        if best == standard:
+            return self._attend_standard(q, k, v)
+        if best == small_query:
+            return self._attend_small_queries(q, k, v)
+        return self._attend_small_keys(q, k, v)
+
+    def _attend_standard(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b = max(q.shape[0], k.shape[0])
+        qh = self._split_heads(self.q_proj(q)).expand(b, -1, -1, -1)
+        kh = self._split_heads(self.k_proj(k)).expand(b, -1, -1, -1)
+        vh = self._split_heads(self.v_proj(v)).expand(b, -1, -1, -1)
+        out = F.scaled_dot_product_attention(qh, kh, vh)
+        n = out.shape[2]
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+
+    def _attend_small_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Few queries, many keys: fold ``k_proj`` into the queries and ``v_proj`` after the average."""
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        b, nq = max(q.shape[0], k.shape[0]), q.shape[1]
+        qh = self._split_heads(self.q_proj(q))  # (B, H, nq, d)
+        w_k = self.k_proj.weight.view(h, d, self.embedding_dim)
+        # q·(W k + c) = (q W)·k + q·c; the second term is constant along the keys: softmax drops it
+        scores = (qh @ w_k) @ k.unsqueeze(1).transpose(-1, -2)  # (B, H, nq, nk)
+        attn = torch.softmax(scores * d**-0.5, dim=-1)
+        context = attn @ v.unsqueeze(1)  # (B, H, nq, D); rows of attn sum to 1, so:
+        w_v = self.v_proj.weight.view(h, d, self.embedding_dim)
+        out = context @ w_v.transpose(-1, -2) + self.v_proj.bias.view(h, 1, d)  # (B, H, nq, d)
+        return self.out_proj(out.transpose(1, 2).reshape(b, nq, self.internal_dim))
+
+    def _attend_small_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Many queries, few keys: fold ``q_proj`` into the keys and ``out_proj`` into the values."""
+        h, d, dim = self.num_heads, self.internal_dim // self.num_heads, self.embedding_dim
+        b, nq, nk = max(q.shape[0], k.shape[0]), q.shape[1], k.shape[1]
+        kh = self._split_heads(self.k_proj(k))  # (B, H, nk, d)
+        vh = self._split_heads(self.v_proj(v))
+        w_q = self.q_proj.weight.view(h, d, dim)
+        keys = w_q.transpose(-1, -2) @ kh.transpose(-1, -2)  # (B, H, D, nk)
+        key_bias = self.q_proj.bias.view(h, 1, d) @ kh.transpose(-1, -2)  # (B, H, 1, nk)
+        keys = keys.permute(0, 2, 1, 3).reshape(-1, dim, h * nk)
+        scores = q @ keys + key_bias.reshape(-1, 1, h * nk)  # (B, nq, H * nk)
+        attn = torch.softmax((scores * d**-0.5).view(b, nq, h, nk), dim=-1).view(b, nq, h * nk)
+        w_o = self.out_proj.weight.view(dim, h, d).permute(1, 2, 0)  # (H, d, D)
+        values = (vh @ w_o).reshape(-1, h * nk, dim)  # (B, H * nk, D)
+        return attn @ values + self.out_proj.bias
 
 
 class TwoWayAttentionBlock(nn.Module):
