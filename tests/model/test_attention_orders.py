@@ -38,6 +38,9 @@ def test_small_key_order_matches_standard(attention):
     expected = attention._attend_standard(q, k, v)
     got = attention._attend_small_keys(q, k, v)
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    residual = torch.randn(1, 500, 256)
+    fused = attention._attend_small_keys(q, k, v, residual)
+    torch.testing.assert_close(fused, residual + expected, atol=2e-5, rtol=1e-4)
 
 
 def test_forward_picks_the_cheap_order_for_vit_b_shapes(attention, monkeypatch):
@@ -69,12 +72,14 @@ def test_gradients_flow_through_the_cheap_orders(attention):
 def test_golden_parity_with_each_order_forced(golden, monkeypatch, order):
     """Small test configs pick the standard order by cost; force the others through the fixtures."""
 
-    def forced(self, q, k, v):
+    def forced(self, q, k, v, residual=None):
         if order == "standard" or q.shape[1] == k.shape[1]:
-            return self._attend_standard(q, k, v)
-        if q.shape[1] < k.shape[1]:
-            return self._attend_small_queries(q, k, v)
-        return self._attend_small_keys(q, k, v)
+            out = self._attend_standard(q, k, v)
+        elif q.shape[1] < k.shape[1]:
+            out = self._attend_small_queries(q, k, v)
+        else:
+            return self._attend_small_keys(q, k, v, residual)
+        return out if residual is None else residual + out
 
     monkeypatch.setattr(Attention, "forward", forced)
     emb = compute_embeddings(golden.arrays["image"], golden.model(), normalize=None)
@@ -93,3 +98,15 @@ def test_golden_parity_with_each_order_forced(golden, monkeypatch, order):
     batched = golden.case("batched_boxes")
     pred = predict(emb, box=boxes_xyxy_to_rc(batched["boxes"]), multimask=False, return_logits=True)
     np.testing.assert_allclose(pred.masks, batched["masks"], atol=1e-4, rtol=0)
+
+
+def test_dense_pe_cache_follows_the_buffer(golden):
+    model = golden.model()
+    pe = model.prompt_encoder
+    first = pe.get_dense_pe()
+    assert pe.get_dense_pe() is first
+    with torch.no_grad():
+        pe.pe_layer.positional_encoding_gaussian_matrix.mul_(2.0)
+    second = pe.get_dense_pe()
+    assert second is not first
+    torch.testing.assert_close(second, pe.pe_layer(pe.image_embedding_size).unsqueeze(0))

@@ -99,8 +99,20 @@ class PromptEncoder(nn.Module):
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
     def get_dense_pe(self) -> torch.Tensor:
-        """Positional encoding of the image embedding grid, ``(1, embed_dim, H, W)``."""
-        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+        """Positional encoding of the image embedding grid, ``(1, embed_dim, H, W)``.
+
+        It depends only on a fixed buffer, so it is computed once and reused until that buffer
+        changes (new weights loaded, another device or dtype).
+        """
+        matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (matrix.device, matrix.dtype, matrix.data_ptr(), matrix._version)
+        cached = self.__dict__.get("_dense_pe_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                pe = self.pe_layer(self.image_embedding_size).unsqueeze(0)
+            cached = (key, pe)
+            self.__dict__["_dense_pe_cache"] = cached
+        return cached[1]
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         """``(B, N, 2)`` points ``(x, y)`` and ``(B, N)`` labels → ``(B, N [+1], embed_dim)``."""

@@ -9,6 +9,21 @@ from torch.nn import functional as F
 from .common import MLPBlock
 
 
+def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(Ba, n, k) @ (Bb, k, m)`` with ``Ba`` or ``Bb`` equal to 1 broadcast without copying.
+
+    ``torch.matmul`` materialises the broadcast operand once per batch item; a shared operand is
+    instead multiplied as one large matrix.
+    """
+    if a.shape[0] == b.shape[0]:
+        return torch.bmm(a, b) if a.shape[0] > 1 else (a[0] @ b[0]).unsqueeze(0)
+    if b.shape[0] == 1:  # (Ba·n, k) @ (k, m)
+        return (a.reshape(-1, a.shape[-1]) @ b[0]).view(a.shape[0], a.shape[1], b.shape[-1])
+    # a shared: (n, k) @ (k, Bb·m) → (n, Bb, m) → (Bb, n, m)
+    flat = b.transpose(0, 1).reshape(b.shape[1], -1)
+    return (a[0] @ flat).view(a.shape[1], b.shape[0], b.shape[2]).transpose(0, 1)
+
+
 class Attention(nn.Module):
     """Multi-head attention with optional down-projection of the internal dimension.
 
@@ -47,14 +62,16 @@ class Attention(nn.Module):
         small_key = 4 * d * di * nk + 2 * h * nq * nk * d
         return standard, small_query, small_key
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention output ``(B, Nq, D)``, plus ``residual`` (same shape, or broadcastable) if given."""
         standard, small_query, small_key = self._costs(q.shape[1], k.shape[1])
         best = min(standard, small_query, small_key)
-        if best == standard:
-            return self._attend_standard(q, k, v)
-        if best == small_query:
-            return self._attend_small_queries(q, k, v)
-        return self._attend_small_keys(q, k, v)
+        if best == small_key:
+            return self._attend_small_keys(q, k, v, residual)
+        out = self._attend_standard(q, k, v) if best == standard else self._attend_small_queries(q, k, v)
+        return out if residual is None else residual + out
 
     def _attend_standard(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b = max(q.shape[0], k.shape[0])
@@ -69,31 +86,40 @@ class Attention(nn.Module):
         """Few queries, many keys: fold ``k_proj`` into the queries and ``v_proj`` after the average."""
         h, d = self.num_heads, self.internal_dim // self.num_heads
         b, nq = max(q.shape[0], k.shape[0]), q.shape[1]
+        dim, nk = self.embedding_dim, k.shape[1]
         qh = self._split_heads(self.q_proj(q))  # (B, H, nq, d)
-        w_k = self.k_proj.weight.view(h, d, self.embedding_dim)
+        w_k = self.k_proj.weight.view(h, d, dim)
         # q·(W k + c) = (q W)·k + q·c; the second term is constant along the keys: softmax drops it
-        scores = (qh @ w_k) @ k.unsqueeze(1).transpose(-1, -2)  # (B, H, nq, nk)
-        attn = torch.softmax(scores * d**-0.5, dim=-1)
-        context = attn @ v.unsqueeze(1)  # (B, H, nq, D); rows of attn sum to 1, so:
-        w_v = self.v_proj.weight.view(h, d, self.embedding_dim)
+        folded = (qh @ w_k).expand(b, -1, -1, -1)  # (B, H, nq, D)
+        scores = _batched_matmul(folded.reshape(b, h * nq, dim), k.transpose(-1, -2))
+        attn = torch.softmax(scores.view(b, h, nq, nk) * d**-0.5, dim=-1)
+        context = _batched_matmul(attn.reshape(b, h * nq, nk), v).view(b, h, nq, dim)
+        # rows of attn sum to 1, so the value projection can follow the average
+        w_v = self.v_proj.weight.view(h, d, dim)
         out = context @ w_v.transpose(-1, -2) + self.v_proj.bias.view(h, 1, d)  # (B, H, nq, d)
         return self.out_proj(out.transpose(1, 2).reshape(b, nq, self.internal_dim))
 
-    def _attend_small_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _attend_small_keys(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Many queries, few keys: fold ``q_proj`` into the keys and ``out_proj`` into the values."""
         h, d, dim = self.num_heads, self.internal_dim // self.num_heads, self.embedding_dim
         b, nq, nk = max(q.shape[0], k.shape[0]), q.shape[1], k.shape[1]
         kh = self._split_heads(self.k_proj(k))  # (B, H, nk, d)
         vh = self._split_heads(self.v_proj(v))
         w_q = self.q_proj.weight.view(h, d, dim)
-        keys = w_q.transpose(-1, -2) @ kh.transpose(-1, -2)  # (B, H, D, nk)
-        key_bias = self.q_proj.bias.view(h, 1, d) @ kh.transpose(-1, -2)  # (B, H, 1, nk)
-        keys = keys.permute(0, 2, 1, 3).reshape(-1, dim, h * nk)
-        scores = q @ keys + key_bias.reshape(-1, 1, h * nk)  # (B, nq, H * nk)
-        attn = torch.softmax((scores * d**-0.5).view(b, nq, h, nk), dim=-1).view(b, nq, h * nk)
+        keys = (kh @ w_q).reshape(-1, h * nk, dim)  # (B, H·nk, D): keys seen through q_proj
+        key_bias = (kh @ self.q_proj.bias.view(h, d, 1)).reshape(-1, h * nk, 1)
+        # scores laid out (B, H, nk, nq) so that the softmax over nk runs along contiguous queries
+        scores = _batched_matmul(keys, q.transpose(-1, -2)) + key_bias  # (B, H·nk, nq)
+        attn = torch.softmax((scores * d**-0.5).view(b, h, nk, nq), dim=2).view(b, h * nk, nq)
         w_o = self.out_proj.weight.view(dim, h, d).permute(1, 2, 0)  # (H, d, D)
-        values = (vh @ w_o).reshape(-1, h * nk, dim)  # (B, H * nk, D)
-        return attn @ values + self.out_proj.bias
+        # each head's weights sum to 1, so adding bias / H to every value row adds the bias once
+        values = (vh @ w_o).reshape(-1, h * nk, dim) + self.out_proj.bias / h  # (B, H·nk, D)
+        if residual is None:
+            return attn.transpose(1, 2) @ values
+        residual = residual.expand(b, nq, dim)
+        return torch.baddbmm(residual, attn.transpose(1, 2), values.expand(b, -1, -1))
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -145,13 +171,12 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         q = queries + query_pe
-        k = keys + key_pe
+        k = keys + key_pe  # the image tokens do not change until the end of the block: reused below
         queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        k = keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(self.cross_attn_image_to_token(k, q, queries, residual=keys))
         return queries, keys
 
 
@@ -210,8 +235,8 @@ class TwoWayTransformer(nn.Module):
         keys
             ``(B, H*W, D)`` processed image tokens.
         """
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)
