@@ -12,6 +12,21 @@ GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 SMALL_CONFIGS = ("small_a", "small_b")
 
 
+def official_prompts_to_ours(case: dict[str, np.ndarray]) -> dict[str, object]:
+    """Official prompts of a golden case ((x, y) points, inclusive boxes) → ``predict`` keywords."""
+    from napari_sam.engine.coords import boxes_xyxy_to_rc, points_xy_to_rc
+
+    kwargs: dict[str, object] = {"multimask": bool(case["multimask"])}
+    if "points" in case:
+        kwargs["points"] = points_xy_to_rc(case["points"])
+        kwargs["point_labels"] = case["labels"]
+    if "box" in case:
+        kwargs["box"] = boxes_xyxy_to_rc(case["box"])
+    if "mask_input" in case:
+        kwargs["mask_input"] = case["mask_input"]
+    return kwargs
+
+
 class Golden:
     """One golden case folder: config, official weights file and the official outputs."""
 

@@ -10,6 +10,7 @@ from napari_sam.engine.coords import boxes_xyxy_to_rc
 from napari_sam.engine.embeddings import compute_embeddings
 from napari_sam.engine.predict import predict
 from napari_sam.model.transformer import Attention
+from tests.conftest import official_prompts_to_ours
 
 
 @pytest.fixture
@@ -85,13 +86,7 @@ def test_golden_parity_with_each_order_forced(golden, monkeypatch, order):
     emb = compute_embeddings(golden.arrays["image"], golden.model(), normalize=None)
     for name in ("point", "box_points", "mask_input"):
         case = golden.case(name)
-        kwargs = {"multimask": bool(case["multimask"])}
-        if "points" in case:
-            kwargs.update(points=case["points"][:, ::-1], point_labels=case["labels"])
-        if "box" in case:
-            kwargs["box"] = boxes_xyxy_to_rc(case["box"])
-        if "mask_input" in case:
-            kwargs["mask_input"] = case["mask_input"]
+        kwargs = official_prompts_to_ours(case)
         pred = predict(emb, return_logits=True, **kwargs)
         np.testing.assert_allclose(pred.masks[0], case["masks"], atol=1e-4, rtol=0)
         np.testing.assert_allclose(pred.iou_scores[0], case["iou"], atol=1e-4, rtol=0)

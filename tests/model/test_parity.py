@@ -10,6 +10,7 @@ from napari_sam.engine.coords import boxes_xyxy_to_rc
 from napari_sam.engine.embeddings import compute_embeddings
 from napari_sam.engine.predict import predict
 from napari_sam.engine.preprocess import resize_image
+from tests.conftest import official_prompts_to_ours
 
 TOL = 1e-4
 CASES = ("point", "point_single", "points_posneg", "box", "box_multi", "box_points", "mask_input")
@@ -40,23 +41,11 @@ def embedded(golden):
     return golden, compute_embeddings(golden.arrays["image"], golden.model(), normalize=None)
 
 
-def _official_to_ours(case: dict[str, np.ndarray]) -> dict[str, object]:
-    kwargs: dict[str, object] = {"multimask": bool(case["multimask"])}
-    if "points" in case:
-        kwargs["points"] = case["points"][:, ::-1]  # (x, y) → (row, col)
-        kwargs["point_labels"] = case["labels"]
-    if "box" in case:
-        kwargs["box"] = boxes_xyxy_to_rc(case["box"])
-    if "mask_input" in case:
-        kwargs["mask_input"] = case["mask_input"]
-    return kwargs
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_prediction_matches(embedded, name):
     golden, emb = embedded
     case = golden.case(name)
-    pred = predict(emb, return_logits=True, **_official_to_ours(case))
+    pred = predict(emb, return_logits=True, **official_prompts_to_ours(case))
     assert pred.masks.shape == (1, *case["masks"].shape)
     np.testing.assert_allclose(pred.iou_scores[0], case["iou"], atol=TOL, rtol=0)
     np.testing.assert_allclose(pred.low_res_logits[0], case["low_res"], atol=TOL, rtol=0)
@@ -75,7 +64,7 @@ def test_batched_boxes_match(embedded):
 def test_boolean_masks_threshold_the_logits(embedded):
     golden, emb = embedded
     case = golden.case("box")
-    pred = predict(emb, **_official_to_ours(case))
+    pred = predict(emb, **official_prompts_to_ours(case))
     assert pred.masks.dtype == bool
     confident = np.abs(case["masks"]) > 1e-3
     np.testing.assert_array_equal(pred.masks[0][confident], (case["masks"] > 0)[confident])
@@ -83,7 +72,7 @@ def test_boolean_masks_threshold_the_logits(embedded):
 
 def test_best_only_keeps_the_highest_scoring_candidate(embedded):
     golden, emb = embedded
-    kwargs = _official_to_ours(golden.case("point"))
+    kwargs = official_prompts_to_ours(golden.case("point"))
     full = predict(emb, return_logits=True, **kwargs)
     best = predict(emb, return_logits=True, best_only=True, **kwargs)
     assert best.masks.shape[1] == 1

@@ -23,6 +23,7 @@ from napari_sam.engine.coords import boxes_xyxy_to_rc
 from napari_sam.engine.embeddings import compute_embeddings
 from napari_sam.engine.predict import predict
 from napari_sam.model import build_sam
+from tests.conftest import official_prompts_to_ours
 
 pytestmark = pytest.mark.slow
 
@@ -120,19 +121,6 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
 
 
-def _official_to_ours(case: dict[str, np.ndarray]) -> dict[str, object]:
-    """Official prompts ((x, y) points, inclusive (x0, y0, x1, y1) boxes) → ours (rows first)."""
-    kwargs: dict[str, object] = {"multimask": bool(case["multimask"])}
-    if "points" in case:
-        kwargs["points"] = case["points"][:, ::-1]  # (x, y) → (row, col)
-        kwargs["point_labels"] = case["labels"]
-    if "box" in case:
-        kwargs["box"] = boxes_xyxy_to_rc(case["box"])
-    if "mask_input" in case:
-        kwargs["mask_input"] = case["mask_input"]
-    return kwargs
-
-
 def test_official_vit_b_file_loads_strictly_and_is_recognised(vit_b_golden, vit_b_model):
     state_dict = torch.load(vit_b_golden.weights, map_location="cpu", weights_only=True)
     assert set(vit_b_model.state_dict()) == set(state_dict)
@@ -160,7 +148,7 @@ def test_vit_b_encoder_features_match(vit_b_golden, vit_b_embeddings):
 @pytest.mark.parametrize("name", CASES)
 def test_vit_b_prediction_matches(vit_b_golden, vit_b_embeddings, name):
     case = vit_b_golden.case(name)
-    pred = predict(vit_b_embeddings, return_logits=True, **_official_to_ours(case))
+    pred = predict(vit_b_embeddings, return_logits=True, **official_prompts_to_ours(case))
     assert pred.masks.shape == (1, *case["masks"].shape)
     diffs = {
         "iou": _max_abs(pred.iou_scores[0], case["iou"]),

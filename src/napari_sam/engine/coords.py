@@ -17,6 +17,11 @@ def points_rc_to_xy(points: np.ndarray) -> np.ndarray:
     return points[..., ::-1].copy()
 
 
+def points_xy_to_rc(points: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`points_rc_to_xy`."""
+    return points_rc_to_xy(points)
+
+
 def boxes_rc_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     """``(..., 4)`` half-open ``(min_row, min_col, max_row, max_col)`` → inclusive ``(x0, y0, x1, y1)``."""
     boxes = np.asarray(boxes, dtype=np.float64)
