@@ -31,14 +31,28 @@ class SamConfig:
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
     num_multimask_outputs: int = 3
+    #: ``"vit"`` (official architecture) or ``"nano"`` (:class:`~napari_sam.model.nano.NanoEncoder`)
+    encoder_type: str = "vit"
+    #: nano only: channels at strides 4, 8, 16 (the last equals ``encoder_embed_dim``)
+    encoder_widths: tuple[int, ...] = ()
+    #: nano only: dilations of the stride-16 blocks, cycled
+    encoder_dilations: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "encoder_widths", tuple(int(i) for i in self.encoder_widths))
+        object.__setattr__(self, "encoder_dilations", tuple(int(i) for i in self.encoder_dilations))
         object.__setattr__(
             self,
             "encoder_global_attn_indexes",
             tuple(int(i) for i in self.encoder_global_attn_indexes),
         )
         problems = []
+        if self.encoder_type not in ("vit", "nano"):
+            problems.append(f"encoder_type must be 'vit' or 'nano', got {self.encoder_type!r}")
+        if self.encoder_type == "nano" and (
+            len(self.encoder_widths) != 3 or self.encoder_widths[-1] != self.encoder_embed_dim
+        ):
+            problems.append("a nano encoder needs encoder_widths=(c4, c8, c16) with c16 = encoder_embed_dim")
         if self.image_size % self.patch_size:
             problems.append(
                 f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
@@ -63,7 +77,8 @@ class SamConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
+        for key in ("encoder_global_attn_indexes", "encoder_widths", "encoder_dilations"):
+            data[key] = list(data[key])
         return data
 
     @classmethod
@@ -93,6 +108,15 @@ CONFIGS: dict[str, SamConfig] = {
         encoder_depth=32,
         encoder_num_heads=16,
         encoder_global_attn_indexes=(7, 15, 23, 31),
+    ),
+    "nano": SamConfig(
+        encoder_type="nano",
+        encoder_embed_dim=192,
+        encoder_depth=8,
+        encoder_num_heads=1,
+        encoder_global_attn_indexes=(),
+        encoder_widths=(32, 64, 192),
+        encoder_dilations=(1, 2, 4, 8),
     ),
 }
 

@@ -78,8 +78,24 @@ class Sam(nn.Module):
 
 def build_from_config(config: SamConfig, *, name: str = "custom") -> Sam:
     """Construct an un-initialised-weights :class:`Sam` (PyTorch default init) for ``config``."""
-    side = config.embedding_size
-    encoder = ImageEncoderViT(
+    encoder: nn.Module
+    if config.encoder_type == "nano":
+        from .nano import NanoEncoder
+
+        encoder = NanoEncoder(
+            widths=config.encoder_widths,
+            depth=config.encoder_depth,
+            dilations=config.encoder_dilations or (1,),
+            out_chans=config.prompt_embed_dim,
+            img_size=config.image_size,
+        )
+    else:
+        encoder = _build_vit(config)
+    return _assemble(config, encoder, name)
+
+
+def _build_vit(config: SamConfig) -> ImageEncoderViT:
+    return ImageEncoderViT(
         img_size=config.image_size,
         patch_size=config.patch_size,
         embed_dim=config.encoder_embed_dim,
@@ -90,6 +106,10 @@ def build_from_config(config: SamConfig, *, name: str = "custom") -> Sam:
         window_size=config.window_size,
         global_attn_indexes=config.encoder_global_attn_indexes,
     )
+
+
+def _assemble(config: SamConfig, encoder: nn.Module, name: str) -> Sam:
+    side = config.embedding_size
     prompt_encoder = PromptEncoder(
         embed_dim=config.prompt_embed_dim,
         image_embedding_size=(side, side),

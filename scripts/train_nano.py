@@ -1,0 +1,109 @@
+"""Train the shipped nano model from scratch on synthetic data only, and export its weights.
+
+    python scripts/train_nano.py --steps 2500 --seed 0 --out artifacts/nano-train
+
+Data: images drawn from :mod:`napari_sam.data.basic` (v0 of the model) with randomised size, object count, object
+size and dtype (see ``training_source``); nothing else. The run checkpoints to ``--out`` and resumes
+from there when restarted. At the end the weights are written as float16 safetensors to
+``src/napari_sam/weights/nano.safetensors`` (``--export``) and their sha256 is printed for the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_sam.data.basic import basic_nuclei_2d
+from napari_sam.engine.evaluate import evaluate_prompts
+from napari_sam.engine.train import TrainConfig, train_model
+from napari_sam.model import build_sam, save_safetensors
+from napari_sam.model.checkpoint import sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def training_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random synthetic image: side 256–1024 px, diameters ~6–80 px, a few to hundreds of nuclei."""
+    side = int(rng.integers(256, 1025))
+    shape = (side, int(np.clip(side * rng.uniform(0.75, 1.33), 256, 1024)))
+    r_min = float(rng.uniform(3.0, 12.0))
+    r_max = float(rng.uniform(r_min + 2.0, 40.0))
+    mean_area = np.pi * ((r_min + r_max) / 2) ** 2
+    capacity = shape[0] * shape[1] / mean_area
+    n = int(np.clip(capacity * rng.uniform(0.02, 0.35), 3, 400))
+    dtype = [np.uint16, np.uint8, np.float32][int(rng.integers(0, 3))]
+    return basic_nuclei_2d(
+        shape, n_objects=n, radius=(r_min, r_max), seed=int(rng.integers(1 << 31)), dtype=dtype
+    )
+
+
+def validation_samples(seed: int = 12345, count: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [training_source(rng) for _ in range(count)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-images", type=int, default=4)
+    parser.add_argument("--objects", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "nano-train")
+    parser.add_argument(
+        "--export", type=Path, default=ROOT / "src" / "napari_sam" / "weights" / "nano.safetensors"
+    )
+    parser.add_argument("--validate-every", type=int, default=500)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    model = build_sam("nano")
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_images=args.batch_images,
+        objects_per_image=args.objects,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_every=100,
+    )
+    held_out = validation_samples()
+    start = time.perf_counter()
+    state = train_model(
+        model,
+        training_source,
+        cfg,
+        out_dir=args.out,
+        device=args.device,
+        validate=lambda m: evaluate_prompts(m, held_out, clicks=1, max_objects=15),
+        validate_every=args.validate_every,
+    )
+    minutes = (time.perf_counter() - start) / 60
+    model = model.cpu().eval()
+    meta = {
+        "napari_sam_training": json.dumps(
+            {
+                "command": " ".join(sys.argv),
+                "steps": state.step,
+                "seed": args.seed,
+                "minutes": round(minutes, 1),
+            }
+        )
+    }
+    args.export.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model, args.export, config=model.config, dtype=torch.float16, metadata=meta)
+    print(json.dumps({"steps": state.step, "minutes": minutes, "validations": state.validations}, indent=1))
+    print(f"exported {args.export} sha256 {sha256_file(args.export)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
