@@ -107,9 +107,10 @@ def test_segment_not_yet_available_modes_say_so(image, small_model):
         ns.segment(image, model=small_model)
 
 
-def test_nano_is_not_shipped_yet(image):
-    with pytest.raises(NotImplementedError, match="nano"):
-        ns.segment(image, boxes=[[0, 0, 10, 10]])
+def test_default_model_is_the_shipped_nano(image):
+    labels = ns.segment(image, boxes=[[20, 30, 60, 80]], device="cpu")
+    assert labels.dtype == np.uint32 and labels.shape == image.shape
+    assert ns.load_model(device="cpu").name == "nano"
 
 
 @pytest.mark.parametrize(

@@ -73,3 +73,32 @@ def test_demo_writes_picture_and_labels(small_weights, tmp_path, capsys):
 
     assert Image.open(out / "demo.png").size == (256, 128)
     assert "mean IoU" in capsys.readouterr().out
+
+
+def test_train_fine_tunes_nano_on_a_folder(tmp_path, capsys):
+    from napari_sam.data.synthetic import nuclei_2d
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        image, labels = nuclei_2d((96, 128), n_objects=5, seed=i)
+        tifffile.imwrite(data / f"cell{i}.tif", image)
+        tifffile.imwrite(data / f"cell{i}_labels.tif", labels)
+    out = tmp_path / "out"
+    args = ["train", str(data), "--out", str(out), "--steps", "2", "--batch-images", "1", "--crop", "128"]
+    assert main([*args, "--device", "cpu"]) == 0
+    weights = out / "model.safetensors"
+    assert weights.is_file() and (out / "checkpoint.pt").is_file()
+    assert "trained 2 steps" in capsys.readouterr().out
+    import napari_sam as ns
+
+    image, labels = nuclei_2d((96, 128), n_objects=5, seed=9)
+    result = ns.segment(image, boxes=[[10, 10, 50, 60]], model=str(weights), device="cpu")
+    assert result.shape == image.shape
+
+
+def test_train_help_documents_fine_tuning(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--freeze-encoder" in text and "labels" in text

@@ -16,6 +16,7 @@ from ._version import __version__
 # public name → module that defines it (imported on first use)
 _LAZY = {
     "segment": "napari_sam.api",
+    "train": "napari_sam.api",
     "load_model": "napari_sam.engine.loading",
     "compute_embeddings": "napari_sam.engine.embeddings",
     "predict": "napari_sam.engine.predict",
@@ -31,10 +32,11 @@ __all__ = [
     "load_model",
     "predict",
     "segment",
+    "train",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import segment
+    from .api import segment, train
     from .engine.embeddings import Embeddings, compute_embeddings
     from .engine.loading import load_model
     from .engine.predict import Prediction, predict

@@ -14,7 +14,7 @@ from .engine.loading import ModelLike, load_model
 from .engine.predict import predict, validate_boxes, validate_points
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode
 
-__all__ = ["plan_objects", "segment"]
+__all__ = ["TrainResult", "plan_objects", "segment", "train"]
 
 
 @dataclass
@@ -226,3 +226,81 @@ def segment(
             pred = predict(embeddings, multimask=use_multi, best_only=True, model=sam, **kwargs)
             _paint(labels, best, pred.masks[:, 0], pred.iou_scores[:, 0], [i + 1 for i in chunk])
     return labels
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    weights: Any  # Path of the trained model (safetensors)
+    step: int
+    history: list[dict[str, float]]
+
+
+def train(
+    data: Any,
+    model: ModelLike = "nano",
+    *,
+    out: Any,
+    steps: int = 500,
+    batch_images: int = 4,
+    objects_per_image: int = 8,
+    crop_size: int = 256,
+    lr: float = 1e-4,
+    freeze_encoder: bool = False,
+    seed: int = 0,
+    device: DeviceLike = "auto",
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune a model on annotated images (SAM-style interactive training).
+
+    Parameters
+    ----------
+    data
+        A folder of image/label pairs (``images/NAME.tif`` + ``labels/NAME.tif``, or ``NAME.tif`` +
+        ``NAME_labels.tif``), or a callable ``rng → (image, labels)``.
+    model
+        Starting point: ``"nano"``, ``"vit_b"`` …, or a weights path. A new copy is trained; models
+        already loaded elsewhere are not changed.
+    out
+        Output folder: ``checkpoint.pt`` (resumed when present), ``history.json``, ``model.safetensors``.
+    steps, batch_images, objects_per_image, lr, seed
+        Training length and batch composition.
+    crop_size
+        Side of the training crops on the 1024 canvas (nano only; ViT models use the whole canvas).
+    freeze_encoder
+        Train only the prompt encoder and mask decoder.
+
+    Returns
+    -------
+    TrainResult
+        ``weights`` is usable as ``model=`` everywhere.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from .engine.device import resolve_device
+    from .engine.loading import open_model
+    from .engine.train import TrainConfig, train_model
+    from .engine.train_data import folder_source
+    from .model import Sam, save_safetensors
+
+    source = data if callable(data) else folder_source(data)
+    sam = open_model(model) if not isinstance(model, Sam) else model
+    nano = sam.config.encoder_type == "nano"
+    cfg = TrainConfig(
+        steps=steps,
+        batch_images=batch_images,
+        objects_per_image=objects_per_image,
+        crop_size=crop_size if nano else None,
+        lr=lr,
+        freeze_encoder=freeze_encoder,
+        seed=seed,
+        checkpoint_every=100,
+    )
+    folder = Path(out)
+    state = train_model(sam, source, cfg, out_dir=folder, device=resolve_device(device), progress=progress)
+    weights = folder / "model.safetensors"
+    save_safetensors(sam.cpu(), weights, config=sam.config, dtype=torch.float16)
+    return TrainResult(weights=weights, step=state.step, history=state.history)

@@ -29,22 +29,10 @@ class DemoSummary:
 
 
 def _resolve_demo_model(model: str):
-    """``auto``: official vit_b if its weights are on this machine, else random-weight vit_b."""
-    from .model import OFFICIAL_WEIGHTS, build_sam
-    from .model.registry import find_local_weights
-
+    """``auto``: the shipped nano model."""
     if model != "auto":
         return model, "as given"
-    local = find_local_weights(OFFICIAL_WEIGHTS["vit_b"])
-    if local is not None:
-        return "vit_b", f"official weights {local}"
-    import torch
-
-    torch.manual_seed(0)
-    return build_sam("vit_b"), (
-        "RANDOM weights: no trained model is on this machine yet (the shipped 'nano' model is "
-        "coming), so the masks show the pipeline, not quality"
-    )
+    return "nano", "shipped nano weights, trained on synthetic nuclei only"
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

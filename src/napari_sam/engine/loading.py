@@ -30,16 +30,30 @@ def _cache_key(model: str | Path, device: torch.device) -> tuple[Any, ...]:
     return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(device))
 
 
-def _build(model: str | Path) -> Sam:
+def open_model(model: str | Path) -> Sam:
+    """A new (uncached) model instance from a name or a weights path, on the CPU."""
     if isinstance(model, str) and model == "nano":
-        raise NotImplementedError(
-            "the shipped offline model 'nano' is not part of this version yet; pass "
-            "model='vit_b' / 'vit_l' / 'vit_h' (official weights, downloaded or from "
-            "NAPARI_SAM_WEIGHTS) or the path of a weights file"
-        )
+        return _load_nano()
     if isinstance(model, str) and model in OFFICIAL_WEIGHTS:
         return build_sam(model, checkpoint=fetch_weights(model))
     return build_sam(model)
+
+
+def _load_nano() -> Sam:
+    """The nano model shipped in the package, checked against its registered sha256."""
+    from ..errors import WeightsUnavailableError
+    from ..model.registry import NANO_SHA256, shipped_nano_path, verify_sha256
+
+    path = shipped_nano_path()
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"the shipped nano weights are missing from this installation ({path}); reinstall "
+            "napari-sam-pipeline, or pass model='vit_b' / a weights path"
+        )
+    verify_sha256(path, NANO_SHA256)
+    model = build_sam(path)
+    model.name = "nano"
+    return model
 
 
 def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
@@ -71,7 +85,7 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    loaded = _build(model).to(dev).eval()
+    loaded = open_model(model).to(dev).eval()
     with _LOCK:
         _CACHE[key] = loaded
         while len(_CACHE) > _CACHE_SIZE:

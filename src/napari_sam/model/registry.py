@@ -53,6 +53,16 @@ OFFICIAL_WEIGHTS: dict[str, WeightsInfo] = {
     )
 }
 
+#: The nano model shipped inside the package (trained by scripts/train_nano.py on synthetic data).
+NANO_FILENAME = "nano.safetensors"
+NANO_SHA256 = "6f85634ca120951a4a7e2b6fc4db94556b410e6a0d43808141ece6d374a9a9d8"
+
+
+def shipped_nano_path() -> Path:
+    """Path of the nano weights inside the installed package."""
+    return Path(__file__).resolve().parents[1] / "weights" / NANO_FILENAME
+
+
 _verified: dict[tuple[str, int, int], str] = {}
 
 
