@@ -43,6 +43,19 @@ def training_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+RICH_PRESETS = ("nuclei", "nuclei_sparse", "nuclei_dense")
+
+
+def mixed_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 2: half the basic generator, half the richer one (napari_sam.data.synthetic presets)."""
+    from napari_sam.data.synthetic import preset
+
+    if rng.random() < 0.5:
+        return training_source(rng)
+    sample = preset(RICH_PRESETS[int(rng.integers(0, len(RICH_PRESETS)))]).sample(int(rng.integers(1 << 31)))
+    return sample.image, sample.labels
+
+
 def validation_samples(seed: int = 12345, count: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [training_source(rng) for _ in range(count)]
@@ -57,6 +70,10 @@ def main() -> int:
     parser.add_argument("--batch-images", type=int, default=4)
     parser.add_argument("--objects", type=int, default=8)
     parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--correction-iters", type=int, default=1)
+    parser.add_argument("--init", type=Path, help="start from these weights (stage 2) instead of scratch")
+    parser.add_argument("--source", choices=("basic", "mixed"), default="basic")
+    parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "nano-train")
     parser.add_argument(
         "--export", type=Path, default=ROOT / "src" / "napari_sam" / "weights" / "nano.safetensors"
@@ -66,20 +83,22 @@ def main() -> int:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model = build_sam("nano")
+    model = build_sam("nano") if args.init is None else build_sam(args.init)
     cfg = TrainConfig(
         steps=args.steps,
         batch_images=args.batch_images,
         objects_per_image=args.objects,
         lr=args.lr,
         seed=args.seed,
+        correction_iters=args.correction_iters,
+        warmup_steps=args.warmup,
         checkpoint_every=100,
     )
     held_out = validation_samples()
     start = time.perf_counter()
     state = train_model(
         model,
-        training_source,
+        training_source if args.source == "basic" else mixed_source,
         cfg,
         out_dir=args.out,
         device=args.device,
