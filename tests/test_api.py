@@ -139,3 +139,27 @@ def test_load_model_reuses_a_loaded_model(small_weights):
     a = ns.load_model(str(small_weights), device="cpu")
     b = ns.load_model(small_weights, device="cpu")
     assert a is b
+
+
+def test_train_returns_new_weights_and_leaves_the_given_model_alone(tmp_path):
+    import torch
+
+    from napari_sam.data.basic import basic_nuclei_2d
+    from napari_sam.model import build_sam
+
+    model = build_sam("nano")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = ns.train(
+        lambda rng: basic_nuclei_2d((128, 128), n_objects=4, seed=int(rng.integers(100))),
+        model,
+        out=tmp_path,
+        steps=1,
+        batch_images=1,
+        crop_size=128,
+        device="cpu",
+        progress=False,
+    )
+    assert result.step == 1 and result.weights.is_file()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    trained = build_sam(result.weights)
+    assert trained.config == model.config

@@ -276,6 +276,7 @@ def train(
     TrainResult
         ``weights`` is usable as ``model=`` everywhere.
     """
+    import copy
     from pathlib import Path
 
     import torch
@@ -287,7 +288,7 @@ def train(
     from .model import Sam, save_safetensors
 
     source = data if callable(data) else folder_source(data)
-    sam = open_model(model) if not isinstance(model, Sam) else model
+    sam = open_model(model) if not isinstance(model, Sam) else copy.deepcopy(model).cpu()
     nano = sam.config.encoder_type == "nano"
     cfg = TrainConfig(
         steps=steps,
