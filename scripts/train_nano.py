@@ -1,11 +1,16 @@
-"""Train the shipped nano model from scratch on synthetic data only, and export its weights.
+"""Train the shipped nano model on synthetic data only, and export its weights.
 
-    python scripts/train_nano.py --steps 2500 --seed 0 --out artifacts/nano-train
+The shipped weights come from two runs (see docs/models.md):
 
-Data: images drawn from :mod:`napari_sam.data.basic` (v0 of the model) with randomised size, object count, object
-size and dtype (see ``training_source``); nothing else. The run checkpoints to ``--out`` and resumes
-from there when restarted. At the end the weights are written as float16 safetensors to
-``src/napari_sam/weights/nano.safetensors`` (``--export``) and their sha256 is printed for the registry.
+    python scripts/train_nano.py --steps 2500 --seed 0 --export artifacts/nano-v0.safetensors
+    python scripts/train_nano.py --init artifacts/nano-v0.safetensors --source mixed --steps 1000 \\
+        --lr 2e-4 --warmup 50 --correction-iters 2 --seed 1 --out artifacts/nano-stage2
+
+Stage 1 draws from :mod:`napari_sam.data.basic` with randomised size, object count, object size and
+dtype (``training_source``); stage 2 mixes those with the richer :mod:`napari_sam.data.synthetic`
+presets (``mixed_source``); nothing else. A run checkpoints to ``--out`` and resumes from there when
+restarted. At the end the weights are written as float16 safetensors (``--export``) and their sha256
+is printed for the registry.
 """
 
 from __future__ import annotations

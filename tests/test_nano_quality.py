@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import napari_sam as ns
-from napari_sam.data.basic import basic_nuclei_2d
+from napari_sam.data.synthetic import preset
 from napari_sam.engine.evaluate import evaluate_prompts
 from napari_sam.errors import WeightsHashError
 from napari_sam.model.registry import NANO_SHA256, file_sha256, shipped_nano_path
@@ -29,10 +29,8 @@ def test_nano_budget(nano):
 
 def test_nano_box_quality_on_held_out_images(nano):
     """A bad retrain cannot land: box prompts on unseen synthetic nuclei must reach mean IoU >= 0.8."""
-    samples = [
-        basic_nuclei_2d((384, 448), n_objects=25, radius=(6.0, 22.0), seed=424_242 + i) for i in range(2)
-    ]
-    result = evaluate_prompts(nano, samples, clicks=0, max_objects=20)
+    samples = [preset("nuclei").sample(777_000 + i) for i in range(2)]  # seeds never used in training
+    result = evaluate_prompts(nano, [(s.image, s.labels) for s in samples], clicks=0, max_objects=25)
     assert result["objects"] >= 30
     assert result["box"] >= 0.8, result
 

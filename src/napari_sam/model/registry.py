@@ -55,7 +55,7 @@ OFFICIAL_WEIGHTS: dict[str, WeightsInfo] = {
 
 #: The nano model shipped inside the package (trained by scripts/train_nano.py on synthetic data).
 NANO_FILENAME = "nano.safetensors"
-NANO_SHA256 = "6f85634ca120951a4a7e2b6fc4db94556b410e6a0d43808141ece6d374a9a9d8"
+NANO_SHA256 = "753d07b366544f02ec303d0df13a6a3408b28f3fdb59cac4ccf2efa1857f886e"
 
 
 def shipped_nano_path() -> Path:
