@@ -35,11 +35,6 @@ def _resolve_demo_model(model: str):
     return "nano", "shipped nano weights, trained on synthetic nuclei only"
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def overlay_picture(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``(H, W)`` image + labels → ``(H, W, 3)`` uint8 with coloured object outlines."""
     from skimage.segmentation import find_boundaries
@@ -70,17 +65,21 @@ def run_demo(
 
     from .api import segment
     from .engine.embeddings import compute_embeddings
+    from .engine.evaluate import masks_iou
     from .engine.loading import load_model
 
     chosen, weights = _resolve_demo_model(model)
     sam = load_model(chosen, device)
-    boxes = np.array([r.bbox for r in regionprops(truth)], dtype=float)
+    regions = regionprops(truth)
+    boxes = np.array([r.bbox for r in regions], dtype=float).reshape(-1, 4)
     start = time.perf_counter()
     emb = compute_embeddings(image, sam)
     embedded = time.perf_counter()
     labels = segment(image, boxes=boxes, embeddings=emb)
     done = time.perf_counter()
-    ious = [mask_iou(labels == k + 1, truth == r.label) for k, r in enumerate(regionprops(truth))]
+    found = np.array([labels == k + 1 for k in range(len(regions))]).reshape(-1, *truth.shape)
+    expected = np.array([truth == r.label for r in regions]).reshape(-1, *truth.shape)
+    ious = masks_iou(found, expected)
     out_dir.mkdir(parents=True, exist_ok=True)
     picture = out_dir / "demo.png"
     side_by_side = np.concatenate([overlay_picture(image, truth), overlay_picture(image, labels)], 1)
@@ -92,7 +91,7 @@ def run_demo(
         model=sam.name,
         weights=weights,
         n_objects=len(boxes),
-        mean_iou=float(np.mean(ious)) if ious else float("nan"),
+        mean_iou=float(np.mean(ious)) if ious.size else float("nan"),
         embed_seconds=embedded - start,
         segment_seconds=done - embedded,
         picture=picture,

@@ -21,7 +21,7 @@ from .embeddings import compute_embeddings
 from .predict import predict
 
 
-def _iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def masks_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """``(N, H, W)`` bool × 2 → ``(N,)`` IoU."""
     inter = np.logical_and(pred, truth).sum(axis=(1, 2))
     union = np.logical_or(pred, truth).sum(axis=(1, 2))
@@ -97,7 +97,7 @@ def evaluate_prompts(
             rows, cols = np.nonzero(m)
             boxes.append([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
         pred = predict(emb, box=np.array(boxes), multimask=False)
-        scores["box"].append(_iou(pred.masks[:, 0], truth))
+        scores["box"].append(masks_iou(pred.masks[:, 0], truth))
 
         points = np.stack([interior_point(m) for m in truth])[:, None, :]
         point_labels = np.ones(points.shape[:2], dtype=np.int64)
@@ -106,14 +106,14 @@ def evaluate_prompts(
         rows = np.arange(len(ids))
         current = pred.masks[rows, best]
         logits = pred.low_res_logits[rows, best]
-        scores["point"].append(_iou(current, truth))
+        scores["point"].append(masks_iou(current, truth))
         for n in range(1, clicks + 1):
             new = [correction_click(p, t) for p, t in zip(current, truth, strict=True)]
             points = np.concatenate([points, np.stack([c[0] for c in new])[:, None, :]], axis=1)
             point_labels = np.concatenate([point_labels, np.array([[c[1]] for c in new])], axis=1)
             pred = predict(emb, points=points, point_labels=point_labels, mask_input=logits, multimask=False)
             current, logits = pred.masks[:, 0], pred.low_res_logits[:, 0]
-            scores[f"clicks_{n}"].append(_iou(current, truth))
+            scores[f"clicks_{n}"].append(masks_iou(current, truth))
     result: dict[str, Any] = {
         k: float(np.mean(np.concatenate(v))) if v else float("nan") for k, v in scores.items()
     }

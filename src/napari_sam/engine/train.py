@@ -27,9 +27,7 @@ from torch.nn import functional as F
 
 from ..model import Sam
 from .preprocess import prepare_image
-
-#: Draws one training image and its labels: ``rng → (image (Y, X[, C]), labels (Y, X) int)``.
-ImageSource = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
+from .train_data import ImageSource
 
 
 @dataclass
@@ -116,10 +114,17 @@ def _crop_window(canvas: Canvas, crop: int, rng: np.random.Generator, patch: int
 class ObjectPrompts:
     """Prompts for ``N`` objects of one crop, in canvas ``(x, y)`` pixel coordinates."""
 
-    masks: torch.Tensor  # (N, crop, crop) float ground truth
     boxes: torch.Tensor | None  # (N, 4) or None
     points: torch.Tensor | None  # (N, P, 2) or None
     labels: torch.Tensor | None  # (N, P)
+
+    def with_points(self, points: torch.Tensor, labels: torch.Tensor) -> ObjectPrompts:
+        """These prompts plus ``(N, 1, 2)`` more points with ``(N, 1)`` labels."""
+        if self.points is None or self.labels is None:
+            return ObjectPrompts(self.boxes, points, labels)
+        return ObjectPrompts(
+            self.boxes, torch.cat([self.points, points], 1), torch.cat([self.labels, labels], 1)
+        )
 
 
 def _sample_objects(labels: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
@@ -295,14 +300,13 @@ class Trainer:
                 truth = torch.from_numpy(np.stack(group).astype(np.float32)).to(device)
                 if as_points:
                     pts = torch.as_tensor(_random_points(group, rng), dtype=torch.float32, device=device)
-                    prompts = ObjectPrompts(
-                        truth, None, pts + offset, torch.ones(pts.shape[:2], dtype=torch.int64, device=device)
-                    )
+                    ones = torch.ones(pts.shape[:2], dtype=torch.int64, device=device)
+                    prompts = ObjectPrompts(None, pts + offset, ones)
                 else:
                     boxes = torch.as_tensor(
                         _jittered_boxes(group, cfg, rng), dtype=torch.float32, device=device
                     )
-                    prompts = ObjectPrompts(truth, boxes + offset.repeat(2), None, None)
+                    prompts = ObjectPrompts(boxes + offset.repeat(2), None, None)
                 feats = features[b : b + 1]
                 low, iou_pred = self._decode(feats, image_pe, prompts, None, multimask=as_points)
                 loss, best, iou = self._losses(low, iou_pred, truth)
@@ -315,15 +319,7 @@ class Trainer:
                     pts, labs = _correction_points(up[:, 0] > 0, truth > 0.5, rng)
                     new_pts = torch.as_tensor(pts, dtype=torch.float32, device=device) + offset
                     new_labs = torch.as_tensor(labs, device=device)
-                    if prompts.points is None:
-                        prompts = ObjectPrompts(truth, prompts.boxes, new_pts, new_labs)
-                    else:
-                        prompts = ObjectPrompts(
-                            truth,
-                            prompts.boxes,
-                            torch.cat([prompts.points, new_pts], 1),
-                            torch.cat([prompts.labels, new_labs], 1),
-                        )
+                    prompts = prompts.with_points(new_pts, new_labs)
                     low, iou_pred = self._decode(feats, image_pe, prompts, prev, multimask=False)
                     loss, best, iou = self._losses(low, iou_pred, truth)
                     losses.append(loss)

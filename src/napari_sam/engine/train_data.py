@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+#: Draws one training image and its labels: ``rng → (image (Y, X[, C]), labels (Y, X) int)``.
 ImageSource = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr", ".npy")
