@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -12,6 +13,81 @@ from ..model import Sam
 from .device import DeviceLike
 from .loading import ModelLike, load_model, model_weights_id
 from .preprocess import DEFAULT_PERCENTILES, NormalizeMode, PreprocessParams, prepare_image
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+_PRECISION_ALIASES = {
+    "auto": "auto",
+    "fp32": "fp32",
+    "float32": "fp32",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "half": "fp16",
+}
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"`` for ``precision`` on ``device``.
+
+    ``"auto"`` is bf16 on CUDA devices that support it (fp16 on older ones) and fp32 elsewhere: on
+    CPUs reduced precision is rarely faster and changes results.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or fp16 / bf16 where this torch build cannot autocast to it.
+    """
+    name = _PRECISION_ALIASES.get(str(precision).strip().lower()) if isinstance(precision, str) else None
+    if name is None:
+        raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if name != "fp32" and not torch.amp.is_autocast_available(device.type):
+        raise ValueError(
+            f"precision={precision!r} is not supported on device {device} by torch {torch.__version__}"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Run the enclosed forward passes in ``precision`` (a resolved name) on ``device``."""
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision]):
+        yield
+
+
+def encode_images(sam: Sam, model_inputs: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
+    """Run the image encoder on a batch of prepared model inputs.
+
+    Parameters
+    ----------
+    sam
+        The model (its device is used).
+    model_inputs
+        ``(B, 3, S, S)`` float32, normalised and padded (see
+        :func:`napari_sam.engine.preprocess.prepare_image`); moved to the model's device.
+    precision
+        ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`resolve_precision`).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 256, S / 16, S / 16)`` float32 features on the model's device.
+    """
+    device = sam.device
+    resolved = resolve_precision(precision, device)
+    inputs = model_inputs.to(device, non_blocking=True)
+    with torch.inference_mode(), autocast(device, resolved):
+        features = sam.image_encoder(inputs)
+    return features.float()
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +145,7 @@ def compute_embeddings(
     contrast_limits: tuple[float, float] | None = None,
     channel: int | Sequence[int] | None = None,
     channel_axis: int | None = None,
+    precision: Precision = "auto",
     cache: Any = None,
 ) -> Embeddings:
     """Embed one 2D image.
@@ -83,6 +160,8 @@ def compute_embeddings(
         Where to run (``"auto"``: CUDA → MPS → CPU).
     normalize, percentiles, contrast_limits, channel, channel_axis
         Preprocessing; see :func:`napari_sam.engine.preprocess.prepare_image`.
+    precision
+        Encoder arithmetic: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"``, ``"fp16"``.
     cache
         Folder of an on-disk embedding cache — not available in this version.
 
@@ -108,8 +187,7 @@ def compute_embeddings(
         channel_axis=channel_axis,
         device=sam.device,
     )
-    with torch.inference_mode():
-        features = sam.image_encoder(model_input)
+    features = encode_images(sam, model_input, precision=precision)
     return Embeddings(
         features=features,
         input_size=input_size,
