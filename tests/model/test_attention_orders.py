@@ -105,3 +105,49 @@ def test_dense_pe_cache_follows_the_buffer(golden):
     second = pe.get_dense_pe()
     assert second is not first
     torch.testing.assert_close(second, pe.pe_layer(pe.image_embedding_size).unsqueeze(0))
+
+
+def test_projected_key_and_query_paths_match_standard(attention):
+    image = torch.randn(1, 500, 256)
+    tokens = torch.randn(3, 7, 256)
+    keys_h = attention.project_heads(image, attention.k_proj)
+    values_h = attention.project_heads(image, attention.v_proj)
+    expected = attention._attend_standard(tokens, image, image)
+    torch.testing.assert_close(
+        attention.attend_projected_keys(tokens, keys_h, values_h), expected, atol=2e-5, rtol=1e-4
+    )
+    queries_h = attention.project_heads(image, attention.q_proj)
+    residual = torch.randn(1, 500, 256)
+    expected = residual + attention._attend_standard(image, tokens, tokens)
+    got = attention.attend_projected_queries(queries_h, tokens, tokens, residual)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_prepared_image_decodes_like_the_plain_path(golden):
+    """Decoding from MaskDecoder.prepare_image equals decoding from the embedding tensor."""
+    model = golden.model().eval()
+    torch.manual_seed(1)
+    grid = model.prompt_encoder.image_embedding_size
+    features = torch.randn(1, model.prompt_encoder.embed_dim, *grid)
+    side = model.image_size
+    boxes = torch.tensor([[10.0, 20.0, 200.0, 150.0], [0.0, 0.0, 60.0, 90.0], [100.0, 5.0, side - 1.0, 80.0]])
+    points = (torch.rand(3, 2, 2) * side, torch.tensor([[1, 0], [1, 1], [1, 0]]))
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points, boxes, None)
+        pe = model.prompt_encoder.get_dense_pe()
+        plain = model.mask_decoder(features, pe, sparse, dense, multimask_output=True)
+        prepared = model.mask_decoder.prepare_image(features, pe, dense)
+        fast = model.mask_decoder(prepared, None, sparse, dense, multimask_output=True)
+    for got, expected in zip(fast, plain, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_predict_reuses_the_prepared_image_and_respects_mask_prompts(golden):
+    from napari_sam.engine import predict as predict_module
+
+    emb = compute_embeddings(golden.arrays["image"], golden.model(), normalize=None)
+    first = predict_module.prepared_image(emb, emb.model)
+    assert predict_module.prepared_image(emb, emb.model) is first
+    case = golden.case("mask_input")  # a mask prompt takes the plain path and still matches
+    pred = predict(emb, return_logits=True, **official_prompts_to_ours(case))
+    np.testing.assert_allclose(pred.masks[0], case["masks"], atol=1e-4, rtol=0)

@@ -6,6 +6,8 @@ half-open, all in pixels of the original image. :mod:`napari_sam.engine.coords` 
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from ..model import Sam
+from ..model.transformer import ImageTokens
 from .coords import boxes_rc_to_xyxy, points_rc_to_xy, scale_xy
 from .embeddings import Embeddings
 from .loading import load_model, model_weights_id
@@ -179,6 +182,36 @@ def _object_count(pts: np.ndarray | None, bxs: np.ndarray | None) -> int:
     return (pts.shape[0] if pts is not None else 0) or (bxs.shape[0] if bxs is not None else 0)
 
 
+# prompt-independent decoder inputs of recently used embeddings (derived data, never state)
+_PREPARED: weakref.WeakKeyDictionary[Embeddings, tuple[int, str, str, ImageTokens]] = (
+    weakref.WeakKeyDictionary()
+)
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepared_image(embeddings: Embeddings, sam: Sam) -> ImageTokens:
+    """The decoder's image-side inputs for ``embeddings`` without a mask prompt, computed once.
+
+    Kept while ``embeddings`` is alive (about 15 MB for a 64×64 embedding), so repeated prompts on
+    one image skip the image-only part of the decoder's first block.
+    """
+    key = (id(sam), model_weights_id(sam), str(sam.device))
+    with _PREPARED_LOCK:
+        cached = _PREPARED.get(embeddings)
+    if cached is not None and cached[:3] == key:
+        return cached[3]
+    pe = sam.prompt_encoder
+    grid = embeddings.features.shape[-2:]
+    no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *grid)
+    with torch.inference_mode():
+        prepared = sam.mask_decoder.prepare_image(
+            embeddings.features.to(sam.device), pe.get_dense_pe(), no_mask
+        )
+    with _PREPARED_LOCK:
+        _PREPARED[embeddings] = (*key, prepared)
+    return prepared
+
+
 def predict(
     embeddings: Embeddings,
     *,
@@ -221,10 +254,25 @@ def predict(
     -------
     Prediction
     """
+    from .tiling import TiledEmbeddings, predict_tiled
+
+    if isinstance(embeddings, TiledEmbeddings):
+        return predict_tiled(
+            embeddings,
+            points=points,
+            point_labels=point_labels,
+            box=box,
+            mask_input=mask_input,
+            multimask=multimask,
+            best_only=best_only,
+            return_logits=return_logits,
+            model=model,
+        )
     if not isinstance(embeddings, Embeddings):
+        hint = "; index a stack's VolumeEmbeddings by slice: embeddings[z]" if hasattr(embeddings, "shape") else ""
         raise TypeError(
             f"embeddings must be an Embeddings object from compute_embeddings(), got "
-            f"{type(embeddings).__name__}"
+            f"{type(embeddings).__name__}{hint}"
         )
     sam = model or embeddings.model
     if sam is None:
@@ -267,13 +315,12 @@ def predict(
 
     with torch.inference_mode():
         sparse, dense = sam.prompt_encoder(point_arg, box_arg, mask_arg)
-        low_res, iou = sam.mask_decoder(
-            embeddings.features.to(device),
-            sam.prompt_encoder.get_dense_pe(),
-            sparse,
-            dense,
-            multimask_output=multimask,
-        )
+        if mask_arg is None:
+            image: torch.Tensor | ImageTokens = prepared_image(embeddings, sam)
+            image_pe = None
+        else:
+            image, image_pe = embeddings.features.to(device), sam.prompt_encoder.get_dense_pe()
+        low_res, iou = sam.mask_decoder(image, image_pe, sparse, dense, multimask_output=multimask)
         if best_only and low_res.shape[1] > 1:
             best = iou.argmax(dim=1)
             rows = torch.arange(low_res.shape[0], device=device)

@@ -346,12 +346,18 @@ def upscale_logits(
 
     Same arithmetic as the official post-processing (bilinear to the padded input, crop the padding,
     bilinear to the original size), but the second resize is skipped when it is the identity.
+
+    Every mask is resized as a one-channel image: on the CPU, torch resizes a multi-channel image
+    through a channels-last copy and back, which costs several times the interpolation itself.
     """
-    x = F.interpolate(low_res, (image_size, image_size), mode="bilinear", align_corners=False)
+    n, k, h, w = low_res.shape
+    x = F.interpolate(
+        low_res.reshape(n * k, 1, h, w), (image_size, image_size), mode="bilinear", align_corners=False
+    )
     x = x[..., : input_size[0], : input_size[1]]
     if tuple(input_size) != tuple(original_size):
         x = F.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
-    return x
+    return x.reshape(n, k, *x.shape[-2:])
 
 
 def mask_to_prompt_logits(

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .common import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from .transformer import ImageTokens, TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
@@ -104,20 +104,45 @@ class MaskDecoder(nn.Module):
             mask_tokens=selected,
         )
 
+    def prepare_image(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+    ) -> ImageTokens:
+        """The prompt-independent part of decoding one image, to reuse across calls.
+
+        Parameters
+        ----------
+        image_embeddings, image_pe
+            ``(1, D, H, W)``.
+        dense_prompt_embeddings
+            ``(1, D, H, W)`` (or a stride-0 broadcast of one), the same for every prompt decoded with
+            the result — i.e. the "no mask" embedding.
+        """
+        src = image_embeddings + dense_prompt_embeddings[:1]
+        return self.transformer.prepare(src, image_pe)
+
     def predict_masks(
         self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
+        image_embeddings: torch.Tensor | ImageTokens,
+        image_pe: torch.Tensor | None,
         sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor | None,
         mask_tokens: slice = slice(None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks ``(B, T, 4H, 4W)`` and IoU predictions ``(B, T)`` of the ``mask_tokens`` outputs."""
+        """Masks ``(B, T, 4H, 4W)`` and IoU predictions ``(B, T)`` of the ``mask_tokens`` outputs.
+
+        ``image_embeddings`` may be :meth:`prepare_image`'s result; ``image_pe`` and
+        ``dense_prompt_embeddings`` are then unused.
+        """
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(b, -1, -1)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)
 
+        if isinstance(image_embeddings, ImageTokens):
+            hs, image_tokens = self.transformer(image_embeddings, None, tokens)
+            return self._outputs(hs, image_tokens, image_embeddings.grid, mask_tokens)
+        if dense_prompt_embeddings is None or image_pe is None:
+            raise ValueError("image_pe and dense_prompt_embeddings are needed with a tensor image embedding")
         if image_embeddings.shape[0] not in (1, b):
             raise ValueError(
                 f"image_embeddings batch ({image_embeddings.shape[0]}) must be 1 or match the "
@@ -131,6 +156,13 @@ class MaskDecoder(nn.Module):
         h, w = src.shape[-2:]
 
         hs, image_tokens = self.transformer(src, image_pe, tokens)
+        return self._outputs(hs, image_tokens, (h, w), mask_tokens)
+
+    def _outputs(
+        self, hs: torch.Tensor, image_tokens: torch.Tensor, grid: tuple[int, int], mask_tokens: slice
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks and IoU from the transformer's tokens ``(B, Nt, D)`` and image tokens ``(B, HW, D)``."""
+        b, (h, w) = hs.shape[0], grid
         iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, mask_tokens]
         indices = range(self.num_mask_tokens)[mask_tokens]
         hyper_in = torch.stack(

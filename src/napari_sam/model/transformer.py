@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -22,6 +24,29 @@ def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # a shared: (n, k) @ (k, Bb·m) → (n, Bb, m) → (Bb, n, m)
     flat = b.transpose(0, 1).reshape(b.shape[1], -1)
     return (a[0] @ flat).view(a.shape[1], b.shape[0], b.shape[2]).transpose(0, 1)
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """The image side of the two-way transformer, prepared once and shared by every prompt.
+
+    Attributes
+    ----------
+    keys
+        ``(1, H*W, D)`` image tokens (image embedding plus the dense prompt embedding).
+    key_pe
+        ``(1, H*W, D)`` their positional encoding.
+    grid
+        ``(H, W)``.
+    first_layer
+        Projections of the first block that depend on the image alone, each ``(heads, H*W, d)``:
+        token→image keys and values and image→token queries; ``None`` when not prepared.
+    """
+
+    keys: torch.Tensor
+    key_pe: torch.Tensor
+    grid: tuple[int, int]
+    first_layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 class Attention(nn.Module):
@@ -53,6 +78,39 @@ class Attention(nn.Module):
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def project_heads(self, x: torch.Tensor, projection: nn.Linear) -> torch.Tensor:
+        """``(1, N, D)`` tokens through ``projection`` (one of this layer's) → ``(heads, N, d)``."""
+        n = x.shape[1]
+        return projection(x[0]).view(n, self.num_heads, -1).transpose(0, 1).contiguous()
+
+    def attend_projected_keys(self, q: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+        """Attention of ``q`` ``(B, Nq, D)`` to keys and values already projected by this layer
+        (:meth:`project_heads`, ``(heads, Nk, d)``, shared by the batch) → ``(B, Nq, D)``."""
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        b, nq = q.shape[:2]
+        qh = self.q_proj(q).view(b, nq, h, d).permute(2, 0, 1, 3).reshape(h, b * nq, d)
+        attn = torch.softmax(torch.bmm(qh, kh.transpose(1, 2)) * d**-0.5, dim=-1)  # (H, B·Nq, Nk)
+        out = torch.bmm(attn, vh).view(h, b, nq, d).permute(1, 2, 0, 3).reshape(b, nq, self.internal_dim)
+        return self.out_proj(out)
+
+    def attend_projected_queries(
+        self, qh: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of queries already projected by this layer (``(heads, Nq, d)``, shared by the
+        batch) to ``k``, ``v`` ``(B, Nk, D)`` → ``(B, Nq, D)``, plus ``residual`` (``(1 or B, Nq, D)``).
+
+        Meant for few keys: ``out_proj`` is folded into the values, as in the small-key order.
+        """
+        h, d, dim = self.num_heads, self.internal_dim // self.num_heads, self.embedding_dim
+        b, nk, nq = k.shape[0], k.shape[1], qh.shape[1]
+        kh = self.k_proj(k).view(b, nk, h, d).permute(2, 3, 0, 1).reshape(h, d, b * nk)
+        scores = torch.bmm(qh, kh).view(h, nq, b, nk)
+        attn = torch.softmax(scores * d**-0.5, dim=-1).permute(2, 1, 0, 3).reshape(b, nq, h * nk)
+        vh = self._split_heads(self.v_proj(v))  # (B, H, nk, d)
+        w_o = self.out_proj.weight.view(dim, h, d).permute(1, 2, 0)  # (H, d, D)
+        values = (vh @ w_o).reshape(b, h * nk, dim) + self.out_proj.bias / h  # (B, H·nk, D)
+        return torch.baddbmm(residual.expand(b, nq, dim), attn, values)
 
     def _costs(self, nq: int, nk: int) -> tuple[int, int, int]:
         """Multiply-adds of the (standard, small-query, small-key) orders."""
@@ -154,14 +212,32 @@ class TwoWayAttentionBlock(nn.Module):
         )
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def project_image(
+        self, keys: torch.Tensor, key_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The projections of ``keys`` ``(1, HW, D)`` this block would compute, ``(heads, HW, d)`` each:
+        token→image keys and values, image→token queries. Valid while the image tokens are unchanged,
+        i.e. for the first block."""
+        k = keys + key_pe
+        to_image, to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        return (
+            to_image.project_heads(k, to_image.k_proj),
+            to_image.project_heads(keys, to_image.v_proj),
+            to_token.project_heads(k, to_token.q_proj),
+        )
+
     def forward(
         self,
         queries: torch.Tensor,
         keys: torch.Tensor,
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
+        projected_image: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``queries`` ``(B, Nt, D)`` tokens, ``keys`` ``(B, HW, D)`` image tokens, with their PEs."""
+        """``queries`` ``(B, Nt, D)`` tokens, ``keys`` ``(B, HW, D)`` image tokens, with their PEs.
+
+        ``projected_image``: :meth:`project_image` of ``keys`` (then ``keys`` is ``(1, HW, D)``).
+        """
         if self.skip_first_layer_pe:
             # The first layer replaces the tokens by their self-attention (no residual, no PE).
             queries = self.self_attn(queries, queries, queries)
@@ -171,6 +247,16 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         q = queries + query_pe
+        if projected_image is not None:
+            key_k, key_v, image_q = projected_image
+            queries = self.norm2(
+                queries + self.cross_attn_token_to_image.attend_projected_keys(q, key_k, key_v)
+            )
+            queries = self.norm3(queries + self.mlp(queries))
+            q = queries + query_pe
+            to_token = self.cross_attn_image_to_token
+            return queries, self.norm4(to_token.attend_projected_queries(image_q, q, queries, residual=keys))
+
         k = keys + key_pe  # the image tokens do not change until the end of the block: reused below
         queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
@@ -216,15 +302,34 @@ class TwoWayTransformer(nn.Module):
         )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
+    def prepare(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, *, project_first_layer: bool = True
+    ) -> ImageTokens:
+        """Flatten an image ``(1, D, H, W)`` and its PE ``(1, D, H, W)`` into :class:`ImageTokens`.
+
+        With ``project_first_layer`` the first block's image-only projections are computed too: worth it
+        when the image is decoded with several prompts or more than once.
+        """
+        if image_embedding.shape[0] != 1:
+            raise ValueError(f"prepare takes one image (1, D, H, W), got {tuple(image_embedding.shape)}")
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        first = self.layers[0].project_image(keys, key_pe) if project_first_layer and self.layers else None
+        return ImageTokens(keys, key_pe, tuple(image_embedding.shape[-2:]), first)
+
     def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+        self,
+        image_embedding: torch.Tensor | ImageTokens,
+        image_pe: torch.Tensor | None,
+        point_embedding: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the transformer.
 
         Parameters
         ----------
         image_embedding, image_pe
-            ``(B, D, H, W)``.
+            ``(B, D, H, W)``; or :class:`ImageTokens` from :meth:`prepare` (shared by the batch) and
+            ``None``.
         point_embedding
             ``(B, Nt, D)`` prompt tokens.
 
@@ -235,11 +340,20 @@ class TwoWayTransformer(nn.Module):
         keys
             ``(B, H*W, D)`` processed image tokens.
         """
-        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
-        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        first_layer = None
+        if isinstance(image_embedding, ImageTokens):
+            keys, key_pe, first_layer = (
+                image_embedding.keys,
+                image_embedding.key_pe,
+                image_embedding.first_layer,
+            )
+        else:
+            keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+            key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
+        for index, layer in enumerate(self.layers):
+            projected = first_layer if index == 0 else None
+            queries, keys = layer(queries, keys, point_embedding, key_pe, projected_image=projected)
         q = queries + point_embedding
         k = keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
