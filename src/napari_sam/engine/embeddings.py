@@ -1,18 +1,47 @@
-"""Image embeddings: the value object and computing it for one 2D image."""
+"""Image embeddings: the value objects, and computing them for 2D images, large images and stacks.
+
+:class:`Embeddings` holds one 2D image's encoder output. :func:`compute_embeddings` also embeds
+large images in tiles (:class:`~napari_sam.engine.tiling.TiledEmbeddings`) and ``(Z, Y, X[, C])``
+stacks slice by slice (:class:`VolumeEmbeddings`), in memory or through the zarr cache of
+:mod:`napari_sam.engine.store`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from ..model import Sam
 from .device import DeviceLike
 from .loading import ModelLike, load_model, model_weights_id
-from .preprocess import DEFAULT_PERCENTILES, NormalizeMode, PreprocessParams, prepare_image
+from .preprocess import (
+    DEFAULT_PERCENTILES,
+    NormalizeMode,
+    PreprocessParams,
+    _rescale,
+    as_channels_last_2d,
+    normalize_intensity,
+    percentile_limits,
+    preprocess_shape,
+    resize_image,
+    select_channels,
+    to_model_input,
+)
+from .store import CorruptSliceError, EmbeddingStore, open_store, slice_hash
+from .tiling import (
+    DEFAULT_TILE_THRESHOLD,
+    LazySequence,
+    TiledEmbeddings,
+    TileSpec,
+    resolve_tiling,
+    tile_windows,
+)
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -64,7 +93,14 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
-def encode_images(sam: Sam, model_inputs: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
+def encode_images(
+    sam: Sam,
+    model_inputs: torch.Tensor,
+    *,
+    precision: str = "auto",
+    compile: bool = False,
+    compile_mode: str = "default",
+) -> torch.Tensor:
     """Run the image encoder on a batch of prepared model inputs.
 
     Parameters
@@ -73,9 +109,12 @@ def encode_images(sam: Sam, model_inputs: torch.Tensor, *, precision: str = "aut
         The model (its device is used).
     model_inputs
         ``(B, 3, S, S)`` float32, normalised and padded (see
-        :func:`napari_sam.engine.preprocess.prepare_image`); moved to the model's device.
+        :func:`napari_sam.engine.preprocess.prepare_image`); moved to the model's device (through
+        pinned memory for CUDA, so the copy overlaps other work).
     precision
         ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`resolve_precision`).
+    compile, compile_mode
+        Use the ``torch.compile``-d encoder (opt-in; see :mod:`napari_sam.engine.compile`).
 
     Returns
     -------
@@ -84,9 +123,16 @@ def encode_images(sam: Sam, model_inputs: torch.Tensor, *, precision: str = "aut
     """
     device = sam.device
     resolved = resolve_precision(precision, device)
+    if device.type == "cuda" and model_inputs.device.type == "cpu":
+        model_inputs = model_inputs.pin_memory()
     inputs = model_inputs.to(device, non_blocking=True)
+    encoder: Any = sam.image_encoder
+    if compile:
+        from .compile import compiled_encoder
+
+        encoder = compiled_encoder(sam, mode=compile_mode)
     with torch.inference_mode(), autocast(device, resolved):
-        features = sam.image_encoder(inputs)
+        features = encoder(inputs)
     return features.float()
 
 
@@ -135,6 +181,594 @@ class Embeddings:
         }
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Stacks, large images and the on-disk cache
+# ---------------------------------------------------------------------------------------------------------
+
+PercentileScope = Literal["slice", "volume"]
+ProgressLike = bool | Callable[[int, int], Any] | None
+#: Slices sampled (evenly spaced) to estimate volume-wide percentiles (``percentile_scope="volume"``).
+VOLUME_SAMPLE_SLICES = 16
+_VOLUME_SAMPLE_PIXELS = 1 << 18
+
+
+class Cancelled(RuntimeError):
+    """Embedding was stopped through ``cancel=``; slices finished before are kept in the cache."""
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where an image keeps its slices and channels.
+
+    Attributes
+    ----------
+    shape
+        The array's full shape.
+    is_volume
+        True for a ``(Z, Y, X[, C])`` stack.
+    z_axis
+        Axis of the slices (None for a 2D image).
+    slice_channel_axis
+        Channel axis inside one slice, when given by ``channel_axis`` (None: last if ``C <= 4``).
+    spatial_shape
+        ``(Z, Y, X)`` or ``(Y, X)``.
+    """
+
+    shape: tuple[int, ...]
+    is_volume: bool
+    z_axis: int | None
+    slice_channel_axis: int | None
+    spatial_shape: tuple[int, ...]
+
+    @property
+    def n_slices(self) -> int:
+        return self.spatial_shape[0] if self.is_volume else 1
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """``(Y, X)`` of one slice."""
+        y, x = self.spatial_shape[-2:]
+        return int(y), int(x)
+
+
+def image_layout(image: Any, channel_axis: int | None = None) -> ImageLayout:
+    """Tell 2D ``(Y, X[, C])`` images from ``(Z, Y, X[, C])`` stacks (a last axis of at most 4 is channels).
+
+    Raises
+    ------
+    ValueError
+        Other dimensionalities, or a ``channel_axis`` out of range.
+    """
+    shape = tuple(int(v) for v in np.shape(image))
+    ndim = len(shape)
+    if channel_axis is not None:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+            raise TypeError(f"channel_axis must be an integer or None, got {channel_axis!r}")
+        if not -ndim <= channel_axis < ndim:
+            raise ValueError(f"channel_axis={channel_axis} is out of range for an image of shape {shape}")
+        ca = int(channel_axis) % ndim
+        spatial = tuple(s for i, s in enumerate(shape) if i != ca)
+        if ndim == 3:
+            return ImageLayout(shape, False, None, ca, spatial)
+        if ndim == 4:
+            z_axis = 0 if ca != 0 else 1
+            return ImageLayout(shape, True, z_axis, ca if ca < z_axis else ca - 1, spatial)
+        raise ValueError(
+            f"with channel_axis, the image must be (Y, X, C) or (Z, Y, X, C) in some order; got shape {shape}"
+        )
+    if ndim == 2 or (ndim == 3 and shape[-1] <= 4):
+        return ImageLayout(shape, False, None, None, shape[:2])
+    if ndim == 3:
+        return ImageLayout(shape, True, 0, None, shape)
+    if ndim == 4 and shape[-1] <= 4:
+        return ImageLayout(shape, True, 0, None, shape[:3])
+    raise ValueError(
+        f"image must be 2D (Y, X[, C]) or 3D (Z, Y, X[, C]) with at most 4 channels last (or channel_axis=); "
+        f"got shape {shape}"
+    )
+
+
+def read_slice(image: Any, layout: ImageLayout, z: int) -> np.ndarray:
+    """Slice ``z`` of ``image`` as a numpy array (only that slice is read from dask / zarr)."""
+    if not layout.is_volume:
+        return np.asarray(image)
+    index: list[Any] = [slice(None)] * len(layout.shape)
+    index[layout.z_axis] = int(z)  # type: ignore[index]
+    return np.asarray(image[tuple(index)])
+
+
+@dataclass(frozen=True)
+class _Prep:
+    """Preprocessing requested by the caller, applied slice by slice."""
+
+    normalize: NormalizeMode
+    percentiles: tuple[float, float]
+    contrast_limits: tuple[float, float] | None
+    channel: int | Sequence[int] | None
+    channel_axis: int | None  # inside a slice
+    fixed_limits: tuple[tuple[float, float], ...] | None = None  # volume-wide percentiles
+
+    def select(self, raw: np.ndarray) -> tuple[np.ndarray, tuple[int, ...] | None]:
+        arr = as_channels_last_2d(raw, channel_axis=self.channel_axis)
+        return select_channels(arr, self.channel)
+
+    def apply(self, raw: np.ndarray) -> tuple[np.ndarray, PreprocessParams]:
+        """``(H, W, 1|3)`` on the 0–255 scale, and what was done."""
+        arr, picks = self.select(raw)
+        if self.fixed_limits is not None:
+            params = PreprocessParams("percentile", tuple(self.percentiles), self.fixed_limits, picks)
+            return _rescale(arr, self.fixed_limits), params
+        scaled, mode, used, limits = normalize_intensity(
+            arr, normalize=self.normalize, percentiles=self.percentiles, contrast_limits=self.contrast_limits
+        )
+        return scaled, PreprocessParams(mode, used, limits, picks)
+
+    def reapply(self, raw: np.ndarray, params: PreprocessParams) -> np.ndarray:
+        """Normalise ``raw`` exactly as a slice recorded with ``params`` was."""
+        arr, _ = self.select(raw)
+        if params.contrast_limits is None:
+            return normalize_intensity(arr, normalize=None)[0]
+        return _rescale(arr, params.contrast_limits)
+
+
+def _resolved_mode(prep: _Prep, dtype: np.dtype, n_channels: int) -> str:
+    if prep.contrast_limits is not None:
+        return "contrast_limits"
+    mode = "none" if prep.normalize is None else prep.normalize
+    if mode == "auto":
+        return "none" if dtype == np.uint8 and n_channels == 3 else "percentile"
+    return str(mode)
+
+
+def _volume_limits(image: Any, layout: ImageLayout, prep: _Prep) -> tuple[tuple[float, float], ...]:
+    """Percentile limits over evenly spaced sample slices of a stack."""
+    picks = np.unique(np.linspace(0, layout.n_slices - 1, min(layout.n_slices, VOLUME_SAMPLE_SLICES)).round())
+    samples = []
+    for z in picks.astype(int):
+        arr, _ = prep.select(read_slice(image, layout, int(z)))
+        step = max(1, int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / _VOLUME_SAMPLE_PIXELS))))
+        samples.append(np.asarray(arr[::step, ::step]).reshape(-1, 1, arr.shape[-1]))
+    return percentile_limits(np.concatenate(samples), prep.percentiles)
+
+
+def _params_from_record(mode: str, percentiles: Any, limits: np.ndarray, picks: Any) -> PreprocessParams:
+    rows = [tuple(float(v) for v in row) for row in np.asarray(limits) if np.isfinite(row).all()]
+    return PreprocessParams(
+        normalize=mode,
+        percentiles=tuple(percentiles) if percentiles is not None else None,
+        contrast_limits=tuple(rows) if rows else None,
+        channel=tuple(picks) if picks is not None else None,
+    )
+
+
+class _Reporter:
+    """Progress: a tqdm bar and/or a ``callback(done, total)``; units are tiles (1 per untiled slice)."""
+
+    def __init__(self, progress: ProgressLike, total: int, cancel: Any) -> None:
+        if not (progress is None or isinstance(progress, bool) or callable(progress)):
+            raise TypeError(f"progress must be a bool or a callable(done, total), got {progress!r}")
+        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+            raise TypeError(f"cancel must be a threading.Event (or have is_set()), got {cancel!r}")
+        self.total, self.done, self.cancel = total, 0, cancel
+        self.callback = progress if callable(progress) and not isinstance(progress, bool) else None
+        self.bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="embedding", unit="tile")
+        if self.callback is not None:
+            self.callback(0, total)
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"embedding cancelled after {self.done} of {self.total} tiles")
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class _Pending:
+    """A slice whose tiles are being encoded."""
+
+    params: PreprocessParams
+    content_hash: int
+    features: list[torch.Tensor | None]
+    input_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+    left: int
+
+
+class _Embedder:
+    """Embeds the slices of one image, into memory or through an :class:`EmbeddingStore`."""
+
+    def __init__(
+        self,
+        image: Any,
+        layout: ImageLayout,
+        sam: Sam | None,
+        prep: _Prep | None,
+        spec: TileSpec | None,
+        *,
+        precision: str = "auto",
+        batch_size: int = 1,
+        store: EmbeddingStore | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.image, self.layout, self.sam, self.prep, self.spec = image, layout, sam, prep, spec
+        self.windows = tile_windows(layout.plane_shape, spec) if spec is not None else None
+        self.precision, self.batch_size = precision, batch_size
+        self.store, self.meta = store, meta or (store.meta if store is not None else {})
+        self.memory: dict[int, Embeddings | TiledEmbeddings] = {}
+        self.params: dict[int, PreprocessParams] = {}
+        self.round_dtype = (
+            torch.float16 if store is not None and store.meta.get("cache_dtype") == "float16" else None
+        )
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.windows) if self.windows is not None else 1
+
+    # ---------------------------------------------------------------- computing
+    def _model_input(self, crop: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        sam = self.sam
+        assert sam is not None
+        input_size = preprocess_shape(crop.shape[0], crop.shape[1], sam.image_size)
+        resized = resize_image(crop, input_size)
+        inp = to_model_input(
+            resized,
+            image_size=sam.image_size,
+            pixel_mean=sam.pixel_mean,
+            pixel_std=sam.pixel_std,
+            device=sam.device,
+        )
+        return inp, input_size
+
+    def _encode(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        assert self.sam is not None
+        feats = encode_images(self.sam, torch.cat(inputs), precision=self.precision)
+        if self.round_dtype is not None:
+            feats = feats.to(self.round_dtype).float()
+        return feats
+
+    def computed(self) -> np.ndarray:
+        """``(Z,)`` bool: slices available without computing."""
+        mask = np.zeros(self.layout.n_slices, dtype=bool)
+        if self.store is not None:
+            mask |= self.store.done_mask()
+        for z in self.memory:
+            mask[z] = True
+        return mask
+
+    def run(self, slices: Sequence[int], progress: ProgressLike = False, cancel: Any = None) -> None:
+        """Make ``slices`` available: reuse intact cached slices of unchanged content, compute the others."""
+        if self.image is None or self.sam is None or self.prep is None:
+            raise LookupError(
+                "these embeddings were opened from a cache without the image; cannot compute slices"
+            )
+        reporter = _Reporter(progress, len(slices) * self.n_tiles, cancel)
+        done = self.store.done_mask() if self.store is not None else None
+        pending: dict[int, _Pending] = {}
+        queue: list[tuple[int, int, torch.Tensor]] = []
+        try:
+            for z in slices:
+                reporter.check()
+                if self.store is None and z in self.memory:
+                    reporter.advance(self.n_tiles)
+                    continue
+                raw = read_slice(self.image, self.layout, z)
+                content_hash = slice_hash(raw)
+                if (
+                    self.store is not None
+                    and done is not None
+                    and done[z]
+                    and self.store.stored_hash(z) == content_hash
+                    and self.store.verify_slice(z)
+                ):
+                    reporter.advance(self.n_tiles)
+                    continue
+                if self.store is not None and self.store.mode != "r+":
+                    self.store = self.store.writable()
+                scaled, params = self.prep.apply(raw)
+                del raw
+                windows = self.windows or (None,)
+                pending[z] = _Pending(params, content_hash, [None] * len(windows), [], [], len(windows))
+                if self.store is not None:
+                    self.store.begin_slice(z)
+                for t, win in enumerate(windows):
+                    crop = scaled if win is None else scaled[win.slices]
+                    inp, input_size = self._model_input(crop)
+                    pending[z].input_sizes.append(input_size)
+                    pending[z].original_sizes.append((int(crop.shape[0]), int(crop.shape[1])))
+                    queue.append((z, t, inp))
+                    if len(queue) >= self.batch_size:
+                        self._flush(queue, pending, reporter)
+                        reporter.check()
+                del scaled
+            self._flush(queue, pending, reporter)
+        finally:
+            reporter.close()
+
+    def _flush(
+        self, queue: list[tuple[int, int, torch.Tensor]], pending: dict[int, _Pending], reporter: _Reporter
+    ) -> None:
+        if not queue:
+            return
+        feats = self._encode([inp for _, _, inp in queue])
+        for row, (z, t, _) in enumerate(queue):
+            state = pending[z]
+            feature = feats[row : row + 1]
+            if self.store is not None:
+                tile = None if self.windows is None else t
+                self.store.write_tile(
+                    z, tile, feature[0].cpu().numpy(), state.input_sizes[t], state.original_sizes[t]
+                )
+            else:
+                state.features[t] = feature
+            state.left -= 1
+            if state.left == 0:
+                self._finish(z, pending.pop(z))
+                reporter.advance(self.n_tiles)
+        queue.clear()
+
+    def _finish(self, z: int, state: _Pending) -> None:
+        if self.store is not None:
+            self.store.finish_slice(
+                z, content_hash=state.content_hash, contrast_limits=state.params.contrast_limits
+            )
+            return
+        self.params[z] = state.params
+        tiles = [
+            self._embeddings(feature, state.input_sizes[t], state.original_sizes[t], state.params)
+            for t, feature in enumerate(state.features)
+        ]
+        self.memory[z] = tiles[0] if self.windows is None else self._tiled(z, tiles)
+
+    # ---------------------------------------------------------------- reading
+    def _embeddings(
+        self, features: Any, input_size: Any, original_size: Any, params: PreprocessParams
+    ) -> Embeddings:
+        model_meta = self.meta.get("model", {})
+        sam = self.sam
+        if isinstance(features, np.ndarray):
+            features = torch.from_numpy(features)[None]
+            if sam is not None:
+                features = features.to(sam.device)
+        return Embeddings(
+            features=features,
+            input_size=(int(input_size[0]), int(input_size[1])),
+            original_size=(int(original_size[0]), int(original_size[1])),
+            image_size=int(model_meta.get("image_size") or (sam.image_size if sam is not None else 0)),
+            model_name=str(model_meta.get("name") or (sam.name if sam is not None else "")),
+            weights_sha256=str(model_meta.get("weights_sha256") or (model_weights_id(sam) if sam else "")),
+            preprocessing=params,
+            model=sam,
+        )
+
+    def _tiled(self, z: int, tiles: Sequence[Embeddings]) -> TiledEmbeddings:
+        assert self.windows is not None and self.spec is not None
+        encode = None
+        if self.image is not None and self.sam is not None and self.prep is not None:
+
+            def encode(bounds: tuple[int, int, int, int]) -> Embeddings:
+                return self._encode_window(z, bounds)
+
+        return TiledEmbeddings(
+            tiles=tiles,
+            windows=self.windows,
+            spec=self.spec,
+            original_size=self.layout.plane_shape,
+            encode_window=encode,
+            model=self.sam,
+        )
+
+    def _slice_params(self, z: int) -> PreprocessParams:
+        if z in self.params:
+            return self.params[z]
+        assert self.store is not None
+        prep = self.meta["preprocessing"]
+        limits = self.store.read_slice(z, tile=0 if self.windows is not None else None)["contrast_limits"]
+        return _params_from_record(prep["normalize"], prep.get("percentiles"), limits, prep.get("channel"))
+
+    def _encode_window(self, z: int, bounds: tuple[int, int, int, int]) -> Embeddings:
+        """Embed any window of slice ``z`` with the slice's normalisation (objects spanning tiles)."""
+        assert self.prep is not None
+        params = self._slice_params(z)
+        r0, c0, r1, c1 = bounds
+        scaled = self.prep.reapply(read_slice(self.image, self.layout, z), params)
+        crop = scaled[r0:r1, c0:c1]
+        inp, input_size = self._model_input(crop)
+        return self._embeddings(self._encode([inp]), input_size, crop.shape[:2], params)
+
+    def _from_store(self, z: int) -> Embeddings | TiledEmbeddings:
+        store = self.store
+        assert store is not None
+        if self.windows is None:
+            rec = store.read_slice(z)
+            params = self._slice_params(z)
+            return self._embeddings(rec["features"], rec["input_size"], rec["original_size"], params)
+        params = self._slice_params(z)
+        store.read_slice(z)  # checks the whole slice once
+
+        def load_tile(t: int) -> Embeddings:
+            rec = store.read_slice(z, tile=t)
+            return self._embeddings(rec["features"], rec["input_size"], rec["original_size"], params)
+
+        return self._tiled(z, LazySequence(self.n_tiles, load_tile, keep=2))
+
+    def get(self, z: int) -> Embeddings | TiledEmbeddings:
+        """Slice ``z``'s embeddings: from memory, the cache, or computed now when the image is at hand."""
+        if z in self.memory:
+            return self.memory[z]
+        if self.store is not None:
+            try:
+                return self._from_store(z)
+            except CorruptSliceError:
+                if self.image is None:
+                    raise
+        self.run([z])
+        return self.memory[z] if self.store is None else self._from_store(z)
+
+
+class VolumeEmbeddings(Sequence):
+    """Embeddings of a ``(Z, Y, X[, C])`` stack, one item per slice, read lazily.
+
+    ``volume[z]`` is the :class:`Embeddings` (or :class:`~napari_sam.engine.tiling.TiledEmbeddings` for
+    large slices) of slice ``z``: taken from memory, read from the cache folder (only that slice), or —
+    when the image is at hand — computed on first access.
+
+    Attributes
+    ----------
+    shape
+        ``(Z, Y, X)`` spatial shape of the stack.
+    store
+        The :class:`~napari_sam.engine.store.EmbeddingStore` behind it, or None (in memory).
+    model
+        The model that computes / decodes the embeddings (None when opened without one).
+    """
+
+    def __init__(self, embedder: _Embedder) -> None:
+        self._embedder = embedder
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        z, y, x = self._embedder.layout.spatial_shape
+        return int(z), int(y), int(x)
+
+    @property
+    def store(self) -> EmbeddingStore | None:
+        return self._embedder.store
+
+    @property
+    def model(self) -> Sam | None:
+        return self._embedder.sam
+
+    @property
+    def tiled(self) -> bool:
+        return self._embedder.windows is not None
+
+    def __len__(self) -> int:
+        return self._embedder.layout.n_slices
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index a VolumeEmbeddings with a slice number, got {index!r}")
+        z = int(index) + (len(self) if index < 0 else 0)
+        if not 0 <= z < len(self):
+            raise IndexError(f"slice {index} out of range for a stack of {len(self)} slices")
+        return self._embedder.get(z)
+
+    def computed(self) -> np.ndarray:
+        """``(Z,)`` bool: slices available without computing."""
+        return self._embedder.computed()
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether every slice is available."""
+        return bool(self.computed().all())
+
+    def compute(
+        self, slices: Sequence[int] | None = None, *, progress: ProgressLike = False, cancel: Any = None
+    ) -> VolumeEmbeddings:
+        """Compute ``slices`` (default: all not yet available) now; returns self."""
+        todo = (
+            _check_slices(slices, len(self))
+            if slices is not None
+            else np.flatnonzero(~self.computed()).tolist()
+        )
+        self._embedder.run(todo, progress, cancel)
+        return self
+
+    def __repr__(self) -> str:
+        where = f"cache={str(self.store.path)!r}" if self.store is not None else "in memory"
+        n_done = int(self.computed().sum())
+        return f"VolumeEmbeddings(shape={self.shape}, computed={n_done}/{len(self)}, {where})"
+
+
+def _check_slices(slices: Any, n: int) -> list[int]:
+    arr = np.asarray(slices)
+    if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"slices must be a sequence of slice numbers, got {slices!r}")
+    if arr.size and (arr.min() < -n or arr.max() >= n):
+        raise ValueError(f"slices {arr.tolist()} out of range for a stack of {n} slices")
+    return sorted({int(v) % n for v in arr})
+
+
+def _check_int(value: Any, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _cache_meta(
+    image: Any,
+    layout: ImageLayout,
+    sam: Sam,
+    prep: _Prep,
+    spec: TileSpec | None,
+    cache_dtype: str,
+    scope: str,
+) -> dict[str, Any]:
+    from .._version import __version__
+
+    dtype = np.dtype(image.dtype if hasattr(image, "dtype") else np.asarray(image).dtype)
+    probe_shape = [2, 2]
+    if layout.slice_channel_axis is not None:
+        probe_shape.insert(layout.slice_channel_axis, _n_channels(layout))
+    elif len(layout.shape) - int(layout.is_volume) == 3:
+        probe_shape.append(layout.shape[-1])
+    probe, picks = prep.select(np.zeros(probe_shape, dtype=dtype))
+    mode = _resolved_mode(prep, dtype, probe.shape[-1])
+    windows = tile_windows(layout.plane_shape, spec) if spec is not None else None
+    return {
+        "library_version": __version__,
+        "model": {"name": sam.name, "weights_sha256": model_weights_id(sam), "image_size": sam.image_size},
+        "preprocessing": {
+            "normalize": mode,
+            "percentiles": list(prep.percentiles) if mode == "percentile" else None,
+            "percentile_scope": scope if mode == "percentile" else None,
+            "volume_limits": [list(v) for v in prep.fixed_limits] if prep.fixed_limits else None,
+            "contrast_limits": list(prep.contrast_limits) if prep.contrast_limits is not None else None,
+            "channel": list(picks) if picks is not None else None,
+            "channel_axis": layout.slice_channel_axis,
+        },
+        "image": {
+            "shape": list(layout.shape),
+            "dtype": dtype.str,
+            "n_slices": layout.n_slices,
+            "spatial_shape": list(layout.spatial_shape),
+            "is_volume": layout.is_volume,
+        },
+        "tiling": None
+        if windows is None or spec is None
+        else {
+            "tile_size": spec.tile_size,
+            "halo": spec.halo,
+            "windows": [list(w.bounds) for w in windows],
+            "cores": [list(w.core) for w in windows],
+        },
+        "feature_shape": list(sam.embedding_shape),
+        "cache_dtype": cache_dtype,
+    }
+
+
+def _n_channels(layout: ImageLayout) -> int:
+    ca = layout.slice_channel_axis
+    assert ca is not None
+    axes = [i for i in range(len(layout.shape)) if i != layout.z_axis]
+    return layout.shape[axes[ca]]
+
+
 def compute_embeddings(
     image: Any,
     model: ModelLike = "nano",
@@ -146,55 +780,141 @@ def compute_embeddings(
     channel: int | Sequence[int] | None = None,
     channel_axis: int | None = None,
     precision: Precision = "auto",
-    cache: Any = None,
-) -> Embeddings:
-    """Embed one 2D image.
+    cache: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    cache_dtype: str = "float16",
+    batch_size: int = 1,
+    tile: Any = None,
+    tile_threshold: int = DEFAULT_TILE_THRESHOLD,
+    percentile_scope: PercentileScope = "slice",
+    slices: Sequence[int] | None = None,
+    progress: ProgressLike = False,
+    cancel: Any = None,
+) -> Embeddings | TiledEmbeddings | VolumeEmbeddings:
+    """Embed a 2D image or a 3D stack, optionally through an on-disk cache.
 
     Parameters
     ----------
     image
-        ``(Y, X)`` or ``(Y, X, C)`` numpy / dask / zarr array of any integer or float dtype.
+        ``(Y, X[, C])`` image or ``(Z, Y, X[, C])`` stack: numpy, dask or zarr array of any integer or
+        float dtype. Stacks are read one slice at a time.
     model
         A model name, weights path or :class:`Sam` (see :func:`napari_sam.load_model`).
     device
         Where to run (``"auto"``: CUDA → MPS → CPU).
     normalize, percentiles, contrast_limits, channel, channel_axis
-        Preprocessing; see :func:`napari_sam.engine.preprocess.prepare_image`.
+        Preprocessing; see :func:`napari_sam.engine.preprocess.prepare_image`. ``channel_axis`` is an
+        axis of ``image`` (of the whole stack).
     precision
         Encoder arithmetic: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"``, ``"fp16"``.
     cache
-        Folder of an on-disk embedding cache — not available in this version.
+        Folder of a zarr v3 embedding cache (created if missing). Slices already there, intact and of
+        unchanged content are reused; others are computed and written one by one, so an interrupted run
+        resumes. A cache made for another model, preprocessing, tiling or image shape raises
+        :class:`~napari_sam.errors.CacheMismatchError`.
+    overwrite
+        Replace an existing cache at ``cache`` instead of reusing it or raising.
+    cache_dtype
+        ``"float16"`` (default, half the disk) or ``"float32"``. Results read from a cache — and those
+        computed with one — carry features rounded to this dtype, so a first and a cached run agree.
+    batch_size
+        Slices (tiles) encoded per forward pass.
+    tile, tile_threshold
+        Tiling of large slices (see :func:`napari_sam.engine.tiling.resolve_tiling`): by default slices
+        whose longest side exceeds ``tile_threshold`` (2048) are embedded in 1024-pixel tiles with a
+        128-pixel halo. ``tile=False`` never tiles; ``(tile_size, halo)`` or a
+        :class:`~napari_sam.engine.tiling.TileSpec` tiles slices larger than ``tile_size``.
+    percentile_scope
+        Stacks with percentile normalisation: ``"slice"`` (default) computes the limits on each slice;
+        ``"volume"`` once for the stack, from up to 16 evenly spaced slices.
+    slices
+        Stacks: only compute these slices now; the others are computed when first indexed.
+    progress
+        True: a tqdm bar; a callable: called as ``progress(done, total)`` (in tiles; 1 per untiled
+        slice) before starting and after each slice. An exception it raises stops the run; slices
+        finished so far stay in the cache.
+    cancel
+        A :class:`threading.Event`; when set, the run stops after the current batch with
+        :class:`Cancelled` (the cache stays valid).
 
     Returns
     -------
-    Embeddings
+    Embeddings | TiledEmbeddings | VolumeEmbeddings
+        2D image: :class:`Embeddings`, or :class:`~napari_sam.engine.tiling.TiledEmbeddings` when tiled.
+        Stack: :class:`VolumeEmbeddings` (one item per slice, read lazily).
+
+    Examples
+    --------
+    >>> vol = compute_embeddings(stack, "nano", cache="stack.zarr", progress=True)  # doctest: +SKIP
+    >>> vol[12].features.shape  # doctest: +SKIP
+    torch.Size([1, 256, 64, 64])
     """
-    if cache is not None:
-        raise NotImplementedError(
-            "the on-disk embedding cache (cache=) is not available in this version yet; "
-            "keep the returned Embeddings object to reuse it"
-        )
+    layout = image_layout(image, channel_axis)
+    batch_size = _check_int(batch_size, "batch_size")
+    if cache_dtype not in ("float16", "float32"):
+        raise ValueError(f"cache_dtype must be 'float16' or 'float32', got {cache_dtype!r}")
+    if percentile_scope not in ("slice", "volume"):
+        raise ValueError(f"percentile_scope must be 'slice' or 'volume', got {percentile_scope!r}")
+    if slices is not None and not layout.is_volume:
+        raise ValueError("slices= applies to 3D stacks only")
+    todo = _check_slices(slices, layout.n_slices) if slices is not None else list(range(layout.n_slices))
+    spec = resolve_tiling(tile, layout.plane_shape, tile_threshold)
+    if not isinstance(precision, str) or precision.strip().lower() not in _PRECISION_ALIASES:
+        raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
     sam = load_model(model, device)
-    model_input, input_size, original_size, params = prepare_image(
-        image,
-        image_size=sam.image_size,
-        pixel_mean=sam.pixel_mean,
-        pixel_std=sam.pixel_std,
-        normalize=normalize,
-        percentiles=percentiles,
-        contrast_limits=contrast_limits,
-        channel=channel,
-        channel_axis=channel_axis,
-        device=sam.device,
+    prep = _Prep(normalize, tuple(percentiles), contrast_limits, channel, layout.slice_channel_axis)  # type: ignore[arg-type]
+    if normalize not in ("auto", "percentile", "none", None):
+        raise ValueError(f"normalize must be 'auto', 'percentile' or None, got {normalize!r}")
+    if layout.is_volume and percentile_scope == "volume" and contrast_limits is None:
+        first, _ = prep.select(read_slice(image, layout, 0))
+        if _resolved_mode(prep, first.dtype, first.shape[-1]) == "percentile":
+            prep = replace(prep, fixed_limits=_volume_limits(image, layout, prep))
+    store = None
+    meta = None
+    if cache is not None:
+        meta = _cache_meta(image, layout, sam, prep, spec, cache_dtype, percentile_scope)
+        store = EmbeddingStore.open_or_create(cache, meta, overwrite=overwrite)
+    embedder = _Embedder(
+        image, layout, sam, prep, spec, precision=precision, batch_size=batch_size, store=store, meta=meta
     )
-    features = encode_images(sam, model_input, precision=precision)
-    return Embeddings(
-        features=features,
-        input_size=input_size,
-        original_size=original_size,
-        image_size=sam.image_size,
-        model_name=sam.name,
-        weights_sha256=model_weights_id(sam),
-        preprocessing=params,
-        model=sam,
+    embedder.run(todo, progress, cancel)
+    if layout.is_volume:
+        return VolumeEmbeddings(embedder)
+    return embedder.get(0)
+
+
+def open_embeddings(
+    path: str | os.PathLike[str], model: ModelLike | None = None, *, device: DeviceLike = "auto"
+) -> Embeddings | TiledEmbeddings | VolumeEmbeddings:
+    """Read embeddings back from a cache folder, without the image.
+
+    Parameters
+    ----------
+    path
+        A cache written by :func:`compute_embeddings` (``cache=``).
+    model
+        The model to decode with (checked against the cache's weights by ``predict``); None: resolved
+        by name when decoding (works for ``"nano"`` and the official models).
+
+    Returns
+    -------
+    Embeddings | TiledEmbeddings | VolumeEmbeddings
+        As :func:`compute_embeddings` would; slices not in the cache raise ``LookupError`` when indexed.
+    """
+    store = open_store(path)
+    sam = load_model(model, device) if model is not None else None
+    meta = store.meta
+    shape = tuple(meta["image"]["shape"])
+    spatial = tuple(meta["image"]["spatial_shape"])
+    is_volume = bool(meta["image"]["is_volume"])
+    layout = ImageLayout(
+        shape, is_volume, 0 if is_volume else None, meta["preprocessing"].get("channel_axis"), spatial
     )
+    tiling = meta.get("tiling")
+    spec = TileSpec(tiling["tile_size"], tiling["halo"]) if tiling else None
+    embedder = _Embedder(None, layout, sam, None, spec, store=store)
+    if is_volume:
+        return VolumeEmbeddings(embedder)
+    if not store.done_mask()[0]:
+        raise LookupError(f"the embedding cache at {store.path} holds no finished slice")
+    return embedder.get(0)

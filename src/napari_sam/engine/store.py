@@ -1,0 +1,480 @@
+"""The on-disk embedding cache: one zarr v3 directory per image (2D images are stored as one slice).
+
+Layout (``Z`` slices, ``T`` tiles per slice when tiled, ``(C, h, w)`` the encoder's feature shape,
+``(256, 64, 64)`` for the official models and nano)::
+
+    cache.zarr/
+      zarr.json                root attributes under the key ``"napari_sam_embeddings"``:
+                               format_version, library_version, model {name, weights_sha256, image_size},
+                               preprocessing {...}, image {shape, dtype, n_slices}, tiling
+                               {tile_size, halo, windows} or null, feature_shape, cache_dtype
+      embeddings/              (Z, [T,] C, h, w) float16 (float32 opt-in); one chunk per slice (per tile)
+      input_size/              (Z, [T,] 2) int32 (rows, cols) of the resized image inside the model input
+      original_size/           (Z, [T,] 2) int32 (rows, cols) of the slice (of the tile)
+      contrast_limits/         (Z, 3, 2) float64 intensities mapped to 0 / 255 per channel (NaN: unused)
+      slice_hash/              (Z,) uint64 content hash of each input slice (blake2b of bytes, shape, dtype)
+      done/                    (Z,) bool, set last, after everything else of the slice is written
+
+Every chunk carries a CRC32C checksum and the small per-slice arrays have one chunk per slice, so a
+process killed in the middle of a write leaves at worst one torn chunk: its checksum fails (or its
+``done`` flag is still False) and the slice is recomputed. Features are filled with NaN where never
+written, so a missing chunk file is detected too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CacheMismatchError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CorruptSliceError",
+    "EmbeddingStore",
+    "is_embedding_store",
+    "open_store",
+    "slice_hash",
+]
+
+#: Version of the on-disk layout; a store of another version is not reused.
+FORMAT_VERSION = 1
+#: Key of the root attributes that marks a folder as a napari-sam embedding store.
+ATTRS_KEY = "napari_sam_embeddings"
+_CACHE_DTYPES = {"float16": np.float16, "float32": np.float32}
+#: Metadata entries that must be equal for a store to be reused, with how a mismatch is described.
+_CHECKED = {
+    "format_version": "format version",
+    "model.weights_sha256": "model weights",
+    "model.image_size": "model input size",
+    "feature_shape": "feature shape",
+    "image.shape": "image shape",
+    "image.dtype": "image dtype",
+    "preprocessing": "preprocessing",
+    "tiling.tile_size": "tile size",
+    "tiling.halo": "tile halo",
+    "cache_dtype": "cache dtype",
+}
+
+
+class CorruptSliceError(RuntimeError):
+    """A slice of the store is missing, unfinished or fails its checksum."""
+
+
+def slice_hash(array: np.ndarray) -> int:
+    """Content hash of one input slice: 64-bit blake2b of its bytes, shape and dtype."""
+    arr = np.ascontiguousarray(array)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
+    h.update(memoryview(arr).cast("B"))
+    return int.from_bytes(h.digest(), "little")
+
+
+def _root_attrs(path: Path) -> dict[str, Any] | None:
+    meta = path / "zarr.json"
+    try:
+        doc = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("node_type") != "group":
+        return None
+    attrs = doc.get("attributes", {})
+    value = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def is_embedding_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder holding a napari-sam embedding store (cheap: reads one JSON file)."""
+    try:
+        folder = Path(path)
+        return folder.is_dir() and _root_attrs(folder) is not None
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def open_store(path: str | os.PathLike[str], mode: str = "r") -> EmbeddingStore:
+    """Open an existing embedding store; ``mode`` ``"r"`` (read only) or ``"r+"``."""
+    return EmbeddingStore.open(path, mode=mode)
+
+
+def _lookup(meta: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = meta
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples → lists recursively, so metadata compares equal to what JSON gives back."""
+    return json.loads(json.dumps(value))
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise PermissionError unless a file can be created in ``folder``."""
+    probe = folder / f".napari_sam_write_test_{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot write the embedding cache at {folder}: {exc.strerror or exc}; choose a writable "
+            "cache= folder"
+        ) from exc
+
+
+class EmbeddingStore:
+    """A zarr v3 embedding cache (see the module docstring for the layout).
+
+    Use :meth:`create` or :meth:`open` (or :func:`open_store`); not thread-safe for writing, and one
+    writer per store at a time.
+
+    Attributes
+    ----------
+    path
+        The store's folder.
+    meta
+        The root attributes (JSON values).
+    """
+
+    def __init__(self, path: Path, group: Any, meta: dict[str, Any], mode: str) -> None:
+        self.path = path
+        self._group = group
+        self.meta = meta
+        self.mode = mode
+
+    # ------------------------------------------------------------------ opening / creating
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> EmbeddingStore:
+        """Open an existing store.
+
+        Raises
+        ------
+        FileNotFoundError
+            No folder at ``path``.
+        ValueError
+            The folder is not a napari-sam embedding store, or ``mode`` is not ``"r"`` / ``"r+"``.
+        """
+        import zarr
+
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+        folder = Path(path)
+        if not folder.exists():
+            raise FileNotFoundError(f"no embedding cache at {folder}")
+        meta = _root_attrs(folder)
+        if meta is None:
+            raise ValueError(f"{folder} is not a napari-sam embedding cache (no {ATTRS_KEY!r} attributes)")
+        group = zarr.open_group(str(folder), mode=mode, zarr_format=3)
+        return cls(folder, group, meta, mode)
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        meta: Mapping[str, Any],
+        *,
+        overwrite: bool = False,
+    ) -> EmbeddingStore:
+        """Create an empty store described by ``meta``.
+
+        Parameters
+        ----------
+        meta
+            Root attributes; must hold ``image.n_slices``, ``feature_shape`` ``[C, h, w]``,
+            ``cache_dtype`` (``"float16"`` / ``"float32"``) and ``tiling`` (None or a dict with
+            ``windows``). ``format_version`` is added.
+        overwrite
+            Replace an existing store at ``path``. A folder that is not a napari-sam store is never
+            deleted.
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists (and is not replaced).
+        PermissionError
+            ``path`` cannot be written.
+        """
+        import zarr
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
+        folder = Path(path)
+        if folder.exists():
+            if folder.is_dir() and not any(folder.iterdir()):
+                pass
+            elif not is_embedding_store(folder):
+                raise FileExistsError(
+                    f"{folder} exists and is not a napari-sam embedding cache; it is left alone — "
+                    "choose another cache= path"
+                )
+            elif not overwrite:
+                raise FileExistsError(
+                    f"an embedding cache exists at {folder}; pass overwrite=True to replace it"
+                )
+            else:
+                _check_writable(folder)
+                shutil.rmtree(folder)
+        parent = folder.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PermissionError(
+                f"cannot create the embedding cache folder {folder}: {exc.strerror or exc}"
+            ) from exc
+        _check_writable(parent)
+
+        meta = _jsonable({**meta, "format_version": FORMAT_VERSION})
+        n_slices = int(meta["image"]["n_slices"])
+        feature_shape = tuple(int(v) for v in meta["feature_shape"])
+        dtype_name = meta["cache_dtype"]
+        if dtype_name not in _CACHE_DTYPES:
+            raise ValueError(f"cache_dtype must be 'float16' or 'float32', got {dtype_name!r}")
+        tiling = meta.get("tiling")
+        tiles = (len(tiling["windows"]),) if tiling else ()
+        try:
+            group = zarr.open_group(str(folder), mode="w", zarr_format=3)
+            codecs = {"compressors": [ZstdCodec(level=1), Crc32cCodec()]}
+            group.create_array(
+                "embeddings",
+                shape=(n_slices, *tiles, *feature_shape),
+                chunks=(1, *(1 for _ in tiles), *feature_shape),
+                dtype=dtype_name,
+                fill_value=np.nan,
+                **codecs,
+            )
+            for name in ("input_size", "original_size"):
+                group.create_array(
+                    name,
+                    shape=(n_slices, *tiles, 2),
+                    chunks=(1, *tiles, 2),
+                    dtype="int32",
+                    fill_value=0,
+                    **codecs,
+                )
+            group.create_array(
+                "contrast_limits", shape=(n_slices, 3, 2), chunks=(1, 3, 2), dtype="float64",
+                fill_value=np.nan, **codecs,
+            )  # fmt: skip
+            group.create_array(
+                "slice_hash", shape=(n_slices,), chunks=(1,), dtype="uint64", fill_value=0, **codecs
+            )
+            group.create_array(
+                "done", shape=(n_slices,), chunks=(1,), dtype="bool", fill_value=False, **codecs
+            )
+            # the marker goes last: a folder with it is a structurally complete store
+            group.attrs[ATTRS_KEY] = meta
+        except OSError as exc:
+            raise PermissionError(f"cannot write the embedding cache at {folder}: {exc}") from exc
+        return cls(folder, group, meta, "r+")
+
+    @classmethod
+    def open_or_create(
+        cls, path: str | os.PathLike[str], meta: Mapping[str, Any], *, overwrite: bool = False
+    ) -> EmbeddingStore:
+        """Open the store at ``path`` if it matches ``meta`` (see :meth:`validate`), else create it.
+
+        With ``overwrite``, an existing store is always replaced by an empty one.
+
+        Raises
+        ------
+        CacheMismatchError
+            The existing store belongs to another model, preprocessing or image (and not
+            ``overwrite``).
+        """
+        folder = Path(path)
+        if is_embedding_store(folder):
+            if overwrite:
+                return cls.create(folder, meta, overwrite=True)
+            store = cls.open(folder, mode="r")
+            store.validate(meta)
+            return store
+        return cls.create(folder, meta, overwrite=overwrite)
+
+    def validate(self, meta: Mapping[str, Any]) -> None:
+        """Check that this store was made for ``meta`` (model weights, preprocessing, image, tiling).
+
+        Raises
+        ------
+        CacheMismatchError
+            Listing every difference.
+        """
+        wanted = _jsonable({**meta, "format_version": FORMAT_VERSION})
+        diffs = []
+        for key, what in _CHECKED.items():
+            have, want = _lookup(self.meta, key), _lookup(wanted, key)
+            if have != want:
+                diffs.append(f"{what}: cache has {have!r}, requested {want!r}")
+        if diffs:
+            raise CacheMismatchError(
+                f"the embedding cache at {self.path} was made for another image, model or preprocessing ("
+                + "; ".join(diffs)
+                + "); pass overwrite=True to replace it, or use another cache= path"
+            )
+
+    def writable(self) -> EmbeddingStore:
+        """This store opened for writing (checks that its folder can be written)."""
+        if self.mode == "r+":
+            return self
+        _check_writable(self.path)
+        return EmbeddingStore.open(self.path, mode="r+")
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_slices(self) -> int:
+        return int(self.meta["image"]["n_slices"])
+
+    @property
+    def tiling(self) -> dict[str, Any] | None:
+        return self.meta.get("tiling")
+
+    @property
+    def n_tiles(self) -> int | None:
+        """Tiles per slice, or None when the store is not tiled."""
+        return len(self.tiling["windows"]) if self.tiling else None
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        c, h, w = (int(v) for v in self.meta["feature_shape"])
+        return c, h, w
+
+    # ------------------------------------------------------------------ status
+    def _read_small(self, name: str, z: int) -> np.ndarray:
+        return np.asarray(self._group[name][z])
+
+    def done_mask(self) -> np.ndarray:
+        """``(Z,)`` bool: slices completely written. A torn flag reads as False."""
+        arr = self._group["done"]
+        try:
+            return np.asarray(arr[:], dtype=bool)
+        except Exception:  # a torn chunk: read flag by flag
+            out = np.zeros(self.n_slices, dtype=bool)
+            for z in range(self.n_slices):
+                try:
+                    out[z] = bool(arr[z])
+                except Exception:
+                    out[z] = False
+            return out
+
+    @property
+    def is_complete(self) -> bool:
+        return bool(self.done_mask().all())
+
+    def stored_hash(self, z: int) -> int | None:
+        """The recorded content hash of slice ``z`` (None when unreadable)."""
+        try:
+            return int(self._read_small("slice_hash", z))
+        except Exception:
+            return None
+
+    def verify_slice(self, z: int) -> bool:
+        """Whether slice ``z`` is marked done and every one of its chunks reads back intact."""
+        try:
+            self.read_slice(z)
+        except CorruptSliceError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ reading / writing
+    def read_slice(self, z: int, tile: int | None = None) -> dict[str, Any]:
+        """Read slice ``z`` (or one of its tiles).
+
+        Returns
+        -------
+        dict
+            ``features`` ``([T,] C, h, w)`` (one tile: ``(C, h, w)``) float32 numpy, ``input_size`` and
+            ``original_size`` ``([T,] 2)`` int, ``contrast_limits`` ``(3, 2)`` float64 (NaN: unused),
+            ``hash`` int.
+
+        Raises
+        ------
+        CorruptSliceError
+            The slice is not done, a chunk fails its checksum or was never written.
+        """
+        z = int(z)
+        if not 0 <= z < self.n_slices:
+            raise IndexError(f"slice {z} out of range for a cache of {self.n_slices} slice(s)")
+        try:
+            if not bool(self._read_small("done", z)):
+                raise CorruptSliceError(f"slice {z} of the embedding cache {self.path} is not computed")
+            index: tuple[int, ...] = (z,) if tile is None else (z, int(tile))
+            features = np.asarray(self._group["embeddings"][index])
+            out = {
+                "input_size": np.asarray(self._group["input_size"][index]).astype(int),
+                "original_size": np.asarray(self._group["original_size"][index]).astype(int),
+                "contrast_limits": self._read_small("contrast_limits", z),
+                "hash": int(self._read_small("slice_hash", z)),
+            }
+        except CorruptSliceError:
+            raise
+        except Exception as exc:
+            raise CorruptSliceError(
+                f"slice {z} of the embedding cache {self.path} is damaged: {exc}"
+            ) from exc
+        if np.isnan(features).any():
+            raise CorruptSliceError(f"slice {z} of the embedding cache {self.path} has missing chunks")
+        out["features"] = features.astype(np.float32)
+        return out
+
+    def begin_slice(self, z: int) -> None:
+        """Mark slice ``z`` as not done before rewriting it."""
+        self._group["done"][int(z)] = False
+
+    def write_tile(
+        self, z: int, tile: int | None, features: np.ndarray, input_size: Any, original_size: Any
+    ) -> None:
+        """Write the features of slice ``z`` (of one of its tiles): ``(C, h, w)`` float."""
+        index: tuple[int, ...] = (int(z),) if tile is None else (int(z), int(tile))
+        dtype = _CACHE_DTYPES[self.meta["cache_dtype"]]
+        self._group["embeddings"][index] = np.asarray(features, dtype=dtype)
+        self._group["input_size"][index] = np.asarray(input_size, dtype=np.int32)
+        self._group["original_size"][index] = np.asarray(original_size, dtype=np.int32)
+
+    def finish_slice(self, z: int, *, content_hash: int, contrast_limits: Any) -> None:
+        """Record the slice's limits and hash, then flag it done (the last write of a slice)."""
+        limits = np.full((3, 2), np.nan)
+        if contrast_limits is not None:
+            arr = np.asarray(contrast_limits, dtype=np.float64).reshape(-1, 2)
+            limits[: arr.shape[0]] = arr
+        self._group["contrast_limits"][int(z)] = limits
+        self._group["slice_hash"][int(z)] = np.uint64(content_hash)
+        self._group["done"][int(z)] = True
+
+    def write_slice(
+        self,
+        z: int,
+        features: np.ndarray,
+        *,
+        input_size: Any,
+        original_size: Any,
+        content_hash: int,
+        contrast_limits: Any = None,
+    ) -> None:
+        """Write a whole slice: ``features`` ``([T,] C, h, w)``, sizes ``([T,] 2)``; then flag it done."""
+        self.begin_slice(z)
+        if self.n_tiles is None:
+            self.write_tile(z, None, features, input_size, original_size)
+        else:
+            sizes_in = np.broadcast_to(np.asarray(input_size), (self.n_tiles, 2))
+            sizes_orig = np.broadcast_to(np.asarray(original_size), (self.n_tiles, 2))
+            for t in range(self.n_tiles):
+                self.write_tile(z, t, features[t], sizes_in[t], sizes_orig[t])
+        self.finish_slice(z, content_hash=content_hash, contrast_limits=contrast_limits)
+
+    def nbytes_stored(self) -> int:
+        """Bytes on disk of the whole store."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def __repr__(self) -> str:
+        done = int(self.done_mask().sum())
+        return (
+            f"EmbeddingStore({str(self.path)!r}, model={self.meta['model']['name']!r}, "
+            f"slices={done}/{self.n_slices} done, tiles={self.n_tiles})"
+        )
