@@ -102,3 +102,177 @@ def test_train_help_documents_fine_tuning(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "--freeze-encoder" in text and "labels" in text
+
+
+# ---------------------------------------------------------------------------------------------- batch
+
+
+@pytest.fixture
+def nuclei_files(tmp_path):
+    """Two 2D synthetic images, a file that is not an image, and a box table for all three."""
+    from napari_sam.data.synthetic import nuclei_2d
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        image, _ = nuclei_2d((96, 112), n_objects=4, seed=i)
+        tifffile.imwrite(folder / f"cells{i}.tif", image)
+    (folder / "broken.tif").write_text("this is not a tiff")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(
+        "file,min_row,min_col,max_row,max_col\n"
+        "cells0.tif,10,10,50,60\ncells0.tif,40,50,90,100\ncells1,5,5,45,45\nbroken.tif,1,1,9,9\n"
+    )
+    return folder, boxes
+
+
+def test_segment_batch_goes_on_after_a_bad_file_and_resumes(nuclei_files, small_weights, tmp_path, capsys):
+    folder, boxes = nuclei_files
+    out = tmp_path / "labels"
+    args = ["segment", str(folder), "--boxes", str(boxes), "--out", str(out), "--model", str(small_weights)]
+    assert main([*args, "--device", "cpu", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "2 done, 0 skipped (already done), 1 failed" in captured.out
+    assert "broken.tif" in captured.err and "not a readable TIFF" in captured.err
+    first = tifffile.imread(out / "cells0_labels.tif")
+    assert first.shape == (96, 112) and first.dtype == np.uint32
+    assert set(np.unique(first)) <= {0, 1, 2} and (first > 0).any()
+    assert set(np.unique(tifffile.imread(out / "cells1_labels.tif"))) <= {0, 1}
+    assert sorted(p.name for p in out.iterdir()) == ["cells0_labels.tif", "cells1_labels.tif"]
+
+    (out / "cells1_labels.tif").unlink()
+    assert main([*args, "--device", "cpu", "-q"]) == 1
+    assert "1 done, 1 skipped (already done), 1 failed" in capsys.readouterr().out
+    np.testing.assert_array_equal(tifffile.imread(out / "cells0_labels.tif"), first)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--boxes", "{missing_csv}"], "boxes CSV not found"),
+        (["--points", "{boxes}"], "point tables need columns"),
+        (["--boxes", "{typo_csv}"], "not among the inputs: typo.tif"),
+    ],
+)
+def test_segment_bad_tables_exit_2(nuclei_files, tmp_path, capsys, extra, message):
+    folder, boxes = nuclei_files
+    typo = tmp_path / "typo.csv"
+    typo.write_text("file,min_row,min_col,max_row,max_col\ntypo.tif,1,1,5,5\n")
+    names = {"missing_csv": tmp_path / "nope.csv", "boxes": boxes, "typo_csv": typo}
+    extra = [e.format(**names) for e in extra]
+    assert main(["segment", str(folder), *extra, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["segment", "a.tif", "--out", "o"],  # no prompts
+        ["segment", "a.tif", "--boxes", "b.csv", "--auto", "--out", "o"],  # two prompt kinds
+        ["segment", "a.tif", "--auto", "--out", "o", "--format", "png"],
+        ["embed", "a.tif"],  # no --out
+        ["embed", "a.tif", "--out", "o", "--batch-size", "0"],
+        ["embed", "a.tif", "--out", "o", "--tile", "-5"],
+    ],
+)
+def test_argparse_errors_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+def test_our_validation_exits_2(tmp_path, capsys):
+    assert main(["embed", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o")]) == 2
+    assert "input not found" in capsys.readouterr().err
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.zeros((8, 8), np.uint8))
+    assert main(["embed", str(image), "--out", str(tmp_path / "o"), "--halo", "8"]) == 2
+    assert "--halo needs --tile" in capsys.readouterr().err
+    other = tmp_path / "sub"
+    other.mkdir()
+    tifffile.imwrite(other / "a.tif", np.zeros((8, 8), np.uint8))
+    assert main(["embed", str(image), str(other / "a.tif"), "--out", str(tmp_path / "o")]) == 2
+    assert "same output name 'a'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody may write to (made immutable when the tests run as root)."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    root = os.geteuid() == 0
+    if root:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a read-only folder as root here (chattr +i failed)")
+    else:
+        folder.chmod(0o555)
+    try:
+        (folder / "probe").write_text("x")
+    except OSError:
+        pass
+    else:
+        pytest.skip("this file system lets us write into a read-only folder")
+    yield folder
+    if root:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+    else:
+        folder.chmod(0o755)
+
+
+def test_read_only_output_folder_is_a_clear_error(nuclei_files, read_only_dir, capsys):
+    folder, boxes = nuclei_files
+    assert main(["segment", str(folder), "--boxes", str(boxes), "--out", str(read_only_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write to the output folder {read_only_dir}" in err
+    assert main(["embed", str(folder / "cells0.tif"), "--out", str(read_only_dir / "sub")]) == 2
+    assert f"cannot create the output folder {read_only_dir / 'sub'}" in capsys.readouterr().err
+
+
+def test_segment_help_documents_csv_formats_and_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = capsys.readouterr().out
+    for snippet in (
+        "file,min_row,min_col,max_row,max_col",
+        "file,[z,]row,col[,label]",
+        "Exit status",
+        "--cache",
+    ):
+        assert snippet in text
+    with pytest.raises(SystemExit):
+        main(["embed", "--help"])
+    text = capsys.readouterr().out
+    assert "--scheduler" in text and "resumes" in text
+
+
+def test_segment_ome_zarr_input_writes_ome_zarr_labels(tmp_path, small_weights, capsys):
+    import json
+
+    import zarr
+
+    from napari_sam.data.synthetic import nuclei_2d
+
+    image, _ = nuclei_2d((64, 80), n_objects=3, seed=5)
+    store = tmp_path / "plate.ome.zarr"
+    group = zarr.open_group(str(store), mode="w", zarr_format=2)
+    group.create_array("0", data=image[None], chunk_key_encoding={"name": "v2", "separator": "/"})
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    scale = [{"type": "scale", "scale": [1.0, 0.3, 0.3]}]
+    group.attrs["multiscales"] = [
+        {"version": "0.4", "axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}
+    ]
+    points = tmp_path / "points.csv"
+    points.write_text("row,col\n30,40\n")
+    out = tmp_path / "out"
+    argv = ["segment", str(store), "--points", str(points), "--out", str(out), "--model", str(small_weights)]
+    assert main([*argv, "--device", "cpu", "-q"]) == 0
+    labels = out / "plate_labels.zarr"
+    meta = json.loads((labels / ".zattrs").read_text())
+    assert meta["image-label"]["source"]["image"] == "../../plate.ome.zarr"
+    assert meta["multiscales"][0]["axes"] == axes
+    stored = zarr.open_array(str(labels / "0"), mode="r")
+    assert stored.shape == (1, 64, 80) and set(np.unique(stored[...])) <= {0, 1}

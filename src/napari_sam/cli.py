@@ -5,6 +5,10 @@ Examples::
     napari-sam models                       # registered models and where their weights are
     napari-sam models --verify sam_vit_b_01ec64.pth
     napari-sam demo --out demo/             # offline demo on synthetic nuclei → PNG + summary
+    napari-sam embed stacks/ --out cache/   # embed every image of a folder (resumable)
+    napari-sam segment stacks/ --boxes boxes.csv --cache cache/ --out labels/
+
+Exit status: 0 all done, 1 some item failed (the others are done), 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -13,9 +17,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .batch import CSV_HELP, UsageError
 from .errors import NapariSamError
+
+if TYPE_CHECKING:
+    from .batch import BatchSummary
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -102,6 +111,134 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _finish(summary: BatchSummary) -> int:
+    print(summary.text())
+    return summary.exit_code
+
+
+EMBED_EXAMPLES = """
+Each input gets one cache, OUT/NAME.embeddings.zarr (zarr v3, one chunk per slice). A run that was
+stopped (Ctrl-C, kill, crash) resumes where it stopped when started again; slices whose image content
+changed are recomputed; a cache made with another model or preprocessing is an error for that file
+unless --overwrite.
+
+Inputs: tif / OME-TIFF, zarr / OME-Zarr (full-resolution level), png / jpg; folders are expanded to
+the images directly inside them.
+
+examples:
+    napari-sam embed stack.tif --out cache/
+    napari-sam embed data/*.ome.zarr --out cache/ --model vit_b --device cuda --batch-size 4
+    napari-sam embed big_scan.tif --out cache/ --tile 1024 --halo 128
+    napari-sam embed data/ --out /shared/cache --scheduler tcp://10.0.0.5:8786
+
+With --scheduler every file is a task on that dask.distributed cluster (pip install
+'napari-sam-pipeline[distributed]'); inputs and OUT must be on storage all workers see.
+Exit status: 0 all done, 1 some file failed (the others are done), 2 bad arguments.
+"""
+
+SEGMENT_EXAMPLES = f"""
+{CSV_HELP}
+
+Labels are written to OUT/NAME_labels.tif (or .zarr); for an OME-Zarr input with --format zarr they
+are an OME-Zarr label image (multiscales + image-label metadata, the input's axes and scale). Files
+whose labels exist are skipped (a stopped batch resumes); --overwrite redoes them.
+
+examples:
+    napari-sam segment cells.tif --boxes boxes.csv --out labels/
+    napari-sam segment plates/ --points clicks.csv --out labels/ --format zarr
+    napari-sam embed stacks/ --out cache/          # embed once, then segment as often as needed:
+    napari-sam segment stacks/ --boxes boxes.csv --cache cache/ --out labels/
+    napari-sam segment images/ --auto --out labels/
+
+boxes.csv for two stacks:
+    file,z,min_row,min_col,max_row,max_col
+    stack1.tif,3,10,20,60,90
+    stack2.tif,0,5,5,40,40
+
+Exit status: 0 all done, 1 some file failed (the others are done), 2 bad arguments.
+"""
+
+
+def _tile_option(args: argparse.Namespace) -> object:
+    if args.halo is not None and args.tile is None:
+        raise UsageError("--halo needs --tile SIZE")
+    if args.tile is None:
+        return None
+    if args.tile == 0:
+        return False
+    return (args.tile, args.halo) if args.halo is not None else args.tile
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .batch import embed_files
+
+    summary = embed_files(
+        args.inputs,
+        args.out,
+        model=args.model,
+        device=args.device,
+        tile=_tile_option(args),
+        batch_size=args.batch_size,
+        precision=args.precision,
+        overwrite=args.overwrite,
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+    )
+    return _finish(summary)
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .batch import read_prompts_csv, segment_files
+
+    boxes = read_prompts_csv(args.boxes, "boxes") if args.boxes else None
+    points = read_prompts_csv(args.points, "points") if args.points else None
+    summary = segment_files(
+        args.inputs,
+        args.out,
+        boxes=boxes,
+        points=points,
+        auto=args.auto,
+        format=args.format,
+        cache=args.cache,
+        model=args.model,
+        device=args.device,
+        overwrite=args.overwrite,
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+    )
+    return _finish(summary)
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="nano", help="nano (default), vit_b/l/h or a weights path")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N], mps")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="dask.distributed scheduler: run every file as a task there"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-sam",
@@ -145,6 +282,47 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
     train.set_defaults(func=_cmd_train)
+
+    embed = sub.add_parser(
+        "embed",
+        help="compute embedding caches of images and stacks (resumable, batch)",
+        description="Compute the image embeddings of every input into a zarr cache, one slice at a time.",
+        epilog=EMBED_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    embed.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    embed.add_argument("--out", required=True, metavar="DIR", help="folder of the caches (created)")
+    embed.add_argument(
+        "--tile",
+        type=_non_negative_int,
+        metavar="SIZE",
+        help="tile slices larger than SIZE px (0: never tile)",
+    )
+    embed.add_argument("--halo", type=_non_negative_int, metavar="PX", help="tile overlap on each side")
+    embed.add_argument("--batch-size", type=_positive_int, default=1, help="slices per encoder call")
+    embed.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    _add_batch_options(embed)
+    embed.set_defaults(func=_cmd_embed)
+
+    segment = sub.add_parser(
+        "segment",
+        help="segment images from box / point tables, or automatically (batch)",
+        description="Segment every input from prompt tables (CSV) or automatically; write labels.",
+        epilog=SEGMENT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    segment.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    prompts = segment.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--boxes", metavar="CSV", help="box prompts (format below)")
+    prompts.add_argument("--points", metavar="CSV", help="point prompts (format below)")
+    prompts.add_argument("--auto", action="store_true", help="automatic segmentation (no prompts)")
+    segment.add_argument("--out", required=True, metavar="DIR", help="folder of the labels (created)")
+    segment.add_argument(
+        "--format", choices=["tif", "zarr"], help="labels format (default: zarr for zarr inputs, else tif)"
+    )
+    segment.add_argument("--cache", metavar="DIR", help="embedding caches (from napari-sam embed) to reuse")
+    _add_batch_options(segment)
+    segment.set_defaults(func=_cmd_segment)
     return parser
 
 
@@ -153,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"napari-sam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except (NapariSamError, ValueError, FileNotFoundError, NotImplementedError) as exc:
         print(f"napari-sam: error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,703 @@
+"""Batches of files: embed or segment many images, resumable, locally or on a dask.distributed cluster.
+
+A batch is a list of :class:`BatchItem` (an input file and the output it makes). :func:`run_batch`
+skips items whose output is already complete, runs the rest, records the failure of one item (with
+its message) and goes on with the others, and returns a :class:`BatchSummary`. With
+``scheduler=`` the items run as tasks on a dask.distributed cluster; the workers read the inputs and
+write the outputs themselves, so inputs and outputs must be on storage every worker sees.
+
+:func:`embed_files` and :func:`segment_files` are the batches behind ``napari-sam embed`` and
+``napari-sam segment``; :func:`read_prompts_csv` reads their prompt tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .io import find_images, image_name, is_ome_zarr, read_image, write_labels
+
+__all__ = [
+    "BatchItem",
+    "BatchSummary",
+    "EmbedJob",
+    "PromptTable",
+    "SegmentJob",
+    "UsageError",
+    "cache_path",
+    "embed_files",
+    "read_prompts_csv",
+    "run_batch",
+    "segment_files",
+]
+
+#: ``progress(done, total)``: called as the work of one item advances.
+ProgressFn = Callable[[int, int], None]
+#: ``process(item, progress)`` does one item's work and writes ``item.output``; it may return
+#: ``"skipped"`` when there was nothing left to do.
+ProcessFn = Callable[["BatchItem", "ProgressFn | None"], Any]
+
+CACHE_SUFFIX = ".embeddings.zarr"
+#: How long to try to reach a dask scheduler before giving up.
+CONNECT_TIMEOUT = "10s"
+
+
+class UsageError(ValueError):
+    """The request cannot run as given (bad arguments, unusable output folder, no cluster)."""
+
+
+# ---------------------------------------------------------------------------------------------- runner
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One unit of a batch: read ``source``, write ``output``."""
+
+    source: Path
+    output: Path
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: item names that were done now, skipped as already done, and failed (→ reason)."""
+
+    ok: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no item failed, else 1."""
+        return 1 if self.failed else 0
+
+    def text(self) -> str:
+        lines = [
+            f"{len(self.ok)} done, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"
+        ]
+        lines += [f"  FAILED {name}: {reason}" for name, reason in self.failed.items()]
+        return "\n".join(lines)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return text if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {text}"
+
+
+def _run_item(
+    process: ProcessFn,
+    item: BatchItem,
+    is_done: Callable[[BatchItem], bool] | None,
+    progress: ProgressFn | None = None,
+) -> tuple[str, str]:
+    """Run one item; never raises (but for interrupts): ``("ok" | "skipped" | "failed", message)``."""
+    try:
+        if is_done is not None and is_done(item):
+            return "skipped", ""
+        status = process(item, progress)
+    except Exception as exc:
+        return "failed", _describe(exc)
+    return ("skipped", "") if status == "skipped" else ("ok", "")
+
+
+def output_exists(item: BatchItem) -> bool:
+    """Default done test: the output exists (outputs are written atomically, so it is complete)."""
+    return item.output.exists()
+
+
+def run_batch(
+    items: Sequence[BatchItem],
+    process: ProcessFn,
+    *,
+    is_done: Callable[[BatchItem], bool] | None = output_exists,
+    scheduler: Any = None,
+    progress: bool = True,
+    desc: str = "files",
+) -> BatchSummary:
+    """Run ``process`` on every item not done yet; one item's failure does not stop the others.
+
+    Parameters
+    ----------
+    items
+        What to do; ``item.output`` is where ``process`` writes.
+    process
+        ``process(item, progress)``: does one item and writes its output; ``progress`` is None or a
+        ``progress(done, total)`` callable for work inside the item. Must be picklable (a module-level
+        function or a dataclass instance) when a ``scheduler`` is used.
+    is_done
+        ``is_done(item)``: True skips the item. Default: its output exists. None: never skip.
+    scheduler
+        None: a plain loop in this process. A dask.distributed scheduler address (``"tcp://host:8786"``),
+        a ``distributed.Client`` or a cluster object (``LocalCluster`` …): every item becomes a task
+        run by the cluster's workers.
+    progress
+        Show a tqdm progress bar (on stderr).
+
+    Returns
+    -------
+    BatchSummary
+    """
+    if scheduler is not None:
+        return _run_distributed(items, process, is_done, scheduler, progress, desc)
+    from tqdm.auto import tqdm
+
+    summary = BatchSummary()
+    with tqdm(total=len(items), desc=desc, unit="file", disable=not progress) as bar:
+        for item in items:
+            bar.set_postfix_str(item.name, refresh=True)
+            inner = _InnerBar(item.name) if progress else None
+            try:
+                status, message = _run_item(process, item, is_done, inner)
+            finally:
+                if inner is not None:
+                    inner.close()
+            _record(summary, item, status, message, bar)
+            bar.update()
+    return summary
+
+
+class _InnerBar:
+    """A second progress bar for the work inside one item, created on the first call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=f"  {self.name}", unit="slice", leave=False, position=1)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _record(summary: BatchSummary, item: BatchItem, status: str, message: str, bar: Any) -> None:
+    if status == "ok":
+        summary.ok.append(item.name)
+    elif status == "skipped":
+        summary.skipped.append(item.name)
+    else:
+        summary.failed[item.name] = message
+        bar.write(f"napari-sam: {item.name} failed: {message}", file=sys.stderr)
+
+
+def _connect(scheduler: Any) -> tuple[Any, bool]:
+    """``(client, close_it)`` for a scheduler address, Client or cluster."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise UsageError(
+            "scheduler= needs dask.distributed: pip install 'napari-sam-pipeline[distributed]'"
+        ) from exc
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    address = getattr(scheduler, "scheduler_address", scheduler)
+    if not isinstance(address, str):
+        raise TypeError(
+            "scheduler must be an address string, a distributed.Client or a cluster, got "
+            f"{type(scheduler).__name__}"
+        )
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT), True
+    except (OSError, TimeoutError) as exc:
+        raise UsageError(f"cannot reach the dask scheduler at {address}: {exc}") from exc
+
+
+def _run_distributed(
+    items: Sequence[BatchItem],
+    process: ProcessFn,
+    is_done: Callable[[BatchItem], bool] | None,
+    scheduler: Any,
+    progress: bool,
+    desc: str,
+) -> BatchSummary:
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    client, close = _connect(scheduler)
+    summary = BatchSummary()
+    try:
+        futures = {
+            client.submit(
+                _run_item,
+                process,
+                item,
+                is_done,
+                None,
+                pure=False,
+                key=f"napari-sam-{i}-{os.urandom(4).hex()}",
+            ): item
+            for i, item in enumerate(items)
+        }
+        with tqdm(total=len(items), desc=desc, unit="file", disable=not progress) as bar:
+            for future in as_completed(futures):
+                item = futures[future]
+                try:
+                    status, message = future.result()
+                except Exception as exc:  # the task itself died (worker lost, unpicklable job …)
+                    status, message = "failed", f"task failed on the cluster: {_describe(exc)}"
+                _record(summary, item, status, message, bar)
+                bar.update()
+    finally:
+        if close:
+            client.close()
+    order = {item.name: i for i, item in enumerate(items)}
+    summary.ok.sort(key=order.__getitem__)
+    summary.skipped.sort(key=order.__getitem__)
+    summary.failed = dict(sorted(summary.failed.items(), key=lambda kv: order[kv[0]]))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- items
+
+
+def _check_output_folder(folder: Path, what: str) -> Path:
+    """Create ``folder`` if needed and check that files can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the {what} folder {folder}: {exc.strerror or exc}") from exc
+    if not folder.is_dir():
+        raise UsageError(f"the {what} path {folder} is not a folder")
+    probe = folder / f".napari-sam-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to the {what} folder {folder}: {exc.strerror or exc}") from exc
+    return folder
+
+
+def _unique_names(sources: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for source in sources:
+        name = image_name(source)
+        if name in seen:
+            raise UsageError(
+                f"inputs {seen[name]} and {source} would write the same output name {name!r}; "
+                "rename one or run them separately"
+            )
+        seen[name] = source
+
+
+def _expand(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    try:
+        sources = find_images(inputs)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    if not sources:
+        raise UsageError("no input images given")
+    _unique_names(sources)
+    return sources
+
+
+def cache_path(folder: str | os.PathLike[str], source: str | os.PathLike[str]) -> Path:
+    """The embedding cache of image ``source`` inside ``folder``: ``folder/<name>.embeddings.zarr``."""
+    return Path(folder) / f"{image_name(source)}{CACHE_SUFFIX}"
+
+
+# ---------------------------------------------------------------------------------------------- embed
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """Embed one image into its cache (resuming a half-done cache); see :func:`embed_files`."""
+
+    model: str = "nano"
+    device: str = "auto"
+    tile: Any = None
+    batch_size: int = 1
+    precision: str = "auto"
+    overwrite: bool = False
+
+    def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str:
+        from .engine.embeddings import compute_embeddings
+        from .engine.store import is_embedding_store, open_store
+
+        was_complete = (
+            not self.overwrite and is_embedding_store(item.output) and open_store(item.output).is_complete
+        )
+        image = read_image(item.source)
+        compute_embeddings(
+            image,
+            self.model,
+            device=self.device,
+            cache=item.output,
+            overwrite=self.overwrite,
+            batch_size=self.batch_size,
+            tile=self.tile,
+            precision=self.precision,
+            progress=progress if progress is not None else False,
+        )
+        return "skipped" if was_complete else "ok"
+
+
+def embed_files(
+    inputs: Iterable[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    model: str = "nano",
+    device: str = "auto",
+    tile: Any = None,
+    batch_size: int = 1,
+    precision: str = "auto",
+    overwrite: bool = False,
+    scheduler: Any = None,
+    progress: bool = True,
+) -> BatchSummary:
+    """Embed images into one cache each, ``out/<name>.embeddings.zarr``, resuming half-done caches.
+
+    Parameters
+    ----------
+    inputs
+        Image files and folders of images (see :func:`napari_sam.io.find_images`).
+    out
+        Folder of the caches (created).
+    model, device, tile, batch_size, precision
+        As in :func:`napari_sam.compute_embeddings`.
+    overwrite
+        Recompute caches from scratch (also caches made with another model or preprocessing, which
+        are otherwise an error for that item).
+    scheduler, progress
+        See :func:`run_batch`.
+
+    Returns
+    -------
+    BatchSummary
+        A complete, still valid cache counts as skipped.
+
+    Raises
+    ------
+    UsageError
+        Missing inputs, two inputs with the same name, an output folder that cannot be written.
+    """
+    sources = _expand(inputs)
+    folder = _check_output_folder(Path(out).expanduser(), "output")
+    items = [BatchItem(source, cache_path(folder, source)) for source in sources]
+    job = EmbedJob(
+        model=str(model),
+        device=str(device),
+        tile=tile,
+        batch_size=batch_size,
+        precision=precision,
+        overwrite=overwrite,
+    )
+    return run_batch(items, job, is_done=None, scheduler=scheduler, progress=progress, desc="embed")
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+_FILE_COLUMNS = ("file", "filename", "image", "path")
+_ALIASES = {"y": "row", "x": "col", "column": "col", "min_y": "min_row", "min_x": "min_col"}
+_ALIASES |= {"max_y": "max_row", "max_x": "max_col", "min_column": "min_col", "max_column": "max_col"}
+_BOX_LAYOUTS = {
+    2: ("min_row", "min_col", "max_row", "max_col"),
+    3: ("min_z", "min_row", "min_col", "max_z", "max_row", "max_col"),
+}
+PromptKind = Literal["boxes", "points"]
+
+CSV_HELP = """\
+Prompt tables (CSV with a header row; column order free, names case-insensitive):
+  boxes   2D:  file,min_row,min_col,max_row,max_col
+          3D:  file,z,min_row,min_col,max_row,max_col          (a box drawn on slice z)
+               file,min_z,min_row,min_col,max_z,max_row,max_col
+  points       file,[z,]row,col[,label]                        (label 1 = object, 0 = background)
+Coordinates are pixels in napari order (rows first, y before x); boxes are half-open like
+scikit-image's regionprops bbox. 'file' names an input by file name (cells.tif), name without
+suffix (cells) or path; one CSV serves a whole batch. Without a 'file' column every row applies to
+every input. y / x are accepted for row / col."""
+
+
+@dataclass(frozen=True)
+class PromptTable:
+    """Prompts read from a CSV, by file.
+
+    Attributes
+    ----------
+    kind
+        ``"boxes"`` or ``"points"``.
+    ndim
+        2 or 3 (whether the prompts name a slice ``z``).
+    rows
+        ``{file key: (N, K) float array}``: boxes ``(N, 2 * ndim)``, points ``(N, ndim + 1)`` with the
+        label last. The key is ``None`` for a table without a file column.
+    path
+        The CSV file.
+    """
+
+    kind: PromptKind
+    ndim: int
+    rows: Mapping[str | None, np.ndarray]
+    path: Path
+
+    def match(self, sources: Sequence[Path]) -> dict[Path, np.ndarray]:
+        """Prompts of each source; raises :class:`UsageError` for rows naming no input."""
+        width = 2 * self.ndim if self.kind == "boxes" else self.ndim + 1
+        empty = np.zeros((0, width))
+        if None in self.rows:
+            return dict.fromkeys(sources, self.rows[None])
+        found: dict[Path, list[np.ndarray]] = {source: [] for source in sources}
+        unmatched = []
+        for key, values in self.rows.items():
+            owners = [s for s in sources if key in _file_keys(s)]
+            if not owners:
+                unmatched.append(str(key))
+            for owner in owners:
+                found[owner].append(values)
+        if unmatched:
+            names = ", ".join(unmatched[:5]) + (" …" if len(unmatched) > 5 else "")
+            raise UsageError(f"{self.path} names files that are not among the inputs: {names}")
+        return {s: np.concatenate(v) if v else empty for s, v in found.items()}
+
+    def prompts(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Keyword arguments of :func:`napari_sam.segment` for one file's rows."""
+        if self.kind == "boxes":
+            return {"boxes": values}
+        return {"points": values[:, :-1], "point_labels": values[:, -1].astype(np.int64)}
+
+
+def _file_keys(source: Path) -> set[str]:
+    keys = {str(source), source.name, image_name(source)}
+    with contextlib.suppress(OSError):
+        keys.add(str(source.resolve()))
+    return keys
+
+
+def _number(text: str, column: str, line: int, path: Path) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{path}, line {line}: column {column!r} must be a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise UsageError(f"{path}, line {line}: column {column!r} must be finite, got {text!r}")
+    return value
+
+
+def read_prompts_csv(path: str | os.PathLike[str], kind: PromptKind) -> PromptTable:
+    """Read a box or point prompt table (the format is in ``CSV_HELP``).
+
+    Parameters
+    ----------
+    path
+        The CSV file.
+    kind
+        ``"boxes"`` or ``"points"``.
+
+    Returns
+    -------
+    PromptTable
+
+    Raises
+    ------
+    UsageError
+        A ``ValueError`` naming the file, line and column: missing file, unknown or missing columns,
+        non-numbers, empty boxes, labels other than 0 / 1, a table without rows.
+    """
+    if kind not in ("boxes", "points"):
+        raise ValueError(f"kind must be 'boxes' or 'points', got {kind!r}")
+    source = Path(path).expanduser()
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"{kind} CSV not found: {source}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the {kind} CSV {source}: {exc}") from exc
+    reader = csv.reader(
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
+    header = next(reader, None)
+    if header is None:
+        raise UsageError(f"{source} is empty; expected a header row, see --help")
+    names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    file_col = next((i for i, n in enumerate(names) if n in _FILE_COLUMNS), None)
+    present = {n for i, n in enumerate(names) if i != file_col}
+    layout, ndim = _layout(kind, present, source)
+    unknown = present - set(layout) - {"z", "label"}
+    if unknown or len(present) != len(names) - (file_col is not None):
+        extra = sorted(unknown) or ["(a repeated column)"]
+        raise UsageError(
+            f"{source}: unexpected columns {', '.join(extra)}; expected "
+            f"{', '.join(('file', *layout))} (see --help)"
+        )
+    index = {n: i for i, n in enumerate(names)}
+    by_file: dict[str | None, list[list[float]]] = {}
+    for line, row in enumerate(reader, start=2):
+        if len(row) != len(names):
+            raise UsageError(f"{source}, line {line}: {len(row)} values for {len(names)} columns")
+        values = [_number(row[index[c]], c, line, source) for c in layout]
+        if kind == "boxes":
+            values = _box_values(values, layout, line, source)
+        else:
+            label = _number(row[index["label"]], "label", line, source) if "label" in index else 1.0
+            if label not in (0.0, 1.0):
+                raise UsageError(
+                    f"{source}, line {line}: label must be 1 (object) or 0 (background), got {label:g}"
+                )
+            values.append(label)
+        key = row[file_col].strip() if file_col is not None else None
+        if key == "":
+            raise UsageError(f"{source}, line {line}: empty file name")
+        by_file.setdefault(key, []).append(values)
+    if not by_file:
+        raise UsageError(f"{source} has a header but no {kind}")
+    rows = {k: np.asarray(v, dtype=float) for k, v in by_file.items()}
+    return PromptTable(kind=kind, ndim=ndim, rows=rows, path=source)
+
+
+def _layout(kind: PromptKind, present: set[str], source: Path) -> tuple[tuple[str, ...], int]:
+    """The value columns (in output order) and the number of spatial dimensions of a table."""
+    if kind == "points":
+        layout: tuple[str, ...] = ("z", "row", "col") if "z" in present else ("row", "col")
+        missing = [c for c in layout if c not in present]
+        if missing:
+            raise UsageError(
+                f"{source}: point tables need columns [file,][z,]row,col[,label]; missing {missing}"
+            )
+        return layout, len(layout)
+    if "min_z" in present or "max_z" in present:
+        layout = _BOX_LAYOUTS[3]
+    elif "z" in present:
+        layout = ("z", *_BOX_LAYOUTS[2])
+    else:
+        layout = _BOX_LAYOUTS[2]
+    missing = [c for c in layout if c not in present]
+    if missing:
+        raise UsageError(
+            f"{source}: box tables need columns [file,]min_row,min_col,max_row,max_col (3D: with z, or "
+            f"min_z and max_z); missing {', '.join(missing)}"
+        )
+    return layout, 3 if "z" in layout or "min_z" in layout else 2
+
+
+def _box_values(values: list[float], layout: tuple[str, ...], line: int, source: Path) -> list[float]:
+    named = dict(zip(layout, values, strict=True))
+    if "z" in named:
+        named["min_z"], named["max_z"] = named["z"], named["z"] + 1
+    dims = ("z", "row", "col") if "min_z" in named else ("row", "col")
+    for d in dims:
+        if named[f"max_{d}"] <= named[f"min_{d}"]:
+            raise UsageError(
+                f"{source}, line {line}: max_{d} ({named[f'max_{d}']:g}) must be greater than "
+                f"min_{d} ({named[f'min_{d}']:g})"
+            )
+    return [named[f"min_{d}"] for d in dims] + [named[f"max_{d}"] for d in dims]
+
+
+# ---------------------------------------------------------------------------------------------- segment
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """Segment one image from its prompts and write its labels; see :func:`segment_files`."""
+
+    prompts: Mapping[str, Mapping[str, np.ndarray]]  # source path (str) → segment() prompt keywords
+    model: str = "nano"
+    device: str = "auto"
+    cache_dir: str | None = None
+    overwrite: bool = False
+
+    def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str:
+        from .api import segment
+
+        prompts = dict(self.prompts.get(str(item.source), {}))
+        if prompts and all(len(v) == 0 for v in prompts.values()):
+            raise ValueError(f"no prompts for {item.source.name} in the CSV (no row names this file)")
+        image = read_image(item.source)
+        options: dict[str, Any] = {}
+        if self.cache_dir is not None:
+            options["cache"] = cache_path(self.cache_dir, item.source)
+        labels = segment(image, model=self.model, device=self.device, **prompts, **options)
+        like = item.source if is_ome_zarr(item.source) else None
+        write_labels(item.output, labels, overwrite=self.overwrite, like=like)
+        return "ok"
+
+
+def _labels_path(folder: Path, source: Path, fmt: str | None) -> Path:
+    if fmt is None:
+        fmt = "zarr" if source.suffix.lower() == ".zarr" or source.is_dir() else "tif"
+    if fmt not in ("tif", "zarr"):
+        raise UsageError(f"format must be 'tif' or 'zarr', got {fmt!r}")
+    return folder / f"{image_name(source)}_labels.{fmt}"
+
+
+def segment_files(
+    inputs: Iterable[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    boxes: PromptTable | str | os.PathLike[str] | None = None,
+    points: PromptTable | str | os.PathLike[str] | None = None,
+    auto: bool = False,
+    format: str | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    model: str = "nano",
+    device: str = "auto",
+    overwrite: bool = False,
+    scheduler: Any = None,
+    progress: bool = True,
+) -> BatchSummary:
+    """Segment images from prompt tables (or automatically) and write ``out/<name>_labels.<format>``.
+
+    Parameters
+    ----------
+    inputs
+        Image files and folders of images.
+    out
+        Folder of the labels (created). Items whose labels exist are skipped unless ``overwrite``.
+    boxes, points
+        Prompt tables (paths of CSV files, see ``CSV_HELP``, or :class:`PromptTable`); one of them,
+        or ``auto=True``.
+    auto
+        Automatic segmentation: :func:`napari_sam.segment` without prompts.
+    format
+        ``"tif"`` or ``"zarr"``; default zarr for zarr inputs, tif otherwise. Labels of an OME-Zarr
+        input in zarr format are an OME-Zarr label image with the input's axes and scale.
+    cache
+        Folder of embedding caches (as made by :func:`embed_files`), reused and completed per image.
+    model, device
+        As in :func:`napari_sam.segment`.
+    overwrite, scheduler, progress
+        See :func:`run_batch`; ``overwrite`` redoes (and replaces) existing labels.
+
+    Returns
+    -------
+    BatchSummary
+    """
+    chosen = [boxes is not None, points is not None, bool(auto)]
+    if sum(chosen) != 1:
+        raise UsageError("give exactly one of boxes=, points= or auto=True")
+    if format is not None and format not in ("tif", "zarr"):
+        raise UsageError(f"format must be 'tif' or 'zarr', got {format!r}")
+    sources = _expand(inputs)
+    prompts: dict[str, dict[str, np.ndarray]] = {str(s): {} for s in sources}
+    table = boxes if boxes is not None else points
+    if table is not None:
+        if not isinstance(table, PromptTable):
+            table = read_prompts_csv(table, "boxes" if boxes is not None else "points")
+        for source, values in table.match(sources).items():
+            prompts[str(source)] = table.prompts(values)
+    folder = _check_output_folder(Path(out).expanduser(), "output")
+    cache_dir = None
+    if cache is not None:
+        cache_dir = str(_check_output_folder(Path(cache).expanduser(), "cache"))
+    items = [BatchItem(source, _labels_path(folder, source, format)) for source in sources]
+    job = SegmentJob(
+        prompts=prompts, model=str(model), device=str(device), cache_dir=cache_dir, overwrite=overwrite
+    )
+    done = None if overwrite else output_exists
+    return run_batch(items, job, is_done=done, scheduler=scheduler, progress=progress, desc="segment")

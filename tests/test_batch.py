@@ -1,0 +1,189 @@
+"""The batch runner (local and dask.distributed) and the prompt tables of the batch commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_sam.batch import BatchItem, PromptTable, UsageError, read_prompts_csv, run_batch
+
+
+@dataclass(frozen=True)
+class WriteSum:
+    """A fake per-item job: writes the sum of the input's numbers; fails on non-numbers."""
+
+    def __call__(self, item: BatchItem, progress=None) -> None:
+        total = sum(int(v) for v in item.source.read_text().split())
+        if progress is not None:
+            progress(1, 1)
+        item.output.write_text(str(total))
+
+
+def make_items(tmp_path: Path, contents: dict[str, str]) -> list[BatchItem]:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    items = []
+    for name, text in contents.items():
+        source = tmp_path / name
+        source.write_text(text)
+        items.append(BatchItem(source, out / f"{name}.out"))
+    return items
+
+
+def test_one_failure_is_recorded_and_the_others_are_done(tmp_path):
+    items = make_items(tmp_path, {"a": "1 2", "b": "x", "c": "3 4"})
+    summary = run_batch(items, WriteSum(), progress=False)
+    assert summary.ok == ["a", "c"] and summary.skipped == []
+    assert list(summary.failed) == ["b"] and "invalid literal" in summary.failed["b"]
+    assert summary.exit_code == 1
+    assert (tmp_path / "out" / "a.out").read_text() == "3" and (tmp_path / "out" / "c.out").read_text() == "7"
+    assert not (tmp_path / "out" / "b.out").exists()
+    assert "FAILED b" in summary.text()
+
+
+def test_resume_skips_done_items(tmp_path):
+    items = make_items(tmp_path, {"a": "1", "b": "2"})
+    items[0].output.write_text("done before")
+    calls = []
+
+    def process(item, progress):
+        calls.append(item.name)
+        item.output.write_text("new")
+
+    summary = run_batch(items, process, progress=False)
+    assert calls == ["b"] and summary.skipped == ["a"] and summary.ok == ["b"] and summary.exit_code == 0
+    assert items[0].output.read_text() == "done before"
+    again = run_batch(items, process, progress=False)
+    assert again.skipped == ["a", "b"] and calls == ["b"]
+    forced = run_batch(items, process, is_done=None, progress=False)
+    assert forced.ok == ["a", "b"]
+
+
+def test_progress_bar_does_not_change_results(tmp_path, capsys):
+    items = make_items(tmp_path, {"a": "1", "b": "y"})
+    summary = run_batch(items, WriteSum(), progress=True)
+    assert summary.ok == ["a"] and list(summary.failed) == ["b"]
+    assert "b failed" in capsys.readouterr().err
+
+
+def test_interrupt_stops_the_batch(tmp_path):
+    items = make_items(tmp_path, {"a": "1", "b": "2"})
+
+    def process(item, progress):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(items, process, progress=False)
+
+
+def test_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import napari_sam.batch
+
+    monkeypatch.setattr(napari_sam.batch, "CONNECT_TIMEOUT", "0.5s")
+    items = make_items(tmp_path, {"a": "1"})
+    with pytest.raises(UsageError, match="cannot reach the dask scheduler"):
+        run_batch(items, WriteSum(), scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+def test_local_cluster_runs_items_as_tasks(tmp_path):
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    items = make_items(tmp_path, {"a": "1 2", "b": "nope", "c": "5"})
+    items[2].output.write_text("kept")
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        summary = run_batch(items, WriteSum(), scheduler=cluster, progress=False)
+    assert summary.ok == ["a"] and summary.skipped == ["c"] and list(summary.failed) == ["b"]
+    assert items[0].output.read_text() == "3" and items[2].output.read_text() == "kept"
+
+
+# ---------------------------------------------------------------------------------------------- CSV
+
+
+def write_csv(tmp_path, text, name="p.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_box_table_2d_by_file(tmp_path):
+    csv = write_csv(
+        tmp_path,
+        "file,min_row,min_col,max_row,max_col\na.tif,1,2,10,20\nb,5,5,9,9\n# comment\na.tif,0,0,4,4\n",
+    )
+    table = read_prompts_csv(csv, "boxes")
+    assert table.ndim == 2
+    sources = [tmp_path / "a.tif", tmp_path / "b.ome.tif", tmp_path / "c.png"]
+    matched = table.match(sources)
+    np.testing.assert_array_equal(matched[sources[0]], [[1, 2, 10, 20], [0, 0, 4, 4]])
+    np.testing.assert_array_equal(matched[sources[1]], [[5, 5, 9, 9]])
+    assert matched[sources[2]].shape == (0, 4)
+    assert table.prompts(matched[sources[0]])["boxes"].shape == (2, 4)
+
+
+def test_box_table_3d_with_a_slice_column_or_z_ranges(tmp_path):
+    one = read_prompts_csv(
+        write_csv(tmp_path, "Z, Min_Row, min_col, max_row, max_col\n3,1,2,10,20\n"), "boxes"
+    )
+    assert one.ndim == 3
+    np.testing.assert_array_equal(one.rows[None], [[3, 1, 2, 4, 10, 20]])
+    text = "max_z,min_z,min_row,min_col,max_row,max_col\n5,2,1,2,10,20\n"
+    ranged = read_prompts_csv(write_csv(tmp_path, text, "r.csv"), "boxes")
+    np.testing.assert_array_equal(ranged.rows[None], [[2, 1, 2, 5, 10, 20]])
+
+
+def test_point_table_labels_and_aliases(tmp_path):
+    table = read_prompts_csv(
+        write_csv(tmp_path, "image,z,y,x,label\ns.tif,1,10,20,1\ns.tif,1,3,4,0\n"), "points"
+    )
+    assert table.ndim == 3
+    prompts = table.prompts(table.match([tmp_path / "s.tif"])[tmp_path / "s.tif"])
+    np.testing.assert_array_equal(prompts["points"], [[1, 10, 20], [1, 3, 4]])
+    np.testing.assert_array_equal(prompts["point_labels"], [1, 0])
+    plain = read_prompts_csv(write_csv(tmp_path, "row,col\n7,8\n", "q.csv"), "points")
+    everyone = plain.match([tmp_path / "a.tif", tmp_path / "b.tif"])
+    for values in everyone.values():
+        np.testing.assert_array_equal(plain.prompts(values)["point_labels"], [1])
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "message"),
+    [
+        ("boxes", "", "is empty"),
+        ("boxes", "file,min_row,min_col,max_row,max_col\n", "no boxes"),
+        ("boxes", "file,min_row,min_col,max_row\na,1,2,3\n", "missing max_col"),
+        ("boxes", "min_row,min_col,max_row,max_col,colour\n1,2,3,4,red\n", "unexpected columns colour"),
+        (
+            "boxes",
+            "min_row,min_col,max_row,max_col\n1,2,three,4\n",
+            "line 2: column 'max_row' must be a number",
+        ),
+        (
+            "boxes",
+            "min_row,min_col,max_row,max_col\n1,2,3,4\n5,6,5,9\n",
+            r"line 3: max_row \(5\) must be greater",
+        ),
+        ("boxes", "min_row,min_col,max_row,max_col\n1,2,3\n", "3 values for 4 columns"),
+        ("boxes", "min_row,min_col,max_row,max_col\n1,2,3,nan\n", "must be finite"),
+        ("points", "row,col,label\n1,2,2\n", "label must be 1"),
+        ("points", "file,row\na,1\n", "missing"),
+        ("points", "file,row,col\n,1,2\n", "empty file name"),
+        ("points", "row,row,col\n1,1,2\n", "repeated column"),
+    ],
+)
+def test_bad_tables_name_the_problem(tmp_path, kind, text, message):
+    with pytest.raises(UsageError, match=message):
+        read_prompts_csv(write_csv(tmp_path, text), kind)
+
+
+def test_missing_table_and_unknown_files(tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        read_prompts_csv(tmp_path / "nope.csv", "boxes")
+    table = read_prompts_csv(write_csv(tmp_path, "file,row,col\na.tif,1,2\ntypo.tif,3,4\n"), "points")
+    assert isinstance(table, PromptTable)
+    with pytest.raises(UsageError, match=r"not among the inputs: typo\.tif"):
+        table.match([tmp_path / "a.tif"])
