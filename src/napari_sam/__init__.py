@@ -22,12 +22,16 @@ _LAZY = {
     "predict": "napari_sam.engine.predict",
     "Embeddings": "napari_sam.engine.embeddings",
     "Prediction": "napari_sam.engine.predict",
+    "automatic": "napari_sam.engine.automatic",
+    "AutomaticResult": "napari_sam.engine.automatic",
 }
 
 __all__ = [
+    "AutomaticResult",
     "Embeddings",
     "Prediction",
     "__version__",
+    "automatic",
     "compute_embeddings",
     "load_model",
     "predict",
@@ -37,6 +41,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import segment, train
+    from .engine.automatic import AutomaticResult, automatic
     from .engine.embeddings import Embeddings, compute_embeddings
     from .engine.loading import load_model
     from .engine.predict import Prediction, predict
