@@ -1,0 +1,154 @@
+"""Embeddings of napari image layers, kept per layer and per slice for the widgets to share.
+
+The registry holds weak references to layers: deleting a layer frees its embeddings. Computing is a
+generator that yields ``(done, total)`` after every slice, so a napari ``thread_worker`` can report
+progress and stop between slices when cancelled.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import AnnotatorError
+from .prompts import image_spatial_shape
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """How embeddings are computed: the model (name or weights path), device, encoder precision and an
+    optional on-disk cache folder (zarr; reused when it matches, see :func:`napari_sam.compute_embeddings`).
+    """
+
+    model: str = "nano"
+    device: str = "auto"
+    precision: str = "auto"
+    cache: str | None = None
+
+
+@dataclass
+class LayerEmbeddings:
+    """The embeddings computed so far for one image layer (key ``0`` for a 2D image, else ``z``).
+
+    ``volume`` is the lazily computing :class:`~napari_sam.engine.embeddings.VolumeEmbeddings` of a stack.
+    """
+
+    settings: EmbeddingSettings
+    shape: tuple[int, ...]
+    slices: dict[int, Any] = field(default_factory=dict)
+    volume: Any = None
+
+
+_REGISTRY: weakref.WeakKeyDictionary[Any, LayerEmbeddings] = weakref.WeakKeyDictionary()
+#: caches opened in napari (by the reader), by the spatial shape of the image they belong to
+_OPENED_CACHES: dict[tuple[int, ...], str] = {}
+
+
+def remember_cache(shape: tuple[int, ...], path: str) -> None:
+    """Use the cache at ``path`` for images of spatial ``shape`` whose settings name no cache."""
+    _OPENED_CACHES[tuple(int(s) for s in shape)] = str(path)
+
+
+def cache_for(shape: tuple[int, ...], settings: EmbeddingSettings) -> str | None:
+    """The cache folder a run uses: the settings' own, else one opened for this shape, else None."""
+    return settings.cache or _OPENED_CACHES.get(tuple(shape))
+
+
+def _key(plane: int | None) -> int:
+    return 0 if plane is None else int(plane)
+
+
+def stored(layer: Any, settings: EmbeddingSettings | None = None) -> LayerEmbeddings | None:
+    """The record for ``layer`` if it exists (and matches ``settings`` and the layer's current shape)."""
+    record = _REGISTRY.get(layer)
+    if record is None:
+        return None
+    if settings is not None and record.settings != settings:
+        return None
+    if record.shape != image_spatial_shape(layer):
+        return None
+    return record
+
+
+def lookup(layer: Any, plane: int | None = None, settings: EmbeddingSettings | None = None) -> Any:
+    """The :class:`~napari_sam.engine.embeddings.Embeddings` of ``layer`` (on ``plane``), or None."""
+    record = stored(layer, settings)
+    return None if record is None else record.slices.get(_key(plane))
+
+
+def forget(layer: Any) -> None:
+    """Drop every embedding of ``layer``."""
+    _REGISTRY.pop(layer, None)
+
+
+def _level0(layer: Any) -> Any:
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def image_plane(layer: Any, plane: int | None = None) -> np.ndarray:
+    """The 2D image (``(Y, X)`` or ``(Y, X, C)`` for RGB) of ``layer``, or its slice ``plane`` of a stack."""
+    spatial = image_spatial_shape(layer)
+    data = _level0(layer)
+    if len(spatial) == 3:
+        if plane is None or not 0 <= plane < spatial[0]:
+            raise AnnotatorError(f"slice {plane} is outside image '{layer.name}' ({spatial[0]} slices)")
+        return np.asarray(data[plane])
+    return np.asarray(data)
+
+
+def preprocessing_of(layer: Any) -> dict[str, Any]:
+    """Keyword arguments for ``compute_embeddings`` that follow the layer's display: its contrast limits
+    for gray images; RGB images take the default (official) path."""
+    if layer.rgb:
+        return {}
+    lo, hi = (float(v) for v in layer.contrast_limits)
+    return {"contrast_limits": (lo, hi)} if hi > lo else {}
+
+
+def compute_steps(
+    layer: Any, planes: Sequence[int | None], settings: EmbeddingSettings
+) -> Iterator[tuple[int, int]]:
+    """Embed ``planes`` of ``layer`` one after another, storing each; yield ``(done, total)`` after each.
+
+    Slices already embedded with the same settings are skipped; with a cache folder, slices already in
+    it are read instead of computed. Stopping the generator early keeps the slices finished so far.
+    Call this on the UI thread (it reads the layer's contrast limits); iterate it anywhere.
+    """
+    from ..engine.embeddings import compute_embeddings
+
+    shape = image_spatial_shape(layer)
+    for plane in planes:
+        if (plane is None) != (len(shape) == 2) or (plane is not None and not 0 <= plane < shape[0]):
+            raise AnnotatorError(f"slice {plane} does not exist in image '{layer.name}' of shape {shape}")
+    record = stored(layer, settings)
+    if record is None:
+        record = LayerEmbeddings(settings=settings, shape=shape)
+        _REGISTRY[layer] = record
+    options = dict(preprocessing_of(layer))
+    options.update(device=settings.device, precision=settings.precision, cache=cache_for(shape, settings))
+    return _steps(_level0(layer), list(planes), settings.model, record, options, compute_embeddings)
+
+
+def _steps(
+    data: Any,
+    planes: list[int | None],
+    model: str,
+    record: LayerEmbeddings,
+    options: dict[str, Any],
+    compute: Any,
+) -> Iterator[tuple[int, int]]:
+    total = len(planes)
+    for done, plane in enumerate(planes, start=1):
+        key = _key(plane)
+        if key not in record.slices:
+            if plane is None:
+                record.slices[key] = compute(np.asarray(data), model, **options)
+            else:
+                if record.volume is None:
+                    record.volume = compute(data, model, slices=[], **options)
+                record.slices[key] = record.volume[plane]
+        yield done, total

@@ -1,0 +1,40 @@
+"""Messages in the viewer instead of traceback dialogs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import NapariSamError
+
+LOG = logging.getLogger("napari_sam")
+
+#: errors that are the user's to fix: shown as a warning, no traceback
+USER_ERRORS = (NapariSamError, ValueError, TypeError, FileNotFoundError, NotImplementedError)
+
+
+def tell(viewer: Any, text: str, *, warning: bool = False) -> None:
+    """Show ``text`` in the viewer's status bar and as a notification."""
+    from napari.utils.notifications import show_info, show_warning
+
+    if viewer is not None:
+        viewer.status = text
+    (show_warning if warning else show_info)(text)
+
+
+@contextlib.contextmanager
+def reported(viewer: Any, what: str) -> Iterator[None]:
+    """Turn an error raised in the block into a viewer message ``"<what>: <error>"``.
+
+    Errors the user can fix (wrong layer, bad prompt, …) become warnings; anything else is logged with
+    its traceback and shown as a warning too, so no data is lost and the viewer keeps working.
+    """
+    try:
+        yield
+    except USER_ERRORS as exc:
+        tell(viewer, f"{what}: {exc}", warning=True)
+    except Exception as exc:
+        LOG.exception("%s failed", what)
+        tell(viewer, f"{what} failed: {type(exc).__name__}: {exc}", warning=True)

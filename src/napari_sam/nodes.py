@@ -1,0 +1,184 @@
+"""Pipeline nodes: plain typed functions over arrays, usable in scripts and as napari widgets.
+
+Each takes and returns numpy-compatible arrays in napari order (rows first); the annotations are napari's
+layer data types, so the manifest shows them as magicgui-generated widgets that pick layers and add the
+result as a new layer. Without napari installed the annotations fall back to ``numpy.ndarray``.
+
+>>> from napari_sam.nodes import segment_from_prompts
+>>> labels = segment_from_prompts(image, points=[[120, 80]], boxes=[box_vertices])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from napari.types import ImageData, LabelsData, PointsData, ShapesData
+else:
+    try:
+        from napari.types import ImageData, LabelsData, PointsData, ShapesData
+    except ImportError:  # scripts without napari
+        ImageData = LabelsData = PointsData = ShapesData = np.ndarray
+
+__all__ = ["compute_embeddings_to_cache", "segment_from_prompts", "shapes_to_boxes"]
+
+
+def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
+    """Shapes (each ``(V, D)`` vertices, napari order) → ``(M, D * 2)`` half-open boxes of their bounding
+    rectangles: ``(min_row, min_col, max_row, max_col)`` for 2D vertices, with ``z`` first for 3D ones
+    (``(z, min_row, min_col, z + 1, max_row, max_col)``).
+
+    A pixel belongs to the box when its centre lies inside the shape's bounding rectangle.
+    """
+    if shapes is None:
+        return np.zeros((0, 4))
+    if isinstance(shapes, np.ndarray) and shapes.ndim == 2:
+        shapes = [shapes]
+    out = []
+    for vertices in shapes:
+        v = np.asarray(vertices, dtype=np.float64)
+        if v.ndim != 2 or v.shape[1] not in (2, 3) or len(v) == 0:
+            raise ValueError(f"boxes: each shape must be (V, 2) or (V, 3) vertices, got shape {v.shape}")
+        lo, hi = v.min(axis=0), v.max(axis=0)
+        r0, c0 = math.ceil(lo[-2] - 1e-6), math.ceil(lo[-1] - 1e-6)
+        r1, c1 = math.floor(hi[-2] + 1e-6) + 1, math.floor(hi[-1] + 1e-6) + 1
+        if v.shape[1] == 3:
+            z = round(float(v[:, 0].mean()))
+            out.append([z, r0, c0, z + 1, r1, c1])
+        else:
+            out.append([r0, c0, r1, c1])
+    widths = {len(b) for b in out}
+    if len(widths) > 1:
+        raise ValueError("boxes: mix of 2D and 3D shapes")
+    return np.array(out, dtype=np.float64) if out else np.zeros((0, 4))
+
+
+def _points(points: Any, name: str) -> np.ndarray | None:
+    if points is None:
+        return None
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.size == 0:
+        return None
+    if arr.ndim != 2 or arr.shape[1] not in (2, 3):
+        raise ValueError(
+            f"{name} must have shape (N, 2) rows (row, col) or (N, 3) (z, row, col); got {arr.shape}"
+        )
+    return arr
+
+
+def _spatial_shape(image: np.ndarray, rgb: bool) -> tuple[int, ...]:
+    shape = image.shape[:-1] if rgb else image.shape
+    if len(shape) not in (2, 3):
+        raise ValueError(f"image must be 2D (Y, X), 3D (Z, Y, X) or RGB (Y, X, 3); got shape {image.shape}")
+    return tuple(int(s) for s in shape)
+
+
+def segment_from_prompts(
+    image: ImageData,
+    points: PointsData | None = None,
+    negative_points: PointsData | None = None,
+    boxes: ShapesData | None = None,
+    model: str = "nano",
+    device: str = "auto",
+) -> LabelsData:
+    """Segment the objects marked by points and boxes; 3D stacks slice by slice.
+
+    Parameters
+    ----------
+    image
+        ``(Y, X)``, ``(Y, X, C)`` (C <= 4, e.g. RGB) or ``(Z, Y, X)`` array of any integer or float dtype.
+    points
+        ``(N, 2)`` ``(row, col)`` foreground points (``(N, 3)`` ``(z, row, col)`` for a stack): each point
+        outside the boxes is an object; a point inside a box refines that box's object.
+    negative_points
+        Background points, same layout.
+    boxes
+        Shapes as napari gives them: a list of ``(V, 2)`` / ``(V, 3)`` vertex arrays; each shape's bounding
+        rectangle is one object (on the slice of its vertices for a stack).
+    model
+        ``"nano"`` (shipped), ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or a weights file.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint32 labels of the image's spatial shape; objects numbered from 1 (boxes first, then points,
+        slice by slice).
+    """
+    from .api import segment
+    from .engine.embeddings import compute_embeddings
+
+    arr = np.asarray(image)
+    rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4  # channels last, as segment() reads them
+    spatial = _spatial_shape(arr, rgb)
+    pos = _points(points, "points")
+    neg = _points(negative_points, "negative_points")
+    box = shapes_to_boxes(boxes)
+    if pos is None and len(box) == 0:
+        raise ValueError("segment_from_prompts needs points or boxes (got neither)")
+    ndim = len(spatial)
+    for name, a in (("points", pos), ("negative_points", neg)):
+        if a is not None and a.shape[1] != ndim:
+            raise ValueError(f"{name} have {a.shape[1]} coordinates but the image has {ndim} spatial axes")
+    if len(box) and box.shape[1] != 2 * ndim:
+        raise ValueError(f"boxes have {box.shape[1] // 2} coordinates but the image has {ndim} spatial axes")
+    all_points = [p for p in (pos, neg) if p is not None]
+    labels_in = [np.full(len(p), 1 if p is pos else 0) for p in all_points]
+    pts = np.concatenate(all_points) if all_points else None
+    lab = np.concatenate(labels_in) if all_points else None
+
+    if ndim == 2:
+        return segment(
+            arr, points=pts, point_labels=lab, boxes=box if len(box) else None, model=model, device=device
+        )
+
+    out = np.zeros(spatial, dtype=np.uint32)
+    planes = set()
+    if pts is not None:
+        planes |= {round(float(z)) for z in pts[:, 0]}
+    planes |= {int(b[0]) for b in box}
+    for z in sorted(planes):
+        if not 0 <= z < spatial[0]:
+            raise ValueError(f"a prompt lies on slice {z}, outside the stack of {spatial[0]} slices")
+        on = None if pts is None else np.abs(pts[:, 0] - z) < 0.5
+        p2 = None if pts is None or not on.any() else pts[on][:, 1:]
+        l2 = None if p2 is None else lab[on]
+        b2 = box[box[:, 0] == z][:, [1, 2, 4, 5]] if len(box) else np.zeros((0, 4))
+        if (p2 is None or not (l2 == 1).any()) and len(b2) == 0:
+            continue
+        emb = compute_embeddings(arr[z], model, device=device)
+        plane = segment(arr[z], points=p2, point_labels=l2, boxes=b2 if len(b2) else None, embeddings=emb)
+        offset = int(out.max())
+        out[z] = np.where(plane > 0, plane + offset, 0)
+    return out
+
+
+def compute_embeddings_to_cache(
+    image: ImageData,
+    cache: Path = Path("embeddings.zarr"),
+    model: str = "nano",
+    device: str = "auto",
+    overwrite: bool = False,
+) -> None:
+    """Embed a 2D image or every slice of a stack into a zarr cache folder (resumable; reused later).
+
+    Parameters
+    ----------
+    image
+        ``(Y, X)``, ``(Y, X, 3)`` or ``(Z, Y, X)`` array.
+    cache
+        The cache folder (``*.zarr``); an existing cache of this image and model is completed, not redone.
+    model, device
+        As in :func:`segment_from_prompts`.
+    overwrite
+        Replace a cache made for another image or model instead of stopping with an error.
+    """
+    from .engine.embeddings import compute_embeddings
+
+    compute_embeddings(image, model, device=device, cache=Path(cache), overwrite=overwrite)
