@@ -1,0 +1,110 @@
+"""Opt-in ``torch.compile`` of the image encoder, with compiled kernels cached on disk.
+
+Compiling the encoder takes from tens of seconds (GPU) to minutes (CPU) the first time. The
+inductor's kernel and graph caches are pointed at a folder of the napari-sam cache
+(``<cache>/inductor``, ``NAPARI_SAM_CACHE`` overrides the cache), so later processes with the same
+model, input shape, batch size and precision start in seconds. :func:`warm_up` runs that first
+compilation up front, e.g. before a batch job's progress bar starts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..model import Sam
+
+_COMPILED_ATTR = "_napari_sam_compiled_encoder"
+_LOCK = threading.Lock()
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def inductor_cache_dir() -> Path:
+    """Where compiled kernels are kept: ``TORCHINDUCTOR_CACHE_DIR`` if set, else ``<cache>/inductor``."""
+    explicit = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    from ..model.registry import cache_dir
+
+    return cache_dir() / "inductor"
+
+
+def compiled_encoder(sam: Sam, *, mode: str = "default") -> Callable[[torch.Tensor], torch.Tensor]:
+    """``sam.image_encoder`` compiled with ``torch.compile`` (once per model, then reused).
+
+    Parameters
+    ----------
+    sam
+        The model; the compiled function is remembered on it (the weights are shared, not copied).
+    mode
+        A ``torch.compile`` mode, one of :data:`COMPILE_MODES`.
+
+    Returns
+    -------
+    Callable
+        ``(B, 3, S, S)`` float32 → ``(B, 256, S/16, S/16)``; same results as the plain encoder up to
+        floating-point rounding.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``mode``.
+    RuntimeError
+        This torch build cannot compile here (e.g. no C++ compiler for the CPU backend); the
+        message says to run without ``compile``.
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    with _LOCK:
+        existing = getattr(sam, _COMPILED_ATTR, None)
+        if existing is not None and existing[0] == mode:
+            return existing[1]
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
+        try:
+            compiled = torch.compile(sam.image_encoder, mode=mode, dynamic=False)
+        except Exception as exc:  # torch raises several types here, depending on the backend
+            raise RuntimeError(
+                f"torch.compile is not usable here ({type(exc).__name__}: {exc}); run without compile"
+            ) from exc
+        object.__setattr__(sam, _COMPILED_ATTR, (mode, compiled))
+        return compiled
+
+
+def warm_up(
+    sam: Sam,
+    *,
+    batch_size: int = 1,
+    precision: str = "auto",
+    compile: bool = True,
+    mode: str = "default",
+) -> float:
+    """Run the encoder once on a zero batch so that compilation (and cuDNN / oneDNN autotuning) is
+    done before real work starts; return the seconds it took.
+
+    Parameters
+    ----------
+    sam
+        The model (its device is used).
+    batch_size
+        The batch size later calls will use (compiled graphs are specialised to it).
+    precision
+        As in :func:`napari_sam.engine.embeddings.encode_images`.
+    compile, mode
+        Compile the encoder first (see :func:`compiled_encoder`).
+    """
+    from .embeddings import encode_images
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    start = time.perf_counter()
+    dummy = torch.zeros(batch_size, 3, sam.image_size, sam.image_size)
+    encode_images(sam, dummy, precision=precision, compile=compile, compile_mode=mode)
+    if sam.device.type == "cuda":
+        torch.cuda.synchronize(sam.device)
+    return time.perf_counter() - start
