@@ -10,6 +10,7 @@ import pytest
 
 import napari_sam as ns
 from napari_sam.api import plan_objects
+from napari_sam.engine.tiling import TiledEmbeddings
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +102,8 @@ def test_background_only_points_make_no_object(image, small_model):
 
 
 def test_segment_not_yet_available_modes_say_so(image, small_model):
-    with pytest.raises(NotImplementedError, match="3D"):
-        ns.segment(np.zeros((4, 32, 32), np.uint16), points=[[1, 5, 5]], model=small_model)
+    with pytest.raises(ValueError, match="propagation"):
+        ns.segment(np.zeros((4, 32, 32), np.uint16), boxes=[[1, 5, 5, 3, 9, 9]], model=small_model)
     with pytest.raises(NotImplementedError, match="automatic"):
         ns.segment(image, model=small_model)
 
@@ -163,3 +164,79 @@ def test_train_returns_new_weights_and_leaves_the_given_model_alone(tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     trained = build_sam(result.weights)
     assert trained.config == model.config
+
+
+@pytest.fixture(scope="module")
+def stack(image):
+    """(3, 120, 160) uint16: the 2D test image, shifted a little on each slice."""
+    return np.stack([np.roll(image, 4 * z, axis=1) for z in range(3)])
+
+
+def test_segment_stack_with_prompts_on_their_slices(stack, small_model, tmp_path):
+    from napari_sam.engine.store import open_store
+
+    boxes = [[2, 70, 108, 3, 110, 158], [0, 20, 30, 1, 60, 80]]
+    points = [[2, 40, 60], [0, 90, 120], [2, 100, 130]]  # the last one refines box 0 (slice 2)
+    labels = ns.segment(stack, points=points, boxes=boxes, model=small_model, cache=tmp_path / "c.zarr")
+    assert labels.shape == stack.shape and labels.dtype == np.uint32
+    # only the prompted slices were embedded
+    np.testing.assert_array_equal(open_store(tmp_path / "c.zarr").done_mask(), [True, False, True])
+    assert labels[1].max() == 0
+    # each slice equals the 2D result with that slice's prompts and the global numbering
+    emb2 = ns.compute_embeddings(stack[2], small_model, cache=tmp_path / "two.zarr")
+    slice2 = ns.segment(stack[2], points=[[40, 60], [100, 130]], boxes=[[70, 108, 110, 158]], embeddings=emb2)
+    np.testing.assert_array_equal(labels[2], np.select([slice2 == 1, slice2 == 2], [1, 3], 0))
+    emb0 = ns.compute_embeddings(stack[0], small_model, cache=tmp_path / "zero.zarr")
+    slice0 = ns.segment(stack[0], points=[[90, 120]], boxes=[[20, 30, 60, 80]], embeddings=emb0)
+    np.testing.assert_array_equal(labels[0], np.select([slice0 == 1, slice0 == 2], [2, 4], 0))
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"points": [[5, 5]]}, "\\(N, 3\\)"),
+        ({"points": [[0.5, 5, 5]]}, "whole slice"),
+        ({"points": [[3, 5, 5]]}, "out of range"),
+        ({"boxes": [[0, 5, 5, 8, 8]]}, "\\(M, 6\\)"),
+        ({"boxes": [[0, 5, 5, 2, 9, 9]]}, "propagation"),
+        ({"boxes": [[0, 5, 5, 1, 500, 500]], "points": [[0, 500, 5]]}, "outside"),
+    ],
+)
+def test_segment_stack_bad_prompts(stack, small_model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ns.segment(stack, model=small_model, **kwargs)
+
+
+def test_segment_with_a_cache_embeds_once(image, small_model, tmp_path, monkeypatch):
+    import napari_sam.engine.embeddings as emb_mod
+
+    calls = []
+    real = emb_mod.encode_images
+    monkeypatch.setattr(emb_mod, "encode_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    results = [
+        ns.segment(
+            image, boxes=[[20, 30, 60, 80]], points=[[90, 120]], model=small_model, cache=tmp_path / "c"
+        )
+        for _ in range(3)
+    ]
+    assert len(calls) == 1
+    np.testing.assert_array_equal(results[0], results[2])
+    assert (results[0] == 1).sum() > 0
+
+
+def test_segment_tiled_image_with_a_box_spanning_tiles(image, small_model):
+    big = np.tile(image, (2, 2))  # (240, 320)
+    box = [100, 130, 160, 200]  # across the middle of the image, wider than a tile holds
+    tiled = ns.compute_embeddings(big, small_model, tile=(96, 8))
+    assert isinstance(tiled, TiledEmbeddings) and len(tiled) == 12
+    assert tiled.route(box) is None
+    labels = ns.segment(big, boxes=[box, [20, 30, 60, 80]], model=small_model, tile=(96, 8))
+    pred = ns.predict(tiled, box=[box, [20, 30, 60, 80]], multimask=False)
+    expected = np.zeros(big.shape, np.uint32)
+    best = np.full(big.shape, -np.inf)
+    for k in range(2):
+        win = pred.masks[k, 0] & (pred.iou_scores[k, 0] > best)
+        expected[win], best[win] = k + 1, pred.iou_scores[k, 0]
+    np.testing.assert_array_equal(labels, expected)
+    assert (labels == 1).any() and (labels == 2).any()

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from .engine.device import DeviceLike
-from .engine.embeddings import Embeddings, compute_embeddings
+from .engine.embeddings import Embeddings, ImageLayout, VolumeEmbeddings, compute_embeddings, image_layout
 from .engine.loading import ModelLike, load_model
 from .engine.predict import predict, validate_boxes, validate_points
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode
+from .engine.tiling import DEFAULT_TILE_THRESHOLD, TiledEmbeddings, localize
 
 __all__ = ["TrainResult", "plan_objects", "segment", "train"]
 
@@ -105,26 +106,36 @@ def segment(
     device: DeviceLike = "auto",
     *,
     multimask: bool | str = "auto",
-    embeddings: Embeddings | None = None,
+    embeddings: Embeddings | TiledEmbeddings | VolumeEmbeddings | None = None,
     normalize: NormalizeMode = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     contrast_limits: tuple[float, float] | None = None,
     channel: int | Sequence[int] | None = None,
     channel_axis: int | None = None,
     batch_size: int = 32,
+    cache: Any = None,
+    overwrite: bool = False,
+    tile: Any = None,
+    tile_threshold: int = DEFAULT_TILE_THRESHOLD,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Segment objects given by points and boxes; return a labels image.
 
     Parameters
     ----------
     image
-        ``(Y, X)`` or ``(Y, X, C)`` numpy, dask or zarr array, any integer or float dtype.
+        ``(Y, X[, C])`` image or ``(Z, Y, X[, C])`` stack: numpy, dask or zarr array, any integer or
+        float dtype.
     points
-        ``(N, 2)`` ``(row, col)`` napari coordinates.
+        ``(N, 2)`` ``(row, col)`` napari coordinates; for a stack ``(N, 3)`` ``(z, row, col)``, each
+        point on its slice.
     point_labels
         ``(N,)``: 1 foreground, 0 background (default all 1).
     boxes
-        ``(M, 4)`` ``(min_row, min_col, max_row, max_col)``, half-open like ``regionprops().bbox``.
+        ``(M, 4)`` ``(min_row, min_col, max_row, max_col)``, half-open like ``regionprops().bbox``; for
+        a stack ``(M, 6)`` ``(min_z, min_row, min_col, max_z, max_row, max_col)`` with
+        ``max_z = min_z + 1`` (a box drawn on one slice). Prompts only act on their own slice; only
+        slices with prompts are embedded.
     model
         ``"vit_b"``, ``"vit_l"``, ``"vit_h"``, a weights path or a loaded model.
     device
@@ -133,11 +144,16 @@ def segment(
         ``"auto"``: a lone foreground point picks the best of 3 candidate masks; boxes and several
         points give one mask. True / False force either.
     embeddings
-        Precomputed embeddings of ``image`` to reuse (skips the encoder).
+        Precomputed embeddings of ``image`` to reuse (skips the encoder): :class:`Embeddings` or
+        :class:`~napari_sam.engine.tiling.TiledEmbeddings` for an image, :class:`VolumeEmbeddings`
+        for a stack.
     normalize, percentiles, contrast_limits, channel, channel_axis
         Preprocessing, see :func:`napari_sam.engine.preprocess.prepare_image`.
     batch_size
         Objects decoded per call.
+    cache, overwrite, tile, tile_threshold, precision
+        Embedding options, see :func:`napari_sam.compute_embeddings`. With ``cache=`` a folder, the
+        image is embedded once and later calls read the embeddings back (features stored as float16).
 
     Returns
     -------
@@ -150,11 +166,6 @@ def segment(
     --------
     >>> labels = segment(img, boxes=[[10, 10, 50, 60]], model="sam_vit_b_01ec64.pth")  # doctest: +SKIP
     """
-    if _spatial_ndim(image, channel_axis) == 3:
-        raise NotImplementedError(
-            "segment() on 3D stacks (Z, Y, X) is not available in this version yet; segment one "
-            "slice at a time (image[z]) with 2D points / boxes"
-        )
     if points is None and boxes is None:
         raise NotImplementedError(
             "automatic segmentation (segment() with no points or boxes) is not available in this "
@@ -165,19 +176,34 @@ def segment(
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
-    sam = load_model(model, device) if embeddings is None else (embeddings.model or load_model(model, device))
+    layout = image_layout(image, channel_axis)
+    embed_options: dict[str, Any] = {
+        "normalize": normalize,
+        "percentiles": percentiles,
+        "contrast_limits": contrast_limits,
+        "channel": channel,
+        "channel_axis": channel_axis,
+        "cache": cache,
+        "overwrite": overwrite,
+        "tile": tile,
+        "tile_threshold": tile_threshold,
+        "precision": precision,
+    }
+    given_model = getattr(embeddings, "model", None)
+    sam = given_model if given_model is not None else load_model(model, device)
+    if layout.is_volume:
+        return _segment_stack(
+            image, layout, points, point_labels, boxes, sam, embeddings, multimask, batch_size, embed_options
+        )
     if embeddings is None:
-        embeddings = compute_embeddings(
-            image,
-            sam,
-            normalize=normalize,
-            percentiles=percentiles,
-            contrast_limits=contrast_limits,
-            channel=channel,
-            channel_axis=channel_axis,
+        embeddings = compute_embeddings(image, sam, **embed_options)
+    if not isinstance(embeddings, (Embeddings, TiledEmbeddings)):
+        raise TypeError(
+            "embeddings for a 2D image must be Embeddings or TiledEmbeddings, got "
+            f"{type(embeddings).__name__}"
         )
     shape = tuple(embeddings.original_size)
-    if tuple(np.shape(image)[:2]) != shape and channel_axis is None:
+    if layout.plane_shape != shape:
         raise ValueError(
             f"embeddings are of an image of shape {shape}, but image has shape {np.shape(image)}"
         )
@@ -206,25 +232,172 @@ def segment(
 
     objects = plan_objects(pts, labs, bxs)
     labels = np.zeros(shape, dtype=np.uint32)
+    _decode_into(labels, embeddings, objects, list(range(1, len(objects) + 1)), sam, multimask, batch_size)
+    return labels
+
+
+def _decode_into(
+    labels: np.ndarray,
+    embeddings: Embeddings | TiledEmbeddings,
+    objects: Sequence[ObjectPrompt],
+    ids: Sequence[int],
+    sam: Any,
+    multimask: bool | str,
+    batch_size: int,
+) -> None:
+    """Decode ``objects`` on one slice and paint them into ``labels`` ``(Y, X)`` with labels ``ids``.
+
+    On tiled embeddings each object is decoded on its tile (or a window centred on it) and painted
+    into that window.
+    """
     if not objects:
-        return labels
-    best = np.full(shape, -np.inf, dtype=np.float32)
-    groups: dict[tuple[bool, int], list[int]] = {}
-    for index, obj in enumerate(objects):
-        groups.setdefault(obj.group_key, []).append(index)
-    for (has_box, n_points), members in groups.items():
+        return
+    best = np.full(labels.shape, -np.inf, dtype=np.float32)
+    # (embeddings, window slices, has box, points per object) -> [(label, box, points, point labels)]
+    groups: dict[tuple[Any, ...], list[tuple[int, Any, Any, Any]]] = {}
+    window_embeddings: dict[Any, Any] = {}
+    for obj, label in zip(objects, ids, strict=True):
+        obj_points = np.stack(obj.points) if obj.points else None
+        obj_labels = np.asarray(obj.labels) if obj.points else None
+        if isinstance(embeddings, TiledEmbeddings):
+            local = localize(embeddings, obj.box, obj_points, obj_labels)
+            if local is None:
+                continue
+            bounds, box, obj_points, obj_labels = local.bounds, local.box, local.points, local.labels
+            window_embeddings[bounds] = local.embeddings
+        else:
+            bounds, box = None, obj.box
+        n_points = 0 if obj_points is None else len(obj_points)
+        groups.setdefault((bounds, box is not None, n_points), []).append(
+            (label, box, obj_points, obj_labels)
+        )
+    for (bounds, has_box, n_points), members in groups.items():
+        emb = embeddings if bounds is None else window_embeddings[bounds]
+        region = (
+            (slice(None), slice(None))
+            if bounds is None
+            else (slice(bounds[0], bounds[2]), slice(bounds[1], bounds[3]))
+        )
         lone_point = not has_box and n_points == 1
         use_multi = lone_point if multimask == "auto" else bool(multimask)
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
             kwargs: dict[str, Any] = {}
             if has_box:
-                kwargs["box"] = np.stack([objects[i].box for i in chunk])
+                kwargs["box"] = np.stack([m[1] for m in chunk])
             if n_points:
-                kwargs["points"] = np.stack([np.stack(objects[i].points) for i in chunk])
-                kwargs["point_labels"] = np.array([objects[i].labels for i in chunk])
-            pred = predict(embeddings, multimask=use_multi, best_only=True, model=sam, **kwargs)
-            _paint(labels, best, pred.masks[:, 0], pred.iou_scores[:, 0], [i + 1 for i in chunk])
+                kwargs["points"] = np.stack([m[2] for m in chunk])
+                kwargs["point_labels"] = np.stack([m[3] for m in chunk])
+            pred = predict(emb, multimask=use_multi, best_only=True, model=sam, **kwargs)
+            _paint(
+                labels[region], best[region], pred.masks[:, 0], pred.iou_scores[:, 0], [m[0] for m in chunk]
+            )
+
+
+def _as_slice_index(values: np.ndarray, n_slices: int, what: str) -> np.ndarray:
+    """Integer slice numbers from float ``values``; clear errors for fractions and out-of-range slices."""
+    rounded = np.round(values)
+    if not np.allclose(values, rounded, atol=1e-6):
+        raise ValueError(
+            f"{what} must name whole slice numbers, got {values[~np.isclose(values, rounded)][:3]}"
+        )
+    out = rounded.astype(np.int64)
+    bad = (out < 0) | (out >= n_slices)
+    if bad.any():
+        raise ValueError(f"{what} {out[bad][:3].tolist()} out of range for a stack of {n_slices} slices")
+    return out
+
+
+def _inside_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: point ``(row, col)`` lies in at least one half-open box (as :func:`plan_objects`)."""
+    if len(boxes) == 0 or len(points) == 0:
+        return np.zeros(len(points), dtype=bool)
+    r, c = points[:, 0:1], points[:, 1:2]
+    inside = (
+        (boxes[None, :, 0] <= r)
+        & (r < boxes[None, :, 2])
+        & (boxes[None, :, 1] <= c)
+        & (c < boxes[None, :, 3])
+    )
+    return inside.any(axis=1)
+
+
+def _segment_stack(
+    image: Any,
+    layout: ImageLayout,
+    points: Any,
+    point_labels: Any,
+    boxes: Any,
+    sam: Any,
+    embeddings: Any,
+    multimask: bool | str,
+    batch_size: int,
+    embed_options: dict[str, Any],
+) -> np.ndarray:
+    """:func:`segment` on a ``(Z, Y, X[, C])`` stack with prompts that each name their slice."""
+    n_slices, rows, cols = (int(v) for v in layout.spatial_shape)
+    plane = (rows, cols)
+    pts = np.zeros((0, 3))
+    labs = np.zeros(0, dtype=np.int64)
+    if points is not None:
+        pts = np.asarray(points, dtype=float)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(
+                f"points must have shape (N, 3) rows (z, row, col) for a 3D stack, got {pts.shape}"
+            )
+        if len(pts):
+            _, l3 = validate_points(pts[:, 1:], point_labels, plane)
+            labs = l3[0]
+    elif point_labels is not None:
+        raise ValueError("point_labels given without points")
+    bxs = np.zeros((0, 6))
+    if boxes is not None:
+        bxs = np.asarray(boxes, dtype=float)
+        if bxs.ndim != 2 or bxs.shape[1] != 6:
+            raise ValueError(
+                "boxes must have shape (M, 6) rows (min_z, min_row, min_col, max_z, max_row, max_col) for "
+                f"a 3D stack, got {bxs.shape}"
+            )
+        if len(bxs) and not np.allclose(bxs[:, 3], bxs[:, 0] + 1):
+            bad = bxs[~np.isclose(bxs[:, 3], bxs[:, 0] + 1)][0]
+            raise ValueError(
+                f"every 3D box must lie on one slice (max_z == min_z + 1), got {bad.tolist()}; segmenting an "
+                "object through several slices from one prompt is propagation, a separate feature"
+            )
+    point_z = _as_slice_index(pts[:, 0], n_slices, "points z") if len(pts) else np.zeros(0, np.int64)
+    box_z = _as_slice_index(bxs[:, 0], n_slices, "boxes min_z") if len(bxs) else np.zeros(0, np.int64)
+    plane_boxes = validate_boxes(bxs[:, [1, 2, 4, 5]], plane, name="boxes") if len(bxs) else np.zeros((0, 4))
+
+    # global object numbering: boxes first (given order), then free foreground points (given order)
+    box_ids = np.arange(1, len(bxs) + 1)
+    free = np.zeros(len(pts), dtype=bool)
+    for z in np.unique(point_z):
+        on = point_z == z
+        free[on] = (labs[on] == 1) & ~_inside_boxes(pts[on, 1:], plane_boxes[box_z == z])
+    point_ids = np.zeros(len(pts), dtype=np.int64)
+    point_ids[free] = len(bxs) + np.arange(1, int(free.sum()) + 1)
+
+    prompted = sorted(set(point_z.tolist()) | set(box_z.tolist()))
+    if embeddings is None:
+        embeddings = compute_embeddings(image, sam, slices=prompted, **embed_options)
+    elif not isinstance(embeddings, VolumeEmbeddings):
+        raise TypeError(
+            f"embeddings for a 3D stack must be VolumeEmbeddings, got {type(embeddings).__name__}"
+        )
+    if tuple(embeddings.shape) != tuple(layout.spatial_shape):
+        raise ValueError(
+            f"embeddings are of a stack of shape {embeddings.shape}, but image has shape {layout.shape}"
+        )
+    labels = np.zeros(layout.spatial_shape, dtype=np.uint32)
+    for z in prompted:
+        on_p, on_b = point_z == z, box_z == z
+        objects = plan_objects(
+            pts[on_p, 1:] if on_p.any() else None,
+            labs[on_p] if on_p.any() else None,
+            plane_boxes[on_b] if on_b.any() else None,
+        )
+        ids = [*box_ids[on_b].tolist(), *point_ids[on_p & free].tolist()]
+        _decode_into(labels[z], embeddings[z], objects, ids, sam, multimask, batch_size)
     return labels
 
 

@@ -150,6 +150,13 @@ class EmbeddingStore:
         self._group = group
         self.meta = meta
         self.mode = mode
+        self._arrays: dict[str, Any] = {}
+
+    def array(self, name: str) -> Any:
+        """The zarr array ``name`` (opened once)."""
+        if name not in self._arrays:
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
 
     # ------------------------------------------------------------------ opening / creating
     @classmethod
@@ -347,11 +354,11 @@ class EmbeddingStore:
 
     # ------------------------------------------------------------------ status
     def _read_small(self, name: str, z: int) -> np.ndarray:
-        return np.asarray(self._group[name][z])
+        return np.asarray(self.array(name)[z])
 
     def done_mask(self) -> np.ndarray:
         """``(Z,)`` bool: slices completely written. A torn flag reads as False."""
-        arr = self._group["done"]
+        arr = self.array("done")
         try:
             return np.asarray(arr[:], dtype=bool)
         except Exception:  # a torn chunk: read flag by flag
@@ -405,10 +412,10 @@ class EmbeddingStore:
             if not bool(self._read_small("done", z)):
                 raise CorruptSliceError(f"slice {z} of the embedding cache {self.path} is not computed")
             index: tuple[int, ...] = (z,) if tile is None else (z, int(tile))
-            features = np.asarray(self._group["embeddings"][index])
+            features = np.asarray(self.array("embeddings")[index])
             out = {
-                "input_size": np.asarray(self._group["input_size"][index]).astype(int),
-                "original_size": np.asarray(self._group["original_size"][index]).astype(int),
+                "input_size": np.asarray(self.array("input_size")[index]).astype(int),
+                "original_size": np.asarray(self.array("original_size")[index]).astype(int),
                 "contrast_limits": self._read_small("contrast_limits", z),
                 "hash": int(self._read_small("slice_hash", z)),
             }
@@ -425,7 +432,7 @@ class EmbeddingStore:
 
     def begin_slice(self, z: int) -> None:
         """Mark slice ``z`` as not done before rewriting it."""
-        self._group["done"][int(z)] = False
+        self.array("done")[int(z)] = False
 
     def write_tile(
         self, z: int, tile: int | None, features: np.ndarray, input_size: Any, original_size: Any
@@ -433,9 +440,9 @@ class EmbeddingStore:
         """Write the features of slice ``z`` (of one of its tiles): ``(C, h, w)`` float."""
         index: tuple[int, ...] = (int(z),) if tile is None else (int(z), int(tile))
         dtype = _CACHE_DTYPES[self.meta["cache_dtype"]]
-        self._group["embeddings"][index] = np.asarray(features, dtype=dtype)
-        self._group["input_size"][index] = np.asarray(input_size, dtype=np.int32)
-        self._group["original_size"][index] = np.asarray(original_size, dtype=np.int32)
+        self.array("embeddings")[index] = np.asarray(features, dtype=dtype)
+        self.array("input_size")[index] = np.asarray(input_size, dtype=np.int32)
+        self.array("original_size")[index] = np.asarray(original_size, dtype=np.int32)
 
     def finish_slice(self, z: int, *, content_hash: int, contrast_limits: Any) -> None:
         """Record the slice's limits and hash, then flag it done (the last write of a slice)."""
@@ -443,9 +450,9 @@ class EmbeddingStore:
         if contrast_limits is not None:
             arr = np.asarray(contrast_limits, dtype=np.float64).reshape(-1, 2)
             limits[: arr.shape[0]] = arr
-        self._group["contrast_limits"][int(z)] = limits
-        self._group["slice_hash"][int(z)] = np.uint64(content_hash)
-        self._group["done"][int(z)] = True
+        self.array("contrast_limits")[int(z)] = limits
+        self.array("slice_hash")[int(z)] = np.uint64(content_hash)
+        self.array("done")[int(z)] = True
 
     def write_slice(
         self,
