@@ -269,7 +269,8 @@ def predict(
             model=model,
         )
     if not isinstance(embeddings, Embeddings):
-        hint = "; index a stack's VolumeEmbeddings by slice: embeddings[z]" if hasattr(embeddings, "shape") else ""
+        is_stack = hasattr(embeddings, "shape")
+        hint = "; index a stack's VolumeEmbeddings by slice: embeddings[z]" if is_stack else ""
         raise TypeError(
             f"embeddings must be an Embeddings object from compute_embeddings(), got "
             f"{type(embeddings).__name__}{hint}"
