@@ -101,12 +101,19 @@ def image_plane(layer: Any, plane: int | None = None) -> np.ndarray:
 
 
 def preprocessing_of(layer: Any) -> dict[str, Any]:
-    """Keyword arguments for ``compute_embeddings`` that follow the layer's display: its contrast limits
-    for gray images; RGB images take the default (official) path."""
+    """Keyword arguments for ``compute_embeddings`` that follow the layer's display.
+
+    Gray images whose contrast limits the user narrowed take those limits; at napari's default (the
+    full data range) the library's percentile normalisation is used, which suits the models better.
+    RGB images take the default (official) path.
+    """
     if layer.rgb:
         return {}
     lo, hi = (float(v) for v in layer.contrast_limits)
-    return {"contrast_limits": (lo, hi)} if hi > lo else {}
+    full_lo, full_hi = (float(v) for v in layer.contrast_limits_range)
+    if hi <= lo or (np.isclose(lo, full_lo) and np.isclose(hi, full_hi)):
+        return {}
+    return {"contrast_limits": (lo, hi)}
 
 
 def compute_steps(
