@@ -333,3 +333,40 @@ def test_bad_arguments(tmp_path, volume, small_model):
         compute_embeddings(volume[0], small_model, progress="yes")
     with pytest.raises(ValueError, match="2D"):
         compute_embeddings(np.zeros((2, 3, 8, 8, 8)), small_model)
+
+
+def test_kill_9_in_the_middle_then_rerun_gives_identical_embeddings(tmp_path, small_weights):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(5)
+    stack = rng.integers(0, 5000, (12, 32, 40), dtype=np.uint16)
+    np.save(tmp_path / "stack.npy", stack)
+    cache = tmp_path / "c.zarr"
+    code = (
+        "import sys, time, numpy as np\n"
+        "from napari_sam.engine.embeddings import compute_embeddings\n"
+        "def report(done, total):\n"
+        "    print(done, flush=True)\n"
+        "    time.sleep(0.3)\n"
+        f"stack = np.load({str(tmp_path / 'stack.npy')!r})\n"
+        f"compute_embeddings(stack, {str(small_weights)!r}, device='cpu', cache={str(cache)!r},\n"
+        "                   progress=report)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        for line in child.stdout:  # type: ignore[union-attr]
+            if int(line) >= 3 or time.monotonic() > deadline:
+                break
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    done = open_store(cache).done_mask()
+    assert 3 <= done.sum() < 12
+    resumed = compute_embeddings(stack, str(small_weights), device="cpu", cache=cache)
+    reference = compute_embeddings(stack, str(small_weights), device="cpu", cache=tmp_path / "ref.zarr")
+    np.testing.assert_array_equal(_features(resumed), _features(reference))

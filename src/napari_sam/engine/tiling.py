@@ -226,6 +226,12 @@ class TiledEmbeddings:
     def __len__(self) -> int:
         return len(self.windows)
 
+    def __repr__(self) -> str:
+        return (
+            f"TiledEmbeddings(original_size={self.original_size}, tiles={len(self.windows)}, "
+            f"tile_size={self.spec.tile_size}, halo={self.spec.halo})"
+        )
+
     def __getitem__(self, index: int) -> Embeddings:
         return self.tiles[index]
 
