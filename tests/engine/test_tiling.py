@@ -147,3 +147,29 @@ def test_several_objects_in_different_tiles(large, small_model):
         one = ns.predict(tiled, box=box, multimask=False)
         np.testing.assert_array_equal(pred.masks[i], one.masks[0])
     assert not (pred.masks[0, 0, 150:, :].any() or pred.masks[1, 0, :150, :].any())
+
+
+@pytest.mark.slow  # three nano encoder passes at 1024² (~10 s on a laptop CPU)
+def test_nano_tiled_and_untiled_agree_on_objects_inside_one_tile():
+    """Tiles at the model's own input size (nano: 1024) segment like the whole image does."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(500, 30, (1024, 1300))
+    yy, xx = np.mgrid[0:1024, 0:1300]
+    discs = [(100, 100, 25), (300, 1200, 30), (500, 650, 28), (900, 500, 20)]
+    for cy, cx, r in discs:
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] += 3000
+    img = np.clip(img, 0, 65535).astype(np.uint16)
+    sam = ns.load_model("nano", "cpu")
+    tiled = compute_embeddings(img, sam, tile=(1024, 128))
+    untiled = compute_embeddings(img, sam, tile=False)
+    assert isinstance(tiled, TiledEmbeddings) and len(tiled) == 2
+    routes = set()
+    for cy, cx, r in discs:
+        truth = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        box = [cy - r - 3, cx - r - 3, cy + r + 4, cx + r + 4]
+        routes.add(tiled.route(box))
+        a = ns.predict(tiled, box=box, multimask=False).masks[0, 0]
+        b = ns.predict(untiled, box=box, multimask=False).masks[0, 0]
+        assert (a & b).sum() / (a | b).sum() > 0.9
+        assert (a & truth).sum() / (a | truth).sum() > 0.9
+    assert routes == {0, 1}

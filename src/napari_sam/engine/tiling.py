@@ -10,6 +10,10 @@ contains it with the widest margin. An object that no tile contains (it spans a 
 than the halo) is decoded on a window centred on it, embedded on demand when the image is at hand
 (:attr:`TiledEmbeddings.encode_window`), otherwise on the tile that overlaps it most, with its
 prompts clipped to that tile. Masks are pasted back into image coordinates.
+
+Choose ``tile_size`` close to the model's input size (1024 for nano and the official models, the
+default): a smaller tile is enlarged to the model input, so objects look bigger than the model was
+trained on and masks get worse (nano on 400-pixel tiles, 2.6× enlarged: box IoU ≈ 0.5 instead of 0.97).
 """
 
 from __future__ import annotations
