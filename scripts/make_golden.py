@@ -5,11 +5,19 @@ Run it in the reference environment (torch + torchvision + segment-anything; see
 
     .venv-ref/bin/python scripts/make_golden.py                 # small configs → tests/fixtures/golden
     .venv-ref/bin/python scripts/make_golden.py --vit-b OUTDIR  # full-size vit_b (slow test, not committed)
+    .venv-ref/bin/python scripts/make_golden.py --amg           # automatic mask generator → golden/amg only
 
 Every official module is built with a fixed seed and every parameter is overwritten with seeded random
 values (the official initialisation leaves relative positions and positional embeddings at zero, which
 would hide bugs). The official ``SamPredictor`` then computes features and masks for a set of prompts.
 Coordinates in the fixtures are the official ones: points ``(x, y)``, boxes ``(x0, y0, x1, y1)``.
+
+The automatic-mask-generator fixture (``golden/amg``) runs the official ``SamAutomaticMaskGenerator``
+on the shipped nano model (its image encoder is ours, plugged into the official ``Sam``; the prompt
+encoder and mask decoder are the official modules with nano's weights) — random weights give
+image-wide masks whose boxes all coincide, which would leave nothing for the suppression steps to
+decide. Its clean-up case needs OpenCV in the reference environment
+(``pip install opencv-python-headless``); without it that case is skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from segment_anything import SamPredictor, sam_model_registry
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from segment_anything.modeling import (
     ImageEncoderViT,
     MaskDecoder,
@@ -266,6 +274,82 @@ def make_vit_b(out_dir: Path, seed: int = 0) -> None:
     print(f"wrote {out_dir}")
 
 
+# Automatic mask generator cases: official generator options (thresholds low enough for the nano
+# model's masks to reach the suppression steps); "cleanup" needs OpenCV.
+AMG_CASES = {
+    "whole": {"points_per_side": 4, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.6},
+    "crops": {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.6,
+        "crop_n_layers": 1,
+        "crop_n_points_downscale_factor": 2,
+        "box_nms_thresh": 0.6,
+    },
+    "cleanup": {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.6,
+        "min_mask_region_area": 40,
+    },
+}
+
+
+def official_nano() -> Sam:
+    """The official ``Sam`` with our nano image encoder and nano's weights everywhere."""
+    from napari_sam.engine.loading import open_model
+
+    ours = open_model("nano").float().eval()
+    official = Sam(
+        image_encoder=ours.image_encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+    )
+    official.load_state_dict(ours.state_dict())
+    return official.eval()
+
+
+def make_amg(golden: Path) -> None:
+    """Official automatic masks for a small synthetic nuclei image (uint8 RGB), one npz for all cases."""
+    try:
+        import cv2  # noqa: F401  (the official clean-up step uses it)
+
+        cases = AMG_CASES
+    except ImportError:
+        cases = {k: v for k, v in AMG_CASES.items() if "min_mask_region_area" not in v}
+        print("OpenCV missing: skipping the AMG clean-up case")
+    from napari_sam.data.synthetic import nuclei_2d
+
+    gray, _ = nuclei_2d((112, 144), n_objects=9, diameter=(12.0, 30.0), seed=5, dtype="uint8")
+    image = np.repeat(gray[..., None], 3, axis=2)
+    model = official_nano()
+    arrays: dict[str, np.ndarray] = {"image": image}
+    for name, options in cases.items():
+        records = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **options).generate(image)
+        masks = np.stack([r["segmentation"] for r in records]).astype(bool)
+        arrays[f"{name}/packed_masks"] = np.packbits(masks.reshape(len(records), -1), axis=1)
+        arrays[f"{name}/predicted_iou"] = np.array([r["predicted_iou"] for r in records], np.float32)
+        arrays[f"{name}/stability_score"] = np.array([r["stability_score"] for r in records], np.float32)
+        arrays[f"{name}/area"] = np.array([r["area"] for r in records], np.int64)
+        arrays[f"{name}/bbox_xywh"] = np.array([r["bbox"] for r in records], np.float64)
+        arrays[f"{name}/point_xy"] = np.array([r["point_coords"][0] for r in records], np.float64)
+        arrays[f"{name}/crop_xywh"] = np.array([r["crop_box"] for r in records], np.float64)
+        print(f"AMG case {name}: {len(records)} masks")
+    out = golden / "amg"
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "amg.npz", **arrays)
+    (out / "options.json").write_text(json.dumps({k: cases[k] for k in cases}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -274,14 +358,19 @@ def main() -> None:
     parser.add_argument(
         "--vit-b", type=Path, metavar="DIR", help="write full-size vit_b fixtures to DIR instead"
     )
+    parser.add_argument("--amg", action="store_true", help="only the automatic mask generator fixture")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     if args.vit_b is not None:
         make_vit_b(args.vit_b)
         return
+    if args.amg:
+        make_amg(args.out)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     make_small(args.out)
     make_key_shapes(args.out)
+    make_amg(args.out)
 
 
 if __name__ == "__main__":
