@@ -448,8 +448,35 @@ class _Embedder:
             mask[z] = True
         return mask
 
+    def _load(self, z: int, done: np.ndarray | None) -> tuple[int, np.ndarray, PreprocessParams] | None:
+        """Read, hash and normalise slice ``z``; None when the cache already holds it intact.
+
+        Runs in a reader thread, one slice ahead of the encoder.
+        """
+        assert self.prep is not None
+        raw = read_slice(self.image, self.layout, z)
+        content_hash = slice_hash(raw)
+        store = self.store
+        if (
+            store is not None
+            and done is not None
+            and done[z]
+            and store.stored_hash(z) == content_hash
+            and store.verify_slice(z)
+        ):
+            return None
+        scaled, params = self.prep.apply(raw)
+        return content_hash, scaled, params
+
     def run(self, slices: Sequence[int], progress: ProgressLike = False, cancel: Any = None) -> None:
-        """Make ``slices`` available: reuse intact cached slices of unchanged content, compute the others."""
+        """Make ``slices`` available: reuse intact cached slices of unchanged content, compute the others.
+
+        The next slice is read and normalised in a background thread while the current one is encoded,
+        so at most two slices of the input are in memory.
+        """
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         if self.image is None or self.sam is None or self.prep is None:
             raise LookupError(
                 "these embeddings were opened from a cache without the image; cannot compute slices"
@@ -458,27 +485,37 @@ class _Embedder:
         done = self.store.done_mask() if self.store is not None else None
         pending: dict[int, _Pending] = {}
         queue: list[tuple[int, int, torch.Tensor]] = []
+        todo = []
+        for z in slices:
+            if self.store is None and z in self.memory:
+                reporter.advance(self.n_tiles)
+            else:
+                todo.append(z)
+        feed = iter(todo)
+        ahead: deque[tuple[int, Future]] = deque()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-sam-reader")
+
+        def top_up() -> None:
+            while len(ahead) < 2:
+                z = next(feed, None)
+                if z is None:
+                    return
+                ahead.append((z, pool.submit(self._load, z, done)))
+
         try:
-            for z in slices:
+            top_up()
+            while ahead:
                 reporter.check()
-                if self.store is None and z in self.memory:
+                z, future = ahead.popleft()
+                loaded = future.result()
+                top_up()
+                if loaded is None:
                     reporter.advance(self.n_tiles)
                     continue
-                raw = read_slice(self.image, self.layout, z)
-                content_hash = slice_hash(raw)
-                if (
-                    self.store is not None
-                    and done is not None
-                    and done[z]
-                    and self.store.stored_hash(z) == content_hash
-                    and self.store.verify_slice(z)
-                ):
-                    reporter.advance(self.n_tiles)
-                    continue
+                content_hash, scaled, params = loaded
+                del loaded
                 if self.store is not None and self.store.mode != "r+":
                     self.store = self.store.writable()
-                scaled, params = self.prep.apply(raw)
-                del raw
                 windows = self.windows or (None,)
                 pending[z] = _Pending(params, content_hash, [None] * len(windows), [], [], len(windows))
                 if self.store is not None:
@@ -495,6 +532,9 @@ class _Embedder:
                 del scaled
             self._flush(queue, pending, reporter)
         finally:
+            for _, future in ahead:
+                future.cancel()
+            pool.shutdown(wait=True)
             reporter.close()
 
     def _flush(
@@ -505,7 +545,7 @@ class _Embedder:
         feats = self._encode([inp for _, _, inp in queue])
         for row, (z, t, _) in enumerate(queue):
             state = pending[z]
-            feature = feats[row : row + 1]
+            feature = feats[row : row + 1] if len(queue) == 1 else feats[row : row + 1].clone()
             if self.store is not None:
                 tile = None if self.windows is None else t
                 self.store.write_tile(
