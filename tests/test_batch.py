@@ -118,7 +118,8 @@ def test_box_table_2d_by_file(tmp_path):
     table = read_prompts_csv(csv, "boxes")
     assert table.ndim == 2
     sources = [tmp_path / "a.tif", tmp_path / "b.ome.tif", tmp_path / "c.png"]
-    matched = table.match(sources)
+    matched, unmatched = table.match(sources)
+    assert unmatched == []
     np.testing.assert_array_equal(matched[sources[0]], [[1, 2, 10, 20], [0, 0, 4, 4]])
     np.testing.assert_array_equal(matched[sources[1]], [[5, 5, 9, 9]])
     assert matched[sources[2]].shape == (0, 4)
@@ -141,11 +142,11 @@ def test_point_table_labels_and_aliases(tmp_path):
         write_csv(tmp_path, "image,z,y,x,label\ns.tif,1,10,20,1\ns.tif,1,3,4,0\n"), "points"
     )
     assert table.ndim == 3
-    prompts = table.prompts(table.match([tmp_path / "s.tif"])[tmp_path / "s.tif"])
+    prompts = table.prompts(table.match([tmp_path / "s.tif"])[0][tmp_path / "s.tif"])
     np.testing.assert_array_equal(prompts["points"], [[1, 10, 20], [1, 3, 4]])
     np.testing.assert_array_equal(prompts["point_labels"], [1, 0])
     plain = read_prompts_csv(write_csv(tmp_path, "row,col\n7,8\n", "q.csv"), "points")
-    everyone = plain.match([tmp_path / "a.tif", tmp_path / "b.tif"])
+    everyone, _ = plain.match([tmp_path / "a.tif", tmp_path / "b.tif"])
     for values in everyone.values():
         np.testing.assert_array_equal(plain.prompts(values)["point_labels"], [1])
 
@@ -185,5 +186,7 @@ def test_missing_table_and_unknown_files(tmp_path):
         read_prompts_csv(tmp_path / "nope.csv", "boxes")
     table = read_prompts_csv(write_csv(tmp_path, "file,row,col\na.tif,1,2\ntypo.tif,3,4\n"), "points")
     assert isinstance(table, PromptTable)
-    with pytest.raises(UsageError, match=r"not among the inputs: typo\.tif"):
-        table.match([tmp_path / "a.tif"])
+    matched, unmatched = table.match([tmp_path / "a.tif", tmp_path / "b.tif"])
+    assert unmatched == ["typo.tif"]
+    np.testing.assert_array_equal(matched[tmp_path / "a.tif"], [[1, 2, 1]])
+    assert matched[tmp_path / "b.tif"].shape == (0, 3)

@@ -151,7 +151,6 @@ def test_segment_batch_goes_on_after_a_bad_file_and_resumes(nuclei_files, small_
     [
         (["--boxes", "{missing_csv}"], "boxes CSV not found"),
         (["--points", "{boxes}"], "point tables need columns"),
-        (["--boxes", "{typo_csv}"], "not among the inputs: typo.tif"),
     ],
 )
 def test_segment_bad_tables_exit_2(nuclei_files, tmp_path, capsys, extra, message):
@@ -163,6 +162,20 @@ def test_segment_bad_tables_exit_2(nuclei_files, tmp_path, capsys, extra, messag
     assert main(["segment", str(folder), *extra, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_csv_rows_for_other_files_warn_and_files_without_rows_fail(
+    nuclei_files, small_weights, tmp_path, capsys
+):
+    folder, _ = nuclei_files
+    table = tmp_path / "typo.csv"
+    table.write_text("file,min_row,min_col,max_row,max_col\ncels0.tif,1,1,50,50\ncells1.tif,1,1,50,50\n")
+    argv = ["segment", str(folder / "cells0.tif"), str(folder / "cells1.tif"), "--boxes", str(table)]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--model", str(small_weights), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "warning: " in captured.err and "not among the inputs: cels0.tif" in captured.err
+    assert "FAILED cells0.tif: no prompts for cells0.tif" in captured.out
+    assert (tmp_path / "o" / "cells1_labels.tif").is_file()
 
 
 @pytest.mark.parametrize(
@@ -276,3 +289,139 @@ def test_segment_ome_zarr_input_writes_ome_zarr_labels(tmp_path, small_weights, 
     assert meta["multiscales"][0]["axes"] == axes
     stored = zarr.open_array(str(labels / "0"), mode="r")
     assert stored.shape == (1, 64, 80) and set(np.unique(stored[...])) <= {0, 1}
+
+
+def _store_arrays(path):
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    return {name: np.asarray(group[name][...]) for name in ("embeddings", "done", "slice_hash")}
+
+
+def test_embed_batch_resumes_and_reports_bad_files(tmp_path, small_weights, capsys):
+    import zarr
+
+    from napari_sam.data.synthetic import nuclei_2d, nuclei_3d
+    from napari_sam.engine.store import open_store
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image, _ = nuclei_2d((64, 72), n_objects=3, seed=1)
+    tifffile.imwrite(folder / "flat.tif", image)
+    stack, _ = nuclei_3d((3, 48, 56), n_objects=3, seed=2)
+    zarr.create_array(str(folder / "stack.zarr"), data=stack, chunks=(1, 48, 56))
+    (folder / "junk.png").write_bytes(b"not a png")
+    out = tmp_path / "cache"
+    argv = ["embed", str(folder), "--out", str(out), "--model", str(small_weights), "--device", "cpu", "-q"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "2 done, 0 skipped (already done), 1 failed" in captured.out and "junk.png" in captured.err
+    assert open_store(out / "flat.embeddings.zarr").is_complete
+    stored = open_store(out / "stack.embeddings.zarr")
+    assert stored.is_complete and stored.n_slices == 3
+    before = _store_arrays(out / "stack.embeddings.zarr")
+
+    (folder / "junk.png").unlink()
+    assert main(argv) == 0
+    assert "0 done, 2 skipped (already done), 0 failed" in capsys.readouterr().out
+    after = _store_arrays(out / "stack.embeddings.zarr")
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    # the caches are found again when segmenting
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("file,z,min_row,min_col,max_row,max_col\nstack,1,10,10,30,30\nflat,0,10,10,30,30\n")
+    seg = ["segment", str(folder / "stack.zarr"), "--boxes", str(boxes), "--cache", str(out)]
+    assert main([*seg, "--out", str(tmp_path / "labels"), "--model", str(small_weights), "-q"]) == 0
+    labels = zarr.open_array(str(tmp_path / "labels" / "stack_labels.zarr"), mode="r")
+    assert labels.shape == (3, 48, 56) and not labels[0].any() and not labels[2].any()
+
+
+def test_embed_killed_halfway_then_rerun_gives_identical_embeddings(tmp_path, small_weights):
+    """kill -9 of `napari-sam embed` on a 3D stack after two slices, rerun → same caches as one run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from napari_sam.data.synthetic import nuclei_3d
+    from napari_sam.engine.store import is_embedding_store, open_store
+
+    n_slices = 16
+    stack, _ = nuclei_3d((n_slices, 96, 96), n_objects=6, seed=3)
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, stack)
+    env = {**os.environ, "NAPARI_SAM_CACHE": str(tmp_path / "weights-cache")}
+
+    def embed(out):
+        options = ["--model", str(small_weights), "--device", "cpu", "-q"]
+        return [sys.executable, "-m", "napari_sam", "embed", str(source), "--out", str(out), *options]
+
+    cache = tmp_path / "killed" / "stack.embeddings.zarr"
+    proc = subprocess.Popen(
+        embed(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 180
+    store = None
+    try:
+        while store is None or store.done_mask().sum() < 2:
+            assert proc.poll() is None, f"embed ended before it could be killed: {proc.stderr.read()!r}"
+            assert time.monotonic() < deadline, "no slice finished in time"
+            time.sleep(0.05)
+            if store is None and is_embedding_store(cache):
+                try:
+                    store = open_store(cache)
+                except Exception:  # still being created
+                    store = None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    interrupted = open_store(cache).done_mask()
+    assert 2 <= interrupted.sum() < n_slices, interrupted
+
+    rerun = subprocess.run(embed(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 done" in rerun.stdout
+
+    # an uninterrupted run, as the command does it (in this process: one interpreter start less)
+    from napari_sam import compute_embeddings
+    from napari_sam.io import read_image
+
+    compute_embeddings(read_image(source), str(small_weights), device="cpu", cache=tmp_path / "whole.zarr")
+    resumed = _store_arrays(cache)
+    reference = _store_arrays(tmp_path / "whole.zarr")
+    assert resumed["done"].all()
+    np.testing.assert_array_equal(resumed["slice_hash"], reference["slice_hash"])
+    assert np.isfinite(resumed["embeddings"]).all()
+    np.testing.assert_array_equal(resumed["embeddings"], reference["embeddings"])
+
+
+def test_batch_on_a_local_dask_cluster(tmp_path, small_weights, nuclei_files, capsys):
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    from napari_sam.engine.store import open_store
+
+    folder, boxes = nuclei_files
+    (folder / "broken.tif").unlink()
+    out = tmp_path / "labels"
+    cache = tmp_path / "cache"
+    model = ["--model", str(small_weights), "--device", "cpu", "-q"]
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        address = ["--scheduler", cluster.scheduler_address]
+        assert main(["embed", str(folder), "--out", str(cache), *model, *address]) == 0
+        assert "2 done" in capsys.readouterr().out
+        assert all(open_store(cache / f"cells{i}.embeddings.zarr").is_complete for i in range(2))
+        seg = ["segment", str(folder), "--boxes", str(boxes.with_name("b2.csv")), "--cache", str(cache)]
+        boxes.with_name("b2.csv").write_text("\n".join(boxes.read_text().splitlines()[:-1]) + "\n")
+        assert main([*seg, "--out", str(out), *model, *address]) == 0
+        assert "2 done, 0 skipped" in capsys.readouterr().out
+        assert main([*seg, "--out", str(out), *model, *address]) == 0
+        assert "0 done, 2 skipped" in capsys.readouterr().out
+    local = tmp_path / "local"
+    assert main([*seg, "--out", str(local), *model]) == 0
+    for i in range(2):
+        np.testing.assert_array_equal(
+            tifffile.imread(out / f"cells{i}_labels.tif"), tifffile.imread(local / f"cells{i}_labels.tif")
+        )

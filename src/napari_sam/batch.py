@@ -16,6 +16,7 @@ import contextlib
 import csv
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,12 +447,14 @@ class PromptTable:
     rows: Mapping[str | None, np.ndarray]
     path: Path
 
-    def match(self, sources: Sequence[Path]) -> dict[Path, np.ndarray]:
-        """Prompts of each source; raises :class:`UsageError` for rows naming no input."""
+    def match(self, sources: Sequence[Path]) -> tuple[dict[Path, np.ndarray], list[str]]:
+        """Prompts of each source (an empty array for a source no row names), and the file names of
+        the table that name none of the sources (for example a typo, or a file left out of this run).
+        """
         width = 2 * self.ndim if self.kind == "boxes" else self.ndim + 1
         empty = np.zeros((0, width))
         if None in self.rows:
-            return dict.fromkeys(sources, self.rows[None])
+            return dict.fromkeys(sources, self.rows[None]), []
         found: dict[Path, list[np.ndarray]] = {source: [] for source in sources}
         unmatched = []
         for key, values in self.rows.items():
@@ -460,10 +463,7 @@ class PromptTable:
                 unmatched.append(str(key))
             for owner in owners:
                 found[owner].append(values)
-        if unmatched:
-            names = ", ".join(unmatched[:5]) + (" …" if len(unmatched) > 5 else "")
-            raise UsageError(f"{self.path} names files that are not among the inputs: {names}")
-        return {s: np.concatenate(v) if v else empty for s, v in found.items()}
+        return {s: np.concatenate(v) if v else empty for s, v in found.items()}, unmatched
 
     def prompts(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Keyword arguments of :func:`napari_sam.segment` for one file's rows."""
@@ -617,7 +617,7 @@ class SegmentJob:
 
         prompts = dict(self.prompts.get(str(item.source), {}))
         if prompts and all(len(v) == 0 for v in prompts.values()):
-            raise ValueError(f"no prompts for {item.source.name} in the CSV (no row names this file)")
+            raise ValueError(f"no prompts for {item.source.name}: no row of the CSV names this file")
         image = read_image(item.source)
         options: dict[str, Any] = {}
         if self.cache_dir is not None:
@@ -689,7 +689,11 @@ def segment_files(
     if table is not None:
         if not isinstance(table, PromptTable):
             table = read_prompts_csv(table, "boxes" if boxes is not None else "points")
-        for source, values in table.match(sources).items():
+        matched, unmatched = table.match(sources)
+        if unmatched:
+            names = ", ".join(unmatched[:5]) + (" …" if len(unmatched) > 5 else "")
+            warnings.warn(f"{table.path} names files that are not among the inputs: {names}", stacklevel=2)
+        for source, values in matched.items():
             prompts[str(source)] = table.prompts(values)
     folder = _check_output_folder(Path(out).expanduser(), "output")
     cache_dir = None
