@@ -361,8 +361,9 @@ def _segment_stack(
         if len(bxs) and not np.allclose(bxs[:, 3], bxs[:, 0] + 1):
             bad = bxs[~np.isclose(bxs[:, 3], bxs[:, 0] + 1)][0]
             raise ValueError(
-                f"every 3D box must lie on one slice (max_z == min_z + 1), got {bad.tolist()}; segmenting an "
-                "object through several slices from one prompt is propagation, a separate feature"
+                f"every 3D box must lie on one slice (max_z == min_z + 1), got {bad.tolist()}; objects "
+                "are followed through the stack by propagation (segment(..., propagate=True), "
+                "napari_sam.propagate), not by boxes spanning slices"
             )
     point_z = _as_slice_index(pts[:, 0], n_slices, "points z") if len(pts) else np.zeros(0, np.int64)
     box_z = _as_slice_index(bxs[:, 0], n_slices, "boxes min_z") if len(bxs) else np.zeros(0, np.int64)
