@@ -8,8 +8,7 @@ result as a new layer. Without napari installed the annotations fall back to ``n
 >>> labels = segment_from_prompts(image, points=[[120, 80]], boxes=[box_vertices])  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: magicgui reads these annotations as objects
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,14 +17,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from napari.types import ImageData, LabelsData, PointsData, ShapesData
+    from napari.types import ImageData, LabelsData, LayerDataTuple, PointsData, ShapesData
 else:
     try:
-        from napari.types import ImageData, LabelsData, PointsData, ShapesData
+        from napari.types import ImageData, LabelsData, LayerDataTuple, PointsData, ShapesData
     except ImportError:  # scripts without napari
         ImageData = LabelsData = PointsData = ShapesData = np.ndarray
+        LayerDataTuple = tuple
 
-__all__ = ["compute_embeddings_to_cache", "segment_from_prompts", "shapes_to_boxes"]
+__all__ = [
+    "compute_embeddings_to_cache",
+    "segment_from_prompts",
+    "segment_from_prompts_node",
+    "shapes_to_boxes",
+]
 
 
 def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
@@ -157,6 +162,23 @@ def segment_from_prompts(
         offset = int(out.max())
         out[z] = np.where(plane > 0, plane + offset, 0)
     return out
+
+
+def segment_from_prompts_node(
+    image: ImageData,
+    points: PointsData | None = None,
+    negative_points: PointsData | None = None,
+    boxes: ShapesData | None = None,
+    model: str = "nano",
+    device: str = "auto",
+) -> LayerDataTuple:
+    """:func:`segment_from_prompts` as the napari widget runs it: the labels as a layer-data tuple.
+
+    (napari cannot map an unset optional layer input back to a layer when a function returns
+    ``LabelsData``, so the widget returns the layer tuple itself.)
+    """
+    labels = segment_from_prompts(image, points, negative_points, boxes, model=model, device=device)
+    return (labels, {"name": "SAM labels (node)"}, "labels")
 
 
 def compute_embeddings_to_cache(

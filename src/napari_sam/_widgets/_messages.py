@@ -38,3 +38,12 @@ def reported(viewer: Any, what: str) -> Iterator[None]:
     except Exception as exc:
         LOG.exception("%s failed", what)
         tell(viewer, f"{what} failed: {type(exc).__name__}: {exc}", warning=True)
+
+
+def unwrap_viewer(viewer: Any) -> Any:
+    """The viewer itself when napari hands plugins a public-only proxy of it.
+
+    The widgets keep layers as dictionary keys and compare them by identity; proxies are new objects on
+    every access, so the widgets work on the real viewer (through its public API only).
+    """
+    return getattr(viewer, "__wrapped__", viewer)

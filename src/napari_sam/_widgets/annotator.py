@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 from .._napari.annotator import PREVIEW_NAME, Annotator
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import LABEL_FEATURE, NEGATIVE, POSITIVE
-from ._messages import reported, tell
+from ._messages import reported, tell, unwrap_viewer
 from .embeddings import EmbeddingWidget
 
 NEW_LAYER = "(new layer)"
@@ -46,9 +46,9 @@ class AnnotatorWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = napari_viewer
-        self.annotator = Annotator(napari_viewer)
-        self.embedding = EmbeddingWidget(napari_viewer)
+        self.viewer = unwrap_viewer(napari_viewer)
+        self.annotator = Annotator(self.viewer)
+        self.embedding = EmbeddingWidget(self.viewer)
         self._preview_worker: Any = None
         self._preview_again = False
         self._bound: list[Any] = []

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 from .._napari.embeddings import EmbeddingSettings, compute_steps, stored
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
-from ._messages import reported, tell
+from ._messages import reported, tell, unwrap_viewer
 
 MODELS = ("nano", "vit_b", "vit_l", "vit_h")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -46,7 +46,7 @@ class EmbeddingWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = unwrap_viewer(napari_viewer)
         self.worker: Any = None
 
         self.image_combo = QComboBox()

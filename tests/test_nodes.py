@@ -1,0 +1,85 @@
+"""Pipeline nodes called as plain functions with numpy arrays (the napari widget way: tests/napari)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam.data.synthetic import nuclei_2d
+from napari_sam.errors import CacheMismatchError
+from napari_sam.nodes import compute_embeddings_to_cache, segment_from_prompts, shapes_to_boxes
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return nuclei_2d((512, 512), n_objects=30, seed=0)
+
+
+def _corners(mask: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(mask)
+    r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+    return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], dtype=float)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_shapes_to_boxes_pixel_centres_half_open():
+    boxes = shapes_to_boxes([np.array([[2.0, 3.0], [2.0, 9.0], [7.0, 9.0], [7.0, 3.0]])])
+    assert boxes.tolist() == [[2, 3, 8, 10]]
+    boxes = shapes_to_boxes([np.array([[4.0, 1.2, 2.0], [4.0, 5.7, 8.0]])])
+    assert boxes.tolist() == [[4, 2, 2, 5, 6, 9]]
+    assert shapes_to_boxes(None).shape == (0, 4)
+    with pytest.raises(ValueError, match="boxes"):
+        shapes_to_boxes([np.zeros((3, 4))])
+
+
+def test_segment_from_prompts_2d_boxes_and_points(sample):
+    image, truth = sample
+    labels = segment_from_prompts(
+        image, points=[[94, 24]], boxes=[_corners(truth == 1), _corners(truth == 2)]
+    )
+    assert labels.shape == image.shape and labels.dtype == np.uint32
+    assert set(np.unique(labels)) == {0, 1, 2, 3}  # boxes first, then the point
+    assert _iou(labels == 1, truth == 1) >= 0.8
+    assert _iou(labels == 2, truth == 2) >= 0.8
+    assert labels[94, 24] == 3 and truth[94, 24] == 23
+
+
+def test_segment_from_prompts_3d_slice_by_slice(sample):
+    image, truth = sample
+    stack = np.stack([image, image[::-1]])
+    corners = _corners(truth == 1)
+    box3d = np.column_stack([np.ones(len(corners)), corners])  # on slice 1 (flipped image)
+    box3d[:, 1] = 511 - box3d[:, 1]
+    labels = segment_from_prompts(stack, points=[[0, 94, 24]], boxes=[box3d])
+    assert labels.shape == stack.shape
+    assert labels[0, 94, 24] == 1
+    assert set(np.unique(labels[0])) == {0, 1} and set(np.unique(labels[1])) == {0, 2}
+    assert _iou(labels[1] == 2, (truth == 1)[::-1]) >= 0.8
+
+
+def test_segment_from_prompts_bad_input(sample):
+    image, _ = sample
+    with pytest.raises(ValueError, match="needs points or boxes"):
+        segment_from_prompts(image)
+    with pytest.raises(ValueError, match="3 coordinates but the image has 2"):
+        segment_from_prompts(image, points=[[0, 1, 2]])
+    with pytest.raises(ValueError, match="outside the image"):
+        segment_from_prompts(image, points=[[600, 10]])
+    with pytest.raises(ValueError, match="image must be 2D"):
+        segment_from_prompts(np.zeros((2, 3, 64, 64)), points=[[0, 1]])
+
+
+def test_compute_embeddings_to_cache_writes_a_reusable_store(sample, tmp_path):
+    from napari_sam.engine.store import is_embedding_store, open_store
+
+    image, _ = sample
+    path = tmp_path / "nuclei.zarr"
+    assert compute_embeddings_to_cache(image, cache=path) is None
+    assert is_embedding_store(path)
+    store = open_store(path)
+    assert store.done_mask().all() and store.meta["model"]["name"] == "nano"
+    with pytest.raises(CacheMismatchError):  # another image into the same cache: refused
+        compute_embeddings_to_cache(image[:256], cache=path)
