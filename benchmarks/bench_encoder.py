@@ -205,13 +205,18 @@ def main() -> None:
         f"CPU count {os.cpu_count()}, torch threads {torch.get_num_threads()}; input {SIDE}x{SIDE}, random weights"
     )
     print()
-    print("| model | batch | precision | ours | official img/s | ours img/s | ratio (ours/official) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| model | batch | precision | ours | official img/s | ours img/s | official s/img | ours s/img "
+        "| speed-up (ours/official) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        off = f"{r['official']:.2f}" if r["official"] else "–"
+        off = f"{r['official']:.3g}" if r["official"] else "–"
+        off_s = f"{1 / r['official']:.3g}" if r["official"] else "–"
         ratio = f"{r['ours'] / r['official']:.2f}×" if r["official"] else "–"
         print(
-            f"| {r['model']} | {r['batch']} | {r['precision']} | {r['variant']} | {off} | {r['ours']:.2f} | {ratio} |"
+            f"| {r['model']} | {r['batch']} | {r['precision']} | {r['variant']} | {off} | {r['ours']:.3g} "
+            f"| {off_s} | {1 / r['ours']:.3g} | {ratio} |"
         )
     print()
     for line in agreement:
