@@ -344,7 +344,7 @@ def _params_from_record(mode: str, percentiles: Any, limits: np.ndarray, picks: 
 class _Reporter:
     """Progress: a tqdm bar and/or a ``callback(done, total)``; units are tiles (1 per untiled slice)."""
 
-    def __init__(self, progress: ProgressLike, total: int, cancel: Any) -> None:
+    def __init__(self, progress: ProgressLike, total: int, cancel: Any, unit: str = "slice") -> None:
         if not (progress is None or isinstance(progress, bool) or callable(progress)):
             raise TypeError(f"progress must be a bool or a callable(done, total), got {progress!r}")
         if cancel is not None and not callable(getattr(cancel, "is_set", None)):
@@ -355,7 +355,7 @@ class _Reporter:
         if progress is True:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc="embedding", unit="tile")
+            self.bar = tqdm(total=total, desc="embedding", unit=unit)
         if self.callback is not None:
             self.callback(0, total)
 
@@ -481,7 +481,8 @@ class _Embedder:
             raise LookupError(
                 "these embeddings were opened from a cache without the image; cannot compute slices"
             )
-        reporter = _Reporter(progress, len(slices) * self.n_tiles, cancel)
+        unit = "slice" if self.windows is None else "tile"
+        reporter = _Reporter(progress, len(slices) * self.n_tiles, cancel, unit)
         done = self.store.done_mask() if self.store is not None else None
         pending: dict[int, _Pending] = {}
         queue: list[tuple[int, int, torch.Tensor]] = []
