@@ -173,3 +173,33 @@ def test_nano_tiled_and_untiled_agree_on_objects_inside_one_tile():
         assert (a & b).sum() / (a | b).sum() > 0.9
         assert (a & truth).sum() / (a | truth).sum() > 0.9
     assert routes == {0, 1}
+
+
+def test_an_interrupted_tiled_slice_resumes_tile_by_tile(tmp_path, large, small_model, monkeypatch):
+    import napari_sam.engine.embeddings as emb_mod
+
+    reference = compute_embeddings(large, small_model, tile=(128, 16), cache=tmp_path / "ref.zarr")
+    real = emb_mod.encode_images
+    calls: list[int] = []
+
+    def failing_after_four(sam, inputs, **kwargs):
+        calls.append(int(inputs.shape[0]))
+        if len(calls) > 4:
+            raise RuntimeError("out of memory")
+        return real(sam, inputs, **kwargs)
+
+    monkeypatch.setattr(emb_mod, "encode_images", failing_after_four)
+    cache = tmp_path / "c.zarr"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        compute_embeddings(large, small_model, tile=(128, 16), cache=cache)
+    store = open_store(cache)
+    assert not store.done_mask()[0]
+    np.testing.assert_array_equal(store.array("tile_done")[0], [True] * 4 + [False] * 5)
+    calls.clear()
+    monkeypatch.setattr(
+        emb_mod, "encode_images", lambda sam, inputs, **kw: calls.append(1) or real(sam, inputs, **kw)
+    )
+    resumed = compute_embeddings(large, small_model, tile=(128, 16), cache=cache)
+    assert len(calls) == 5
+    for i in range(9):
+        np.testing.assert_array_equal(resumed[i].features.numpy(), reference[i].features.numpy())

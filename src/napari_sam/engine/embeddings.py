@@ -382,8 +382,8 @@ class _Pending:
     params: PreprocessParams
     content_hash: int
     features: list[torch.Tensor | None]
-    input_sizes: list[tuple[int, int]]
-    original_sizes: list[tuple[int, int]]
+    input_sizes: dict[int, tuple[int, int]]
+    original_sizes: dict[int, tuple[int, int]]
     left: int
 
 
@@ -518,14 +518,19 @@ class _Embedder:
                 if self.store is not None and self.store.mode != "r+":
                     self.store = self.store.writable()
                 windows = self.windows or (None,)
-                pending[z] = _Pending(params, content_hash, [None] * len(windows), [], [], len(windows))
-                if self.store is not None:
-                    self.store.begin_slice(z)
-                for t, win in enumerate(windows):
+                kept = self.store.begin_slice(z, content_hash) if self.store is not None else None
+                todo_tiles = [t for t in range(len(windows)) if kept is None or not kept[t]]
+                state = _Pending(params, content_hash, [None] * len(windows), {}, {}, len(todo_tiles))
+                pending[z] = state
+                if not todo_tiles:  # every tile was written before an interruption
+                    self._finish(z, pending.pop(z))
+                    reporter.advance(self.n_tiles)
+                for t in todo_tiles:
+                    win = windows[t]
                     crop = scaled if win is None else scaled[win.slices]
                     inp, input_size = self._model_input(crop)
-                    pending[z].input_sizes.append(input_size)
-                    pending[z].original_sizes.append((int(crop.shape[0]), int(crop.shape[1])))
+                    state.input_sizes[t] = input_size
+                    state.original_sizes[t] = (int(crop.shape[0]), int(crop.shape[1]))
                     queue.append((z, t, inp))
                     if len(queue) >= self.batch_size:
                         self._flush(queue, pending, reporter)

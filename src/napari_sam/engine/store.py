@@ -13,6 +13,7 @@ Layout (``Z`` slices, ``T`` tiles per slice when tiled, ``(C, h, w)`` the encode
       original_size/           (Z, [T,] 2) int32 (rows, cols) of the slice (of the tile)
       contrast_limits/         (Z, 3, 2) float64 intensities mapped to 0 / 255 per channel (NaN: unused)
       slice_hash/              (Z,) uint64 content hash of each input slice (blake2b of bytes, shape, dtype)
+      tile_done/               (Z, T) bool, tiled stores only: tiles written (resume inside a large slice)
       done/                    (Z,) bool, set last, after everything else of the slice is written
 
 Every chunk carries a CRC32C checksum and the small per-slice arrays have one chunk per slice, so a
@@ -276,6 +277,11 @@ class EmbeddingStore:
             group.create_array(
                 "done", shape=(n_slices,), chunks=(1,), dtype="bool", fill_value=False, **codecs
             )
+            if tiles:
+                group.create_array(
+                    "tile_done", shape=(n_slices, *tiles), chunks=(1, *tiles), dtype="bool",
+                    fill_value=False, **codecs,
+                )  # fmt: skip
             # the marker goes last: a folder with it is a structurally complete store
             group.attrs[ATTRS_KEY] = meta
         except OSError as exc:
@@ -430,9 +436,32 @@ class EmbeddingStore:
         out["features"] = features.astype(np.float32)
         return out
 
-    def begin_slice(self, z: int) -> None:
-        """Mark slice ``z`` as not done before rewriting it."""
-        self.array("done")[int(z)] = False
+    def begin_slice(self, z: int, content_hash: int | None = None) -> np.ndarray | None:
+        """Mark slice ``z`` as not done before (re)writing it.
+
+        For a tiled store, tiles already written for the same content (an interrupted slice) are kept:
+        returns the ``(T,)`` bool mask of those (intact, same ``content_hash``), else None.
+        """
+        z = int(z)
+        self.array("done")[z] = False
+        if self.n_tiles is None or content_hash is None:
+            return None
+        keep = np.zeros(self.n_tiles, dtype=bool)
+        if self.stored_hash(z) == content_hash:
+            try:
+                keep = np.asarray(self.array("tile_done")[z], dtype=bool)
+            except Exception:
+                keep[:] = False
+            for t in np.flatnonzero(keep):
+                try:
+                    intact = not np.isnan(np.asarray(self.array("embeddings")[z, int(t)])).any()
+                except Exception:
+                    intact = False
+                keep[t] = intact
+        else:
+            self.array("tile_done")[z] = keep
+            self.array("slice_hash")[z] = np.uint64(content_hash)
+        return keep
 
     def write_tile(
         self, z: int, tile: int | None, features: np.ndarray, input_size: Any, original_size: Any
@@ -443,6 +472,8 @@ class EmbeddingStore:
         self.array("embeddings")[index] = np.asarray(features, dtype=dtype)
         self.array("input_size")[index] = np.asarray(input_size, dtype=np.int32)
         self.array("original_size")[index] = np.asarray(original_size, dtype=np.int32)
+        if tile is not None:
+            self.array("tile_done")[index] = True
 
     def finish_slice(self, z: int, *, content_hash: int, contrast_limits: Any) -> None:
         """Record the slice's limits and hash, then flag it done (the last write of a slice)."""
