@@ -32,6 +32,7 @@ PREVIEW_NAME = "SAM preview"
 TARGET_NAME = "SAM labels"
 
 POINT_COLORS = {POSITIVE: "#33ff66", NEGATIVE: "#ff3355"}
+PREVIEW_COLOR = "#ffd21a"
 
 
 @dataclass
@@ -155,6 +156,7 @@ class Annotator:
         self.candidate = 0
         self.last_result: PreviewResult | None = None
         self._preview_plane: int | None = None
+        self._preview_style: str | None = None
 
     # ------------------------------------------------------------------ layers
     def set_image(self, layer: Any) -> None:
@@ -197,6 +199,7 @@ class Annotator:
                 np.zeros(spatial, dtype=np.uint16), name=PREVIEW_NAME, opacity=0.55, **self._layer_kwargs()
             )
             self.viewer.add_layer(self.preview_layer)
+            self._preview_style = None
         if not self._in_viewer(self.shapes_layer):
             self.shapes_layer = Shapes(
                 ndim=ndim,
@@ -315,6 +318,7 @@ class Annotator:
         """Draw ``result`` in the preview layer (``None`` clears it)."""
         self.ensure_layers()
         layer = self.preview_layer
+        self._style_preview(batch=result is not None and len(result.masks) > 1)
         if self._preview_plane is not None and layer.data.ndim == 3:
             layer.data[self._preview_plane] = 0
         elif layer.data.ndim == 2:
@@ -331,6 +335,20 @@ class Annotator:
             else:
                 layer.data[...] = index
         layer.refresh()
+
+    def _style_preview(self, *, batch: bool) -> None:
+        """One object: bright yellow, unlike any committed label; several: napari's distinct colours."""
+        from napari.utils.colormaps import DirectLabelColormap, label_colormap
+
+        layer = self.preview_layer
+        wanted = "batch" if batch else "single"
+        if self._preview_style == wanted:
+            return
+        if batch:
+            layer.colormap = label_colormap(49)
+        else:
+            layer.colormap = DirectLabelColormap(color_dict={None: PREVIEW_COLOR, 0: "transparent"})
+        self._preview_style = wanted
 
     def update_preview(self) -> PreviewResult | None:
         """Recompute and draw the preview for the prompts on the current slice (clears it when none)."""
