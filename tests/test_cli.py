@@ -327,13 +327,18 @@ def test_embed_batch_resumes_and_reports_bad_files(tmp_path, small_weights, caps
     after = _store_arrays(out / "stack.embeddings.zarr")
     for name in before:
         np.testing.assert_array_equal(after[name], before[name])
-    # the caches are found again when segmenting
+    # segment finds the caches: with the model they were made with they are reused …
     boxes = tmp_path / "boxes.csv"
-    boxes.write_text("file,z,min_row,min_col,max_row,max_col\nstack,1,10,10,30,30\nflat,0,10,10,30,30\n")
-    seg = ["segment", str(folder / "stack.zarr"), "--boxes", str(boxes), "--cache", str(out)]
-    assert main([*seg, "--out", str(tmp_path / "labels"), "--model", str(small_weights), "-q"]) == 0
+    boxes.write_text("file,z,min_row,min_col,max_row,max_col\nstack,1,10,10,30,30\n")
+    seg = ["segment", str(folder / "stack.zarr"), "--boxes", str(boxes), "--cache", str(out), "-q"]
+    assert main([*seg, "--out", str(tmp_path / "labels"), "--model", str(small_weights)]) == 0
     labels = zarr.open_array(str(tmp_path / "labels" / "stack_labels.zarr"), mode="r")
-    assert labels.shape == (3, 48, 56) and not labels[0].any() and not labels[2].any()
+    assert labels.shape == (3, 48, 56) and labels[1].any()
+    after_segment = _store_arrays(out / "stack.embeddings.zarr")
+    np.testing.assert_array_equal(after_segment["embeddings"], before["embeddings"])
+    # … and with another model they are refused, not silently mixed
+    assert main([*seg, "--out", str(tmp_path / "other"), "--model", "nano"]) == 1
+    assert "was made for another image, model or preprocessing" in capsys.readouterr().out
 
 
 def test_embed_killed_halfway_then_rerun_gives_identical_embeddings(tmp_path, small_weights):
@@ -425,3 +430,15 @@ def test_batch_on_a_local_dask_cluster(tmp_path, small_weights, nuclei_files, ca
         np.testing.assert_array_equal(
             tifffile.imread(out / f"cells{i}_labels.tif"), tifffile.imread(local / f"cells{i}_labels.tif")
         )
+
+
+def test_segment_auto_writes_labels_without_prompts(nuclei_files, small_weights, tmp_path, capsys):
+    folder, _ = nuclei_files
+    out = tmp_path / "auto"
+    argv = ["segment", str(folder / "cells0.tif"), "--auto", "--out", str(out), "--format", "zarr"]
+    assert main([*argv, "--model", str(small_weights), "--device", "cpu", "-q"]) == 0
+    import zarr
+
+    labels = zarr.open_array(str(out / "cells0_labels.zarr"), mode="r")
+    assert labels.shape == (96, 112) and labels.dtype == np.uint32
+    assert "1 done" in capsys.readouterr().out
