@@ -76,8 +76,9 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand inputs to image paths: files as given, folders to the images directly inside them.
 
     A folder that is itself a zarr store (``*.zarr``, or one holding ``zarr.json`` / ``.zgroup`` /
-    ``.zarray``) is one image; embedding caches in a folder are not images. Files given explicitly are kept whatever their suffix (reading them
-    reports what is wrong); inside folders only files with an image suffix are taken, sorted by name.
+    ``.zarray``) is one image; embedding caches inside a folder are left out. Files given explicitly
+    are kept whatever their suffix (reading them reports what is wrong); inside folders only files
+    with an image suffix are taken, sorted by name.
 
     Raises
     ------
@@ -193,18 +194,23 @@ def _read_tif(path: Path) -> Any:
     try:
         array: Any = tifffile.memmap(path, mode="r", series=0, level=0)
     except ValueError:  # compressed or not contiguous
-        if nbytes <= _EAGER_TIF_BYTES:
-            array = tifffile.imread(path, series=0, level=0)
-        else:
-            import dask.array as da
-            import zarr
-
-            store = tifffile.imread(path, aszarr=True, series=0, level=0)
-            source = zarr.open(store, mode="r")
-            chunks = (1,) * (source.ndim - 2) + tuple(source.shape[-2:])
-            array = da.from_zarr(source, chunks=chunks)
+        array = tifffile.imread(path, series=0, level=0) if nbytes <= _EAGER_TIF_BYTES else _lazy_tif(path)
     # OME / ImageJ tifs name their axes; plain tifs keep tifffile's order (as napari shows them)
     return _napari_order(array, axes, path) if ordered else array
+
+
+def _lazy_tif(path: Path) -> Any:
+    """A big compressed tif as a dask array of one chunk per plane, read through tifffile's zarr store."""
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    try:
+        source = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
+    except Exception:  # tifffile older than 2025.5 has no zarr 3 store: read it whole
+        return tifffile.imread(path, series=0, level=0)
+    chunks = (1,) * (source.ndim - 2) + tuple(source.shape[-2:])
+    return da.from_zarr(source, chunks=chunks)
 
 
 def _embedding_store(node: Any) -> bool:
