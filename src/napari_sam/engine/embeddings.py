@@ -872,7 +872,8 @@ def compute_embeddings(
         :class:`~napari_sam.engine.tiling.TileSpec` tiles slices larger than ``tile_size``.
     percentile_scope
         Stacks with percentile normalisation: ``"slice"`` (default) computes the limits on each slice;
-        ``"volume"`` once for the stack, from up to 16 evenly spaced slices.
+        ``"volume"`` once for the stack, from up to 16 evenly spaced slices (the limits are part of
+        the cache's preprocessing record: if they change, the cache no longer matches).
     slices
         Stacks: only compute these slices now; the others are computed when first indexed.
     progress
