@@ -112,7 +112,7 @@ def test_point_preview_commit_undo_and_batch_boxes(make_napari_viewer, qtbot, me
     assert np.array_equal(target.data, before)
 
 
-def test_negative_click_and_candidates(make_napari_viewer, qtbot):
+def test_negative_click_candidates_and_keys(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-sam-pipeline", "nuclei_2d")
     truth = viewer.layers["nuclei ground truth"].data
@@ -135,6 +135,24 @@ def test_negative_click_and_candidates(make_napari_viewer, qtbot):
     widget.next_candidate()
     wait_idle(qtbot, widget)
     assert ann.last_result.candidate == 1
+
+    # the keys bound on the prompt layers: N next mask, C commit, Ctrl-Z undo, Shift-C clear
+    from app_model.types import KeyBinding
+
+    def press(key: str) -> None:
+        ann.points_layer.keymap[KeyBinding.from_str(key)](ann.points_layer)
+
+    press("N")
+    wait_idle(qtbot, widget)
+    assert ann.last_result.candidate == 2
+    press("C")
+    target = viewer.layers[TARGET_NAME]
+    assert target.data.max() == 1 and len(ann.points_layer.data) == 0
+    press("Ctrl+Z")
+    assert not target.data.any()
+    ann.points_layer.add(interior_point(truth == 24))
+    press("Shift+C")
+    assert len(ann.points_layer.data) == 0
 
 
 def test_cancel_a_running_embedding(make_napari_viewer, qtbot, messages):
@@ -225,3 +243,35 @@ def test_bad_input_gives_messages_and_keeps_data(make_napari_viewer, qtbot, mess
     assert widget.commit() == [1]
     assert viewer.layers[TARGET_NAME].data[65, 55] == 1
     assert wrong.data[0, 0, 0] == 9 and wrong.data.sum() == 9  # untouched
+
+
+def test_embedding_cache_is_written_and_reused(make_napari_viewer, qtbot, messages, tmp_path, monkeypatch):
+    import napari_sam.engine.embeddings as engine_embeddings
+    from napari_sam.engine.store import is_embedding_store, open_store
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sam-pipeline", "nuclei_2d")
+    data = viewer.layers["nuclei"].data
+    widget = annotator_widget(viewer)
+    cache = tmp_path / "nuclei.zarr"
+    widget.embedding.cache_edit.setText(str(cache))
+    widget.embedding.start()
+    wait_idle(qtbot, widget)
+    assert is_embedding_store(cache) and open_store(cache).done_mask().all()
+
+    # the same pixels in a new layer: read back from the cache, the encoder is not run again
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder ran although the cache holds this image")
+
+    monkeypatch.setattr(engine_embeddings, "encode_images", no_encoder)
+    viewer.layers.clear()
+    again = viewer.add_image(data.copy(), name="again")
+    widget.embedding.set_image_layer(again)
+    messages.clear()
+    widget.embedding.start()
+    wait_idle(qtbot, widget)
+    assert widget.annotator.embeddings() is not None
+    assert not [text for level, text in messages if level == "warning"]
+    widget.annotator.points_layer.add([94.0, 24.0])
+    wait_idle(qtbot, widget)
+    assert widget.annotator.last_result is not None and widget.annotator.last_result.masks[0, 94, 24]

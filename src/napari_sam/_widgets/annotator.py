@@ -267,6 +267,7 @@ class AnnotatorWidget(QWidget):
         ann = self.annotator
         if ann.image_layer is None or ann.image_layer not in self.viewer.layers:
             return None
+        ann.settings = self.embedding.settings()
         if self._preview_worker is not None:
             self._preview_again = True
             return None
@@ -332,6 +333,7 @@ class AnnotatorWidget(QWidget):
             ann = self.annotator
             if ann.image_layer is None:
                 raise AnnotatorError("no image layer: open an image first")
+            ann.settings = self.embedding.settings()
             ids = ann.commit()
             self.reset_targets()
             target = ann.target_layer.name

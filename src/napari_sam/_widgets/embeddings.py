@@ -11,6 +11,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -67,6 +68,15 @@ class EmbeddingWidget(QWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
         self.scope_combo.setToolTip("3D stacks: embed only the slice on screen, or every slice")
+        self.cache_edit = QLineEdit()
+        self.cache_edit.setPlaceholderText("none: keep in memory")
+        self.cache_edit.setToolTip(
+            "a zarr folder for the embeddings: slices already there are reused, new ones are added "
+            "(a cache of another image or model is refused)"
+        )
+        self.cache_button = QPushButton("…")
+        self.cache_button.setToolTip("choose a cache folder (*.zarr)")
+        self.cache_button.setMaximumWidth(30)
         self.compute_button = QPushButton("Compute embeddings")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -84,6 +94,10 @@ class EmbeddingWidget(QWidget):
         form.addRow("device", self.device_combo)
         form.addRow("precision", self.precision_combo)
         form.addRow("3D", self.scope_combo)
+        cache_row = QHBoxLayout()
+        cache_row.addWidget(self.cache_edit, 1)
+        cache_row.addWidget(self.cache_button)
+        form.addRow("cache", cache_row)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button, 1)
         buttons.addWidget(self.cancel_button)
@@ -96,6 +110,7 @@ class EmbeddingWidget(QWidget):
         self.compute_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse)
+        self.cache_button.clicked.connect(self._browse_cache)
         self.image_combo.currentIndexChanged.connect(self._update_scope)
         events = self.viewer.layers.events
         events.inserted.connect(self.reset_choices)
@@ -134,7 +149,10 @@ class EmbeddingWidget(QWidget):
         """The model, device and precision chosen."""
         model = self.model_combo.currentText().strip() or "nano"
         return EmbeddingSettings(
-            model=model, device=self.device_combo.currentText(), precision=self.precision_combo.currentText()
+            model=model,
+            device=self.device_combo.currentText(),
+            precision=self.precision_combo.currentText(),
+            cache=self.cache_edit.text().strip() or None,
         )
 
     def _update_scope(self, *_: Any) -> None:
@@ -150,6 +168,11 @@ class EmbeddingWidget(QWidget):
         )
         if path:
             self.model_combo.setCurrentText(path)
+
+    def _browse_cache(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Embedding cache folder (*.zarr)")
+        if path:
+            self.cache_edit.setText(path)
 
     # ------------------------------------------------------------------ running
     def planes(self, layer: Any) -> list[int | None]:
