@@ -101,6 +101,41 @@ def test_local_cluster_runs_items_as_tasks(tmp_path):
     assert items[0].output.read_text() == "3" and items[2].output.read_text() == "kept"
 
 
+@dataclass(frozen=True)
+class AppendParts:
+    """A fake job split into parts on a cluster: the first creates the output, the others append to it."""
+
+    part: int | None = None
+
+    def split(self, item: BatchItem) -> list[AppendParts]:
+        n = int(item.source.read_text())
+        return [AppendParts(i) for i in range(n)]
+
+    def __call__(self, item: BatchItem, progress=None) -> None:
+        if self.part == 0:
+            item.output.write_text("0\n")
+            return
+        if self.part == 2 and item.name == "bad":
+            raise ValueError("part 2 broke")
+        if not item.output.exists():
+            raise FileNotFoundError("the first part has not run")
+        with item.output.open("a") as f:
+            f.write(f"{self.part}\n")
+
+
+def test_cluster_runs_later_parts_after_the_first_and_combines_their_results(tmp_path):
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    items = make_items(tmp_path, {"good": "4", "bad": "3", "one": "1"})
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as cluster:
+        summary = run_batch(items, AppendParts(), scheduler=cluster, progress=False, is_done=None)
+    assert summary.ok == ["good", "one"] and summary.failed == {"bad": "part 2 broke"}
+    lines = items[0].output.read_text().split()
+    assert lines[0] == "0" and sorted(lines) == ["0", "1", "2", "3"]
+    assert items[2].output.read_text() == "0\n"
+
+
 # ---------------------------------------------------------------------------------------------- CSV
 
 

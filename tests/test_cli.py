@@ -442,3 +442,32 @@ def test_segment_auto_writes_labels_without_prompts(nuclei_files, small_weights,
     labels = zarr.open_array(str(out / "cells0_labels.zarr"), mode="r")
     assert labels.shape == (96, 112) and labels.dtype == np.uint32
     assert "1 done" in capsys.readouterr().out
+
+
+def test_stack_split_into_slice_tasks_on_a_local_cluster(tmp_path, small_weights, capsys):
+    """--slices-per-task: parts of one stack embedded side by side give the cache of a local run."""
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    from napari_sam.data.synthetic import nuclei_3d
+
+    stack, _ = nuclei_3d((7, 64, 64), n_objects=4, seed=6)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    model = ["--model", str(small_weights), "--device", "cpu", "-q"]
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as cluster:
+        argv = ["embed", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "split"), *model]
+        assert main([*argv, "--scheduler", cluster.scheduler_address, "--slices-per-task", "2"]) == 0
+        assert "1 done" in capsys.readouterr().out
+    assert main(["embed", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "local"), *model]) == 0
+    split = _store_arrays(tmp_path / "split" / "stack.embeddings.zarr")
+    local = _store_arrays(tmp_path / "local" / "stack.embeddings.zarr")
+    assert split["done"].all() and split["done"].shape == (7,)
+    for name in local:
+        np.testing.assert_array_equal(split[name], local[name])
+    from napari_sam.batch import BatchItem, EmbedJob
+
+    parts = EmbedJob(slices_per_task=3, overwrite=True).split(
+        BatchItem(tmp_path / "stack.tif", tmp_path / "c")
+    )
+    assert [p.slices for p in parts] == [(0, 1, 2), (3, 4, 5), (6,)]
+    assert [p.overwrite for p in parts] == [True, False, False]  # only the first part may replace a cache

@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,7 +141,8 @@ def run_batch(
     scheduler
         None: a plain loop in this process. A dask.distributed scheduler address (``"tcp://host:8786"``),
         a ``distributed.Client`` or a cluster object (``LocalCluster`` …): every item becomes a task
-        run by the cluster's workers.
+        run by the cluster's workers. A ``process`` with a ``split(item)`` method may split an item
+        into several jobs there: the first runs first, the others after it, side by side.
     progress
         Show a tqdm progress bar (on stderr).
 
@@ -220,6 +221,33 @@ def _connect(scheduler: Any) -> tuple[Any, bool]:
         raise UsageError(f"cannot reach the dask scheduler at {address}: {exc}") from exc
 
 
+def _run_after(
+    first: tuple[str, str], process: ProcessFn, item: BatchItem, is_done: Callable[[BatchItem], bool] | None
+) -> tuple[str, str]:
+    """A later part of an item: runs after its first part (which creates the output), unless that failed."""
+    if first[0] == "failed":
+        return "failed", first[1]
+    return _run_item(process, item, is_done)
+
+
+def _parts(process: ProcessFn, item: BatchItem) -> list[ProcessFn]:
+    """The jobs one item is split into on a cluster (``process.split(item)``; default: one)."""
+    split = getattr(process, "split", None)
+    if split is None:
+        return [process]
+    try:
+        return list(split(item)) or [process]
+    except Exception:  # unreadable here: let the worker report it
+        return [process]
+
+
+def _combine(results: list[tuple[str, str]]) -> tuple[str, str]:
+    failed = [message for status, message in results if status == "failed"]
+    if failed:
+        return "failed", failed[0]
+    return ("skipped", "") if all(status == "skipped" for status, _ in results) else ("ok", "")
+
+
 def _run_distributed(
     items: Sequence[BatchItem],
     process: ProcessFn,
@@ -233,28 +261,32 @@ def _run_distributed(
 
     client, close = _connect(scheduler)
     summary = BatchSummary()
+    tag = os.urandom(4).hex()
     try:
-        futures = {
-            client.submit(
-                _run_item,
-                process,
-                item,
-                is_done,
-                None,
-                pure=False,
-                key=f"napari-sam-{i}-{os.urandom(4).hex()}",
-            ): item
-            for i, item in enumerate(items)
-        }
+        owner: dict[Any, int] = {}
+        results: list[list[tuple[str, str]]] = [[] for _ in items]
+        expected = [0] * len(items)
+        for i, item in enumerate(items):
+            first, *rest = _parts(process, item)
+            head = client.submit(
+                _run_item, first, item, is_done, None, pure=False, key=f"napari-sam-{tag}-{i}-0"
+            )
+            owner[head] = i
+            for j, job in enumerate(rest, start=1):
+                key = f"napari-sam-{tag}-{i}-{j}"
+                owner[client.submit(_run_after, head, job, item, is_done, pure=False, key=key)] = i
+            expected[i] = 1 + len(rest)
         with tqdm(total=len(items), desc=desc, unit="file", disable=not progress) as bar:
-            for future in as_completed(futures):
-                item = futures[future]
+            for future in as_completed(list(owner)):
+                i = owner[future]
                 try:
-                    status, message = future.result()
+                    result = future.result()
                 except Exception as exc:  # the task itself died (worker lost, unpicklable job …)
-                    status, message = "failed", f"task failed on the cluster: {_describe(exc)}"
-                _record(summary, item, status, message, bar)
-                bar.update()
+                    result = ("failed", f"task failed on the cluster: {_describe(exc)}")
+                results[i].append(result)
+                if len(results[i]) == expected[i]:
+                    _record(summary, items[i], *_combine(results[i]), bar)
+                    bar.update()
     finally:
         if close:
             client.close()
@@ -326,6 +358,32 @@ class EmbedJob:
     batch_size: int = 1
     precision: str = "auto"
     overwrite: bool = False
+    slices_per_task: int = 0
+    slices: tuple[int, ...] | None = None
+
+    def split(self, item: BatchItem) -> list[EmbedJob]:
+        """On a cluster: a stack is embedded in parts of ``slices_per_task`` slices (0: whole files).
+
+        The first part creates (or, with ``overwrite``, replaces) the cache; the others only add
+        their slices to it, so they run after it, side by side.
+        """
+        if self.slices_per_task <= 0:
+            return [self]
+        from .engine.embeddings import image_layout
+
+        layout = image_layout(read_image(item.source))
+        n, k = layout.n_slices, self.slices_per_task
+        if not layout.is_volume or n <= k:
+            return [self]
+        return [
+            replace(
+                self,
+                slices=tuple(range(a, min(a + k, n))),
+                slices_per_task=0,
+                overwrite=self.overwrite and a == 0,
+            )
+            for a in range(0, n, k)
+        ]
 
     def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str:
         from .engine.embeddings import compute_embeddings
@@ -344,6 +402,7 @@ class EmbedJob:
             batch_size=self.batch_size,
             tile=self.tile,
             precision=self.precision,
+            slices=list(self.slices) if self.slices is not None else None,
             progress=progress if progress is not None else False,
         )
         return "skipped" if was_complete else "ok"
@@ -360,6 +419,7 @@ def embed_files(
     precision: str = "auto",
     overwrite: bool = False,
     scheduler: Any = None,
+    slices_per_task: int = 0,
     progress: bool = True,
 ) -> BatchSummary:
     """Embed images into one cache each, ``out/<name>.embeddings.zarr``, resuming half-done caches.
@@ -377,6 +437,9 @@ def embed_files(
         are otherwise an error for that item).
     scheduler, progress
         See :func:`run_batch`.
+    slices_per_task
+        With a ``scheduler``: embed stacks in tasks of this many slices, spread over the workers
+        (0, the default: one task per file). Without a scheduler it has no effect.
 
     Returns
     -------
@@ -388,6 +451,12 @@ def embed_files(
     UsageError
         Missing inputs, two inputs with the same name, an output folder that cannot be written.
     """
+    if (
+        isinstance(slices_per_task, bool)
+        or not isinstance(slices_per_task, (int, np.integer))
+        or slices_per_task < 0
+    ):
+        raise UsageError(f"slices_per_task must be an integer >= 0, got {slices_per_task!r}")
     sources = _expand(inputs)
     folder = _check_output_folder(Path(out).expanduser(), "output")
     items = [BatchItem(source, cache_path(folder, source)) for source in sources]
@@ -398,6 +467,7 @@ def embed_files(
         batch_size=batch_size,
         precision=precision,
         overwrite=overwrite,
+        slices_per_task=int(slices_per_task),
     )
     return run_batch(items, job, is_done=None, scheduler=scheduler, progress=progress, desc="embed")
 

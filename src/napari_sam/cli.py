@@ -151,9 +151,11 @@ examples:
     napari-sam embed data/*.ome.zarr --out cache/ --model vit_b --device cuda --batch-size 4
     napari-sam embed big_scan.tif --out cache/ --tile 1024 --halo 128
     napari-sam embed data/ --out /shared/cache --scheduler tcp://10.0.0.5:8786
+    napari-sam embed huge_stack.zarr --out /shared/cache --scheduler tcp://10.0.0.5:8786 --slices-per-task 16
 
-With --scheduler every file is a task on that dask.distributed cluster (pip install
-'napari-sam-pipeline[distributed]'); inputs and OUT must be on storage all workers see.
+With --scheduler every file (or, with --slices-per-task, every N slices of a stack) is a task on that
+dask.distributed cluster (pip install 'napari-sam-pipeline[distributed]'); inputs and OUT must be on
+storage all workers see.
 Exit status: 0 all done, 1 some file failed (the others are done), 2 bad arguments.
 """
 
@@ -203,6 +205,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         precision=args.precision,
         overwrite=args.overwrite,
         scheduler=args.scheduler,
+        slices_per_task=args.slices_per_task,
         progress=not args.quiet,
     )
     return _finish(summary)
@@ -302,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--halo", type=_non_negative_int, metavar="PX", help="tile overlap on each side")
     embed.add_argument("--batch-size", type=_positive_int, default=1, help="slices per encoder call")
     embed.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    embed.add_argument(
+        "--slices-per-task",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="with --scheduler: split stacks into tasks of N slices (default 0: one task per file)",
+    )
     _add_batch_options(embed)
     embed.set_defaults(func=_cmd_embed)
 
