@@ -187,6 +187,8 @@ def test_csv_rows_for_other_files_warn_and_files_without_rows_fail(
         ["embed", "a.tif"],  # no --out
         ["embed", "a.tif", "--out", "o", "--batch-size", "0"],
         ["embed", "a.tif", "--out", "o", "--tile", "-5"],
+        ["embed", "a.tif", "--out", "o", "--channel", "red"],
+        ["segment", "a.tif", "--auto", "--out", "o", "--channel", "0,1,2,3"],
     ],
 )
 def test_argparse_errors_exit_2(argv):
@@ -262,7 +264,7 @@ def test_segment_help_documents_csv_formats_and_exit_codes(capsys):
     assert "--scheduler" in text and "resumes" in text
 
 
-def test_segment_ome_zarr_input_writes_ome_zarr_labels(tmp_path, small_weights, capsys):
+def test_segment_two_channel_ome_zarr_writes_ome_zarr_labels(tmp_path, small_weights, capsys):
     import json
 
     import zarr
@@ -272,7 +274,9 @@ def test_segment_ome_zarr_input_writes_ome_zarr_labels(tmp_path, small_weights, 
     image, _ = nuclei_2d((64, 80), n_objects=3, seed=5)
     store = tmp_path / "plate.ome.zarr"
     group = zarr.open_group(str(store), mode="w", zarr_format=2)
-    group.create_array("0", data=image[None], chunk_key_encoding={"name": "v2", "separator": "/"})
+    noise = np.random.default_rng(0).integers(0, 50, size=image.shape).astype(image.dtype)
+    data = np.stack([noise, image])  # (c, y, x): nuclei in channel 1
+    group.create_array("0", data=data, chunk_key_encoding={"name": "v2", "separator": "/"})
     axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
     scale = [{"type": "scale", "scale": [1.0, 0.3, 0.3]}]
     group.attrs["multiscales"] = [
@@ -282,7 +286,9 @@ def test_segment_ome_zarr_input_writes_ome_zarr_labels(tmp_path, small_weights, 
     points.write_text("row,col\n30,40\n")
     out = tmp_path / "out"
     argv = ["segment", str(store), "--points", str(points), "--out", str(out), "--model", str(small_weights)]
-    assert main([*argv, "--device", "cpu", "-q"]) == 0
+    assert main([*argv, "--device", "cpu", "-q"]) == 1
+    assert "2 channels; pass channel=" in capsys.readouterr().out
+    assert main([*argv, "--device", "cpu", "-q", "--channel", "1"]) == 0
     labels = out / "plate_labels.zarr"
     meta = json.loads((labels / ".zattrs").read_text())
     assert meta["image-label"]["source"]["image"] == "../../plate.ome.zarr"

@@ -340,6 +340,15 @@ def _expand(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return sources
 
 
+def _channel(channel: int | Sequence[int] | None) -> int | tuple[int, ...] | None:
+    if channel is None or isinstance(channel, (int, np.integer)):
+        return None if channel is None else int(channel)
+    picks = tuple(int(c) for c in channel)
+    if not 1 <= len(picks) <= 3:
+        raise UsageError(f"channel must name 1 to 3 channels, got {channel!r}")
+    return picks
+
+
 def cache_path(folder: str | os.PathLike[str], source: str | os.PathLike[str]) -> Path:
     """The embedding cache of image ``source`` inside ``folder``: ``folder/<name>.embeddings.zarr``."""
     return Path(folder) / f"{image_name(source)}{CACHE_SUFFIX}"
@@ -354,6 +363,7 @@ class EmbedJob:
 
     model: str = "nano"
     device: str = "auto"
+    channel: int | tuple[int, ...] | None = None
     tile: Any = None
     batch_size: int = 1
     precision: str = "auto"
@@ -397,6 +407,7 @@ class EmbedJob:
             image,
             self.model,
             device=self.device,
+            channel=self.channel,
             cache=item.output,
             overwrite=self.overwrite,
             batch_size=self.batch_size,
@@ -414,6 +425,7 @@ def embed_files(
     *,
     model: str = "nano",
     device: str = "auto",
+    channel: int | Sequence[int] | None = None,
     tile: Any = None,
     batch_size: int = 1,
     precision: str = "auto",
@@ -430,8 +442,9 @@ def embed_files(
         Image files and folders of images (see :func:`napari_sam.io.find_images`).
     out
         Folder of the caches (created).
-    model, device, tile, batch_size, precision
-        As in :func:`napari_sam.compute_embeddings`.
+    model, device, channel, tile, batch_size, precision
+        As in :func:`napari_sam.compute_embeddings` (``channel``: the channel, or up to three mapped to
+        RGB, of multi-channel images).
     overwrite
         Recompute caches from scratch (also caches made with another model or preprocessing, which
         are otherwise an error for that item).
@@ -463,6 +476,7 @@ def embed_files(
     job = EmbedJob(
         model=str(model),
         device=str(device),
+        channel=_channel(channel),
         tile=tile,
         batch_size=batch_size,
         precision=precision,
@@ -679,6 +693,7 @@ class SegmentJob:
     prompts: Mapping[str, Mapping[str, np.ndarray]]  # source path (str) → segment() prompt keywords
     model: str = "nano"
     device: str = "auto"
+    channel: int | tuple[int, ...] | None = None
     cache_dir: str | None = None
     overwrite: bool = False
 
@@ -692,7 +707,9 @@ class SegmentJob:
         options: dict[str, Any] = {}
         if self.cache_dir is not None:
             options["cache"] = cache_path(self.cache_dir, item.source)
-        labels = segment(image, model=self.model, device=self.device, **prompts, **options)
+        labels = segment(
+            image, model=self.model, device=self.device, channel=self.channel, **prompts, **options
+        )
         like = item.source if is_ome_zarr(item.source) else None
         write_labels(item.output, labels, overwrite=self.overwrite, like=like)
         return "ok"
@@ -717,6 +734,7 @@ def segment_files(
     cache: str | os.PathLike[str] | None = None,
     model: str = "nano",
     device: str = "auto",
+    channel: int | Sequence[int] | None = None,
     overwrite: bool = False,
     scheduler: Any = None,
     progress: bool = True,
@@ -739,8 +757,8 @@ def segment_files(
         input in zarr format are an OME-Zarr label image with the input's axes and scale.
     cache
         Folder of embedding caches (as made by :func:`embed_files`), reused and completed per image.
-    model, device
-        As in :func:`napari_sam.segment`.
+    model, device, channel
+        As in :func:`napari_sam.segment`; use the ``channel`` the caches were made with.
     overwrite, scheduler, progress
         See :func:`run_batch`; ``overwrite`` redoes (and replaces) existing labels.
 
@@ -771,7 +789,12 @@ def segment_files(
         cache_dir = str(_check_output_folder(Path(cache).expanduser(), "cache"))
     items = [BatchItem(source, _labels_path(folder, source, format)) for source in sources]
     job = SegmentJob(
-        prompts=prompts, model=str(model), device=str(device), cache_dir=cache_dir, overwrite=overwrite
+        prompts=prompts,
+        model=str(model),
+        device=str(device),
+        channel=_channel(channel),
+        cache_dir=cache_dir,
+        overwrite=overwrite,
     )
     done = None if overwrite else output_exists
     return run_batch(items, job, is_done=done, scheduler=scheduler, progress=progress, desc="segment")

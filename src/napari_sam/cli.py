@@ -132,6 +132,20 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _channels(text: str) -> int | tuple[int, ...]:
+    try:
+        picks = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a channel index or up to 3 indices like 0,2,1, got {text!r}"
+        ) from None
+    if not 1 <= len(picks) <= 3 or min(picks) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a channel index or up to 3 indices like 0,2,1, got {text!r}"
+        )
+    return picks[0] if len(picks) == 1 else picks
+
+
 def _finish(summary: BatchSummary) -> int:
     print(summary.text())
     return summary.exit_code
@@ -200,6 +214,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         args.out,
         model=args.model,
         device=args.device,
+        channel=args.channel,
         tile=_tile_option(args),
         batch_size=args.batch_size,
         precision=args.precision,
@@ -226,6 +241,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         cache=args.cache,
         model=args.model,
         device=args.device,
+        channel=args.channel,
         overwrite=args.overwrite,
         scheduler=args.scheduler,
         progress=not args.quiet,
@@ -236,6 +252,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="nano", help="nano (default), vit_b/l/h or a weights path")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N], mps")
+    parser.add_argument(
+        "--channel",
+        type=_channels,
+        metavar="C[,C,C]",
+        help="multi-channel images: the channel to use, or up to 3 mapped to red, green, blue",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     parser.add_argument(
         "--scheduler", metavar="ADDRESS", help="dask.distributed scheduler: run every file as a task there"
