@@ -216,6 +216,23 @@ def test_bad_tables_name_the_problem(tmp_path, kind, text, message):
         read_prompts_csv(write_csv(tmp_path, text), kind)
 
 
+def test_files_named_by_path_relative_to_the_table(tmp_path):
+    (tmp_path / "tables").mkdir()
+    table = write_csv(tmp_path / "tables", "file,row,col\n../data/a.tif,1,2\ndata/a.tif,3,4\n")
+    matched, unmatched = read_prompts_csv(table, "points").match([tmp_path / "data" / "a.tif"])
+    np.testing.assert_array_equal(matched[tmp_path / "data" / "a.tif"], [[1, 2, 1]])
+    assert unmatched == ["data/a.tif"]
+
+
+def test_scheduler_without_distributed_is_a_usage_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    items = make_items(tmp_path, {"a": "1"})
+    with pytest.raises(UsageError, match=r"pip install 'napari-sam-pipeline\[distributed\]'"):
+        run_batch(items, WriteSum(), scheduler="tcp://127.0.0.1:8786", progress=False)
+
+
 def test_missing_table_and_unknown_files(tmp_path):
     with pytest.raises(UsageError, match="not found"):
         read_prompts_csv(tmp_path / "nope.csv", "boxes")

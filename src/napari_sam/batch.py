@@ -256,10 +256,10 @@ def _run_distributed(
     progress: bool,
     desc: str,
 ) -> BatchSummary:
+    client, close = _connect(scheduler)  # first: it explains a missing dask.distributed
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    client, close = _connect(scheduler)
     summary = BatchSummary()
     tag = os.urandom(4).hex()
     try:
@@ -505,8 +505,8 @@ Prompt tables (CSV with a header row; column order free, names case-insensitive)
   points       file,[z,]row,col[,label]                        (label 1 = object, 0 = background)
 Coordinates are pixels in napari order (rows first, y before x); boxes are half-open like
 scikit-image's regionprops bbox. 'file' names an input by file name (cells.tif), name without
-suffix (cells) or path; one CSV serves a whole batch. Without a 'file' column every row applies to
-every input. y / x are accepted for row / col."""
+suffix (cells) or path (absolute, or relative to the CSV); one CSV serves a whole batch. Without a
+'file' column every row applies to every input. y / x are accepted for row / col."""
 
 
 @dataclass(frozen=True)
@@ -542,7 +542,10 @@ class PromptTable:
         found: dict[Path, list[np.ndarray]] = {source: [] for source in sources}
         unmatched = []
         for key, values in self.rows.items():
-            owners = [s for s in sources if key in _file_keys(s)]
+            names = {str(key)}
+            with contextlib.suppress(OSError):
+                names.add(str((self.path.parent / str(key)).resolve()))  # a path relative to the CSV
+            owners = [s for s in sources if names & _file_keys(s)]
             if not owners:
                 unmatched.append(str(key))
             for owner in owners:
