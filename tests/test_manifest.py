@@ -27,7 +27,8 @@ def test_manifest_contributions_resolve():
     manifest = npe2.PluginManifest.from_file(ROOT / "napari.yaml")
     contributions = manifest.contributions
     widgets = {w.display_name for w in contributions.widgets}
-    assert {"Annotator", "Embeddings", "Segment from prompts (node)", "Embeddings to cache (node)"} <= widgets
+    nodes = {"Segment from prompts (node)", "Segment everything (node)", "Embeddings to cache (node)"}
+    assert {"Annotator", "Embeddings"} | nodes <= widgets
     assert {s.key for s in contributions.sample_data} == {"nuclei_2d", "nuclei_3d"}
     assert contributions.readers and contributions.writers
     for command in contributions.commands:

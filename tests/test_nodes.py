@@ -7,7 +7,12 @@ import pytest
 
 from napari_sam.data.synthetic import nuclei_2d
 from napari_sam.errors import CacheMismatchError
-from napari_sam.nodes import compute_embeddings_to_cache, segment_from_prompts, shapes_to_boxes
+from napari_sam.nodes import (
+    automatic_segmentation,
+    compute_embeddings_to_cache,
+    segment_from_prompts,
+    shapes_to_boxes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +88,23 @@ def test_compute_embeddings_to_cache_writes_a_reusable_store(sample, tmp_path):
     assert store.done_mask().all() and store.meta["model"]["name"] == "nano"
     with pytest.raises(CacheMismatchError):  # another image into the same cache: refused
         compute_embeddings_to_cache(image[:256], cache=path)
+
+
+@pytest.mark.slow
+def test_automatic_segmentation_finds_nuclei(sample):
+    image, truth = sample
+    labels = automatic_segmentation(image)
+    assert labels.shape == image.shape and labels.dtype == np.uint32
+    found = 0
+    for k in range(1, int(truth.max()) + 1):
+        overlap = labels[truth == k]
+        best = np.bincount(overlap[overlap > 0]).argmax() if overlap.any() else 0
+        found += best > 0 and _iou(labels == best, truth == k) >= 0.5
+    assert found >= 0.5 * truth.max(), found
+
+
+def test_automatic_segmentation_checks_input_before_running():
+    with pytest.raises(ValueError, match="preset"):
+        automatic_segmentation(np.zeros((64, 64), np.uint8), preset="cells")
+    with pytest.raises(ValueError, match="image must be 2D"):
+        automatic_segmentation(np.zeros((2, 3, 64, 64), np.float32))

@@ -12,7 +12,7 @@ result as a new layer. Without napari installed the annotations fall back to ``n
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -26,6 +26,7 @@ else:
         LayerDataTuple = tuple
 
 __all__ = [
+    "automatic_segmentation",
     "compute_embeddings_to_cache",
     "segment_from_prompts",
     "segment_from_prompts_node",
@@ -179,6 +180,49 @@ def segment_from_prompts_node(
     """
     labels = segment_from_prompts(image, points, negative_points, boxes, model=model, device=device)
     return (labels, {"name": "SAM labels (node)"}, "labels")
+
+
+def automatic_segmentation(
+    image: ImageData,
+    preset: Literal["nuclei", "official"] = "nuclei",
+    points_per_side: int = 32,
+    model: str = "nano",
+    device: str = "auto",
+) -> LabelsData:
+    """Segment every object without prompts (automatic mask generation); 3D stacks slice by slice.
+
+    Parameters
+    ----------
+    image
+        ``(Y, X)``, ``(Y, X, C)`` or ``(Z, Y, X)`` array of any integer or float dtype.
+    preset
+        ``"nuclei"``: options tuned for the shipped nano model on fluorescence nuclei; ``"official"``:
+        Segment Anything's own defaults.
+    points_per_side
+        The prompt grid: ``points_per_side²`` points per image (fewer is faster, may miss small objects).
+    model, device
+        As in :func:`segment_from_prompts`.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint32 labels of the image's spatial shape (in a stack, labels continue from slice to slice).
+    """
+    from .engine.automatic import automatic_labels
+
+    arr = np.asarray(image)
+    rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4
+    spatial = _spatial_shape(arr, rgb)
+    if preset not in ("nuclei", "official"):
+        raise ValueError(f"preset must be 'nuclei' or 'official', got {preset!r}")
+    return automatic_labels(
+        arr,
+        stack=len(spatial) == 3,
+        preset=None if preset == "official" else preset,
+        points_per_side=points_per_side,
+        model=model,
+        device=device,
+    )
 
 
 def compute_embeddings_to_cache(
