@@ -477,3 +477,14 @@ def test_stack_split_into_slice_tasks_on_a_local_cluster(tmp_path, small_weights
     )
     assert [p.slices for p in parts] == [(0, 1, 2), (3, 4, 5), (6,)]
     assert [p.overwrite for p in parts] == [True, False, False]  # only the first part may replace a cache
+
+
+def test_prompt_tables_must_match_the_image_dimensions(tmp_path, small_weights, capsys):
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((3, 32, 32), np.uint16))
+    tifffile.imwrite(tmp_path / "flat.tif", np.zeros((32, 32), np.uint16))
+    flat_table = tmp_path / "b2.csv"
+    flat_table.write_text("file,min_row,min_col,max_row,max_col\nstack,1,1,9,9\nflat,1,1,9,9\n")
+    argv = ["segment", str(tmp_path / "stack.tif"), str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--boxes", str(flat_table), "--model", str(small_weights), "-q"]) == 1
+    out = capsys.readouterr().out
+    assert "1 done" in out and "stack.tif is a 3D stack of shape (3, 32, 32): its CSV needs a z column" in out

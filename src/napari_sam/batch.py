@@ -707,6 +707,8 @@ class SegmentJob:
         if prompts and all(len(v) == 0 for v in prompts.values()):
             raise ValueError(f"no prompts for {item.source.name}: no row of the CSV names this file")
         image = read_image(item.source)
+        if prompts:
+            _check_prompt_dims(item.source, image, prompts)
         options: dict[str, Any] = {}
         if self.cache_dir is not None:
             options["cache"] = cache_path(self.cache_dir, item.source)
@@ -716,6 +718,24 @@ class SegmentJob:
         like = item.source if is_ome_zarr(item.source) else None
         write_labels(item.output, labels, overwrite=self.overwrite, like=like)
         return "ok"
+
+
+def _check_prompt_dims(source: Path, image: Any, prompts: Mapping[str, np.ndarray]) -> None:
+    """Stacks need prompts with a slice (``z``) column, 2D images prompts without."""
+    from .engine.embeddings import image_layout
+
+    values = prompts["boxes"] if "boxes" in prompts else prompts["points"]
+    has_z = values.shape[1] in (3, 6)
+    is_volume = image_layout(image).is_volume
+    if is_volume and not has_z:
+        raise ValueError(
+            f"{source.name} is a 3D stack of shape {tuple(image.shape)}: its CSV needs a z column (the "
+            "slice of each prompt), or min_z and max_z for boxes"
+        )
+    if has_z and not is_volume:
+        raise ValueError(
+            f"{source.name} is a 2D image of shape {tuple(image.shape)}: its CSV must not have a z column"
+        )
 
 
 def _labels_path(folder: Path, source: Path, fmt: str | None) -> Path:
