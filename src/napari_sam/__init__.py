@@ -24,17 +24,21 @@ _LAZY = {
     "Prediction": "napari_sam.engine.predict",
     "automatic": "napari_sam.engine.automatic",
     "AutomaticResult": "napari_sam.engine.automatic",
+    "propagate": "napari_sam.engine.propagate",
+    "PropagationResult": "napari_sam.engine.propagate",
 }
 
 __all__ = [
     "AutomaticResult",
     "Embeddings",
     "Prediction",
+    "PropagationResult",
     "__version__",
     "automatic",
     "compute_embeddings",
     "load_model",
     "predict",
+    "propagate",
     "segment",
     "train",
 ]
@@ -45,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine.embeddings import Embeddings, compute_embeddings
     from .engine.loading import load_model
     from .engine.predict import Prediction, predict
+    from .engine.propagate import PropagationResult, propagate
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,624 @@
+"""3D propagation: objects annotated on some slices of a stack are followed up and down through it.
+
+From each object's seed slices, a *chain* walks slice by slice; every step prompts the decoder with
+the object's result on the previous slice (box, interior points and/or the low-resolution mask
+logits, see :class:`~napari_sam.engine.propagate_steps.PropagateOptions`) and stops on its own when
+the prediction looks wrong (low predicted IoU, vanishing mask, jumps in area or centroid) or when
+the slice range ends. Between two seed slices of one object, a chain from each end fills its half
+(each slice is prompted from the nearer annotation); if the lower one stops early, the upper one may
+go on down to where it stopped.
+
+Work is organised in two sweeps over the stack (upwards, then downwards): on each slice, every
+object that steps onto it is decoded in one batched decoder call, and the slice's embeddings are
+only then fetched — computed on first use through :class:`~napari_sam.engine.embeddings.VolumeEmbeddings`
+(and its cache), so a short propagation in a long stack embeds only the slices it visits.
+
+Labels already in the volume are never overwritten: a propagated mask only fills pixels that are
+background (or already that object's).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .device import DeviceLike
+from .embeddings import Cancelled, VolumeEmbeddings, compute_embeddings, image_layout
+from .loading import ModelLike, load_model
+from .propagate_steps import (
+    STOP_REASONS,
+    MaskSummary,
+    PropagateOptions,
+    overlapping_parts,
+    step_prompts,
+    stop_reason,
+    summarize,
+)
+
+__all__ = [
+    "STOP_REASONS",
+    "PropagateOptions",
+    "PropagationResult",
+    "Stop",
+    "iter_propagate",
+    "propagate",
+]
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where and why one object's chain ended.
+
+    Attributes
+    ----------
+    label
+        The object.
+    direction
+        ``"up"`` (increasing z) or ``"down"``.
+    z
+        The first slice the chain did not fill (may be outside the stack when it ran off its end).
+    reason
+        A key of :data:`STOP_REASONS`.
+    """
+
+    label: int
+    direction: str
+    z: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PropagationResult:
+    """What :func:`propagate` produced.
+
+    Attributes
+    ----------
+    labels
+        ``(Z, Y, X)`` uint32: the input labels with every propagated object added (seed IDs kept).
+    seeds
+        ``{label: [seed slices]}`` of the propagated objects.
+    stops
+        One :class:`Stop` per chain.
+    decoder_calls
+        Batched decoder calls made (at most one per slice and sweep).
+    """
+
+    labels: np.ndarray
+    seeds: dict[int, list[int]]
+    stops: list[Stop] = field(default_factory=list)
+    decoder_calls: int = 0
+
+    def extent(self, label: int) -> tuple[int, int]:
+        """``(first, last + 1)`` slices holding ``label`` in :attr:`labels`."""
+        zs = np.flatnonzero((self.labels == label).any(axis=(1, 2)))
+        if zs.size == 0:
+            raise KeyError(f"label {label} is not in the result")
+        return int(zs[0]), int(zs[-1]) + 1
+
+
+@dataclass
+class _Chain:
+    """One object walking in one direction."""
+
+    label: int
+    step: int  # +1 up, -1 down
+    z: int  # last slice filled (a seed at first)
+    limit: int  # first slice it may not fill
+    mask: np.ndarray  # (Y, X) bool, the object on slice z
+    summary: MaskSummary
+    logits: np.ndarray | None = None  # low-res logits that produced mask (None: a seed)
+    reason: str | None = None
+    partner: _Chain | None = None  # the chain filling the other half of a gap (down chains only)
+
+    @property
+    def active(self) -> bool:
+        return self.reason is None
+
+    @property
+    def direction(self) -> str:
+        return "up" if self.step > 0 else "down"
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def _as_volume(volume: Any, embeddings: Any, model: ModelLike, device: DeviceLike, options: dict) -> Any:
+    """``(VolumeEmbeddings, model)`` for a stack or its embeddings; clear errors for 2D input."""
+    if isinstance(volume, VolumeEmbeddings):
+        if embeddings is not None and embeddings is not volume:
+            raise ValueError("pass the embeddings once: as the first argument or as embeddings=")
+        embeddings = volume
+    elif embeddings is None:
+        if hasattr(volume, "features") or hasattr(volume, "tiles"):
+            raise ValueError(
+                "propagate needs a 3D stack (Z, Y, X[, C]) or its VolumeEmbeddings; got the embeddings "
+                "of a 2D image"
+            )
+        layout = image_layout(volume, options.get("channel_axis"))
+        if not layout.is_volume:
+            raise ValueError(
+                "propagate needs a 3D stack (Z, Y, X[, C]); got a 2D image of shape "
+                f"{tuple(np.shape(volume))} (use segment() or predict() for 2D images)"
+            )
+        sam = load_model(model, device)
+        embeddings = compute_embeddings(volume, sam, slices=[], **options)
+    if not isinstance(embeddings, VolumeEmbeddings):
+        raise TypeError(
+            f"embeddings must be the VolumeEmbeddings of a stack, got {type(embeddings).__name__}"
+        )
+    if volume is not embeddings and hasattr(volume, "shape"):
+        layout = image_layout(volume, options.get("channel_axis"))
+        if tuple(layout.spatial_shape) != tuple(embeddings.shape):
+            raise ValueError(
+                f"embeddings are of a stack of shape {embeddings.shape}, but the volume has spatial shape "
+                f"{tuple(layout.spatial_shape)}"
+            )
+    sam = embeddings.model if embeddings.model is not None else load_model(model, device)
+    return embeddings, sam
+
+
+def _slice_number(value: Any, n: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a slice number (an integer), got {value!r}")
+    if not 0 <= int(value) < n:
+        raise ValueError(f"{name}={int(value)} is out of range for a stack of {n} slices (0 … {n - 1})")
+    return int(value)
+
+
+def _as_range(z_range: Any, n: int) -> tuple[int, int]:
+    if z_range is None:
+        return 0, n
+    try:
+        lo, hi = (int(v) for v in z_range)
+        ok = all(float(v) == int(v) for v in z_range)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 0 <= lo < hi <= n:
+        raise ValueError(
+            f"z_range must be (start, stop) slice numbers with 0 <= start < stop <= {n}, half-open; got "
+            f"{z_range!r}"
+        )
+    return lo, hi
+
+
+def _labels_volume(labels: Any, shape: tuple[int, int, int], z: Any) -> tuple[np.ndarray, list[int] | None]:
+    """``(Z, Y, X)`` uint32 copy of the seed labels, and the seed slices implied by a 2D slice + ``z``."""
+    arr = np.asarray(labels)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint32)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"labels must be an integer (or bool) array, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError("labels must not be negative")
+    if arr.ndim == 2:
+        if z is None:
+            raise ValueError("labels of one slice (Y, X) need z= (the slice they were drawn on)")
+        if arr.shape != shape[1:]:
+            raise ValueError(
+                f"labels of one slice must have the slices' shape (Y, X) = {shape[1:]}, got {arr.shape}"
+            )
+        z = _slice_number(z, shape[0], "z")
+        out = np.zeros(shape, dtype=np.uint32)
+        out[z] = arr
+        return out, [z]
+    if arr.ndim != 3 or arr.shape != shape:
+        raise ValueError(
+            f"labels must have the stack's shape (Z, Y, X) = {shape}, or (Y, X) = {shape[1:]} with z=; "
+            f"got shape {arr.shape}"
+        )
+    if z is not None:
+        raise ValueError("z= only applies to labels of one slice; use seed_slices= for a labels volume")
+    return arr.astype(np.uint32, copy=True), None
+
+
+def _seed_map(
+    labels: np.ndarray, seed_slices: list[int] | None, objects: Sequence[int] | None
+) -> dict[int, list[int]]:
+    """``{label: sorted seed slices}`` for the objects to propagate."""
+    n = labels.shape[0]
+    slices = range(n) if seed_slices is None else seed_slices
+    present: dict[int, list[int]] = {}
+    for z in slices:
+        for lab in np.unique(labels[z]):
+            if lab:
+                present.setdefault(int(lab), []).append(int(z))
+    if objects is None:
+        if not present:
+            where = "the labels" if seed_slices is None else f"seed slice(s) {list(slices)}"
+            raise ValueError(f"no objects to propagate: {where} hold no labels")
+        return {lab: sorted(zs) for lab, zs in sorted(present.items())}
+    wanted = np.asarray(objects).reshape(-1)
+    if wanted.size == 0 or not np.issubdtype(wanted.dtype, np.integer) or wanted.min() < 1:
+        raise ValueError(f"objects must be a non-empty list of labels >= 1, got {objects!r}")
+    seeds = {}
+    for lab in sorted({int(v) for v in wanted}):
+        if lab not in present:
+            where = "the labels volume" if seed_slices is None else f"its seed slice(s) {list(slices)}"
+            raise ValueError(f"object {lab} is empty on {where}; nothing to propagate it from")
+        seeds[lab] = sorted(present[lab])
+    return seeds
+
+
+def _seeds_from_prompts(
+    emb: VolumeEmbeddings, sam: Any, points: Any, point_labels: Any, boxes: Any, multimask: Any
+) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """Decode prompts with z on their slices (numbering as :func:`napari_sam.segment`)."""
+    from ..api import segment
+
+    placeholder = np.broadcast_to(np.zeros((), dtype=np.uint8), emb.shape)
+    seeds = segment(
+        placeholder,
+        points=points,
+        point_labels=point_labels,
+        boxes=boxes,
+        model=sam,
+        embeddings=emb,
+        multimask=multimask,
+        propagate=False,
+    )
+    expected = _prompt_slices(points, point_labels, boxes)
+    result: dict[int, list[int]] = {}
+    for lab, z in expected.items():
+        if not (seeds[z] == lab).any():
+            raise ValueError(
+                f"object {lab} is empty on its seed slice {z}: its prompt gave no mask there (or one "
+                "entirely covered by other objects)"
+            )
+        result[lab] = [z]
+    return seeds, result
+
+
+def _prompt_slices(points: Any, point_labels: Any, boxes: Any) -> dict[int, int]:
+    """``{label: slice}`` of the objects :func:`napari_sam.segment` makes from (already checked) prompts."""
+    bxs = np.zeros((0, 6)) if boxes is None else np.asarray(boxes, dtype=float).reshape(-1, 6)
+    pts = np.zeros((0, 3)) if points is None else np.asarray(points, dtype=float).reshape(-1, 3)
+    labs = np.ones(len(pts), dtype=int) if point_labels is None else np.asarray(point_labels).reshape(-1)
+    out = {i + 1: round(float(b[0])) for i, b in enumerate(bxs)}
+    for p, lab in zip(pts, labs, strict=True):
+        on = np.round(bxs[:, 0]) == round(p[0])
+        inside = (
+            (bxs[on, 1] <= p[1]) & (p[1] < bxs[on, 4]) & (bxs[on, 2] <= p[2]) & (p[2] < bxs[on, 5])
+        ).any()
+        if lab == 1 and not inside:
+            out[len(out) + 1] = round(float(p[0]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ chains
+
+
+def _make_chains(
+    labels: np.ndarray, seeds: dict[int, list[int]], lo: int, hi: int
+) -> tuple[list[_Chain], list[_Chain]]:
+    """Up and down chains for every object: outwards from its extreme seeds, and both ways across gaps."""
+    ups: list[_Chain] = []
+    downs: list[_Chain] = []
+    for lab, zs in seeds.items():
+        inside = [z for z in zs if lo <= z < hi]
+        if not inside:
+            continue
+
+        def chain(z: int, step: int, limit: int, lab: int = lab) -> _Chain:
+            mask = labels[z] == lab
+            summary = summarize(mask)
+            assert summary is not None  # seeds hold the object by construction
+            return _Chain(lab, step, z, limit, mask, summary)
+
+        downs.append(chain(inside[0], -1, lo - 1))
+        ups.append(chain(inside[-1], +1, hi))
+        for a, b in itertools.pairwise(inside):
+            if b - a < 2:
+                continue
+            middle = (a + b) // 2
+            up = chain(a, +1, middle + 1)
+            down = chain(b, -1, middle)
+            down.partner = up
+            ups.append(up)
+            downs.append(down)
+    return ups, downs
+
+
+def _mask_prompt_fn(sam: Any, shape: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+    from .preprocess import mask_to_prompt_logits
+
+    size = sam.prompt_encoder.mask_input_size
+
+    def convert(mask: np.ndarray) -> np.ndarray:
+        return mask_to_prompt_logits(mask, image_size=sam.image_size, mask_input_size=size)[0, 0].numpy()
+
+    return convert
+
+
+def _step_slice(
+    z: int,
+    chains: list[_Chain],
+    emb: VolumeEmbeddings,
+    sam: Any,
+    labels: np.ndarray,
+    opts: PropagateOptions,
+) -> None:
+    """Decode every chain stepping onto slice ``z`` in one call, check it, paint what passes."""
+    from .predict import predict
+    from .tiling import TiledEmbeddings
+
+    slice_emb = emb[z]
+    tiled = isinstance(slice_emb, TiledEmbeddings)
+    kwargs = step_prompts(
+        [c.mask for c in chains],
+        [c.logits for c in chains],
+        opts,
+        tiled=tiled,
+        mask_prompt=_mask_prompt_fn(sam, labels.shape[1:]),
+    )
+    pred = predict(slice_emb, multimask=opts.multimask, best_only=True, model=sam, **kwargs)
+    masks, scores = pred.masks[:, 0], pred.iou_scores[:, 0]
+    plane = labels[z]
+    for i in np.argsort(-scores, kind="stable"):
+        c = chains[i]
+        kept = masks[i] & ((plane == 0) | (plane == c.label))
+        if opts.connected:
+            kept = overlapping_parts(kept, c.mask)
+        current = summarize(kept)
+        reason = stop_reason(c.summary, current, float(scores[i]), opts)
+        if reason is not None:
+            c.reason = reason
+            continue
+        assert current is not None
+        plane[kept] = c.label
+        c.z, c.mask, c.summary = z, kept, current
+        c.logits = None if tiled else pred.low_res_logits[i, 0]
+
+
+def iter_propagate(
+    volume: Any,
+    labels_or_prompts: Any = None,
+    *,
+    z: int | None = None,
+    seed_slices: Sequence[int] | None = None,
+    objects: Sequence[int] | None = None,
+    points: Any = None,
+    point_labels: Any = None,
+    boxes: Any = None,
+    z_range: tuple[int, int] | None = None,
+    prompt: str | Sequence[str] = ("box", "mask"),
+    n_points: int = 1,
+    box_margin: float = 0.0,
+    multimask: bool = False,
+    iou_threshold: float = 0.5,
+    min_area: int = 4,
+    max_area_change: float = 3.0,
+    max_centroid_shift: float = 0.5,
+    connected: bool = True,
+    model: ModelLike = "nano",
+    device: DeviceLike = "auto",
+    embeddings: VolumeEmbeddings | None = None,
+    **embedding_options: Any,
+) -> Generator[tuple[int, int], None, PropagationResult]:
+    """:func:`propagate` as a generator: yields ``(done, total)`` slice steps, returns the result.
+
+    Made for napari's ``thread_worker``; closing the generator stops between two slices.
+    Arguments as :func:`propagate`.
+    """
+    opts = PropagateOptions(
+        prompt=tuple(prompt) if not isinstance(prompt, str) else (prompt,),
+        n_points=n_points,
+        box_margin=box_margin,
+        multimask=multimask,
+        iou_threshold=iou_threshold,
+        min_area=min_area,
+        max_area_change=max_area_change,
+        max_centroid_shift=max_centroid_shift,
+        connected=connected,
+    )
+    prompts = _prompt_arguments(labels_or_prompts, points, point_labels, boxes)
+    emb, sam = _as_volume(volume, embeddings, model, device, embedding_options)
+    shape = tuple(int(v) for v in emb.shape)
+    lo, hi = _as_range(z_range, shape[0])
+
+    if prompts is not None:
+        if z is not None or seed_slices is not None or objects is not None:
+            raise ValueError("z=, seed_slices= and objects= apply to seed labels, not to prompts")
+        labels, seeds = _seeds_from_prompts(emb, sam, *prompts, multimask="auto")
+    else:
+        if labels_or_prompts is None:
+            raise ValueError("propagate needs seed labels or prompts (points= / boxes= with z)")
+        labels, implied = _labels_volume(labels_or_prompts, shape, z)  # type: ignore[arg-type]
+        if seed_slices is not None:
+            if implied is not None:
+                raise ValueError("give z= or seed_slices=, not both")
+            implied = [_slice_number(v, shape[0], "seed_slices") for v in np.asarray(seed_slices).reshape(-1)]
+        seeds = _seed_map(labels, implied, objects)
+        if implied is not None and not any(lo <= s < hi for s in implied):
+            raise ValueError(f"the seed slice(s) {implied} lie outside z_range=({lo}, {hi})")
+
+    ups, downs = _make_chains(labels, seeds, lo, hi)
+    total = 2 * (hi - lo)
+    done = 0
+    calls = 0
+    yield done, total
+    for sweep, order in ((ups, range(lo, hi)), (downs, range(hi - 1, lo - 1, -1))):
+        for zz in order:
+            stepping = []
+            for c in sweep:
+                if not c.active or c.z + c.step != zz:
+                    continue
+                limit = c.limit
+                if c.partner is not None and c.partner.reason is not None:
+                    limit = c.partner.z  # the lower half stopped early: go on down to where it ended
+                if (zz - limit) * c.step >= 0:
+                    c.reason = "range"
+                else:
+                    stepping.append(c)
+            if stepping:
+                _step_slice(zz, stepping, emb, sam, labels, opts)
+                calls += 1
+            done += 1
+            yield done, total
+        for c in sweep:
+            if c.active:
+                c.reason = "range"
+    stops = [Stop(c.label, c.direction, c.z + c.step, c.reason or "range") for c in (*ups, *downs)]
+    return PropagationResult(labels=labels, seeds=seeds, stops=stops, decoder_calls=calls)
+
+
+def _prompt_arguments(labels_or_prompts: Any, points: Any, point_labels: Any, boxes: Any) -> tuple | None:
+    """``(points, point_labels, boxes)`` when seeds are given as prompts, else None."""
+    if isinstance(labels_or_prompts, Mapping):
+        if points is not None or point_labels is not None or boxes is not None:
+            raise ValueError("give prompts either as a mapping or as points= / boxes=, not both")
+        unknown = set(labels_or_prompts) - {"points", "point_labels", "boxes"}
+        if unknown:
+            raise ValueError(
+                "a prompts mapping holds 'points', 'point_labels' and 'boxes'; unknown keys "
+                f"{sorted(unknown)}"
+            )
+        points = labels_or_prompts.get("points")
+        point_labels = labels_or_prompts.get("point_labels")
+        boxes = labels_or_prompts.get("boxes")
+        if points is None and boxes is None:
+            raise ValueError("the prompts mapping holds neither 'points' nor 'boxes'")
+        return points, point_labels, boxes
+    if points is None and boxes is None:
+        if point_labels is not None:
+            raise ValueError("point_labels given without points")
+        return None
+    if labels_or_prompts is not None:
+        raise ValueError("give seed labels or prompts (points= / boxes=), not both")
+    return points, point_labels, boxes
+
+
+def propagate(
+    volume: Any,
+    labels_or_prompts: Any = None,
+    *,
+    z: int | None = None,
+    seed_slices: Sequence[int] | None = None,
+    objects: Sequence[int] | None = None,
+    points: Any = None,
+    point_labels: Any = None,
+    boxes: Any = None,
+    z_range: tuple[int, int] | None = None,
+    prompt: str | Sequence[str] = ("box", "mask"),
+    n_points: int = 1,
+    box_margin: float = 0.0,
+    multimask: bool = False,
+    iou_threshold: float = 0.5,
+    min_area: int = 4,
+    max_area_change: float = 3.0,
+    max_centroid_shift: float = 0.5,
+    connected: bool = True,
+    model: ModelLike = "nano",
+    device: DeviceLike = "auto",
+    embeddings: VolumeEmbeddings | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: threading.Event | None = None,
+    **embedding_options: Any,
+) -> PropagationResult:
+    """Propagate objects annotated on some slices of a stack through the stack.
+
+    Parameters
+    ----------
+    volume
+        ``(Z, Y, X[, C])`` stack (numpy, dask or zarr; any dtype), or its
+        :class:`~napari_sam.engine.embeddings.VolumeEmbeddings`. Slices are embedded when first
+        visited (through ``cache=`` when given).
+    labels_or_prompts
+        The seeds, one of:
+
+        - ``(Z, Y, X)`` integer labels: every object is seeded on each slice that holds it (or on
+          ``seed_slices``); all other labels are kept and never overwritten;
+        - ``(Y, X)`` labels of one slice, with ``z=`` that slice;
+        - a mapping ``{"points": (N, 3), "point_labels": (N,), "boxes": (M, 6)}`` of prompts with z,
+          read as :func:`napari_sam.segment` reads them (object ``k`` gets label ``k + 1``); the same
+          may be given as ``points=`` / ``point_labels=`` / ``boxes=``.
+    z
+        The slice of a ``(Y, X)`` labels slice.
+    seed_slices
+        With a labels volume: only these slices seed objects.
+    objects
+        Labels of the objects to propagate (default: every object on the seed slices).
+    z_range
+        ``(start, stop)`` half-open slices to propagate within (default: the whole stack).
+    prompt
+        What each step gives the decoder from the previous slice's result: any of ``"box"``,
+        ``"points"``, ``"mask"`` (see :class:`PropagateOptions`).
+    n_points, box_margin, multimask
+        Prompt details (see :class:`PropagateOptions`).
+    iou_threshold, min_area, max_area_change, max_centroid_shift
+        Stop rules, checked for every object on every slice (see :class:`PropagateOptions`).
+    connected
+        Drop the parts of a prediction that do not touch the object's previous slice.
+    model, device
+        Used when ``volume`` is an image (or embeddings opened without a model).
+    embeddings
+        Precomputed :class:`VolumeEmbeddings` of ``volume``.
+    progress
+        Called as ``progress(done, total)`` after each slice of each sweep.
+    cancel
+        A :class:`threading.Event`; when set, raises
+        :class:`~napari_sam.engine.embeddings.Cancelled` before the next slice.
+    **embedding_options
+        Passed to :func:`napari_sam.compute_embeddings` (``cache``, ``normalize``, ``channel_axis`` …).
+
+    Returns
+    -------
+    PropagationResult
+        ``labels`` ``(Z, Y, X)`` uint32 (a new array; the input is not changed), the seeds, and where
+        and why each object stopped.
+
+    Raises
+    ------
+    ValueError
+        A 2D image, labels of the wrong shape, a seed slice outside the stack or ``z_range``, an object
+        empty on its seed slice, no objects at all, or an invalid option.
+
+    Examples
+    --------
+    >>> from napari_sam.data.synthetic import nuclei_3d
+    >>> image, truth = nuclei_3d((16, 128, 128), n_objects=6, seed=3)
+    >>> middle = 8
+    >>> result = propagate(image, truth[middle], z=middle)  # doctest: +SKIP
+    >>> result.labels.shape                                  # doctest: +SKIP
+    (16, 128, 128)
+    """
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise TypeError(f"cancel must be a threading.Event (or have is_set()), got {cancel!r}")
+    steps = iter_propagate(
+        volume,
+        labels_or_prompts,
+        z=z,
+        seed_slices=seed_slices,
+        objects=objects,
+        points=points,
+        point_labels=point_labels,
+        boxes=boxes,
+        z_range=z_range,
+        prompt=prompt,
+        n_points=n_points,
+        box_margin=box_margin,
+        multimask=multimask,
+        iou_threshold=iou_threshold,
+        min_area=min_area,
+        max_area_change=max_area_change,
+        max_centroid_shift=max_centroid_shift,
+        connected=connected,
+        model=model,
+        device=device,
+        embeddings=embeddings,
+        **embedding_options,
+    )
+    while True:
+        if cancel is not None and cancel.is_set():
+            steps.close()
+            raise Cancelled("propagation cancelled")
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total)

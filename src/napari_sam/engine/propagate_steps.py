@@ -1,0 +1,232 @@
+"""One propagation step: prompts drawn from an object's mask on the previous slice, and the stop rules.
+
+Everything here is napari order: masks ``(Y, X)``, points ``(row, col)``, boxes half-open
+``(min_row, min_col, max_row, max_col)``. :func:`napari_sam.engine.predict.predict` converts them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PROMPT_KINDS = ("box", "points", "mask")
+
+#: Why an object's propagation ended in one direction.
+STOP_REASONS = {
+    "score": "predicted IoU below iou_threshold",
+    "vanished": "mask smaller than min_area",
+    "area": "area changed by more than max_area_change",
+    "centroid": "centroid moved by more than max_centroid_shift",
+    "range": "reached the end of z_range, a seed slice, or the part filled from the other end",
+}
+
+
+@dataclass(frozen=True)
+class PropagateOptions:
+    """How each slice is prompted from the previous one, and when an object stops.
+
+    Attributes
+    ----------
+    prompt
+        Prompt kinds taken from the previous slice's mask, any of ``"box"`` (its bounding box grown
+        by ``box_margin``), ``"points"`` (``n_points`` interior points) and ``"mask"`` (the previous
+        prediction's low-resolution logits; a seed's binary mask on the first step).
+    n_points
+        Interior points sampled when ``"points"`` is used, >= 1.
+    box_margin
+        Growth of the box on each side, as a fraction of its extent along that axis (at least 1 pixel
+        when > 0), so that a growing object is not cut by its previous box.
+    multimask
+        Decode 3 candidates and keep the best-scoring one (else a single mask).
+    iou_threshold
+        Stop when the predicted IoU falls below this, in [0, 1].
+    min_area
+        Stop when the mask (the part not owned by other objects) has fewer pixels than this.
+    max_area_change
+        Stop when the area grows or shrinks by more than this factor from one slice to the next, >= 1.
+    max_centroid_shift
+        Stop when the centroid moves by more than this fraction of the previous mask's equivalent
+        diameter (``2 * sqrt(area / pi)``), > 0.
+    connected
+        Keep only the parts of a prediction (8-connected regions) that overlap the object on the
+        previous slice: pieces that leaked onto other objects are dropped before the checks.
+    """
+
+    prompt: tuple[str, ...] = ("box", "mask")
+    n_points: int = 1
+    box_margin: float = 0.0
+    multimask: bool = False
+    iou_threshold: float = 0.5
+    min_area: int = 4
+    max_area_change: float = 3.0
+    max_centroid_shift: float = 0.5
+    connected: bool = True
+
+    def __post_init__(self) -> None:
+        kinds = (self.prompt,) if isinstance(self.prompt, str) else tuple(self.prompt)
+        unknown = [k for k in kinds if k not in PROMPT_KINDS]
+        if not kinds or unknown or len(set(kinds)) != len(kinds):
+            raise ValueError(
+                f"prompt must be a non-empty selection of {PROMPT_KINDS} without repeats, got {self.prompt!r}"
+            )
+        object.__setattr__(self, "prompt", kinds)
+        _integer(self, "n_points", 1)
+        _integer(self, "min_area", 1)
+        _number(self, "box_margin", 0.0, math.inf)
+        _number(self, "iou_threshold", 0.0, 1.0)
+        _number(self, "max_area_change", 1.0, math.inf)
+        _number(self, "max_centroid_shift", 0.0, math.inf, open_low=True)
+        for name in ("multimask", "connected"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _integer(opts: PropagateOptions, name: str, low: int) -> None:
+    value = getattr(opts, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    object.__setattr__(opts, name, int(value))
+
+
+def _number(opts: PropagateOptions, name: str, low: float, high: float, *, open_low: bool = False) -> None:
+    value = getattr(opts, name)
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if ok:
+        value = float(value)
+        ok = not math.isnan(value) and (value > low if open_low else value >= low) and value <= high
+    if not ok:
+        left = "(" if open_low else "["
+        raise ValueError(f"{name} must be a number in {left}{low}, {high}], got {getattr(opts, name)!r}")
+    object.__setattr__(opts, name, value)
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    """Area, centroid ``(row, col)`` and half-open bounding box of a 2D mask."""
+
+    area: int
+    centroid: np.ndarray
+    bbox: tuple[int, int, int, int]
+
+    @property
+    def diameter(self) -> float:
+        """Equivalent diameter, ``2 * sqrt(area / pi)``."""
+        return 2.0 * math.sqrt(self.area / math.pi)
+
+
+def summarize(mask: np.ndarray) -> MaskSummary | None:
+    """:class:`MaskSummary` of a ``(Y, X)`` bool mask; None when it is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    rr, cc = np.nonzero(mask)
+    return MaskSummary(
+        area=int(rr.size),
+        centroid=np.array([rr.mean(), cc.mean()]),
+        bbox=(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1),
+    )
+
+
+def grown_box(summary: MaskSummary, margin: float, shape: tuple[int, int]) -> np.ndarray:
+    """``(4,)`` the mask's bounding box grown by ``margin`` × its extent per side, clipped to ``shape``."""
+    r0, c0, r1, c1 = summary.bbox
+    dr = max(1.0, margin * (r1 - r0)) if margin > 0 else 0.0
+    dc = max(1.0, margin * (c1 - c0)) if margin > 0 else 0.0
+    return np.array(
+        [max(0.0, r0 - dr), max(0.0, c0 - dc), min(float(shape[0]), r1 + dr), min(float(shape[1]), c1 + dc)]
+    )
+
+
+def interior_points(mask: np.ndarray, n: int) -> np.ndarray:
+    """``(n, 2)`` ``(row, col)`` points well inside ``mask``: the most interior pixel first, then the
+    pixels of the inner half (by distance to the border) farthest from the points chosen so far."""
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    first = np.unravel_index(int(np.argmax(distance)), mask.shape)
+    chosen = [np.array(first, dtype=np.float64)]
+    if n > 1:
+        inner = np.argwhere(distance >= 0.5 * distance.max()).astype(np.float64)
+        gap = np.linalg.norm(inner - chosen[0], axis=1)
+        while len(chosen) < n:
+            pick = inner[int(np.argmax(gap))]
+            chosen.append(pick)
+            gap = np.minimum(gap, np.linalg.norm(inner - pick, axis=1))
+    return np.stack(chosen)
+
+
+def overlapping_parts(mask: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The 8-connected regions of ``mask`` sharing a pixel with ``previous`` (both ``(Y, X)`` bool)."""
+    from scipy import ndimage
+
+    regions, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count <= 1:
+        return mask if (mask & previous).any() else np.zeros_like(mask)
+    touching = np.unique(regions[previous & mask])
+    return np.isin(regions, touching[touching > 0])
+
+
+def step_prompts(
+    masks: list[np.ndarray],
+    logits: list[np.ndarray | None],
+    opts: PropagateOptions,
+    *,
+    tiled: bool,
+    mask_prompt: Any,
+) -> dict[str, Any]:
+    """``predict`` keywords for a batch of objects, from their masks on the previous slice.
+
+    Parameters
+    ----------
+    masks
+        ``(Y, X)`` bool masks, one per object (none empty).
+    logits
+        The low-resolution logits that produced each mask, or None (a seed, or tiled embeddings).
+    tiled
+        The slice's embeddings are tiled: mask prompts must be binary full-size masks.
+    mask_prompt
+        ``mask → (4h, 4w) float32 logits`` for masks without logits (see
+        :func:`napari_sam.engine.preprocess.mask_to_prompt_logits`).
+    """
+    shape = masks[0].shape
+    kwargs: dict[str, Any] = {}
+    if "box" in opts.prompt:
+        boxes = []
+        for m in masks:
+            summary = summarize(m)
+            if summary is None:
+                raise ValueError("step_prompts needs non-empty masks")
+            boxes.append(grown_box(summary, opts.box_margin, shape))
+        kwargs["box"] = np.stack(boxes)
+    if "points" in opts.prompt:
+        kwargs["points"] = np.stack([interior_points(m, opts.n_points) for m in masks])
+        kwargs["point_labels"] = np.ones(kwargs["points"].shape[:2], dtype=np.int64)
+    if "mask" in opts.prompt:
+        if tiled:
+            kwargs["mask_input"] = np.stack(masks)
+        else:
+            kwargs["mask_input"] = np.stack(
+                [lo if lo is not None else mask_prompt(m) for m, lo in zip(masks, logits, strict=True)]
+            ).astype(np.float32)
+    return kwargs
+
+
+def stop_reason(
+    previous: MaskSummary, current: MaskSummary | None, score: float, opts: PropagateOptions
+) -> str | None:
+    """Why an object should stop on this slice (a key of :data:`STOP_REASONS`), or None to go on."""
+    if score < opts.iou_threshold:
+        return "score"
+    if current is None or current.area < opts.min_area:
+        return "vanished"
+    ratio = current.area / previous.area
+    if ratio > opts.max_area_change or ratio < 1.0 / opts.max_area_change:
+        return "area"
+    shift = float(np.linalg.norm(current.centroid - previous.centroid))
+    if shift > opts.max_centroid_shift * previous.diameter:
+        return "centroid"
+    return None
