@@ -112,3 +112,10 @@ def test_writer_writes_labels_and_reads_back(tmp_path):
     written = write_labels(str(tmp_path / "out.tif"), labels, {"name": "SAM labels"})
     assert written == [str(tmp_path / "out.tif")]
     assert np.array_equal(np.asarray(io.read_image(written[0])), labels)
+
+
+def test_every_manifest_command_imports():
+    pytest.importorskip("qtpy", reason="the widgets need a Qt binding")
+    pytest.importorskip("napari")
+    manifest = npe2.PluginManifest.from_file(ROOT / "napari.yaml")
+    manifest.validate_imports()  # raises naming the first python_name that does not resolve
