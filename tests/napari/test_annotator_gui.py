@@ -275,3 +275,26 @@ def test_embedding_cache_is_written_and_reused(make_napari_viewer, qtbot, messag
     widget.annotator.points_layer.add([94.0, 24.0])
     wait_idle(qtbot, widget)
     assert widget.annotator.last_result is not None and widget.annotator.last_result.masks[0, 94, 24]
+
+
+def test_real_clicks_on_the_canvas(make_napari_viewer, qtbot):
+    """A click adds a positive point, a shift-click a negative one (mouse events through napari's canvas)."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtTest import QTest
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.random.default_rng(1).random((200, 200)), name="img")
+    widget = annotator_widget(viewer)
+    widget.live_check.setChecked(False)  # only the prompts matter here
+    assert viewer.layers.selection.active is widget.annotator.points_layer
+    qtbot.wait(200)
+    canvas = viewer.window._qt_viewer.canvas.native
+    centre = canvas.rect().center()
+    QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, centre)
+    QTest.mouseClick(
+        canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier, centre + QPoint(30, 0)
+    )
+    qtbot.wait(100)
+    points = widget.annotator.points_layer
+    assert points.features["label"].tolist() == ["positive", "negative"]
+    assert points.data[1, 1] > points.data[0, 1]  # the second click is to the right
