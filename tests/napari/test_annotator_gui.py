@@ -101,7 +101,7 @@ def test_point_preview_commit_undo_and_batch_boxes(make_napari_viewer, qtbot, me
     for k in chosen:
         ann.shapes_layer.add_rectangles(bbox_corners(truth == k))
     wait_idle(qtbot, widget)
-    assert len(ann.last_result.masks) == 3
+    assert ann.last_result.n_objects == 3
     before = target.data.copy()
     assert widget.commit() == [3, 4, 5]
     ious = [iou(target.data == label, truth == k) for label, k in zip((3, 4, 5), chosen, strict=True)]
@@ -274,7 +274,7 @@ def test_embedding_cache_is_written_and_reused(make_napari_viewer, qtbot, messag
     assert not [text for level, text in messages if level == "warning"]
     widget.annotator.points_layer.add([94.0, 24.0])
     wait_idle(qtbot, widget)
-    assert widget.annotator.last_result is not None and widget.annotator.last_result.masks[0, 94, 24]
+    assert widget.annotator.last_result is not None and widget.annotator.last_result.index[94, 24] == 1
 
 
 def test_real_clicks_on_the_canvas(make_napari_viewer, qtbot):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .embeddings import EmbeddingSettings, compute_steps, image_plane, lookup
 from .errors import AnnotatorError
-from .labels import write_masks
+from .labels import write_index
 from .prompts import LABEL_FEATURE, NEGATIVE, POSITIVE, SlicePrompts, image_spatial_shape, prompts_from_layers
 
 POINTS_NAME = "SAM points"
@@ -37,16 +37,18 @@ PREVIEW_COLOR = "#ffd21a"
 
 @dataclass
 class PreviewResult:
-    """Masks predicted for the prompts on one slice.
+    """The object(s) predicted for the prompts on one slice.
 
     Attributes
     ----------
     plane
         The slice (``None`` for a 2D image).
-    masks
-        ``(N, H, W)`` bool, one per object (N = 1 in single-object mode).
+    index
+        ``(H, W)`` int32: ``k + 1`` where object ``k`` is, 0 elsewhere (overlaps already resolved).
+    n_objects
+        Objects in ``index`` (1 in single-object mode).
     scores
-        ``(N,)`` predicted IoU.
+        ``(n_objects,)`` predicted IoU (single-object mode; 1 in batch mode).
     candidate, n_candidates
         Which of the candidate masks is shown (single-object mode), and how many there are.
     key
@@ -54,11 +56,21 @@ class PreviewResult:
     """
 
     plane: int | None
-    masks: np.ndarray
+    index: np.ndarray
+    n_objects: int
     scores: np.ndarray
     candidate: int
     n_candidates: int
     key: tuple[Any, ...]
+
+    @property
+    def masks(self) -> np.ndarray:
+        """``(n_objects, H, W)`` bool, one per object (built on request)."""
+        return (
+            np.stack([self.index == k + 1 for k in range(self.n_objects)])
+            if self.n_objects
+            else (np.zeros((0, *self.index.shape), bool))
+        )
 
 
 def _prompt_key(prompts: SlicePrompts, plane: int | None, batch: bool, candidate: int) -> tuple[Any, ...]:
@@ -110,26 +122,22 @@ def predict_single(
     return masks[k], scores[k], len(masks)
 
 
-def predict_batch(embeddings: Any, image: np.ndarray, prompts: SlicePrompts) -> tuple[np.ndarray, np.ndarray]:
+def predict_batch(embeddings: Any, image: np.ndarray, prompts: SlicePrompts) -> np.ndarray:
     """Every box, and every positive point outside the boxes, as its own object (as in ``segment``).
 
-    Returns ``(N, H, W)`` bool masks (overlaps already resolved by predicted IoU) and ``(N,)`` scores
-    (all 1: the order no longer matters).
+    Returns the ``(H, W)`` uint32 labels ``1..N`` (overlaps resolved by predicted IoU).
     """
     from ..api import segment
 
     if prompts.n_positive == 0 and len(prompts.boxes) == 0:
         raise AnnotatorError("batch mode needs positive points or boxes; there are none on this slice")
-    labels = segment(
+    return segment(
         image,
         points=prompts.points if len(prompts.points) else None,
         point_labels=prompts.point_labels if len(prompts.points) else None,
         boxes=prompts.boxes if len(prompts.boxes) else None,
         embeddings=embeddings,
     )
-    n = int(labels.max())
-    masks = np.stack([labels == k for k in range(1, n + 1)]) if n else np.zeros((0, *labels.shape), bool)
-    return masks, np.ones(n, dtype=np.float32)
 
 
 class Annotator:
@@ -309,26 +317,26 @@ class Annotator:
         key = _prompt_key(prompts, plane, self.batch, self.candidate)
         if self.batch:
             image = image_plane(self.image_layer, plane)
-            masks, scores = predict_batch(embeddings, image, prompts)
-            return PreviewResult(plane, masks, scores, 0, 1, key)
+            labels = predict_batch(embeddings, image, prompts)
+            n = int(labels.max())
+            return PreviewResult(plane, labels.astype(np.int32), n, np.ones(n, np.float32), 0, 1, key)
         mask, score, n = predict_single(embeddings, prompts, self.candidate)
-        return PreviewResult(plane, mask[None], np.array([score], np.float32), self.candidate % n, n, key)
+        index = mask.astype(np.int32)
+        return PreviewResult(plane, index, 1, np.array([score], np.float32), self.candidate % n, n, key)
 
     def show(self, result: PreviewResult | None) -> None:
         """Draw ``result`` in the preview layer (``None`` clears it)."""
         self.ensure_layers()
         layer = self.preview_layer
-        self._style_preview(batch=result is not None and len(result.masks) > 1)
+        self._style_preview(batch=result is not None and result.n_objects > 1)
         if self._preview_plane is not None and layer.data.ndim == 3:
             layer.data[self._preview_plane] = 0
         elif layer.data.ndim == 2:
             layer.data[...] = 0
         self._preview_plane = None
         self.last_result = result
-        if result is not None and len(result.masks):
-            from .labels import combine_masks
-
-            index = combine_masks(result.masks, result.scores).astype(layer.data.dtype)
+        if result is not None and result.n_objects:
+            index = result.index.astype(layer.data.dtype)
             if layer.data.ndim == 3:
                 layer.data[result.plane] = index
                 self._preview_plane = result.plane
@@ -386,7 +394,7 @@ class Annotator:
         if result is None or result.key != _prompt_key(prompts, plane, self.batch, self.candidate):
             result = self.compute(prompts, plane)
         target = self.ensure_target()
-        ids = write_masks(target, result.masks, plane=plane, scores=result.scores, overwrite=self.overwrite)
+        ids = write_index(target, result.index, result.n_objects, plane=plane, overwrite=self.overwrite)
         self.clear_prompts()
         return ids
 

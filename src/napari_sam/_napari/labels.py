@@ -91,36 +91,50 @@ def write_masks(
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim == 2:
         masks = masks[None]
+    return write_index(layer, combine_masks(masks, scores), masks.shape[0], plane=plane, overwrite=overwrite)
+
+
+def write_index(
+    layer: Any, index: np.ndarray, n_objects: int, *, plane: int | None = None, overwrite: bool = False
+) -> list[int]:
+    """Like :func:`write_masks`, for objects given as one index image.
+
+    Parameters
+    ----------
+    index
+        ``(H, W)`` integer: ``k + 1`` where object ``k`` is, 0 elsewhere (see :func:`combine_masks`).
+    n_objects
+        The number of objects ``index`` can hold (``k < n_objects``).
+    """
     data = layer.data
     spatial = tuple(data.shape) if plane is None else tuple(data.shape[1:])
     if plane is None and len(data.shape) != 2:
         raise AnnotatorError(f"labels layer '{layer.name}' is {len(data.shape)}D; give the slice to write to")
     if plane is not None and not 0 <= plane < data.shape[0]:
         raise AnnotatorError(f"slice {plane} is outside labels layer '{layer.name}' ({data.shape[0]} slices)")
-    if masks.shape[1:] != spatial:
+    if tuple(index.shape) != spatial:
         raise AnnotatorError(
-            f"labels layer '{layer.name}' has shape {tuple(data.shape)}; masks of shape {masks.shape[1:]} "
+            f"labels layer '{layer.name}' has shape {tuple(data.shape)}; masks of shape {tuple(index.shape)} "
             "do not fit it — pick a labels layer with the image's shape or a new one"
         )
-    existing = np.asarray(data if plane is None else data[plane])
-    index = combine_masks(masks, scores)
+    index = np.array(index, dtype=np.int64, copy=True)
     if not overwrite:
+        existing = np.asarray(data if plane is None else data[plane])
         index[existing != 0] = 0
-    kept = [k for k in range(masks.shape[0]) if np.any(index == k + 1)]
+    present = np.bincount(index.ravel(), minlength=n_objects + 1)[1:] > 0
+    kept = np.flatnonzero(present).tolist()
     if not kept:
         return []
     first = next_free_label(data)
-    ids = {k: first + n for n, k in enumerate(kept)}
     last = first + len(kept) - 1
     if np.issubdtype(data.dtype, np.integer) and last > np.iinfo(data.dtype).max:
         raise AnnotatorError(
             f"labels layer '{layer.name}' ({data.dtype}) cannot hold label {last}; use a uint32 labels layer"
         )
+    lookup = np.zeros(len(present) + 1, dtype=np.int64)
+    lookup[np.array(kept) + 1] = np.arange(first, last + 1)
     rows, cols = np.nonzero(index)
-    lookup = np.zeros(masks.shape[0] + 1, dtype=np.int64)
-    for k, label in ids.items():
-        lookup[k + 1] = label
     values = lookup[index[rows, cols]].astype(data.dtype)
     indices = (rows, cols) if plane is None else (np.full(rows.shape, plane, dtype=np.intp), rows, cols)
     layer.data_setitem(indices, values)
-    return [ids[k] for k in kept]
+    return list(range(first, last + 1))

@@ -308,7 +308,7 @@ class AnnotatorWidget(QWidget):
             shown = f"mask {result.candidate + 1} of {result.n_candidates}"
             self.say(f"preview: {shown}, predicted IoU {result.scores[0]:.2f} — C to commit", popup=False)
         else:
-            self.say(f"preview: {len(result.masks)} objects — C to commit them all", popup=False)
+            self.say(f"preview: {result.n_objects} objects — C to commit them all", popup=False)
 
     def _on_preview_error(self, exc: BaseException) -> None:
         text = str(exc) if isinstance(exc, (AnnotatorError, ValueError)) else f"{type(exc).__name__}: {exc}"
