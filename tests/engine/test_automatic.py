@@ -155,7 +155,8 @@ def test_clean_mask_keeps_the_largest_island_when_all_are_small():
 def test_preset_then_explicit_values():
     opts = resolve_options("nuclei", pred_iou_thresh=0.5, points_per_side=None)
     assert opts.pred_iou_thresh == 0.5
-    assert opts.points_per_side == 32 and opts.max_area_fraction < 1  # from the preset
+    assert opts.box_nms_thresh == 0.2 and opts.min_area == 50  # from the preset
+    assert opts.points_per_side == 32  # official default: the preset does not set it
     official = resolve_options()
     assert (official.points_per_side, official.pred_iou_thresh, official.stability_score_thresh) == (
         32,
@@ -178,6 +179,8 @@ def test_preset_then_explicit_values():
         ({"points_per_batch": 0}, "points_per_batch"),
         ({"min_mask_region_area": -1}, "min_mask_region_area"),
         ({"max_area_fraction": 0}, "max_area_fraction"),
+        ({"min_area": -5}, "min_area"),
+        ({"point_in_mask": "yes"}, "point_in_mask"),
         ({"points_per_side": 2, "crop_n_layers": 2, "crop_n_points_downscale_factor": 2}, "no points"),
         ({"preset": "cells"}, "preset"),
     ],
@@ -329,3 +332,16 @@ def test_crops_and_cleanup_run(small_model, image):
 def test_max_area_fraction_drops_large_masks(small_model, image):
     result = automatic(image, model=small_model, points_per_side=4, max_area_fraction=0.05, **LOOSE)
     assert (result.mask_properties["area"] <= 0.05 * image.size).all()
+
+
+def test_min_area_and_point_in_mask_filters(small_model, image):
+    no_nms = {**LOOSE, "box_nms_thresh": 1.0}  # every candidate that passes the filters is kept
+    kwargs = {"model": small_model, "points_per_side": 4, "return_masks": True, **no_nms}
+    result = automatic(image, min_area=5000, point_in_mask=True, **kwargs)
+    table, masks = result.mask_properties, result.masks
+    assert masks is not None and len(masks) > 0
+    assert (table["area"] >= 5000).all()
+    rows, cols = table["point-0"].astype(int), table["point-1"].astype(int)
+    assert masks[np.arange(len(masks)), rows, cols].all()
+    unfiltered = automatic(image, **kwargs).mask_properties
+    assert (unfiltered["area"] < 5000).any() and len(unfiltered["area"]) > len(table["area"])

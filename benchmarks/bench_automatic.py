@@ -1,0 +1,342 @@
+"""Automatic segmentation ("segment everything"): quality against a classical baseline, and speed.
+
+Quality (any environment with napari_sam):
+
+    python benchmarks/bench_automatic.py quality --images 6            # nano + preset vs Otsu/watershed
+    python benchmarks/bench_automatic.py tune --images 4               # how the "nuclei" preset was chosen
+
+Held-out synthetic images (``napari_sam.data.synthetic`` preset ``nuclei``, seeds from 10000; the
+tuning uses seeds from 20000; training never used fixed seeds). Score: F1 at IoU 0.5 — a predicted
+object and a true object match when their IoU exceeds 0.5 (such matches are one-to-one), F1 =
+2 · matches / (predicted + true). Baseline: scikit-image Otsu threshold of the Gaussian-smoothed image,
+distance transform, one marker per local maximum, watershed.
+
+Speed (ours; with the official package too when it is importable, i.e. from the reference
+environment made by ``scripts/setup_reference_env.sh``):
+
+    .venv-ref/bin/python benchmarks/bench_automatic.py speed --size 1024 --points-per-side 16
+
+Both implementations get the same nano weights (the official ``Sam`` is assembled around our nano
+encoder, as in ``scripts/make_golden.py``) and the same uint8 RGB image; the table gives the whole
+run (embedding included) and the decoder-and-filtering stage on a precomputed embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import napari_sam
+from napari_sam.data.synthetic import preset as synthetic_preset
+from napari_sam.engine.automatic import PRESETS, automatic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def f1_at_iou(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> tuple[float, int, int, int]:
+    """F1 of two label images at an IoU threshold; returns (f1, matches, n_pred, n_true)."""
+    pred = np.unique(pred, return_inverse=True)[1].reshape(pred.shape)  # 0 stays 0 (smallest)
+    truth = np.unique(truth, return_inverse=True)[1].reshape(truth.shape)
+    n_pred, n_true = int(pred.max()), int(truth.max())
+    if n_pred == 0 or n_true == 0:
+        return (1.0 if n_pred == n_true else 0.0), 0, n_pred, n_true
+    joint = np.bincount(pred.ravel() * (n_true + 1) + truth.ravel(), minlength=(n_pred + 1) * (n_true + 1))
+    inter = joint.reshape(n_pred + 1, n_true + 1)[1:, 1:].astype(np.float64)
+    area_p = np.bincount(pred.ravel(), minlength=n_pred + 1)[1:, None]
+    area_t = np.bincount(truth.ravel(), minlength=n_true + 1)[None, 1:]
+    iou = inter / (area_p + area_t - inter)
+    matches = int((iou > threshold).sum())
+    return 2 * matches / (n_pred + n_true), matches, n_pred, n_true
+
+
+def watershed_baseline(image: np.ndarray, sigma: float = 1.0, min_distance: int = 4) -> np.ndarray:
+    """Otsu + distance-transform watershed (scikit-image), the classical nuclei recipe."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.morphology import remove_small_objects
+    from skimage.segmentation import watershed
+
+    smooth = gaussian(image.astype(np.float32), sigma=sigma)
+    mask = smooth > threshold_otsu(smooth)
+    mask = remove_small_objects(ndimage.binary_fill_holes(mask), max_size=15)
+    distance = ndimage.distance_transform_edt(mask)
+    peaks = peak_local_max(
+        distance, min_distance=min_distance, labels=ndimage.label(mask)[0], exclude_border=False
+    )
+    markers = np.zeros(mask.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-distance, markers, mask=mask).astype(np.uint32)
+
+
+def held_out(count: int, size: int, first_seed: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    config = synthetic_preset("nuclei", shape=(size, size))
+    samples = []
+    for seed in range(first_seed, first_seed + count):
+        sample = config.sample(seed)
+        samples.append((seed, sample.image, sample.labels))
+    return samples
+
+
+# ------------------------------------------------------------------------------------------ quality
+
+
+def run_quality(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    for seed, image, truth in held_out(args.images, args.size, args.first_seed):
+        start = time.perf_counter()
+        ours = automatic(image, preset=args.preset, points_per_side=args.points_per_side, device=args.device)
+        seconds = time.perf_counter() - start
+        f1, matches, n_pred, n_true = f1_at_iou(ours.labels, truth)
+        base_f1, base_matches, base_pred, _ = f1_at_iou(watershed_baseline(image), truth)
+        rows.append(
+            {
+                "seed": seed,
+                "objects": n_true,
+                "ours_f1": f1,
+                "ours_found": n_pred,
+                "ours_matched": matches,
+                "baseline_f1": base_f1,
+                "baseline_found": base_pred,
+                "baseline_matched": base_matches,
+                "ours_seconds": seconds,
+            }
+        )
+        print(
+            f"seed {seed}: {n_true} objects | ours F1 {f1:.3f} ({n_pred} found, {matches} matched, "
+            f"{seconds:.1f} s) | baseline F1 {base_f1:.3f} ({base_pred} found)",
+            flush=True,
+        )
+    ours_mean = statistics.mean(r["ours_f1"] for r in rows)
+    base_mean = statistics.mean(r["baseline_f1"] for r in rows)
+    print()
+    print(f"| method | F1 @ IoU 0.5 (mean of {len(rows)} images {args.size}², seeds {args.first_seed}+) |")
+    print("|---|---:|")
+    print(f"| nano, preset={args.preset!r}, points_per_side={args.points_per_side} | {ours_mean:.3f} |")
+    print(f"| Otsu + distance-transform watershed (scikit-image) | {base_mean:.3f} |")
+    print(f"| difference | {ours_mean - base_mean:+.3f} |")
+    return {"rows": rows, "ours_mean_f1": ours_mean, "baseline_mean_f1": base_mean}
+
+
+# ------------------------------------------------------------------------------------------- tuning
+
+
+def _paint(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    labels = np.zeros(masks.shape[1:], dtype=np.uint32)
+    for rank, k in enumerate(np.argsort(-scores, kind="stable")):
+        labels[(labels == 0) & masks[k]] = rank + 1
+    return labels
+
+
+def _candidates(args: argparse.Namespace) -> list[dict[str, np.ndarray]]:
+    """Every mask of the grid (no filters, no suppression) per tuning image; cached with ``--cache``."""
+    loose = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+    out = []
+    for seed, image, truth in held_out(args.images, args.size, args.first_seed):
+        path = (
+            args.cache / f"candidates_{args.size}_{args.points_per_side}_{seed}.npz" if args.cache else None
+        )
+        if path is not None and path.is_file():
+            out.append(dict(np.load(path)))
+            continue
+        result = automatic(
+            image, points_per_side=args.points_per_side, device=args.device, return_masks=True, **loose
+        )
+        props = result.mask_properties
+        masks = result.masks
+        assert masks is not None
+        rows = np.clip(props["point-0"].astype(int), 0, truth.shape[0] - 1)
+        cols = np.clip(props["point-1"].astype(int), 0, truth.shape[1] - 1)
+        record = {
+            "truth": truth,
+            "masks": masks,
+            "score": props["score"],
+            "stability": props["stability_score"],
+            "area": props["area"],
+            "at_point": masks[np.arange(len(masks)), rows, cols],
+            # (x0, y0, x1, y1) of the half-open row/column bounds, for the suppression sweep
+            "boxes": np.stack([props["bbox-1"], props["bbox-0"], props["bbox-3"], props["bbox-2"]], axis=1),
+        }
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, **record)
+        out.append(record)
+        print(f"seed {seed}: {len(props['score'])} candidate masks", flush=True)
+    return out
+
+
+def run_tune(args: argparse.Namespace) -> dict[str, Any]:
+    """Decode every grid point once per image with no filtering, then sweep the filters offline."""
+    from itertools import product
+
+    from napari_sam.engine.nms import nms
+
+    cached = _candidates(args)
+    names = (
+        "pred_iou_thresh",
+        "stability_score_thresh",
+        "max_area_fraction",
+        "min_area",
+        "point_in_mask",
+        "box_nms_thresh",
+    )
+    grid = list(
+        product(
+            (0.0, 0.5, 0.6, 0.7),
+            (0.0, 0.2, 0.4, 0.6),
+            (0.02, 0.05),
+            (0, 20),
+            (False, True),
+            (0.2, 0.35, 0.5, 0.7),
+        )
+    )
+    scores = []
+    for p, s, a, m, inside, b in grid:
+        f1s = []
+        for c in cached:
+            keep = (c["score"] > p) & (c["stability"] >= s) & (c["area"] <= a * c["truth"].size)
+            keep &= c["area"] >= m
+            if inside:
+                keep &= c["at_point"]
+            idx = np.flatnonzero(keep)
+            if idx.size:
+                kept = nms(torch.from_numpy(c["boxes"][idx]).float(), torch.from_numpy(c["score"][idx]), b)
+                idx = idx[kept.numpy()]
+            f1s.append(f1_at_iou(_paint(c["masks"][idx], c["score"][idx]), c["truth"])[0])
+        scores.append(((p, s, a, m, inside, b), statistics.mean(f1s)))
+    scores.sort(key=lambda item: -item[1])
+    print("\n| " + " | ".join(names) + " | mean F1 |")
+    print("|" + "---:|" * (len(names) + 1))
+    for values, f1 in scores[:12]:
+        print("| " + " | ".join(str(v) for v in values) + f" | {f1:.3f} |")
+    return {"names": names, "top": [{"options": list(o), "f1": f} for o, f in scores[:30]]}
+
+
+# -------------------------------------------------------------------------------------------- speed
+
+
+def _timed(fn: Callable[[], Any], sync: Callable[[], None], runs: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(runs):
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def run_speed(args: argparse.Namespace) -> dict[str, Any]:
+    from napari_sam.engine.embeddings import compute_embeddings
+    from napari_sam.engine.loading import load_model
+
+    device = torch.device(
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    config = synthetic_preset("nuclei", shape=(args.size, args.size), dtype="uint8")
+    gray = config.sample(args.first_seed).image
+    image = np.repeat(gray[..., None], 3, axis=2)  # uint8 RGB: the official preprocessing on both sides
+    options = {"points_per_side": args.points_per_side, "points_per_batch": args.points_per_batch}
+    sam = load_model("nano", device)
+    automatic(image, model=sam, points_per_side=2)  # warm-up
+    total, result = _timed(lambda: automatic(image, model=sam, **options), sync, args.runs)
+    emb = compute_embeddings(image, sam, normalize=None)
+    stage, _ = _timed(lambda: automatic(image, model=sam, embeddings=emb, **options), sync, args.runs)
+    figures: dict[str, Any] = {"ours_total_s": total, "ours_stage_s": stage, "ours_masks": result.n_objects}
+
+    try:
+        from segment_anything import SamAutomaticMaskGenerator
+    except ImportError:
+        print("segment_anything not importable: timing ours only (run from .venv-ref for the comparison)")
+        SamAutomaticMaskGenerator = None
+    if SamAutomaticMaskGenerator is not None:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from make_golden import official_nano
+
+        official = official_nano().to(device)
+        generator = SamAutomaticMaskGenerator(official, **options)
+        generator.generate(image[:64, :64])  # warm-up
+        with torch.no_grad():
+            off_total, records = _timed(lambda: generator.generate(image), sync, args.runs)
+            generator.predictor.set_image(image)  # then skip re-embedding: decoder + filtering only
+            set_image, reset = generator.predictor.set_image, generator.predictor.reset_image
+            generator.predictor.set_image = lambda *a, **k: None
+            generator.predictor.reset_image = lambda: None
+            off_stage, _ = _timed(lambda: generator.generate(image), sync, args.runs)
+            generator.predictor.set_image, generator.predictor.reset_image = set_image, reset
+        figures.update(official_total_s=off_total, official_stage_s=off_stage, official_masks=len(records))
+
+    print(
+        f"device: {device} ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+        f"napari_sam {napari_sam.__version__}, threads {torch.get_num_threads()}"
+    )
+    print(f"image {args.size}² uint8 RGB, nano, points_per_side={args.points_per_side}, official thresholds")
+    print("\n| metric | official | ours | ratio (ours/official) |")
+    print("|---|---:|---:|---:|")
+    for label, key in (("whole run (s)", "total_s"), ("decoder + filtering (s)", "stage_s")):
+        ours = figures[f"ours_{key}"]
+        off = figures.get(f"official_{key}")
+        off_txt, ratio = (f"{off:.2f}", f"{ours / off:.2f}") if off else ("—", "—")
+        print(f"| {label} | {off_txt} | {ours:.2f} | {ratio} |")
+    off_masks = figures.get("official_masks", "—")
+    print(f"| masks kept | {off_masks} | {figures['ours_masks']} (labels) | |")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=("quality", "tune", "speed"))
+    parser.add_argument("--images", type=int, default=6, help="quality / tune: number of images")
+    parser.add_argument("--size", type=int, default=None, help="image side (default 256; speed: 1024)")
+    parser.add_argument("--points-per-side", type=int, default=16)
+    parser.add_argument("--points-per-batch", type=int, default=64)
+    parser.add_argument(
+        "--preset", default="nuclei", help="quality: the preset to evaluate ('none': official)"
+    )
+    parser.add_argument("--first-seed", type=int, default=None, help="default 10000 (tune: 20000)")
+    parser.add_argument("--runs", type=int, default=1, help="speed: timed runs (median)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    parser.add_argument("--cache", type=Path, default=None, help="tune: folder to keep decoded candidates in")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.size is None:
+        args.size = 1024 if args.mode == "speed" else 256
+    if args.first_seed is None:
+        args.first_seed = 20000 if args.mode == "tune" else 10000
+    if args.preset == "none":
+        args.preset = None
+    elif args.preset not in PRESETS:
+        parser.error(f"--preset must be 'none' or one of {sorted(PRESETS)}")
+    run = {"quality": run_quality, "tune": run_tune, "speed": run_speed}[args.mode]
+    figures = run(args)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **figures}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
