@@ -101,11 +101,9 @@ def test_background_only_points_make_no_object(image, small_model):
     assert labels.max() == 0
 
 
-def test_segment_not_yet_available_modes_say_so(image, small_model):
+def test_a_box_spanning_several_slices_says_to_draw_it_on_one(small_model):
     with pytest.raises(ValueError, match="propagation"):
         ns.segment(np.zeros((4, 32, 32), np.uint16), boxes=[[1, 5, 5, 3, 9, 9]], model=small_model)
-    with pytest.raises(NotImplementedError, match="automatic"):
-        ns.segment(image, model=small_model)
 
 
 def test_default_model_is_the_shipped_nano(image):
@@ -177,7 +175,9 @@ def test_segment_stack_with_prompts_on_their_slices(stack, small_model, tmp_path
 
     boxes = [[2, 70, 108, 3, 110, 158], [0, 20, 30, 1, 60, 80]]
     points = [[2, 40, 60], [0, 90, 120], [2, 100, 130]]  # the last one refines box 0 (slice 2)
-    labels = ns.segment(stack, points=points, boxes=boxes, model=small_model, cache=tmp_path / "c.zarr")
+    labels = ns.segment(
+        stack, points=points, boxes=boxes, model=small_model, cache=tmp_path / "c.zarr", propagate=False
+    )
     assert labels.shape == stack.shape and labels.dtype == np.uint32
     # only the prompted slices were embedded
     np.testing.assert_array_equal(open_store(tmp_path / "c.zarr").done_mask(), [True, False, True])
@@ -205,7 +205,7 @@ def test_segment_stack_with_prompts_on_their_slices(stack, small_model, tmp_path
 )
 def test_segment_stack_bad_prompts(stack, small_model, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ns.segment(stack, model=small_model, **kwargs)
+        ns.segment(stack, model=small_model, propagate=False, **kwargs)
 
 
 def test_segment_with_a_cache_embeds_once(image, small_model, tmp_path, monkeypatch):

@@ -118,6 +118,8 @@ def segment(
     tile: Any = None,
     tile_threshold: int = DEFAULT_TILE_THRESHOLD,
     precision: str = "auto",
+    propagate: bool = True,
+    propagate_options: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Segment objects given by points and boxes; return a labels image.
 
@@ -154,6 +156,14 @@ def segment(
     cache, overwrite, tile, tile_threshold, precision
         Embedding options, see :func:`napari_sam.compute_embeddings`. With ``cache=`` a folder, the
         image is embedded once and later calls read the embeddings back (features stored as float16).
+    propagate
+        Stacks only. With prompts: True (default) propagates each prompted object up and down through
+        the stack from its slice (:func:`napari_sam.propagate`; prompts are decoded with ``"auto"``
+        multimask); False segments only the prompted slices. Without prompts: True links the
+        per-slice automatic objects across slices into 3D objects
+        (:func:`napari_sam.engine.linking.link_slices`); False keeps one label per slice object.
+    propagate_options
+        Keywords for :func:`napari_sam.propagate` (``z_range``, ``iou_threshold``, ``prompt`` …).
 
     Returns
     -------
@@ -166,11 +176,28 @@ def segment(
     --------
     >>> labels = segment(img, boxes=[[10, 10, 50, 60]], model="sam_vit_b_01ec64.pth")  # doctest: +SKIP
     """
-    if points is None and boxes is None:
-        raise NotImplementedError(
-            "automatic segmentation (segment() with no points or boxes) is not available in this "
-            "version yet; pass points= or boxes="
+    if points is None and boxes is None:  # no prompts: automatic segmentation, slice by slice
+        from .engine.automatic import automatic_labels
+
+        stack = image_layout(image, channel_axis).is_volume
+        auto_labels = automatic_labels(
+            image,
+            stack=stack,
+            model=model,
+            device=device,
+            embeddings=embeddings if isinstance(embeddings, Embeddings) else None,
+            normalize=normalize,
+            percentiles=percentiles,
+            contrast_limits=contrast_limits,
+            channel=channel,
+            channel_axis=channel_axis,
+            precision=precision,
         )
+        if stack and propagate:
+            from .engine.linking import link_slices
+
+            return link_slices(auto_labels)
+        return auto_labels
     if multimask not in ("auto", True, False):
         raise ValueError(f"multimask must be 'auto', True or False, got {multimask!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -191,6 +218,19 @@ def segment(
     }
     given_model = getattr(embeddings, "model", None)
     sam = given_model if given_model is not None else load_model(model, device)
+    if layout.is_volume and propagate:
+        from .engine.propagate import propagate as propagate_stack
+
+        return propagate_stack(
+            image,
+            points=points,
+            point_labels=point_labels,
+            boxes=boxes,
+            model=sam,
+            embeddings=embeddings,
+            **(propagate_options or {}),
+            **embed_options,
+        ).labels
     if layout.is_volume:
         return _segment_stack(
             image, layout, points, point_labels, boxes, sam, embeddings, multimask, batch_size, embed_options

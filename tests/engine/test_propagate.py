@@ -134,6 +134,22 @@ def test_z_range_and_stop_rules(oracle, volume_embeddings, truth):
     assert vanished.extent(2) == (2, 9)
 
 
+def test_fading_objects_stop_on_contrast(oracle, volume_embeddings, truth):
+    image = np.where(truth > 0, 100.0, 5.0).astype(np.float32)
+    image[7:][truth[7:] == 1] = 30.0  # object 1 dims to a quarter of its contrast from slice 7 on
+    result = propagate(volume_embeddings, truth[4], z=4, objects=[1], image=image, prompt="box", **PERMISSIVE)
+    assert {(s.direction, s.z, s.reason) for s in result.stops} == {
+        ("up", 7, "contrast"),
+        ("down", 0, "vanished"),
+    }
+    off = propagate(
+        volume_embeddings, truth[4], z=4, objects=[1], image=image, prompt="box", min_contrast=0, **PERMISSIVE
+    )
+    assert off.extent(1) == (1, 9)
+    with pytest.raises(ValueError, match="spatial shape"):
+        propagate(volume_embeddings, truth[4], z=4, image=image[:, :10])
+
+
 def test_centroid_jump_stops(oracle, volume_embeddings, truth):
     result = propagate(
         volume_embeddings,
@@ -314,10 +330,10 @@ def _middle_seeds(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
 
 
 def test_nano_propagation_follows_nuclei(nuclei_stack):
-    _, labels, vol = nuclei_stack
+    image, labels, vol = nuclei_stack
     seeds, ids = _middle_seeds(labels)
     assert len(ids) >= 3
-    result = propagate(vol, seeds)
+    result = propagate(vol, seeds, image=image)
     ious = [_iou(result.labels == k, labels == k) for k in ids]
     single = [_iou(seeds == k, labels == k) for k in ids]
     assert np.mean(ious) > 0.6

@@ -34,6 +34,7 @@ from .propagate_steps import (
     STOP_REASONS,
     MaskSummary,
     PropagateOptions,
+    contrast,
     overlapping_parts,
     step_prompts,
     stop_reason,
@@ -47,6 +48,7 @@ __all__ = [
     "Stop",
     "iter_propagate",
     "propagate",
+    "seed_labels",
 ]
 
 
@@ -113,6 +115,7 @@ class _Chain:
     summary: MaskSummary
     logits: np.ndarray | None = None  # low-res logits that produced mask (None: a seed)
     reason: str | None = None
+    best_contrast: float | None = None  # highest image contrast of the object so far
     partner: _Chain | None = None  # the chain filling the other half of a gap (down chains only)
 
     @property
@@ -244,23 +247,66 @@ def _seed_map(
     return seeds
 
 
-def _seeds_from_prompts(
-    emb: VolumeEmbeddings, sam: Any, points: Any, point_labels: Any, boxes: Any, multimask: Any
-) -> tuple[np.ndarray, dict[int, list[int]]]:
-    """Decode prompts with z on their slices (numbering as :func:`napari_sam.segment`)."""
+def seed_labels(
+    embeddings: VolumeEmbeddings,
+    *,
+    points: Any = None,
+    point_labels: Any = None,
+    boxes: Any = None,
+    model: Any = None,
+    clip_to_boxes: bool = True,
+) -> np.ndarray:
+    """Decode prompts with z on their own slices: the seeds that :func:`propagate` starts from.
+
+    Objects are numbered as :func:`napari_sam.segment` numbers them (boxes first, then free
+    foreground points). A box says the object lies inside it: with ``clip_to_boxes`` the pixels
+    of a box's mask outside the box are dropped (the decoder sometimes spills onto neighbours).
+
+    Parameters
+    ----------
+    embeddings
+        The stack's :class:`~napari_sam.engine.embeddings.VolumeEmbeddings` (prompted slices are
+        embedded on first use).
+    points, point_labels, boxes
+        ``(N, 3)`` ``(z, row, col)``, ``(N,)``, ``(M, 6)`` ``(min_z, min_row, min_col, max_z, max_row,
+        max_col)`` with ``max_z = min_z + 1``.
+    model
+        The model to decode with (default: the embeddings' own).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, Y, X)`` uint32, objects on their prompted slices only.
+    """
     from ..api import segment
 
-    placeholder = np.broadcast_to(np.zeros((), dtype=np.uint8), emb.shape)
+    placeholder = np.broadcast_to(np.zeros((), dtype=np.uint8), embeddings.shape)
     seeds = segment(
         placeholder,
         points=points,
         point_labels=point_labels,
         boxes=boxes,
-        model=sam,
-        embeddings=emb,
-        multimask=multimask,
+        model=model if model is not None else embeddings.model,
+        embeddings=embeddings,
         propagate=False,
     )
+    if clip_to_boxes and boxes is not None:
+        for label, box in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 6), start=1):
+            z = round(float(box[0]))
+            r0, c0 = (max(0, int(np.floor(v))) for v in box[1:3])
+            r1, c1 = (int(np.ceil(v)) for v in box[4:6])
+            plane = seeds[z]
+            inside = np.zeros(plane.shape, dtype=bool)
+            inside[r0:r1, c0:c1] = True
+            plane[(plane == label) & ~inside] = 0
+    return seeds
+
+
+def _seeds_from_prompts(
+    emb: VolumeEmbeddings, sam: Any, points: Any, point_labels: Any, boxes: Any
+) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """Seed labels from prompts, and ``{label: [its slice]}``; an object without pixels is an error."""
+    seeds = seed_labels(emb, points=points, point_labels=point_labels, boxes=boxes, model=sam)
     expected = _prompt_slices(points, point_labels, boxes)
     result: dict[int, list[int]] = {}
     for lab, z in expected.items():
@@ -334,6 +380,28 @@ def _mask_prompt_fn(sam: Any, shape: tuple[int, int]) -> Callable[[np.ndarray], 
     return convert
 
 
+class _Planes:
+    """Gray ``(Y, X)`` float32 slices of the image for the contrast rule (None without an image)."""
+
+    def __init__(self, image: Any, channel_axis: int | None) -> None:
+        self.image = image
+        self.layout = None if image is None else image_layout(image, channel_axis)
+        self.cache: dict[int, np.ndarray] = {}
+
+    def __call__(self, z: int) -> np.ndarray | None:
+        if self.image is None or self.layout is None:
+            return None
+        if z not in self.cache:
+            from .embeddings import read_slice
+            from .preprocess import as_channels_last_2d
+
+            raw = as_channels_last_2d(
+                read_slice(self.image, self.layout, z), channel_axis=self.layout.slice_channel_axis
+            )
+            self.cache = {z: np.asarray(raw, dtype=np.float32).mean(axis=-1)}  # keep one slice
+        return self.cache[z]
+
+
 def _step_slice(
     z: int,
     chains: list[_Chain],
@@ -341,10 +409,16 @@ def _step_slice(
     sam: Any,
     labels: np.ndarray,
     opts: PropagateOptions,
+    planes: _Planes,
 ) -> None:
     """Decode every chain stepping onto slice ``z`` in one call, check it, paint what passes."""
     from .predict import predict
     from .tiling import TiledEmbeddings
+
+    if opts.min_contrast > 0 and planes.image is not None:
+        for c in chains:
+            if c.best_contrast is None:
+                c.best_contrast = contrast(planes(c.z), c.mask)
 
     slice_emb = emb[z]
     tiled = isinstance(slice_emb, TiledEmbeddings)
@@ -364,7 +438,11 @@ def _step_slice(
         if opts.connected:
             kept = overlapping_parts(kept, c.mask)
         current = summarize(kept)
-        reason = stop_reason(c.summary, current, float(scores[i]), opts)
+        ratio = None
+        if opts.min_contrast > 0 and c.best_contrast is not None and c.best_contrast > 0:
+            here = contrast(planes(z), kept)
+            ratio = None if here is None else here / c.best_contrast
+        reason = stop_reason(c.summary, current, float(scores[i]), opts, ratio)
         if reason is not None:
             c.reason = reason
             continue
@@ -372,6 +450,8 @@ def _step_slice(
         plane[kept] = c.label
         c.z, c.mask, c.summary = z, kept, current
         c.logits = None if tiled else pred.low_res_logits[i, 0]
+        if ratio is not None and ratio > 1 and c.best_contrast is not None:
+            c.best_contrast *= ratio
 
 
 def iter_propagate(
@@ -393,7 +473,9 @@ def iter_propagate(
     min_area: int = 4,
     max_area_change: float = 3.0,
     max_centroid_shift: float = 0.5,
+    min_contrast: float = 0.5,
     connected: bool = True,
+    image: Any = None,
     model: ModelLike = "nano",
     device: DeviceLike = "auto",
     embeddings: VolumeEmbeddings | None = None,
@@ -413,6 +495,7 @@ def iter_propagate(
         min_area=min_area,
         max_area_change=max_area_change,
         max_centroid_shift=max_centroid_shift,
+        min_contrast=min_contrast,
         connected=connected,
     )
     prompts = _prompt_arguments(labels_or_prompts, points, point_labels, boxes)
@@ -423,7 +506,7 @@ def iter_propagate(
     if prompts is not None:
         if z is not None or seed_slices is not None or objects is not None:
             raise ValueError("z=, seed_slices= and objects= apply to seed labels, not to prompts")
-        labels, seeds = _seeds_from_prompts(emb, sam, *prompts, multimask="auto")
+        labels, seeds = _seeds_from_prompts(emb, sam, *prompts)
     else:
         if labels_or_prompts is None:
             raise ValueError("propagate needs seed labels or prompts (points= / boxes= with z)")
@@ -436,6 +519,13 @@ def iter_propagate(
         if implied is not None and not any(lo <= s < hi for s in implied):
             raise ValueError(f"the seed slice(s) {implied} lie outside z_range=({lo}, {hi})")
 
+    if image is None and not isinstance(volume, VolumeEmbeddings):
+        image = volume
+    planes = _Planes(image, embedding_options.get("channel_axis"))
+    if planes.layout is not None and tuple(planes.layout.spatial_shape) != shape:
+        raise ValueError(
+            f"image has spatial shape {tuple(planes.layout.spatial_shape)}, the embeddings {shape}"
+        )
     ups, downs = _make_chains(labels, seeds, lo, hi)
     total = 2 * (hi - lo)
     done = 0
@@ -455,7 +545,7 @@ def iter_propagate(
                 else:
                     stepping.append(c)
             if stepping:
-                _step_slice(zz, stepping, emb, sam, labels, opts)
+                _step_slice(zz, stepping, emb, sam, labels, opts, planes)
                 calls += 1
             done += 1
             yield done, total
@@ -511,7 +601,9 @@ def propagate(
     min_area: int = 4,
     max_area_change: float = 3.0,
     max_centroid_shift: float = 0.5,
+    min_contrast: float = 0.5,
     connected: bool = True,
+    image: Any = None,
     model: ModelLike = "nano",
     device: DeviceLike = "auto",
     embeddings: VolumeEmbeddings | None = None,
@@ -551,8 +643,14 @@ def propagate(
         Prompt details (see :class:`PropagateOptions`).
     iou_threshold, min_area, max_area_change, max_centroid_shift
         Stop rules, checked for every object on every slice (see :class:`PropagateOptions`).
+    min_contrast
+        Stop an object when its image contrast falls below this fraction of its best so far (objects
+        stay visible a few slices beyond their end through out-of-focus light); 0 = off. Measured on
+        ``volume`` when it is an image, else on ``image`` when given, else off.
     connected
         Drop the parts of a prediction that do not touch the object's previous slice.
+    image
+        The stack, when ``volume`` is its embeddings: used by the ``min_contrast`` rule only.
     model, device
         Used when ``volume`` is an image (or embeddings opened without a model).
     embeddings
@@ -606,7 +704,9 @@ def propagate(
         min_area=min_area,
         max_area_change=max_area_change,
         max_centroid_shift=max_centroid_shift,
+        min_contrast=min_contrast,
         connected=connected,
+        image=image,
         model=model,
         device=device,
         embeddings=embeddings,

@@ -20,6 +20,7 @@ STOP_REASONS = {
     "vanished": "mask smaller than min_area",
     "area": "area changed by more than max_area_change",
     "centroid": "centroid moved by more than max_centroid_shift",
+    "contrast": "image contrast inside the mask fell below min_contrast of its best so far",
     "range": "reached the end of z_range, a seed slice, or the part filled from the other end",
 }
 
@@ -50,6 +51,12 @@ class PropagateOptions:
     max_centroid_shift
         Stop when the centroid moves by more than this fraction of the previous mask's equivalent
         diameter (``2 * sqrt(area / pi)``), > 0.
+    min_contrast
+        Stop when the object's contrast on the image (mean intensity inside the mask minus the
+        slice's 5th percentile) falls below this fraction of the highest contrast it had on the slices
+        so far, in [0, 1]; 0 turns the rule off. Out-of-focus light makes objects visible some slices
+        beyond their end (the decoder keeps finding them there); 0.5 cuts them about where their signal
+        halves. Needs the image (not only its embeddings).
     connected
         Keep only the parts of a prediction (8-connected regions) that overlap the object on the
         previous slice: pieces that leaked onto other objects are dropped before the checks.
@@ -63,6 +70,7 @@ class PropagateOptions:
     min_area: int = 4
     max_area_change: float = 3.0
     max_centroid_shift: float = 0.5
+    min_contrast: float = 0.5
     connected: bool = True
 
     def __post_init__(self) -> None:
@@ -79,6 +87,7 @@ class PropagateOptions:
         _number(self, "iou_threshold", 0.0, 1.0)
         _number(self, "max_area_change", 1.0, math.inf)
         _number(self, "max_centroid_shift", 0.0, math.inf, open_low=True)
+        _number(self, "min_contrast", 0.0, 1.0)
         for name in ("multimask", "connected"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -215,10 +224,24 @@ def step_prompts(
     return kwargs
 
 
+def contrast(plane: np.ndarray | None, mask: np.ndarray) -> float | None:
+    """Mean of ``plane`` ``(Y, X)`` inside ``mask`` minus its 5th percentile (None without a plane)."""
+    if plane is None or not mask.any():
+        return None
+    return float(plane[mask].mean() - np.percentile(plane, 5))
+
+
 def stop_reason(
-    previous: MaskSummary, current: MaskSummary | None, score: float, opts: PropagateOptions
+    previous: MaskSummary,
+    current: MaskSummary | None,
+    score: float,
+    opts: PropagateOptions,
+    contrast_ratio: float | None = None,
 ) -> str | None:
-    """Why an object should stop on this slice (a key of :data:`STOP_REASONS`), or None to go on."""
+    """Why an object should stop on this slice (a key of :data:`STOP_REASONS`), or None to go on.
+
+    ``contrast_ratio`` is the object's contrast here over its best so far (None: not measured).
+    """
     if score < opts.iou_threshold:
         return "score"
     if current is None or current.area < opts.min_area:
@@ -229,4 +252,6 @@ def stop_reason(
     shift = float(np.linalg.norm(current.centroid - previous.centroid))
     if shift > opts.max_centroid_shift * previous.diameter:
         return "centroid"
+    if contrast_ratio is not None and contrast_ratio < opts.min_contrast:
+        return "contrast"
     return None
