@@ -288,7 +288,7 @@ def test_link_slices_joins_overlapping_objects_one_to_one():
     per_slice[2, 3:9, 2:5] = 4  # two halves of object 1/2: only the better match links
     per_slice[2, 3:9, 5:8] = 5
     per_slice[3, 12:18, 12:18] = 6  # not adjacent to 3 (slice 2 is empty there): separate object
-    linked = link_slices(per_slice, min_iou=0.3)
+    linked = link_slices(per_slice, min_iou=0.3, min_slices=1)
     assert linked.dtype == np.uint32
     assert linked[0, 4, 4] == linked[1, 4, 4] == 1
     assert len({int(linked[2, 4, 3]), int(linked[2, 4, 6])}) == 2
