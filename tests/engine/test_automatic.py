@@ -155,7 +155,7 @@ def test_clean_mask_keeps_the_largest_island_when_all_are_small():
 def test_preset_then_explicit_values():
     opts = resolve_options("nuclei", pred_iou_thresh=0.5, points_per_side=None)
     assert opts.pred_iou_thresh == 0.5
-    assert opts.box_nms_thresh == 0.2 and opts.min_area == 50  # from the preset
+    assert opts.box_nms_thresh == 0.15 and opts.min_area == 50 and opts.overlap == "area"  # the preset
     assert opts.points_per_side == 32  # official default: the preset does not set it
     official = resolve_options()
     assert (official.points_per_side, official.pred_iou_thresh, official.stability_score_thresh) == (
@@ -181,6 +181,7 @@ def test_preset_then_explicit_values():
         ({"max_area_fraction": 0}, "max_area_fraction"),
         ({"min_area": -5}, "min_area"),
         ({"point_in_mask": "yes"}, "point_in_mask"),
+        ({"overlap": "iou"}, "overlap"),
         ({"points_per_side": 2, "crop_n_layers": 2, "crop_n_points_downscale_factor": 2}, "no points"),
         ({"preset": "cells"}, "preset"),
     ],
@@ -345,3 +346,24 @@ def test_min_area_and_point_in_mask_filters(small_model, image):
     assert masks[np.arange(len(masks)), rows, cols].all()
     unfiltered = automatic(image, **kwargs).mask_properties
     assert (unfiltered["area"] < 5000).any() and len(unfiltered["area"]) > len(table["area"])
+
+
+def test_overlap_by_area_lets_smaller_masks_win(small_model, image):
+    kwargs = {
+        "model": small_model,
+        "points_per_side": 4,
+        "return_masks": True,
+        **LOOSE,
+        "box_nms_thresh": 1.0,
+    }
+    result = automatic(image, overlap="area", **kwargs)
+    masks, table = result.masks, result.mask_properties
+    assert masks is not None and len(masks) > 1
+    smallest = np.full(image.shape, np.inf)
+    for k in range(len(masks)):
+        smallest = np.where(masks[k], np.minimum(smallest, table["area"][k]), smallest)
+    painted = result.labels > 0
+    mask_area_of_label = np.zeros(result.n_objects + 1)
+    mask_area_of_label[table["label"]] = table["area"]
+    np.testing.assert_array_equal(mask_area_of_label[result.labels[painted]], smallest[painted])
+    assert np.all(np.diff(mask_area_of_label[1:]) >= 0)  # labels numbered from the smallest mask

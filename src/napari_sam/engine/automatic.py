@@ -14,8 +14,9 @@ labels image instead of a list of overlapping run-length-encoded masks:
    (smaller crops win);
 4. optional small-region clean-up (holes and islands below ``min_mask_region_area``) and another
    suppression that prefers untouched masks, as in the official generator;
-5. paint: masks by decreasing predicted IoU, each pixel keeps the best mask covering it; labels are
-   renumbered ``1..N`` in that order; a per-object table goes with them.
+5. paint: masks by decreasing predicted IoU (or increasing area, ``overlap="area"``), each pixel
+   keeps the first mask covering it; labels are renumbered ``1..N`` in that order; a per-object
+   table goes with them.
 
 No step loops over masks at full resolution except the optional clean-up, which works inside each
 mask's bounding box.
@@ -100,6 +101,9 @@ class AutomaticOptions:
     point_in_mask
         Drop masks that do not contain the grid point that prompted them (not an official option;
         with models never trained on background clicks such masks are mostly spurious).
+    overlap
+        Who keeps a pixel covered by several masks: ``"score"`` the higher predicted IoU, ``"area"``
+        the smaller mask (a mask merging several objects cannot swallow them).
     """
 
     points_per_side: int = 32
@@ -117,6 +121,7 @@ class AutomaticOptions:
     max_area_fraction: float = 1.0
     min_area: int = 0
     point_in_mask: bool = False
+    overlap: str = "score"
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int) -> None:
@@ -148,6 +153,8 @@ class AutomaticOptions:
         if not isinstance(self.point_in_mask, (bool, np.bool_)):
             raise ValueError(f"point_in_mask must be True or False, got {self.point_in_mask!r}")
         object.__setattr__(self, "point_in_mask", bool(self.point_in_mask))
+        if self.overlap not in ("score", "area"):
+            raise ValueError(f"overlap must be 'score' or 'area', got {self.overlap!r}")
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
             number(name, 0.0, 1.0)
         number("crop_overlap_ratio", 0.0, 1.0, open_high=True)
@@ -166,14 +173,16 @@ class AutomaticOptions:
 #: ``benchmarks/bench_automatic.py tune`` (synthetic ``nuclei`` images, seeds 20000+; docs/benchmarks.md):
 #: nano's IoU head and logits are less sharp than the official models' (lower IoU and stability
 #: thresholds), touching nuclei give overlapping partial masks (strict box suppression), and
-#: background clicks give tiny or image-sized masks (area limits).
+#: background clicks give tiny or image-sized masks (area limits), and a confident mask merging a
+#: cluster must not hide its members (smaller masks win overlaps).
 PRESETS: dict[str, dict[str, Any]] = {
     "nuclei": {
-        "pred_iou_thresh": 0.7,
+        "pred_iou_thresh": 0.75,
         "stability_score_thresh": 0.5,
-        "box_nms_thresh": 0.2,
+        "box_nms_thresh": 0.15,
         "min_area": 50,
         "max_area_fraction": 0.02,
+        "overlap": "area",
     },
 }
 
@@ -206,7 +215,8 @@ class AutomaticResult:
     Attributes
     ----------
     labels
-        ``(H, W)`` uint32: 0 background, objects ``1..N`` by decreasing predicted IoU.
+        ``(H, W)`` uint32: 0 background, objects ``1..N`` in overlap order (by default decreasing
+        predicted IoU).
     properties
         One row per label (row ``i`` ↔ label ``i + 1``), numpy arrays keyed like
         ``skimage.measure.regionprops_table``: ``label``, ``score`` (predicted IoU),
@@ -573,14 +583,17 @@ def _table(
     }
 
 
-def _paint(masks: _MaskSet, return_masks: bool) -> AutomaticResult:
-    """Resolve overlaps by predicted IoU into one labels image; build the tables."""
+def _paint(masks: _MaskSet, return_masks: bool, overlap: str) -> AutomaticResult:
+    """Resolve overlaps (``overlap``: by predicted IoU or smaller area first) into one labels image."""
     from scipy import ndimage
 
     n = len(masks)
     device = masks.iou.device
     h, w = masks.image_shape
-    order = torch.sort(masks.iou, descending=True, stable=True).indices
+    if overlap == "area":
+        order = torch.sort(masks.areas, stable=True).indices
+    else:
+        order = torch.sort(masks.iou, descending=True, stable=True).indices
     canvas = torch.zeros((h, w), dtype=torch.int64, device=device)
     for positions, dense in masks.iter_dense(order):
         paint_first_hit(canvas, dense, positions + 1)  # provisional label = rank + 1
@@ -700,7 +713,7 @@ def iter_automatic(
     if not len(masks):
         return _empty_result(image_shape, return_masks)
     with torch.inference_mode():
-        return _paint(masks, return_masks)
+        return _paint(masks, return_masks, opts.overlap)
 
 
 def automatic(
@@ -721,6 +734,7 @@ def automatic(
     max_area_fraction: float | None = None,
     min_area: int | None = None,
     point_in_mask: bool | None = None,
+    overlap: str | None = None,
     preset: str | None = None,
     model: ModelLike = "nano",
     device: DeviceLike = "auto",
@@ -774,10 +788,13 @@ def automatic(
         [0] Drop masks with fewer pixels; not an official option.
     point_in_mask
         [False] Drop masks that do not contain their own prompt point; not an official option.
+    overlap
+        ["score"] Where masks overlap, the higher predicted IoU wins (``"score"``) or the smaller
+        mask (``"area"``); labels are numbered in that order.
     preset
-        None, or ``"nuclei"``: pred_iou_thresh 0.7, stability_score_thresh 0.5, box_nms_thresh 0.2,
-        min_area 50, max_area_fraction 0.02 — chosen for the nano model on fluorescence nuclei (see
-        the benchmarks page).
+        None, or ``"nuclei"``: pred_iou_thresh 0.75, stability_score_thresh 0.5, box_nms_thresh 0.15,
+        min_area 50, max_area_fraction 0.02, overlap ``"area"`` — chosen for the nano model on
+        fluorescence nuclei (see the benchmarks page).
     model, device
         The model (name, weights path or loaded model) and where to run it.
     embeddings
@@ -827,6 +844,7 @@ def automatic(
         "max_area_fraction": max_area_fraction,
         "min_area": min_area,
         "point_in_mask": point_in_mask,
+        "overlap": overlap,
     }
     steps = iter_automatic(
         image,
