@@ -61,6 +61,17 @@ def _verify(path: Path) -> int:
     return 0
 
 
+def _cmd_gui(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("napari") is None:
+        raise UsageError("napari is not installed; install it with pip install 'napari-sam-pipeline[napari]'")
+    from ._widgets.launch import run
+
+    run(args.images, sample=args.sample)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -288,6 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
     demo.set_defaults(func=_cmd_demo)
+
+    gui = sub.add_parser(
+        "gui",
+        help="open napari with sample data (or your images) and the annotator docked",
+        description="Open napari with the Annotator docked, on synthetic nuclei or on the given images.",
+    )
+    gui.add_argument("images", nargs="*", metavar="IMAGE", help="images to open instead of the sample")
+    gui.add_argument(
+        "--sample", default="nuclei_2d", choices=["nuclei_2d", "nuclei_3d"], help="sample data to open"
+    )
+    gui.set_defaults(func=_cmd_gui)
 
     train = sub.add_parser(
         "train",
