@@ -21,6 +21,10 @@ _LAZY = {
     "compute_embeddings": "napari_sam.engine.embeddings",
     "predict": "napari_sam.engine.predict",
     "Embeddings": "napari_sam.engine.embeddings",
+    "VolumeEmbeddings": "napari_sam.engine.embeddings",
+    "open_embeddings": "napari_sam.engine.embeddings",
+    "TiledEmbeddings": "napari_sam.engine.tiling",
+    "TileSpec": "napari_sam.engine.tiling",
     "Prediction": "napari_sam.engine.predict",
     "automatic": "napari_sam.engine.automatic",
     "AutomaticResult": "napari_sam.engine.automatic",
@@ -33,10 +37,14 @@ __all__ = [
     "Embeddings",
     "Prediction",
     "PropagationResult",
+    "TileSpec",
+    "TiledEmbeddings",
+    "VolumeEmbeddings",
     "__version__",
     "automatic",
     "compute_embeddings",
     "load_model",
+    "open_embeddings",
     "predict",
     "propagate",
     "segment",
@@ -46,10 +54,11 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .api import segment, train
     from .engine.automatic import AutomaticResult, automatic
-    from .engine.embeddings import Embeddings, compute_embeddings
+    from .engine.embeddings import Embeddings, VolumeEmbeddings, compute_embeddings, open_embeddings
     from .engine.loading import load_model
     from .engine.predict import Prediction, predict
     from .engine.propagate import PropagationResult, propagate
+    from .engine.tiling import TiledEmbeddings, TileSpec
 
 
 def __getattr__(name: str) -> Any:
