@@ -319,6 +319,11 @@ class _MaskSet:
             yield positions, self.dense(order[positions])
 
 
+def _coord_dtype(device: torch.device) -> torch.dtype:
+    """float64 for point coordinates, except on Apple's MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _upscale(low_res: torch.Tensor, run: _CropRun) -> torch.Tensor:
     """``(N, h, w)`` low-resolution logits → ``(N, rows, cols)`` at the crop's size."""
     return upscale_logits(
@@ -336,7 +341,7 @@ def _empty_set(
         stability=torch.zeros(0, device=device),
         boxes=torch.zeros((0, 4), dtype=torch.int64, device=device),
         areas=torch.zeros(0, dtype=torch.int64, device=device),
-        points=torch.zeros((0, 2), dtype=torch.float64, device=device),
+        points=torch.zeros((0, 2), dtype=_coord_dtype(device), device=device),
         crop_index=torch.zeros(0, dtype=torch.int64, device=device),
         low_res=None,
         mask_threshold=thr,
@@ -435,9 +440,12 @@ def _decode_and_filter(
     the IoU, stability, area and crop-edge filters."""
     device = sam.device
     crop = run.crop
-    pts = torch.as_tensor(points_model, device=device)  # float64, as the official generator passes them
+    # float64 as the official generator passes them (float32 where the device has no float64)
+    pts = torch.as_tensor(points_model, dtype=_coord_dtype(device), device=device)
     low_res, iou = _decode_batch(sam, features, pts)
-    source = torch.as_tensor(points_crop, device=device).repeat_interleave(3, dim=0)
+    source = torch.as_tensor(points_crop, dtype=_coord_dtype(device), device=device).repeat_interleave(
+        3, dim=0
+    )
     if opts.pred_iou_thresh > 0:
         keep = iou > opts.pred_iou_thresh
         low_res, iou, source = low_res[keep], iou[keep], source[keep]
@@ -471,7 +479,7 @@ def _decode_and_filter(
     if opts.point_in_mask:
         keep &= at_point
     keep &= ~near_crop_edge(boxes, crop.xyxy, (0, 0, image_shape[1], image_shape[0]))
-    offset_xy = torch.tensor([crop.x0, crop.y0], dtype=torch.float64, device=device)
+    offset_xy = torch.tensor([crop.x0, crop.y0], dtype=_coord_dtype(device), device=device)
     return _MaskSet(
         image_shape=image_shape,
         runs=[run],
