@@ -24,53 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import device_name, napari_sam, random_pair
 
-try:
-    import napari_sam
-except ImportError:  # not installed in this environment: use the working tree
-    sys.path.insert(0, str(ROOT / "src"))
-    import napari_sam
-
-try:
-    from segment_anything import sam_model_registry
-except ImportError as exc:
-    raise SystemExit(
-        f"this benchmark needs the official segment-anything package ({exc}); run it with the "
-        "reference environment's python: scripts/setup_reference_env.sh, then "
-        ".venv-ref/bin/python benchmarks/bench_encoder.py"
-    ) from exc
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from make_golden import randomize  # noqa: E402  (the fixtures' seeded weights)
-
-from napari_sam.engine.compile import warm_up  # noqa: E402
-from napari_sam.engine.embeddings import autocast, encode_images, resolve_precision  # noqa: E402
-from napari_sam.engine.loading import load_model  # noqa: E402
-from napari_sam.model import build_sam  # noqa: E402
+from napari_sam.engine.compile import warm_up
+from napari_sam.engine.embeddings import autocast, encode_images, resolve_precision
+from napari_sam.engine.loading import load_model
 
 SIDE = 1024
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sync(device: torch.device) -> None:
@@ -90,17 +58,6 @@ def throughput(fn: Any, batch: int, iters: int, warmup: int, device: torch.devic
     return batch * iters / (time.perf_counter() - start)
 
 
-def build_pair(name: str, seed: int, device: torch.device) -> tuple[torch.nn.Module, Any]:
-    torch.manual_seed(seed)
-    official = sam_model_registry[name]().eval()
-    randomize(official, seed=seed + 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / f"{name}_random.pth"
-        torch.save(official.state_dict(), weights)
-        ours = build_sam(name, checkpoint=weights)
-    return official.to(device), ours.to(device).eval()
-
-
 def bench_model(
     name: str,
     args: argparse.Namespace,
@@ -109,7 +66,7 @@ def bench_model(
     agreement: list[str],
 ) -> None:
     """Time official and ours for one architecture; append to ``rows`` and ``agreement``."""
-    official, ours = build_pair(name, args.seed, device)
+    official, ours = random_pair(name, args.seed, device)
     for batch in args.batch_sizes:
         x = torch.randn(batch, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(args.seed)).to(device)
         reference = None

@@ -26,7 +26,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,43 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import device_name, napari_sam, random_pair, segment_anything
 
-try:
-    import napari_sam
-except ImportError:  # not installed in this environment: use the working tree
-    sys.path.insert(0, str(ROOT / "src"))
-    import napari_sam
-
-try:
-    from segment_anything import SamPredictor, sam_model_registry
-except ImportError as exc:
-    raise SystemExit(
-        f"this benchmark needs the official segment-anything package ({exc}); run it with the "
-        "reference environment's python: scripts/setup_reference_env.sh, then "
-        ".venv-ref/bin/python benchmarks/bench_predict.py"
-    ) from exc
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from make_golden import randomize  # noqa: E402  (the fixtures' seeded weights)
-
-from napari_sam.engine.embeddings import compute_embeddings  # noqa: E402
-from napari_sam.engine.predict import predict  # noqa: E402
-from napari_sam.model import build_sam  # noqa: E402
+from napari_sam.engine.embeddings import compute_embeddings
+from napari_sam.engine.predict import predict
 
 IMAGE_SIDE = 1024
 AGREEMENT_POINTS = 5
 AGREEMENT_MIN_IOU = 0.99
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -111,16 +82,8 @@ def main() -> None:
 
     # The same seeded random vit_b weights in both implementations.
     t0 = time.perf_counter()
-    torch.manual_seed(args.seed)
-    official = sam_model_registry["vit_b"]().eval()
-    randomize(official, seed=args.seed + 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "vit_b_random.pth"
-        torch.save(official.state_dict(), weights)
-        ours = build_sam("vit_b", checkpoint=weights)
-    official.to(device)
-    ours.to(device)
-    predictor = SamPredictor(official)
+    official, ours = random_pair("vit_b", args.seed, device)
+    predictor = segment_anything.SamPredictor(official)
     print(f"built both vit_b models in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     image = rng.integers(0, 256, (IMAGE_SIDE, IMAGE_SIDE, 3), dtype=np.uint8)
@@ -195,7 +158,7 @@ def main() -> None:
     }
     env = {
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()),
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "napari_sam": napari_sam.__version__,
         "python": platform.python_version(),
