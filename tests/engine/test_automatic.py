@@ -17,7 +17,7 @@ from napari_sam.engine.automatic import (
     iter_automatic,
     resolve_options,
 )
-from napari_sam.engine.nms import box_iou, nms
+from napari_sam.engine.nms import box_iou, nms, nms_overlaps
 
 # thresholds at which a random-weight model's masks survive (its IoU head and logits are arbitrary)
 LOOSE = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.95}
@@ -155,7 +155,7 @@ def test_clean_mask_keeps_the_largest_island_when_all_are_small():
 def test_preset_then_explicit_values():
     opts = resolve_options("nuclei", pred_iou_thresh=0.5, points_per_side=None)
     assert opts.pred_iou_thresh == 0.5
-    assert opts.box_nms_thresh == 0.15 and opts.min_area == 50 and opts.overlap == "area"  # the preset
+    assert opts.mask_nms_thresh == 0.3 and opts.min_area == 50 and opts.overlap == "area"  # the preset
     assert opts.points_per_side == 32  # official default: the preset does not set it
     official = resolve_options()
     assert (official.points_per_side, official.pred_iou_thresh, official.stability_score_thresh) == (
@@ -182,6 +182,7 @@ def test_preset_then_explicit_values():
         ({"min_area": -5}, "min_area"),
         ({"point_in_mask": "yes"}, "point_in_mask"),
         ({"overlap": "iou"}, "overlap"),
+        ({"mask_nms_thresh": 1.2}, "mask_nms_thresh"),
         ({"points_per_side": 2, "crop_n_layers": 2, "crop_n_points_downscale_factor": 2}, "no points"),
         ({"preset": "cells"}, "preset"),
     ],
@@ -367,3 +368,31 @@ def test_overlap_by_area_lets_smaller_masks_win(small_model, image):
     mask_area_of_label[table["label"]] = table["area"]
     np.testing.assert_array_equal(mask_area_of_label[result.labels[painted]], smallest[painted])
     assert np.all(np.diff(mask_area_of_label[1:]) >= 0)  # labels numbered from the smallest mask
+
+
+def test_nms_overlaps_uses_the_given_matrix():
+    overlaps = torch.tensor([[1.0, 0.6, 0.1], [0.6, 1.0, 0.7], [0.1, 0.7, 1.0]])
+    scores = torch.tensor([0.5, 0.9, 0.2])
+    # 1 (best) suppresses 0 (0.6 > 0.5) and 2 (0.7 > 0.5)
+    assert nms_overlaps(overlaps, scores, 0.5).tolist() == [1]
+    assert nms_overlaps(overlaps, scores, 0.65).tolist() == [1, 0]
+
+
+def test_mask_nms_leaves_no_pair_overlapping_more_than_the_threshold(small_model, image):
+    kwargs = {
+        "model": small_model,
+        "points_per_side": 4,
+        "return_masks": True,
+        **LOOSE,
+        "box_nms_thresh": 1.0,
+    }
+    before = automatic(image, **kwargs)
+    after = automatic(image, mask_nms_thresh=0.3, **kwargs)
+    assert before.masks is not None and after.masks is not None
+    assert 0 < len(after.masks) < len(before.masks)
+    flat = after.masks.reshape(len(after.masks), -1).astype(np.float64)
+    inter = flat @ flat.T
+    area = np.diag(inter)
+    ratio = inter / np.maximum(np.minimum(area[:, None], area[None, :]), 1)
+    np.fill_diagonal(ratio, 0)
+    assert ratio.max() <= 0.3

@@ -11,7 +11,7 @@ labels image instead of a list of overlapping run-length-encoded masks:
    masks cut by an inner crop edge (and, optionally, masks larger than ``max_area_fraction``);
    only the low-resolution logits of the survivors are kept;
 3. box non-maximum suppression per crop (:func:`napari_sam.engine.nms.nms`), then across crops
-   (smaller crops win);
+   (smaller crops win), then optionally by mask overlap (``mask_nms_thresh``);
 4. optional small-region clean-up (holes and islands below ``min_mask_region_area``) and another
    suppression that prefers untouched masks, as in the official generator;
 5. paint: masks by decreasing predicted IoU (or increasing area, ``overlap="area"``), each pixel
@@ -40,7 +40,7 @@ from .coords import boxes_xyxy_to_rc, points_xy_to_rc, scale_xy
 from .device import DeviceLike
 from .embeddings import Embeddings, Precision, compute_embeddings
 from .loading import ModelLike, load_model, model_weights_id
-from .nms import nms
+from .nms import nms, nms_overlaps
 from .preprocess import (
     DEFAULT_PERCENTILES,
     NormalizeMode,
@@ -101,6 +101,11 @@ class AutomaticOptions:
     point_in_mask
         Drop masks that do not contain the grid point that prompted them (not an official option;
         with models never trained on background clicks such masks are mostly spurious).
+    mask_nms_thresh
+        After the box suppression, drop a mask when its overlap with a higher-scoring kept mask
+        (intersection over the smaller of the two) exceeds this (1 = off; not an official option).
+        Unlike boxes, masks of touching round objects hardly overlap, while duplicates and parts
+        of one object do.
     overlap
         Who keeps a pixel covered by several masks: ``"score"`` the higher predicted IoU, ``"area"``
         the smaller mask (a mask merging several objects cannot swallow them).
@@ -121,6 +126,7 @@ class AutomaticOptions:
     max_area_fraction: float = 1.0
     min_area: int = 0
     point_in_mask: bool = False
+    mask_nms_thresh: float = 1.0
     overlap: str = "score"
 
     def __post_init__(self) -> None:
@@ -159,6 +165,7 @@ class AutomaticOptions:
             number(name, 0.0, 1.0)
         number("crop_overlap_ratio", 0.0, 1.0, open_high=True)
         number("max_area_fraction", 0.0, 1.0, open_low=True)
+        number("mask_nms_thresh", 0.0, 1.0)
         number("stability_score_offset", 0.0, math.inf, open_high=True)
         number("mask_threshold", -math.inf, math.inf, open_low=True, open_high=True)
         last = int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers)
@@ -172,14 +179,16 @@ class AutomaticOptions:
 #: Named option sets. ``"nuclei"``: chosen for the shipped nano model on fluorescence nuclei by
 #: ``benchmarks/bench_automatic.py tune`` (synthetic ``nuclei`` images, seeds 20000+; docs/benchmarks.md):
 #: nano's IoU head and logits are less sharp than the official models' (lower IoU and stability
-#: thresholds), touching nuclei give overlapping partial masks (strict box suppression), and
+#: thresholds), touching nuclei have overlapping boxes but not masks (suppression by mask overlap
+#: instead of boxes), and
 #: background clicks give tiny or image-sized masks (area limits), and a confident mask merging a
 #: cluster must not hide its members (smaller masks win overlaps).
 PRESETS: dict[str, dict[str, Any]] = {
     "nuclei": {
-        "pred_iou_thresh": 0.75,
+        "pred_iou_thresh": 0.6,
         "stability_score_thresh": 0.5,
-        "box_nms_thresh": 0.15,
+        "box_nms_thresh": 1.0,
+        "mask_nms_thresh": 0.3,
         "min_area": 50,
         "max_area_fraction": 0.02,
         "overlap": "area",
@@ -571,9 +580,34 @@ def _generate(
             crop_areas = torch.tensor([b.area for b in boxes], dtype=torch.float32, device=masks.iou.device)
             scores = 1.0 / crop_areas[masks.crop_index]
             masks = masks.take(nms(masks.boxes.float(), scores, opts.crop_nms_thresh))
+        if opts.mask_nms_thresh < 1 and len(masks) > 1:
+            masks = masks.take(_mask_nms(masks, opts.mask_nms_thresh))
         if opts.min_mask_region_area > 0 and len(masks):
             masks = _clean(masks, opts)
     return masks
+
+
+#: Mask overlaps for ``mask_nms_thresh`` are measured on a grid of at most this many pixels a side.
+_OVERLAP_SIDE = 256
+
+
+def _mask_nms(masks: _MaskSet, threshold: float) -> torch.Tensor:
+    """Indices kept by greedy suppression on intersection-over-smaller-mask (by predicted IoU).
+
+    Masks are compared on a regular subsample of the image (every ``k``-th row and column, at most
+    :data:`_OVERLAP_SIDE` a side), which estimates areas and intersections without bias.
+    """
+    h, w = masks.image_shape
+    step = max(1, math.ceil(max(h, w) / _OVERLAP_SIDE))
+    n = len(masks)
+    parts = []
+    for _, dense in masks.iter_dense(torch.arange(n, device=masks.iou.device)):
+        parts.append(dense[:, ::step, ::step].flatten(1).to(torch.float32))
+    flat = torch.cat(parts)
+    inter = flat @ flat.T
+    area = inter.diagonal()
+    smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1.0)
+    return nms_overlaps(inter / smaller, masks.iou, threshold)
 
 
 def _table(
@@ -742,6 +776,7 @@ def automatic(
     max_area_fraction: float | None = None,
     min_area: int | None = None,
     point_in_mask: bool | None = None,
+    mask_nms_thresh: float | None = None,
     overlap: str | None = None,
     preset: str | None = None,
     model: ModelLike = "nano",
@@ -796,13 +831,16 @@ def automatic(
         [0] Drop masks with fewer pixels; not an official option.
     point_in_mask
         [False] Drop masks that do not contain their own prompt point; not an official option.
+    mask_nms_thresh
+        [1.0] Drop masks overlapping a better kept mask by more than this (intersection over the
+        smaller mask); 1 = off; not an official option.
     overlap
         ["score"] Where masks overlap, the higher predicted IoU wins (``"score"``) or the smaller
         mask (``"area"``); labels are numbered in that order.
     preset
-        None, or ``"nuclei"``: pred_iou_thresh 0.75, stability_score_thresh 0.5, box_nms_thresh 0.15,
-        min_area 50, max_area_fraction 0.02, overlap ``"area"`` — chosen for the nano model on
-        fluorescence nuclei (see the benchmarks page).
+        None, or ``"nuclei"``: pred_iou_thresh 0.6, stability_score_thresh 0.5, box_nms_thresh 1.0
+        (off), mask_nms_thresh 0.3, min_area 50, max_area_fraction 0.02, overlap ``"area"`` — chosen
+        for the nano model on fluorescence nuclei (see the benchmarks page).
     model, device
         The model (name, weights path or loaded model) and where to run it.
     embeddings
@@ -852,6 +890,7 @@ def automatic(
         "max_area_fraction": max_area_fraction,
         "min_area": min_area,
         "point_in_mask": point_in_mask,
+        "mask_nms_thresh": mask_nms_thresh,
         "overlap": overlap,
     }
     steps = iter_automatic(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["box_area", "box_iou", "nms"]
+__all__ = ["box_area", "box_iou", "nms", "nms_overlaps"]
 
 #: Rows of the pairwise-overlap matrix computed at once (bounds the float memory to rows × N).
 _IOU_ROWS = 2048
@@ -70,9 +70,27 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     for start in range(0, n, _IOU_ROWS):
         stop = min(start + _IOU_ROWS, n)
         suppresses[start:stop] = box_iou(ranked[start:stop], ranked) > iou_threshold
+    return order[_greedy(suppresses)]
+
+
+def nms_overlaps(overlaps: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Greedy suppression with a precomputed ``(N, N)`` symmetric overlap matrix (e.g. mask IoU).
+
+    Same visiting order and rule as :func:`nms`; returns kept indices by decreasing score.
+    """
+    n = overlaps.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int64, device=overlaps.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    return order[_greedy(overlaps[order][:, order] > threshold)]
+
+
+def _greedy(suppresses: torch.Tensor) -> torch.Tensor:
+    """``(N, N)`` bool "row would suppress column" in rank order → ``(N,)`` bool kept (greedy)."""
+    n = suppresses.shape[0]
     # only a higher-ranked box (row) can suppress a lower-ranked one (column)
     suppresses = torch.triu(suppresses, diagonal=1)
-    keep = torch.ones(n, dtype=torch.bool, device=boxes.device)
+    keep = torch.ones(n, dtype=torch.bool, device=suppresses.device)
     # a matrix-vector product is the fastest "any kept suppressor" on every device; above a few
     # thousand boxes the float copy of the matrix costs too much memory and a boolean reduction is used
     weights = suppresses.to(torch.float32) if n <= _MATMUL_MAX else None
@@ -85,4 +103,4 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         if torch.equal(new_keep, keep):
             break
         keep = new_keep
-    return order[keep]
+    return keep
