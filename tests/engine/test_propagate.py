@@ -164,6 +164,17 @@ def test_centroid_jump_stops(oracle, volume_embeddings, truth):
     assert result.extent(3) == (4, 5)
 
 
+def test_clip_to_box_keeps_predictions_inside_the_previous_box(oracle, volume_embeddings, truth):
+    free = propagate(volume_embeddings, truth[4], z=4, objects=[3], prompt="box", **PERMISSIVE)
+    clipped = propagate(
+        volume_embeddings, truth[4], z=4, objects=[3], prompt="box", clip_to_box=True, **PERMISSIVE
+    )
+    assert _iou(free.labels == 3, truth == 3) == 1.0
+    # object 3 drifts 2 columns per slice: each clipped step loses the 2 columns beyond the last box
+    assert (clipped.labels[5] == 3).sum() == (truth[5] == 3).sum() - 2 * 8
+    assert _iou(clipped.labels == 3, truth == 3) < 1.0
+
+
 def test_two_seeds_fill_the_gap_from_the_nearer_end(oracle, volume_embeddings, truth):
     seeds = np.zeros(SHAPE, dtype=np.uint32)
     seeds[2][truth[2] == 3] = 3

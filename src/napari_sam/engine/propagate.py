@@ -435,6 +435,11 @@ def _step_slice(
     for i in np.argsort(-scores, kind="stable"):
         c = chains[i]
         kept = masks[i] & ((plane == 0) | (plane == c.label))
+        if "box" in kwargs and opts.clip_to_box:
+            r0, c0, r1, c1 = kwargs["box"][i]
+            inside = np.zeros_like(kept)
+            inside[int(np.floor(r0)) : int(np.ceil(r1)), int(np.floor(c0)) : int(np.ceil(c1))] = True
+            kept &= inside
         if opts.connected:
             kept = overlapping_parts(kept, c.mask)
         current = summarize(kept)
@@ -474,6 +479,7 @@ def iter_propagate(
     max_area_change: float = 3.0,
     max_centroid_shift: float = 0.5,
     min_contrast: float = 0.5,
+    clip_to_box: bool = False,
     connected: bool = True,
     image: Any = None,
     model: ModelLike = "nano",
@@ -496,6 +502,7 @@ def iter_propagate(
         max_area_change=max_area_change,
         max_centroid_shift=max_centroid_shift,
         min_contrast=min_contrast,
+        clip_to_box=clip_to_box,
         connected=connected,
     )
     prompts = _prompt_arguments(labels_or_prompts, points, point_labels, boxes)
@@ -602,6 +609,7 @@ def propagate(
     max_area_change: float = 3.0,
     max_centroid_shift: float = 0.5,
     min_contrast: float = 0.5,
+    clip_to_box: bool = False,
     connected: bool = True,
     image: Any = None,
     model: ModelLike = "nano",
@@ -647,6 +655,8 @@ def propagate(
         Stop an object when its image contrast falls below this fraction of its best so far (objects
         stay visible a few slices beyond their end through out-of-focus light); 0 = off. Measured on
         ``volume`` when it is an image, else on ``image`` when given, else off.
+    clip_to_box
+        Drop the parts of a prediction outside its box prompt (see :class:`PropagateOptions`).
     connected
         Drop the parts of a prediction that do not touch the object's previous slice.
     image
@@ -705,6 +715,7 @@ def propagate(
         max_area_change=max_area_change,
         max_centroid_shift=max_centroid_shift,
         min_contrast=min_contrast,
+        clip_to_box=clip_to_box,
         connected=connected,
         image=image,
         model=model,

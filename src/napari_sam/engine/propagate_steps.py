@@ -57,6 +57,10 @@ class PropagateOptions:
         so far, in [0, 1]; 0 turns the rule off. Out-of-focus light makes objects visible some slices
         beyond their end (the decoder keeps finding them there); 0.5 cuts them about where their signal
         halves. Needs the image (not only its embeddings).
+    clip_to_box
+        With ``"box"`` prompts: drop the parts of a prediction outside its box (the decoder often
+        spills past small or faint objects); growth and drift from slice to slice are then at most
+        ``box_margin`` per side, so it suits objects that shrink away from their seed (off by default).
     connected
         Keep only the parts of a prediction (8-connected regions) that overlap the object on the
         previous slice: pieces that leaked onto other objects are dropped before the checks.
@@ -71,6 +75,7 @@ class PropagateOptions:
     max_area_change: float = 3.0
     max_centroid_shift: float = 0.5
     min_contrast: float = 0.5
+    clip_to_box: bool = False
     connected: bool = True
 
     def __post_init__(self) -> None:
@@ -88,7 +93,7 @@ class PropagateOptions:
         _number(self, "max_area_change", 1.0, math.inf)
         _number(self, "max_centroid_shift", 0.0, math.inf, open_low=True)
         _number(self, "min_contrast", 0.0, 1.0)
-        for name in ("multimask", "connected"):
+        for name in ("multimask", "clip_to_box", "connected"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
