@@ -84,7 +84,7 @@ class PropagatePanel(QWidget):
 
     def refresh(self, *_: Any) -> None:
         """Fit the slice range to the current image; enabled for 3D images only."""
-        layer = self.owner.annotator.image_layer
+        layer = self.owner.embedding.image_layer()  # the annotator may not have caught up yet
         n = 0
         if layer is not None:
             try:
