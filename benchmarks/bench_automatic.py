@@ -135,6 +135,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _paint(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Labels from masks, the highest ``scores`` first (each pixel keeps the first mask)."""
     labels = np.zeros(masks.shape[1:], dtype=np.uint32)
     for rank, k in enumerate(np.argsort(-scores, kind="stable")):
         labels[(labels == 0) & masks[k]] = rank + 1
@@ -182,7 +183,7 @@ def run_tune(args: argparse.Namespace) -> dict[str, Any]:
     """Decode every grid point once per image with no filtering, then sweep the filters offline."""
     from itertools import product
 
-    from napari_sam.engine.nms import nms
+    from napari_sam.engine.nms import nms, nms_overlaps
 
     cached = _candidates(args)
     names = (
@@ -190,35 +191,38 @@ def run_tune(args: argparse.Namespace) -> dict[str, Any]:
         "stability_score_thresh",
         "max_area_fraction",
         "min_area",
-        "point_in_mask",
-        "box_nms_thresh",
+        "suppression",
+        "overlap",
     )
     # point_in_mask=True was tried too and lost recall on small nuclei (grid points miss them while a
-    # neighbouring point's mask still covers them); it stays off here
+    # neighbouring point's mask still covers them), so it is not swept
+    suppressions = (("box", 0.15), ("box", 0.3), ("box", 0.7), ("mask", 0.2), ("mask", 0.3), ("mask", 0.5))
     grid = list(
-        product(
-            (0.5, 0.6, 0.65, 0.7, 0.75, 0.8),
-            (0.0, 0.3, 0.4, 0.5),
-            (0.02, 0.03),
-            (20, 50),
-            (False,),
-            (0.15, 0.2, 0.25, 0.35, 0.5),
-        )
+        product((0.6, 0.7, 0.75), (0.3, 0.5), (0.02, 0.05), (20, 50), suppressions, ("score", "area"))
     )
+    for c in cached:  # intersection over the smaller mask, for every pair of candidates
+        flat = torch.from_numpy(c["masks"].reshape(len(c["masks"]), -1)).float()
+        inter = flat @ flat.T
+        area = inter.diagonal()
+        c["containment"] = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1)
     scores = []
-    for p, s, a, m, inside, b in grid:
+    for p, s, a, m, (kind, t), overlap in grid:
         f1s = []
         for c in cached:
             keep = (c["score"] > p) & (c["stability"] >= s) & (c["area"] <= a * c["truth"].size)
             keep &= c["area"] >= m
-            if inside:
-                keep &= c["at_point"]
             idx = np.flatnonzero(keep)
             if idx.size:
-                kept = nms(torch.from_numpy(c["boxes"][idx]).float(), torch.from_numpy(c["score"][idx]), b)
+                score = torch.from_numpy(c["score"][idx])
+                if kind == "box":
+                    kept = nms(torch.from_numpy(c["boxes"][idx]).float(), score, t)
+                else:
+                    sub = torch.from_numpy(idx)
+                    kept = nms_overlaps(c["containment"][sub][:, sub], score, t)
                 idx = idx[kept.numpy()]
-            f1s.append(f1_at_iou(_paint(c["masks"][idx], c["score"][idx]), c["truth"])[0])
-        scores.append(((p, s, a, m, inside, b), statistics.mean(f1s)))
+            priority = c["score"][idx] if overlap == "score" else -c["area"][idx].astype(np.float64)
+            f1s.append(f1_at_iou(_paint(c["masks"][idx], priority), c["truth"])[0])
+        scores.append(((p, s, a, m, f"{kind} {t}", overlap), statistics.mean(f1s)))
     scores.sort(key=lambda item: -item[1])
     print("\n| " + " | ".join(names) + " | mean F1 |")
     print("|" + "---:|" * (len(names) + 1))
