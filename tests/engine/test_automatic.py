@@ -396,3 +396,24 @@ def test_mask_nms_leaves_no_pair_overlapping_more_than_the_threshold(small_model
     ratio = inter / np.maximum(np.minimum(area[:, None], area[None, :]), 1)
     np.fill_diagonal(ratio, 0)
     assert ratio.max() <= 0.3
+
+
+def test_automatic_labels_auto_preset_is_nuclei_for_nano_only(monkeypatch):
+    from napari_sam.engine import automatic as amg
+
+    seen = []
+
+    def fake(image, **kwargs):
+        seen.append(kwargs.get("preset"))
+        return _empty_like(image)
+
+    monkeypatch.setattr(amg, "automatic", fake)
+    image = np.zeros((8, 8), np.uint8)
+    automatic_labels(image)
+    automatic_labels(image, model="vit_b")
+    automatic_labels(image, model="nano", preset=None)
+    assert seen == ["nuclei", None, None]
+
+
+def _empty_like(image):
+    return AutomaticResult(labels=np.zeros(image.shape[:2], np.uint32), properties={}, mask_properties={})

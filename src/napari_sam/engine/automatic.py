@@ -923,6 +923,7 @@ def automatic_labels(
     normalize: NormalizeMode = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     contrast_limits: tuple[float, float] | None = None,
+    preset: str | None = "auto",
     **kwargs: Any,
 ) -> np.ndarray:
     """Labels of :func:`automatic` for a 2D image, or slice by slice for a ``(Z, Y, X[, C])`` stack.
@@ -931,11 +932,20 @@ def automatic_labels(
     labels that continue the previous slices' numbering, so no two slices share a label. The stack is
     normalised as one volume. Other keywords go to :func:`automatic`.
 
+    ``preset="auto"`` (what ``segment()`` without prompts uses) picks ``"nuclei"`` for the shipped
+    nano model — with the official thresholds its masks almost never survive — and the official
+    defaults for every other model.
+
     Returns
     -------
     numpy.ndarray
         ``uint32`` labels with the image's spatial shape.
     """
+    if preset == "auto":
+        model = kwargs.get("model", "nano")
+        name = model if isinstance(model, str) else getattr(model, "name", None)
+        preset = "nuclei" if name == "nano" else None
+    kwargs["preset"] = preset
     if not stack:
         return automatic(
             image,
