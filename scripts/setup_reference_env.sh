@@ -38,7 +38,8 @@ PY="$REF_VENV/bin/python"
 "$PY" -m pip install \
   "torch==$TORCH_VERSION" \
   "torchvision==$TORCHVISION_VERSION" \
-  "segment-anything==1.0"
+  "segment-anything==1.0" \
+  opencv-python-headless  # the official AMG's small-region clean-up (make_golden.py --amg)
 # This package (editable, so the benchmarks and fixtures see the working tree).
 "$PY" -m pip install -e "$ROOT"
 
