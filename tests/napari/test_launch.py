@@ -15,8 +15,8 @@ def test_open_viewer_shows_sample_and_docks_annotator(gui, qtbot):
         images = [layer for layer in viewer.layers if layer.__class__.__name__ == "Image"]
         assert len(images) == 1 and images[0].data.shape == (512, 512)
         assert np.asarray(images[0].data).max() > 0
-        docked = [name for name in viewer.window._dock_widgets if "Annotator" in name]
-        assert docked, list(viewer.window._dock_widgets)
+        docked = [name for name in viewer.window.dock_widgets if "Annotator" in name]
+        assert docked, list(viewer.window.dock_widgets)
     finally:
         viewer.close()
 
