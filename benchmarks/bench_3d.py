@@ -1,7 +1,7 @@
 """3D quality on held-out synthetic stacks: propagation from boxes, automatic 3D, and a classical baseline.
 
     python benchmarks/bench_3d.py [--volumes 3] [--shape 16 256 256] [--objects 14] [--seed 20000]
-                                  [--points-per-side 8] [--skip-automatic] [--cache DIR] [--json OUT]
+                                  [--points-per-side 16] [--skip-automatic] [--cache DIR] [--json OUT]
 
 Stacks: ``napari_sam.data.synthetic.nuclei_3d`` with seeds from ``--seed`` on (20000+ are never used
 in training). Embeddings go through a zarr cache (``--cache``, default a temporary folder), so runs
@@ -156,7 +156,9 @@ def main() -> int:
     parser.add_argument("--z-spacing", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=20000, help="first held-out seed")
     parser.add_argument("--model", default="nano")
-    parser.add_argument("--points-per-side", type=int, default=8, help="automatic grid (CPU: keep small)")
+    parser.add_argument(
+        "--points-per-side", type=int, default=16, help="automatic grid per slice (CPU: keep small)"
+    )
     parser.add_argument("--link-iou", type=float, default=0.25, help="link_slices(min_iou=)")
     parser.add_argument("--link-slices", type=int, default=2, help="link_slices(min_slices=)")
     parser.add_argument(
