@@ -104,13 +104,14 @@ class Attention(nn.Module):
         """
         h, d, dim = self.num_heads, self.internal_dim // self.num_heads, self.embedding_dim
         b, nk, nq = k.shape[0], k.shape[1], qh.shape[1]
-        kh = self.k_proj(k).view(b, nk, h, d).permute(2, 3, 0, 1).reshape(h, d, b * nk)
-        scores = torch.bmm(qh, kh).view(h, nq, b, nk)
-        attn = torch.softmax(scores * d**-0.5, dim=-1).permute(2, 1, 0, 3).reshape(b, nq, h * nk)
+        kh = self.k_proj(k).view(b, nk, h, d).permute(2, 0, 1, 3).reshape(h, b * nk, d)
+        # scores laid out (H, B, nk, Nq): the softmax over nk runs along contiguous queries
+        scores = torch.bmm(kh, qh.transpose(1, 2)).view(h, b, nk, nq)
+        attn = torch.softmax(scores * d**-0.5, dim=2).transpose(0, 1).reshape(b, h * nk, nq)
         vh = self._split_heads(self.v_proj(v))  # (B, H, nk, d)
         w_o = self.out_proj.weight.view(dim, h, d).permute(1, 2, 0)  # (H, d, D)
         values = (vh @ w_o).reshape(b, h * nk, dim) + self.out_proj.bias / h  # (B, H·nk, D)
-        return torch.baddbmm(residual.expand(b, nq, dim), attn, values)
+        return torch.baddbmm(residual.expand(b, nq, dim), attn.transpose(1, 2), values)
 
     def _costs(self, nq: int, nk: int) -> tuple[int, int, int]:
         """Multiply-adds of the (standard, small-query, small-key) orders."""
