@@ -47,3 +47,24 @@ def test_embedding_widget_and_3d_sample(make_napari_viewer, qtbot):
     from napari_sam._napari.embeddings import stored
 
     assert sorted(stored(image).slices) == [7]
+
+
+def test_embedding_widget_channel_choice_for_rgb_layers(make_napari_viewer, qtbot):
+    from napari_sam._napari.embeddings import stored
+
+    viewer = make_napari_viewer()
+    gray = viewer.add_image(np.zeros((64, 64), dtype=np.uint16), name="gray")
+    rgb = np.zeros((256, 256, 3), dtype=np.uint8)
+    rgb[100:140, 60:110, 1] = 200  # the object is in the green channel only
+    layer = viewer.add_image(rgb, name="rgb", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sam-pipeline", "Embeddings")
+    widget.set_image_layer(gray)
+    assert not widget.channel_combo.isEnabled() and widget.settings().channel is None
+    widget.set_image_layer(layer)
+    assert widget.channel_combo.isEnabled()
+    widget.channel_combo.setCurrentIndex(2)  # "1 (green)"
+    assert widget.settings().channel == 1
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.is_running(), timeout=120_000)
+    embeddings = stored(layer, widget.settings()).slices[0]
+    assert embeddings.preprocessing.channel == (1,)

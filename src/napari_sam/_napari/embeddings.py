@@ -20,14 +20,16 @@ from .prompts import image_spatial_shape
 
 @dataclass(frozen=True)
 class EmbeddingSettings:
-    """How embeddings are computed: the model (name or weights path), device, encoder precision and an
-    optional on-disk cache folder (zarr; reused when it matches, see :func:`napari_sam.compute_embeddings`).
+    """How embeddings are computed: the model (name or weights path), device, encoder precision, an
+    optional on-disk cache folder (zarr; reused when it matches, see :func:`napari_sam.compute_embeddings`)
+    and, for RGB(A) layers, one channel to embed as a gray image (``None``: all, the official RGB path).
     """
 
     model: str = "nano"
     device: str = "auto"
     precision: str = "auto"
     cache: str | None = None
+    channel: int | None = None
 
 
 @dataclass
@@ -136,6 +138,14 @@ def compute_steps(
         record = LayerEmbeddings(settings=settings, shape=shape)
         _REGISTRY[layer] = record
     options = dict(preprocessing_of(layer))
+    if settings.channel is not None:
+        n_channels = int(np.shape(layer.data[0] if layer.multiscale else layer.data)[-1]) if layer.rgb else 0
+        if not 0 <= settings.channel < n_channels:
+            raise AnnotatorError(
+                f"channel {settings.channel} does not exist in image '{layer.name}' "
+                + (f"({n_channels} channels)" if layer.rgb else "(not an RGB image: pick a channel's layer)")
+            )
+        options["channel"] = settings.channel
     options.update(device=settings.device, precision=settings.precision, cache=cache_for(shape, settings))
     return _steps(_level0(layer), list(planes), settings.model, record, options, compute_embeddings)
 

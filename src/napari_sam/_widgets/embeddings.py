@@ -26,6 +26,7 @@ from ._messages import reported, tell, unwrap_viewer
 MODELS = ("nano", "vit_b", "vit_l", "vit_h")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CHANNELS = ("all (RGB)", "0 (red)", "1 (green)", "2 (blue)")
 CURRENT_SLICE = "current slice"
 WHOLE_STACK = "whole stack"
 
@@ -65,6 +66,11 @@ class EmbeddingWidget(QWidget):
         self.device_combo.addItems(DEVICES)
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(PRECISIONS)
+        self.channel_combo = QComboBox()
+        self.channel_combo.addItems(CHANNELS)
+        self.channel_combo.setToolTip(
+            "RGB images: embed all channels (the official colour path) or one channel as a gray image"
+        )
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
         self.scope_combo.setToolTip("3D stacks: embed only the slice on screen, or every slice")
@@ -93,6 +99,7 @@ class EmbeddingWidget(QWidget):
         form.addRow("model", model_row)
         form.addRow("device", self.device_combo)
         form.addRow("precision", self.precision_combo)
+        form.addRow("channel", self.channel_combo)
         form.addRow("3D", self.scope_combo)
         cache_row = QHBoxLayout()
         cache_row.addWidget(self.cache_edit, 1)
@@ -153,6 +160,7 @@ class EmbeddingWidget(QWidget):
             device=self.device_combo.currentText(),
             precision=self.precision_combo.currentText(),
             cache=self.cache_edit.text().strip() or None,
+            channel=self.channel_combo.currentIndex() - 1 if self.channel_combo.isEnabled() else None,
         )
 
     def _update_scope(self, *_: Any) -> None:
@@ -161,6 +169,9 @@ class EmbeddingWidget(QWidget):
         with contextlib.suppress(AnnotatorError):
             is_3d = layer is not None and len(image_spatial_shape(layer)) == 3
         self.scope_combo.setEnabled(is_3d)
+        self.channel_combo.setEnabled(layer is not None and bool(layer.rgb))
+        if not self.channel_combo.isEnabled():
+            self.channel_combo.setCurrentIndex(0)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
