@@ -160,8 +160,13 @@ class EmbeddingWidget(QWidget):
             device=self.device_combo.currentText(),
             precision=self.precision_combo.currentText(),
             cache=self.cache_edit.text().strip() or None,
-            channel=self.channel_combo.currentIndex() - 1 if self.channel_combo.isEnabled() else None,
+            channel=self._channel(),
         )
+
+    def _channel(self) -> int | None:
+        """The RGB channel to embed alone (None: all channels, or not an RGB layer)."""
+        index = self.channel_combo.currentIndex()
+        return index - 1 if self.channel_combo.isEnabled() and index > 0 else None
 
     def _update_scope(self, *_: Any) -> None:
         layer = self.image_layer()
