@@ -699,6 +699,7 @@ class SegmentJob:
     channel: int | tuple[int, ...] | None = None
     cache_dir: str | None = None
     overwrite: bool = False
+    propagate: bool = True
 
     def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str:
         from .api import segment
@@ -713,7 +714,13 @@ class SegmentJob:
         if self.cache_dir is not None:
             options["cache"] = cache_path(self.cache_dir, item.source)
         labels = segment(
-            image, model=self.model, device=self.device, channel=self.channel, **prompts, **options
+            image,
+            model=self.model,
+            device=self.device,
+            channel=self.channel,
+            propagate=self.propagate,
+            **prompts,
+            **options,
         )
         like = item.source if is_ome_zarr(item.source) else None
         write_labels(item.output, labels, overwrite=self.overwrite, like=like)
@@ -761,6 +768,7 @@ def segment_files(
     overwrite: bool = False,
     scheduler: Any = None,
     progress: bool = True,
+    propagate: bool = True,
 ) -> BatchSummary:
     """Segment images from prompt tables (or automatically) and write ``out/<name>_labels.<format>``.
 
@@ -784,6 +792,9 @@ def segment_files(
         As in :func:`napari_sam.segment`; use the ``channel`` the caches were made with.
     overwrite, scheduler, progress
         See :func:`run_batch`; ``overwrite`` redoes (and replaces) existing labels.
+    propagate
+        3D stacks, as in :func:`napari_sam.segment`: prompts are propagated through the stack (False:
+        the prompted slices only); without prompts, the slices' objects are linked into 3D objects.
 
     Returns
     -------
@@ -818,6 +829,7 @@ def segment_files(
         channel=_channel(channel),
         cache_dir=cache_dir,
         overwrite=overwrite,
+        propagate=bool(propagate),
     )
     done = None if overwrite else output_exists
     return run_batch(items, job, is_done=done, scheduler=scheduler, progress=progress, desc="segment")

@@ -256,6 +256,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         scheduler=args.scheduler,
         progress=not args.quiet,
+        propagate=args.propagate,
     )
     return _finish(summary)
 
@@ -376,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["tif", "zarr"], help="labels format (default: zarr for zarr inputs, else tif)"
     )
     segment.add_argument("--cache", metavar="DIR", help="embedding caches (from napari-sam embed) to reuse")
+    segment.add_argument(
+        "--propagate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="3D stacks: follow each prompted object up and down the stack (default); --no-propagate: "
+        "segment the prompted slices only. With --auto: link the slices' objects into 3D objects",
+    )
     _add_batch_options(segment)
     segment.set_defaults(func=_cmd_segment)
     return parser

@@ -27,6 +27,7 @@ from .._napari.errors import AnnotatorError
 from .._napari.prompts import LABEL_FEATURE, NEGATIVE, POSITIVE
 from ._messages import reported, tell, unwrap_viewer
 from .embeddings import EmbeddingWidget
+from .propagate import PropagatePanel
 
 NEW_LAYER = "(new layer)"
 DEBOUNCE_MS = 120
@@ -82,11 +83,10 @@ class AnnotatorWidget(QWidget):
         self.everything_button = QPushButton("Segment everything")
         self.everything_button.setEnabled(False)
         self.everything_button.setToolTip("automatic segmentation: not available in this version yet")
-        self.propagate_button = QPushButton("Propagate through the stack")
-        self.propagate_button.setEnabled(False)
-        self.propagate_button.setToolTip("3D propagation: not available in this version yet")
         self.extras_layout.addWidget(self.everything_button)
-        self.extras_layout.addWidget(self.propagate_button)
+        self.propagate_panel = PropagatePanel(self)
+        self.propagate_button = self.propagate_panel.run_button
+        self.extras_layout.addWidget(self.propagate_panel)
 
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
