@@ -151,3 +151,17 @@ def test_predict_reuses_the_prepared_image_and_respects_mask_prompts(golden):
     case = golden.case("mask_input")  # a mask prompt takes the plain path and still matches
     pred = predict(emb, return_logits=True, **official_prompts_to_ours(case))
     np.testing.assert_allclose(pred.masks[0], case["masks"], atol=1e-4, rtol=0)
+
+
+def test_prepared_images_are_kept_for_a_few_recent_embeddings_only(golden):
+    from napari_sam.engine import predict as predict_module
+
+    model = golden.model()
+    image = golden.arrays["image"]
+    embeddings = [
+        compute_embeddings(image, model, normalize=None) for _ in range(predict_module._PREPARED_MAX + 2)
+    ]
+    for emb in embeddings:
+        predict_module.prepared_image(emb, model)
+    kept = [emb for emb in embeddings if emb in predict_module._PREPARED]
+    assert kept == embeddings[-predict_module._PREPARED_MAX :]

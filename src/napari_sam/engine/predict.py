@@ -187,13 +187,14 @@ _PREPARED: weakref.WeakKeyDictionary[Embeddings, tuple[int, str, str, ImageToken
     weakref.WeakKeyDictionary()
 )
 _PREPARED_LOCK = threading.Lock()
+_PREPARED_MAX = 4  # images whose prepared inputs are kept at once (a few slices of a stack)
 
 
 def prepared_image(embeddings: Embeddings, sam: Sam) -> ImageTokens:
     """The decoder's image-side inputs for ``embeddings`` without a mask prompt, computed once.
 
-    Kept while ``embeddings`` is alive (about 15 MB for a 64×64 embedding), so repeated prompts on
-    one image skip the image-only part of the decoder's first block.
+    Kept while ``embeddings`` is alive, for the last few images used (about 15 MB each for a 64×64
+    embedding), so repeated prompts on one image skip the image-only part of the decoder's first block.
     """
     key = (id(sam), model_weights_id(sam), str(sam.device))
     with _PREPARED_LOCK:
@@ -208,6 +209,9 @@ def prepared_image(embeddings: Embeddings, sam: Sam) -> ImageTokens:
             embeddings.features.to(sam.device), pe.get_dense_pe(), no_mask
         )
     with _PREPARED_LOCK:
+        _PREPARED.pop(embeddings, None)
+        while len(_PREPARED) >= _PREPARED_MAX:  # oldest first: the weak dict keeps insertion order
+            _PREPARED.pop(next(iter(_PREPARED.keys())), None)
         _PREPARED[embeddings] = (*key, prepared)
     return prepared
 
