@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ def _jsonable(value: Any) -> Any:
 
 def _check_writable(folder: Path) -> None:
     """Raise PermissionError unless a file can be created in ``folder``."""
-    probe = folder / f".napari_sam_write_test_{os.getpid()}"
+    # unique per call: threads of one process (a dask worker) may probe the same folder at once
+    probe = folder / f".napari_sam_write_test_{os.getpid()}_{uuid.uuid4().hex}"
     try:
         probe.write_bytes(b"")
         probe.unlink()
