@@ -67,10 +67,10 @@ class MaskDecoder(nn.Module):
 
     def forward(
         self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
+        image_embeddings: torch.Tensor | ImageTokens,
+        image_pe: torch.Tensor | None,
         sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor | None,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode masks.
@@ -78,7 +78,8 @@ class MaskDecoder(nn.Module):
         Parameters
         ----------
         image_embeddings
-            ``(1, D, H, W)`` (shared by all prompts) or ``(B, D, H, W)``.
+            ``(1, D, H, W)`` (shared by all prompts) or ``(B, D, H, W)``; or :meth:`prepare_image`'s
+            result (then ``image_pe`` and ``dense_prompt_embeddings`` are not used).
         image_pe
             ``(1, D, H, W)`` dense positional encoding.
         sparse_prompt_embeddings
