@@ -78,6 +78,10 @@ def test_compiled_encoder_matches_eager(small_model, tmp_path, monkeypatch):
     compiled = encode_images(small_model, batch, precision="fp32", compile=True)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
     assert any((tmp_path / "inductor").iterdir())  # kernels cached on disk for the next process
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    plain = compute_embeddings(image, small_model, precision="fp32").features
+    fast = compute_embeddings(image, small_model, precision="fp32", compile=True).features
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
 
 
 def test_compile_mode_is_validated(small_model):

@@ -400,12 +400,13 @@ class _Embedder:
         *,
         precision: str = "auto",
         batch_size: int = 1,
+        compile: bool = False,
         store: EmbeddingStore | None = None,
         meta: dict[str, Any] | None = None,
     ) -> None:
         self.image, self.layout, self.sam, self.prep, self.spec = image, layout, sam, prep, spec
         self.windows = tile_windows(layout.plane_shape, spec) if spec is not None else None
-        self.precision, self.batch_size = precision, batch_size
+        self.precision, self.batch_size, self.compile = precision, batch_size, compile
         self.store, self.meta = store, meta or (store.meta if store is not None else {})
         self.memory: dict[int, Embeddings | TiledEmbeddings] = {}
         self.params: dict[int, PreprocessParams] = {}
@@ -434,7 +435,7 @@ class _Embedder:
 
     def _encode(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         assert self.sam is not None
-        feats = encode_images(self.sam, torch.cat(inputs), precision=self.precision)
+        feats = encode_images(self.sam, torch.cat(inputs), precision=self.precision, compile=self.compile)
         if self.round_dtype is not None:
             feats = feats.to(self.round_dtype).float()
         return feats
@@ -826,6 +827,7 @@ def compute_embeddings(
     channel: int | Sequence[int] | None = None,
     channel_axis: int | None = None,
     precision: Precision = "auto",
+    compile: bool = False,
     cache: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     cache_dtype: str = "float16",
@@ -853,6 +855,10 @@ def compute_embeddings(
         axis of ``image`` (of the whole stack).
     precision
         Encoder arithmetic: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"``, ``"fp16"``.
+    compile
+        Run the encoder compiled with ``torch.compile`` (opt-in: the first call compiles, tens of
+        seconds on a GPU and minutes on a CPU; kernels are cached on disk for later processes, see
+        :mod:`napari_sam.engine.compile`). Worth it for long stacks and batches.
     cache
         Folder of a zarr v3 embedding cache (created if missing). Slices already there, intact and of
         unchanged content are reused; others are computed and written one by one, so an interrupted run
@@ -922,7 +928,16 @@ def compute_embeddings(
         meta = _cache_meta(image, layout, sam, prep, spec, cache_dtype, percentile_scope)
         store = EmbeddingStore.open_or_create(cache, meta, overwrite=overwrite)
     embedder = _Embedder(
-        image, layout, sam, prep, spec, precision=precision, batch_size=batch_size, store=store, meta=meta
+        image,
+        layout,
+        sam,
+        prep,
+        spec,
+        precision=precision,
+        batch_size=batch_size,
+        compile=bool(compile),
+        store=store,
+        meta=meta,
     )
     embedder.run(todo, progress, cancel)
     if layout.is_volume:
