@@ -139,7 +139,7 @@ def compute_steps(
         _REGISTRY[layer] = record
     options = dict(preprocessing_of(layer))
     if settings.channel is not None:
-        n_channels = int(np.shape(layer.data[0] if layer.multiscale else layer.data)[-1]) if layer.rgb else 0
+        n_channels = int(np.shape(_level0(layer))[-1]) if layer.rgb else 0
         if not 0 <= settings.channel < n_channels:
             raise AnnotatorError(
                 f"channel {settings.channel} does not exist in image '{layer.name}' "

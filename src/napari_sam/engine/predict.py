@@ -202,9 +202,8 @@ def prepared_image(embeddings: Embeddings, sam: Sam) -> ImageTokens:
     if cached is not None and cached[:3] == key:
         return cached[3]
     pe = sam.prompt_encoder
-    grid = embeddings.features.shape[-2:]
-    no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *grid)
     with torch.inference_mode():
+        _, no_mask = pe(None, None, None)  # the dense "no mask" embedding every such prompt gets
         prepared = sam.mask_decoder.prepare_image(
             embeddings.features.to(sam.device), pe.get_dense_pe(), no_mask
         )
