@@ -30,6 +30,7 @@ import numpy as np
 from .device import DeviceLike
 from .embeddings import Cancelled, VolumeEmbeddings, compute_embeddings, image_layout
 from .loading import ModelLike, load_model
+from .prompted import segment_stack
 from .propagate_steps import (
     STOP_REASONS,
     MaskSummary,
@@ -278,17 +279,18 @@ def seed_labels(
     numpy.ndarray
         ``(Z, Y, X)`` uint32, objects on their prompted slices only.
     """
-    from ..api import segment
-
     placeholder = np.broadcast_to(np.zeros((), dtype=np.uint8), embeddings.shape)
-    seeds = segment(
+    seeds = segment_stack(
         placeholder,
-        points=points,
-        point_labels=point_labels,
-        boxes=boxes,
-        model=model if model is not None else embeddings.model,
-        embeddings=embeddings,
-        propagate=False,
+        image_layout(placeholder, None),
+        points,
+        point_labels,
+        boxes,
+        embeddings.model if model is None else load_model(model),
+        embeddings,
+        multimask="auto",
+        batch_size=32,
+        embed_options={},
     )
     if clip_to_boxes and boxes is not None:
         for label, box in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 6), start=1):
