@@ -10,6 +10,7 @@ from scipy.optimize import linear_sum_assignment
 
 from napari_sam.engine.automatic import automatic
 from napari_sam.engine.embeddings import compute_embeddings
+from napari_sam.engine.loading import open_model
 from tests.conftest import GOLDEN
 
 AMG = GOLDEN / "amg"
@@ -36,8 +37,11 @@ def _official(arrays, name: str, shape: tuple[int, int]) -> dict[str, np.ndarray
 def golden_amg():
     arrays = np.load(AMG / "amg.npz")
     options = json.loads((AMG / "options.json").read_text())
-    # the whole-image embedding is shared by the cases (uint8 RGB: the official preprocessing)
-    embeddings = compute_embeddings(arrays["image"], "nano", device="cpu", normalize=None)
+    # the whole-image embedding is shared by the cases (uint8 RGB: the official preprocessing, and the
+    # official resize: the longer side always to 1024, however small the image)
+    model = open_model("nano")
+    model.max_upscale = None
+    embeddings = compute_embeddings(arrays["image"], model, normalize=None)
     return arrays, options, embeddings
 
 

@@ -212,3 +212,42 @@ def test_mask_prompt_from_a_binary_mask():
     assert rows.min() >= 1 and rows.max() <= 10
     assert cols.max() <= 5
     assert float(logits.max()) == pytest.approx(10.0) and float(logits.min()) == pytest.approx(-10.0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "max_upscale", "expected"),
+    [
+        ((256, 256), 2.0, (512, 512)),
+        ((256, 128), 2.0, (512, 256)),
+        ((700, 350), 2.0, (1024, 512)),
+        ((2048, 1024), 2.0, (1024, 512)),
+        ((256, 256), None, (1024, 1024)),
+    ],
+)
+def test_max_upscale_limits_only_enlargement(shape, max_upscale, expected):
+    assert preprocess_shape(*shape, 1024, max_upscale) == expected
+
+
+def test_nano_embeds_small_images_at_most_twice_enlarged_and_prompts_follow():
+    from napari_sam.data.synthetic import preset
+    from napari_sam.engine.embeddings import compute_embeddings
+    from napari_sam.engine.loading import open_model
+    from napari_sam.engine.predict import predict
+
+    sample = preset("nuclei", shape=(200, 160)).sample(4)
+    nano = open_model("nano")
+    emb = compute_embeddings(sample.image, nano)
+    assert tuple(emb.input_size) == (400, 320)
+    truth = sample.labels == 1
+    rows, cols = np.nonzero(truth)
+    box = [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]
+    from_box = predict(emb, box=box, multimask=False)
+    assert from_box.masks.shape == (1, 1, 200, 160)
+    iou = (from_box.masks[0, 0] & truth).sum() / (from_box.masks[0, 0] | truth).sum()
+    assert iou > 0.7
+    # a binary mask prompt is resized exactly like the image: the object's own mask refines to itself
+    refined = predict(emb, box=box, mask_input=from_box.masks[0, 0], multimask=False).masks[0, 0]
+    assert (refined & from_box.masks[0, 0]).sum() / (refined | from_box.masks[0, 0]).sum() > 0.9
+    official_like = open_model("nano")
+    official_like.max_upscale = None
+    assert tuple(compute_embeddings(sample.image, official_like).input_size) == (1024, 819)

@@ -422,7 +422,7 @@ class _Embedder:
     def _model_input(self, crop: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         sam = self.sam
         assert sam is not None
-        input_size = preprocess_shape(crop.shape[0], crop.shape[1], sam.image_size)
+        input_size = preprocess_shape(crop.shape[0], crop.shape[1], sam.image_size, sam.max_upscale)
         resized = resize_image(crop, input_size)
         inp = to_model_input(
             resized,
@@ -788,6 +788,7 @@ def _cache_meta(
             "contrast_limits": list(prep.contrast_limits) if prep.contrast_limits is not None else None,
             "channel": list(picks) if picks is not None else None,
             "channel_axis": layout.slice_channel_axis,
+            "max_upscale": sam.max_upscale,
         },
         "image": {
             "shape": list(layout.shape),

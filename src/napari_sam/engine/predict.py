@@ -147,7 +147,10 @@ def _mask_prompt(
         logits = torch.cat(
             [
                 mask_to_prompt_logits(
-                    m > 0, image_size=embeddings.image_size, mask_input_size=mask_input_size
+                    m > 0,
+                    image_size=embeddings.image_size,
+                    mask_input_size=mask_input_size,
+                    input_size=tuple(embeddings.input_size),
                 )
                 for m in stack
             ]

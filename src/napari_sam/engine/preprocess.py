@@ -239,9 +239,18 @@ def normalize_intensity(
     return out, "none", None, None
 
 
-def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """``(rows, cols)`` after resizing so the longer side equals ``long_side`` (official rounding)."""
+def preprocess_shape(
+    height: int, width: int, long_side: int, max_upscale: float | None = None
+) -> tuple[int, int]:
+    """``(rows, cols)`` after resizing so the longer side equals ``long_side`` (official rounding).
+
+    With ``max_upscale``, a small image is enlarged by at most that factor (its resized longer side
+    is then shorter than ``long_side``; the rest of the canvas is padding). Images larger than the
+    canvas are always shrunk to fit.
+    """
     scale = long_side / max(height, width)
+    if max_upscale is not None and scale > max_upscale:
+        scale = float(max_upscale)
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
@@ -301,8 +310,12 @@ def prepare_image(
     channel: int | Sequence[int] | None = None,
     channel_axis: int | None = None,
     device: torch.device | str = "cpu",
+    max_upscale: float | None = None,
 ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], PreprocessParams]:
     """Any 2D image → model input.
+
+    ``max_upscale`` limits how much a small image is enlarged (see :func:`preprocess_shape`); the
+    models carry their own value as ``Sam.max_upscale``.
 
     Returns
     -------
@@ -321,7 +334,7 @@ def prepare_image(
         arr, normalize=normalize, percentiles=percentiles, contrast_limits=contrast_limits
     )
     original_size = (int(arr.shape[0]), int(arr.shape[1]))
-    input_size = preprocess_shape(*original_size, image_size)
+    input_size = preprocess_shape(*original_size, image_size, max_upscale)
     resized = resize_image(scaled, input_size)
     model_input = to_model_input(
         resized, image_size=image_size, pixel_mean=pixel_mean, pixel_std=pixel_std, device=device
@@ -361,15 +374,20 @@ def upscale_logits(
 
 
 def mask_to_prompt_logits(
-    mask: np.ndarray, *, image_size: int, mask_input_size: tuple[int, int]
+    mask: np.ndarray,
+    *,
+    image_size: int,
+    mask_input_size: tuple[int, int],
+    input_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """A binary mask at the original image size ``(H, W)`` → ``(1, 1, 4h, 4w)`` mask-prompt logits.
 
-    The mask is resized like the image, padded, averaged down to the prompt resolution, and mapped to
-    logits ``±MASK_PROMPT_LOGIT``.
+    The mask is resized like the image (to ``input_size``, the embedding's; default: the longer side
+    to ``image_size``), padded, averaged down to the prompt resolution, and mapped to logits
+    ``±MASK_PROMPT_LOGIT``.
     """
     mask = np.asarray(mask)
-    rows, cols = preprocess_shape(mask.shape[0], mask.shape[1], image_size)
+    rows, cols = input_size or preprocess_shape(mask.shape[0], mask.shape[1], image_size)
     resized = resize_image(mask.astype(np.float32)[..., None], (rows, cols))[..., 0]
     canvas = np.zeros((image_size, image_size), dtype=np.float32)
     canvas[:rows, :cols] = resized

@@ -372,12 +372,16 @@ def _make_chains(
 
 
 def _mask_prompt_fn(sam: Any, shape: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
-    from .preprocess import mask_to_prompt_logits
+    from .preprocess import mask_to_prompt_logits, preprocess_shape
 
     size = sam.prompt_encoder.mask_input_size
+    input_size = preprocess_shape(*shape, sam.image_size, sam.max_upscale)
 
     def convert(mask: np.ndarray) -> np.ndarray:
-        return mask_to_prompt_logits(mask, image_size=sam.image_size, mask_input_size=size)[0, 0].numpy()
+        logits = mask_to_prompt_logits(
+            mask, image_size=sam.image_size, mask_input_size=size, input_size=input_size
+        )
+        return logits[0, 0].numpy()
 
     return convert
 

@@ -91,6 +91,7 @@ def prepare_canvas(image: np.ndarray, labels: np.ndarray, model: Sam, **preproce
         image_size=model.image_size,
         pixel_mean=model.pixel_mean.cpu(),
         pixel_std=model.pixel_std.cpu(),
+        max_upscale=model.max_upscale,
         **preprocess,
     )
     resized = Image.fromarray(labels.astype(np.int32)).resize(
