@@ -80,12 +80,35 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     are kept whatever their suffix (reading them reports what is wrong); inside folders only files
     with an image suffix are taken, sorted by name.
 
+    Parameters
+    ----------
+    inputs
+        Image files and folders, in any order.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The images, in the order given (a folder's images sorted by name).
+
     Raises
     ------
     FileNotFoundError
         An input does not exist.
     ValueError
         A folder contains no images.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from napari_sam.io import find_images, write_labels
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = write_labels(Path(tmp) / "b.tif", np.ones((8, 8), np.uint32))
+    ...     np.save(Path(tmp) / "a.npy", np.zeros((8, 8)))
+    ...     _ = (Path(tmp) / "notes.txt").write_text("not an image")
+    ...     print([path.name for path in find_images([tmp])])
+    ['a.npy', 'b.tif']
     """
     found: list[Path] = []
     for item in inputs:
@@ -291,6 +314,18 @@ def read_image(path: str | os.PathLike[str]) -> Any:
         ``path`` does not exist.
     NotAnImageError
         A ``ValueError``: the file is not an image of a supported format, or has unsupported axes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import tifffile
+    >>> from napari_sam.io import read_image
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     tifffile.imwrite(f"{tmp}/stack.tif", np.arange(60, dtype=np.uint16).reshape(3, 4, 5))
+    ...     image = read_image(f"{tmp}/stack.tif")
+    ...     print(image.shape, image.dtype, int(image[2, 3, 4]))
+    (3, 4, 5) uint16 59
     """
     source = Path(path).expanduser()
     if not source.exists():
@@ -519,6 +554,26 @@ def write_labels(
         Unsupported suffix, or labels that are not a 2D / 3D integer array.
     PermissionError
         The output folder is not writable.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from napari_sam.io import read_image, write_labels
+    >>> labels = np.zeros((3, 64, 64), np.uint32)
+    >>> labels[1, 10:20, 10:30] = 7
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     print(write_labels(f"{tmp}/stack_labels.tif", labels).name)
+    ...     print(read_image(f"{tmp}/stack_labels.tif").shape)
+    ...     print(write_labels(f"{tmp}/stack_labels.zarr", labels).name)  # zarr v3, chunked by slice
+    ...     try:
+    ...         write_labels(f"{tmp}/stack_labels.tif", labels)
+    ...     except FileExistsError:
+    ...         print("kept: pass overwrite=True to replace")
+    stack_labels.tif
+    (3, 64, 64)
+    stack_labels.zarr
+    kept: pass overwrite=True to replace
     """
     target = Path(path).expanduser()
     labels = _check_labels(labels)

@@ -40,6 +40,26 @@ def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
     (``(z, min_row, min_col, z + 1, max_row, max_col)``).
 
     A pixel belongs to the box when its centre lies inside the shape's bounding rectangle.
+
+    Parameters
+    ----------
+    shapes
+        A Shapes layer's data: a list of ``(V, 2)`` ``(row, col)`` or ``(V, 3)`` ``(z, row, col)``
+        vertex arrays (one ``(V, D)`` array is one shape); None for none.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(M, 4)`` or ``(M, 6)`` float64 boxes, one per shape (``(0, 4)`` for none).
+
+    Examples
+    --------
+    >>> from napari_sam.nodes import shapes_to_boxes
+    >>> rectangle = [[10, 20], [10, 60], [40, 60], [40, 20]]  # napari's 4 corners, (row, col)
+    >>> shapes_to_boxes([rectangle])
+    array([[10., 20., 41., 61.]])
+    >>> shapes_to_boxes([[[3, 10, 20], [3, 10, 60], [3, 40, 60], [3, 40, 20]]])  # drawn on slice 3
+    array([[ 3., 10., 20.,  4., 41., 61.]])
     """
     if shapes is None:
         return np.zeros((0, 4))
@@ -116,6 +136,16 @@ def segment_from_prompts(
     numpy.ndarray
         uint32 labels of the image's spatial shape; objects numbered from 1 (boxes first, then points,
         slice by slice).
+
+    Examples
+    --------
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> from napari_sam.nodes import segment_from_prompts
+    >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> rectangle = [[0, 55], [0, 94], [28, 94], [28, 55]]  # a Shapes layer's rectangle
+    >>> labels = segment_from_prompts(image, points=[[74, 15]], boxes=[rectangle])
+    >>> labels.shape, labels.dtype, int(labels.max())  # the box is object 1, the point object 2
+    ((128, 128), dtype('uint32'), 2)
     """
     from .api import segment
     from .engine.embeddings import compute_embeddings
@@ -177,6 +207,25 @@ def segment_from_prompts_node(
 
     (napari cannot map an unset optional layer input back to a layer when a function returns
     ``LabelsData``, so the widget returns the layer tuple itself.)
+
+    Parameters
+    ----------
+    image, points, negative_points, boxes, model, device
+        As in :func:`segment_from_prompts`.
+
+    Returns
+    -------
+    tuple
+        ``(labels, {"name": "SAM labels (node)"}, "labels")``: napari adds it as a Labels layer.
+
+    Examples
+    --------
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> from napari_sam.nodes import segment_from_prompts_node
+    >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> data, meta, kind = segment_from_prompts_node(image, points=[[74, 15]])
+    >>> data.shape, meta["name"], kind
+    ((128, 128), 'SAM labels (node)', 'labels')
     """
     labels = segment_from_prompts(image, points, negative_points, boxes, model=model, device=device)
     return (labels, {"name": "SAM labels (node)"}, "labels")
@@ -207,6 +256,15 @@ def automatic_segmentation(
     -------
     numpy.ndarray
         uint32 labels of the image's spatial shape (in a stack, labels continue from slice to slice).
+
+    Examples
+    --------
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> from napari_sam.nodes import automatic_segmentation
+    >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> labels = automatic_segmentation(image, points_per_side=2)  # 4 prompts: fast, misses objects
+    >>> labels.shape, labels.dtype
+    ((128, 128), dtype('uint32'))
     """
     from .engine.automatic import automatic_labels
 
@@ -244,6 +302,25 @@ def compute_embeddings_to_cache(
         As in :func:`segment_from_prompts`.
     overwrite
         Replace a cache made for another image or model instead of stopping with an error.
+
+    Returns
+    -------
+    None
+        The embeddings are in ``cache``; :func:`napari_sam.open_embeddings` reads them back, and
+        ``compute_embeddings(image, cache=...)`` / ``segment(image, ..., cache=...)`` reuse them.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import napari_sam as ns
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> from napari_sam.nodes import compute_embeddings_to_cache
+    >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     compute_embeddings_to_cache(image, cache=f"{tmp}/image.zarr")
+    ...     emb = ns.open_embeddings(f"{tmp}/image.zarr")
+    >>> emb.original_size
+    (128, 128)
     """
     from .engine.embeddings import compute_embeddings
 

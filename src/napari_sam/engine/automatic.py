@@ -235,6 +235,17 @@ class AutomaticResult:
         ``area`` and ``bbox`` of the whole mask, ``label`` the label it became or 0 if it was hidden).
     masks
         ``(M, H, W)`` bool, those masks (only with ``return_masks=True``; else None).
+
+    Examples
+    --------
+    >>> import napari_sam as ns
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> result = ns.automatic(image, points_per_side=2, return_masks=True)
+    >>> sorted(result.properties)[-5:]  # also area, bbox-0 … bbox-3 (half-open), label
+    ['label', 'point-0', 'point-1', 'score', 'stability_score']
+    >>> result.masks.shape[1:], result.masks.dtype
+    ((128, 128), dtype('bool'))
     """
 
     labels: np.ndarray
@@ -866,11 +877,15 @@ def automatic(
 
     Examples
     --------
+    >>> import napari_sam as ns
     >>> from napari_sam.data.synthetic import nuclei_2d
-    >>> image, truth = nuclei_2d((256, 256), n_objects=8, seed=1)
-    >>> result = automatic(image, preset="nuclei", points_per_side=8)  # doctest: +SKIP
-    >>> result.labels.shape, result.labels.dtype                         # doctest: +SKIP
-    ((256, 256), dtype('uint32'))
+    >>> image, truth = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> result = ns.automatic(image, preset="nuclei", points_per_side=3)  # 9 prompts; default 32 × 32
+    >>> result.labels.shape, result.labels.dtype
+    ((128, 128), dtype('uint32'))
+    >>> n = int(result.labels.max())  # objects found
+    >>> all(len(column) == n for column in result.properties.values())
+    True
     """
     options = {
         "points_per_side": points_per_side,

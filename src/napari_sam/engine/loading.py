@@ -62,9 +62,10 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
     Parameters
     ----------
     model
-        ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (official weights, found locally or downloaded and
-        sha256-checked), the path of a weights file (``.pth`` / ``.safetensors``; architecture inferred),
-        or a :class:`Sam` (returned as is, moved to ``device`` unless it is ``"auto"``).
+        ``"nano"`` (shipped with the package, works offline), ``"vit_b"``, ``"vit_l"``, ``"vit_h"``
+        (official weights, found locally or downloaded and sha256-checked), the path of a weights
+        file (``.pth`` / ``.safetensors``; architecture inferred), or a :class:`Sam`
+        (returned as is, moved to ``device`` unless it is ``"auto"``).
     device
         ``"auto"`` (CUDA → MPS → CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``.
 
@@ -72,6 +73,15 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
     -------
     Sam
         The last two models loaded are kept in memory, so repeated calls are cheap.
+
+    Examples
+    --------
+    >>> import napari_sam as ns
+    >>> sam = ns.load_model("nano", device="cpu")
+    >>> sam.config.encoder_type, sam.image_size
+    ('nano', 1024)
+    >>> ns.load_model("nano", device="cpu") is sam  # kept in memory
+    True
     """
     if isinstance(model, Sam):
         if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):

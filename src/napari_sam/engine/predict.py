@@ -35,6 +35,15 @@ class Prediction:
     low_res_logits
         ``(N, K, 4h, 4w)`` float32 logits at the decoder's resolution (``(256, 256)`` for the
         official models); pass one as ``mask_input`` to refine the object.
+
+    Examples
+    --------
+    >>> import napari_sam as ns
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> pred = ns.predict(ns.compute_embeddings(image), points=[[[14, 75]], [[74, 15]]])  # 2 objects
+    >>> pred.masks.shape, pred.best_index.shape, pred.best_masks().shape
+    ((2, 3, 128, 128), (2,), (2, 128, 128))
     """
 
     masks: np.ndarray
@@ -259,6 +268,31 @@ def predict(
     Returns
     -------
     Prediction
+        ``masks`` ``(N, K, H, W)`` at the image's size, ``iou_scores`` ``(N, K)`` and
+        ``low_res_logits`` ``(N, K, 256, 256)``; K = 3 with ``multimask`` (1 with ``best_only``), else 1.
+
+    Examples
+    --------
+    >>> import napari_sam as ns
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> emb = ns.compute_embeddings(image)  # once per image; then each prompt takes milliseconds
+    >>> pred = ns.predict(emb, points=[[14, 75]])  # one click at row 14, column 75
+    >>> pred.masks.shape, pred.masks.dtype, pred.iou_scores.shape
+    ((1, 3, 128, 128), dtype('bool'), (1, 3))
+
+    Refine the best candidate with a second click, feeding its logits back:
+
+    >>> best = pred.low_res_logits[0, pred.best_index[0]]
+    >>> better = ns.predict(emb, points=[[14, 75], [20, 90]], point_labels=[1, 0], mask_input=best,
+    ...                     multimask=False)
+    >>> better.masks.shape
+    (1, 1, 128, 128)
+
+    Two objects from two boxes in one call:
+
+    >>> ns.predict(emb, box=[[0, 55, 29, 95], [54, 1, 96, 32]], multimask=False).masks.shape
+    (2, 1, 128, 128)
     """
     from .tiling import TiledEmbeddings, predict_tiled
 

@@ -89,6 +89,20 @@ class PropagationResult:
         One :class:`Stop` per chain.
     decoder_calls
         Batched decoder calls made (at most one per slice and sweep).
+
+    Examples
+    --------
+    >>> import napari_sam as ns
+    >>> from napari_sam.data.synthetic import nuclei_3d
+    >>> stack, truth = nuclei_3d((3, 96, 96), n_objects=2, seed=1)
+    >>> result = ns.propagate(stack, truth[1], z=1)
+    >>> result.seeds
+    {1: [1], 2: [1]}
+    >>> first, stop = result.extent(1)  # slices first .. stop - 1 hold object 1
+    >>> 0 <= first <= 1 < stop <= 3
+    True
+    >>> sorted({s.direction for s in result.stops})
+    ['down', 'up']
     """
 
     labels: np.ndarray
@@ -693,12 +707,25 @@ def propagate(
 
     Examples
     --------
+    Objects painted on one slice (here the true labels of slice 1) are followed up and down the
+    stack. ``propagate(stack, ...)`` embeds the slices it visits; here they are embedded once and
+    shared by two calls (``image=`` keeps the contrast stop rule):
+
+    >>> import napari_sam as ns
     >>> from napari_sam.data.synthetic import nuclei_3d
-    >>> image, truth = nuclei_3d((16, 128, 128), n_objects=6, seed=3)
-    >>> middle = 8
-    >>> result = propagate(image, truth[middle], z=middle)  # doctest: +SKIP
-    >>> result.labels.shape                                  # doctest: +SKIP
-    (16, 128, 128)
+    >>> stack, truth = nuclei_3d((3, 96, 96), n_objects=2, seed=1)
+    >>> vol = ns.compute_embeddings(stack)
+    >>> result = ns.propagate(vol, truth[1], z=1, image=stack)
+    >>> result.labels.shape, result.labels.dtype, sorted(result.seeds)
+    ((3, 96, 96), dtype('uint32'), [1, 2])
+
+    From one box drawn on slice 1 (``max_z = 1 + 1``, as :func:`napari_sam.segment` reads boxes):
+
+    >>> from skimage.measure import regionprops
+    >>> r0, c0, r1, c1 = regionprops(truth[1])[0].bbox
+    >>> result = ns.propagate(vol, boxes=[[1, r0, c0, 2, r1, c1]], image=stack)
+    >>> result.seeds
+    {1: [1]}
     """
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
         raise TypeError(f"cancel must be a threading.Event (or have is_set()), got {cancel!r}")

@@ -57,6 +57,25 @@ class TileSpec:
     """How to tile: square tiles of ``tile_size`` pixels, neighbours overlapping by ``2 * halo``.
 
     The halo should exceed the radius of the largest object so that every object fits in some tile.
+
+    Attributes
+    ----------
+    tile_size
+        Side of the square tiles in image pixels (at least 16; default 1024).
+    halo
+        Overlap on each side of a tile's core, in pixels; ``0 <= 2 * halo < tile_size`` (default 128).
+
+    Examples
+    --------
+    >>> import napari_sam as ns
+    >>> ns.TileSpec()
+    TileSpec(tile_size=1024, halo=128)
+    >>> ns.TileSpec(tile_size=512, halo=300)
+    Traceback (most recent call last):
+    ...
+    ValueError: halo must satisfy 0 <= 2 * halo < tile_size, got halo=300, tile_size=512
+
+    Pass one as ``compute_embeddings(image, tile=spec)`` (or ``tile=(512, 64)``).
     """
 
     tile_size: int = DEFAULT_TILE_SIZE
@@ -217,6 +236,21 @@ class TiledEmbeddings:
         used for objects no tile contains; None when the image is not at hand.
     model
         The model that computed the features.
+
+    Examples
+    --------
+    Large slices are tiled automatically (longest side over 2048 px); small tiles force it here:
+
+    >>> import napari_sam as ns
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> image, _ = nuclei_2d((100, 200), n_objects=5, seed=2)
+    >>> tiled = ns.compute_embeddings(image, tile=(128, 16))  # (tile_size, halo)
+    >>> type(tiled).__name__, len(tiled.tiles), tiled.original_size
+    ('TiledEmbeddings', 2, (100, 200))
+    >>> [window.bounds for window in tiled.windows]  # (min_row, min_col, max_row, max_col)
+    [(0, 0, 100, 128), (0, 72, 100, 200)]
+    >>> ns.predict(tiled, box=[[30, 80, 70, 130]], multimask=False).masks.shape  # whole-image masks
+    (1, 1, 100, 200)
     """
 
     tiles: Sequence[Embeddings]

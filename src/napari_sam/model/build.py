@@ -62,6 +62,19 @@ def build_sam(name_or_path: str | Path | SamConfig, checkpoint: str | Path | Non
         A path that does not exist.
     CheckpointError
         Unreadable weights, or weights of another architecture (the message names the right one).
+
+    Examples
+    --------
+    >>> from napari_sam.model import build_sam
+    >>> from napari_sam.model.registry import shipped_nano_path
+    >>> sam = build_sam(shipped_nano_path())  # architecture read from the file
+    >>> type(sam).__name__, sam.config.encoder_type, sam.image_size, sam.training
+    ('Sam', 'nano', 1024, False)
+    >>> sorted({key.split(".")[0] for key in sam.state_dict()})
+    ['image_encoder', 'mask_decoder', 'prompt_encoder']
+
+    ``build_sam("vit_b")`` gives the official architecture with random weights and the official
+    state-dict keys; ``build_sam("vit_b", "sam_vit_b_01ec64.pth")`` loads the official file strictly.
     """
     if isinstance(name_or_path, SamConfig):
         config, name = name_or_path, config_name(name_or_path) or "custom"
