@@ -21,3 +21,7 @@ class WeightsUnavailableError(NapariSamError, FileNotFoundError):
 
 class CacheMismatchError(NapariSamError, ValueError):
     """An embedding cache belongs to another image, model or preprocessing."""
+
+
+class CacheLockedError(NapariSamError, TimeoutError):
+    """An embedding cache stayed locked by another process for longer than the caller would wait."""

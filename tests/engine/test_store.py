@@ -126,7 +126,8 @@ def test_a_slice_whose_flag_is_false_is_recomputed(tmp_path, volume, small_model
     cache = tmp_path / "c.zarr"
     compute_embeddings(volume, small_model, cache=cache)
     store = open_store(cache, mode="r+")
-    store.begin_slice(1)  # as left by a process killed while rewriting slice 1
+    store.begin_slice(1)  # as left by a process killed while rewriting slice 1 …
+    store.release_locks()  # … whose locks died with it
     encoded.clear()
     vol = compute_embeddings(volume, small_model, cache=cache)
     assert sum(encoded) == 1 and vol.is_complete

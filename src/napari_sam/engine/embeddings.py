@@ -554,6 +554,8 @@ class _Embedder:
                 future.cancel()
             pool.shutdown(wait=True)
             reporter.close()
+            if self.store is not None:  # slices begun and not finished (an error, a cancel)
+                self.store.release_locks()
 
     def _flush(
         self, queue: list[tuple[int, int, torch.Tensor]], pending: dict[int, _Pending], reporter: _Reporter

@@ -20,6 +20,22 @@ Every chunk carries a CRC32C checksum and the small per-slice arrays have one ch
 process killed in the middle of a write leaves at worst one torn chunk: its checksum fails (or its
 ``done`` flag is still False) and the slice is recomputed. Features are filled with NaN where never
 written, so a missing chunk file is detected too.
+
+Several processes may use one cache at once (two users, dask workers embedding parts of one stack).
+Readers take no lock. Writers coordinate through advisory file locks (:mod:`.filelock`;
+``flock``, released by the operating system when a process dies, so ``kill -9`` never leaves a
+cache locked)::
+
+      .napari_sam.lock         shared by every process writing slices, exclusive while a process
+                               creates or replaces (``overwrite``) the store
+      .napari_sam_locks/<z>    exclusive while slice ``z`` is written
+
+A process about to write a slice that another one is writing waits, then reuses that slice if it
+holds the same content (so two runs on one stack compute each slice once): see
+:meth:`EmbeddingStore.begin_slice`. ``lock_timeout`` (seconds, default None: wait as long as the holder lives)
+turns a long wait into :class:`~napari_sam.errors.CacheLockedError`, which names the cache, the
+slice and the holding process. A store replaced by another process (``overwrite=True``) with other
+parameters is noticed at the next slice: :class:`~napari_sam.errors.CacheMismatchError`.
 """
 
 from __future__ import annotations
@@ -35,7 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CacheMismatchError
+from ..errors import CacheLockedError, CacheMismatchError
+from .filelock import FileLock, lock_owner
 
 __all__ = [
     "FORMAT_VERSION",
@@ -51,6 +68,9 @@ FORMAT_VERSION = 1
 #: Key of the root attributes that marks a folder as a napari-sam embedding store.
 ATTRS_KEY = "napari_sam_embeddings"
 _CACHE_DTYPES = {"float16": np.float16, "float32": np.float32}
+#: Lock file of the whole store, and folder of the per-slice lock files (see the module docstring).
+LOCK_FILE = ".napari_sam.lock"
+SLICE_LOCKS = ".napari_sam_locks"
 #: Metadata entries that must be equal for a store to be reused, with how a mismatch is described.
 _CHECKED = {
     "format_version": "format version",
@@ -134,11 +154,88 @@ def _check_writable(folder: Path) -> None:
         ) from exc
 
 
+def _differences(have: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+    """The checked metadata entries in which a store's ``have`` differs from the requested ``meta``."""
+    wanted = _jsonable({**meta, "format_version": FORMAT_VERSION})
+    diffs = []
+    for key, what in _CHECKED.items():
+        value, want = _lookup(have, key), _lookup(wanted, key)
+        if value != want:
+            diffs.append(f"{what}: cache has {value!r}, requested {want!r}")
+    return diffs
+
+
+def _lock_new_folder(folder: Path, timeout: float | None) -> FileLock:
+    """Make the store folder (refusing foreign folders) and take its exclusive lock."""
+    # a folder holding our lock file but no store is the remains of a killed creation: ours
+    foreign = folder.exists() and (
+        not folder.is_dir()
+        or (not is_embedding_store(folder) and not (folder / LOCK_FILE).exists() and _entries(folder))
+    )
+    if foreign:
+        raise FileExistsError(
+            f"{folder} exists and is not a napari-sam embedding cache; it is left alone — "
+            "choose another cache= path"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot create the embedding cache folder {folder}: {exc.strerror or exc}"
+        ) from exc
+    return _store_lock(folder, shared=False, timeout=timeout)
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds besides this module's lock files."""
+    return [p for p in folder.iterdir() if p.name not in (LOCK_FILE, SLICE_LOCKS)]
+
+
+def _store_lock(folder: Path, *, shared: bool, timeout: float | None) -> FileLock:
+    """Take the lock of the whole store at ``folder`` (which must exist)."""
+    lock = FileLock(folder / LOCK_FILE, shared=shared)
+    try:
+        acquired = lock.acquire(timeout)
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot write the embedding cache at {folder}: {exc.strerror or exc}; choose a writable "
+            "cache= folder"
+        ) from exc
+    if not acquired:
+        busy = _slice_owners(folder)
+        if busy:
+            owners = ", ".join(sorted({who for _, who in busy}))
+            doing = f"is being written by {owners} (slices {[z for z, _ in busy]})"
+        else:
+            doing = f"is being created or replaced by {lock_owner(lock.path) or 'another process'}"
+        raise CacheLockedError(
+            f"the embedding cache at {folder} {doing}; gave up after {timeout} s — retry later, or use "
+            "another cache= path"
+        )
+    return lock
+
+
+def _slice_owners(folder: Path) -> list[tuple[int, str]]:
+    """``(z, holder)`` of the slices of the store at ``folder`` locked right now (slow: tries each)."""
+    owners = []
+    for path in sorted((folder / SLICE_LOCKS).glob("*")):
+        probe = FileLock(path, shared=True)
+        try:
+            if probe.try_acquire():
+                probe.release()
+                continue
+        except OSError:
+            continue
+        if path.name.isdigit():
+            owners.append((int(path.name), lock_owner(path) or "another process"))
+    return owners
+
+
 class EmbeddingStore:
     """A zarr v3 embedding cache (see the module docstring for the layout).
 
-    Use :meth:`create` or :meth:`open` (or :func:`open_store`); not thread-safe for writing, and one
-    writer per store at a time.
+    Use :meth:`create` or :meth:`open` (or :func:`open_store`). Many processes may write one store
+    at once (slice locks, see the module docstring); one object is not thread-safe for writing.
 
     Attributes
     ----------
@@ -146,14 +243,24 @@ class EmbeddingStore:
         The store's folder.
     meta
         The root attributes (JSON values).
+    lock_timeout
+        Seconds to wait for a slice (or the store) that another process is writing before raising
+        :class:`~napari_sam.errors.CacheLockedError`; None (default) waits as long as that process
+        lives.
     """
 
-    def __init__(self, path: Path, group: Any, meta: dict[str, Any], mode: str) -> None:
+    def __init__(
+        self, path: Path, group: Any, meta: dict[str, Any], mode: str, lock_timeout: float | None = None
+    ) -> None:
         self.path = path
         self._group = group
         self.meta = meta
         self.mode = mode
+        self.lock_timeout = lock_timeout
         self._arrays: dict[str, Any] = {}
+        self._slice_locks: dict[int, FileLock] = {}
+        self._writer_lock: FileLock | None = None
+        self._reused: set[int] = set()
 
     def array(self, name: str) -> Any:
         """The zarr array ``name`` (opened once)."""
@@ -163,8 +270,10 @@ class EmbeddingStore:
 
     # ------------------------------------------------------------------ opening / creating
     @classmethod
-    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> EmbeddingStore:
-        """Open an existing store.
+    def open(
+        cls, path: str | os.PathLike[str], mode: str = "r", *, lock_timeout: float | None = None
+    ) -> EmbeddingStore:
+        """Open an existing store (no lock taken: see the module docstring).
 
         Raises
         ------
@@ -184,7 +293,7 @@ class EmbeddingStore:
         if meta is None:
             raise ValueError(f"{folder} is not a napari-sam embedding cache (no {ATTRS_KEY!r} attributes)")
         group = zarr.open_group(str(folder), mode=mode, zarr_format=3)
-        return cls(folder, group, meta, mode)
+        return cls(folder, group, meta, mode, lock_timeout)
 
     @classmethod
     def create(
@@ -193,6 +302,7 @@ class EmbeddingStore:
         meta: Mapping[str, Any],
         *,
         overwrite: bool = False,
+        lock_timeout: float | None = None,
     ) -> EmbeddingStore:
         """Create an empty store described by ``meta``.
 
@@ -203,8 +313,10 @@ class EmbeddingStore:
             ``cache_dtype`` (``"float16"`` / ``"float32"``) and ``tiling`` (None or a dict with
             ``windows``). ``format_version`` is added.
         overwrite
-            Replace an existing store at ``path``. A folder that is not a napari-sam store is never
-            deleted.
+            Replace an existing store at ``path`` (after the processes writing it have finished their
+            slices). A folder that is not a napari-sam store is never deleted.
+        lock_timeout
+            See the class attributes.
 
         Raises
         ------
@@ -212,34 +324,36 @@ class EmbeddingStore:
             ``path`` exists (and is not replaced).
         PermissionError
             ``path`` cannot be written.
+        CacheLockedError
+            Other processes kept the store locked for longer than ``lock_timeout``.
         """
+        folder = Path(path)
+        lock = _lock_new_folder(folder, lock_timeout)
+        try:
+            return cls._create_locked(folder, meta, overwrite, lock_timeout)
+        finally:
+            lock.release()
+
+    @classmethod
+    def _create_locked(
+        cls, folder: Path, meta: Mapping[str, Any], overwrite: bool, lock_timeout: float | None
+    ) -> EmbeddingStore:
+        """:meth:`create`, with the store's exclusive lock held by the caller."""
         import zarr
         from zarr.codecs import Crc32cCodec, ZstdCodec
 
-        folder = Path(path)
-        if folder.exists():
-            if folder.is_dir() and not any(folder.iterdir()):
-                pass
-            elif not is_embedding_store(folder):
-                raise FileExistsError(
-                    f"{folder} exists and is not a napari-sam embedding cache; it is left alone — "
-                    "choose another cache= path"
-                )
-            elif not overwrite:
+        if is_embedding_store(folder):
+            if not overwrite:
                 raise FileExistsError(
                     f"an embedding cache exists at {folder}; pass overwrite=True to replace it"
                 )
+            _check_writable(folder)
+        # an old store, or the remains of a creation that was killed: ours to clear (lock files stay)
+        for entry in _entries(folder):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
             else:
-                _check_writable(folder)
-                shutil.rmtree(folder)
-        parent = folder.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PermissionError(
-                f"cannot create the embedding cache folder {folder}: {exc.strerror or exc}"
-            ) from exc
-        _check_writable(parent)
+                entry.unlink()
 
         meta = _jsonable({**meta, "format_version": FORMAT_VERSION})
         n_slices = int(meta["image"]["n_slices"])
@@ -250,7 +364,7 @@ class EmbeddingStore:
         tiling = meta.get("tiling")
         tiles = (len(tiling["windows"]),) if tiling else ()
         try:
-            group = zarr.open_group(str(folder), mode="w", zarr_format=3)
+            group = zarr.open_group(str(folder), mode="a", zarr_format=3)
             codecs = {"compressors": [ZstdCodec(level=1), Crc32cCodec()]}
             group.create_array(
                 "embeddings",
@@ -288,30 +402,44 @@ class EmbeddingStore:
             group.attrs[ATTRS_KEY] = meta
         except OSError as exc:
             raise PermissionError(f"cannot write the embedding cache at {folder}: {exc}") from exc
-        return cls(folder, group, meta, "r+")
+        return cls(folder, group, meta, "r+", lock_timeout)
 
     @classmethod
     def open_or_create(
-        cls, path: str | os.PathLike[str], meta: Mapping[str, Any], *, overwrite: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        meta: Mapping[str, Any],
+        *,
+        overwrite: bool = False,
+        lock_timeout: float | None = None,
     ) -> EmbeddingStore:
         """Open the store at ``path`` if it matches ``meta`` (see :meth:`validate`), else create it.
 
-        With ``overwrite``, an existing store is always replaced by an empty one.
+        With ``overwrite``, an existing store is always replaced by an empty one. Two processes
+        calling this at once on a new ``path`` make one store: the second waits for the first.
 
         Raises
         ------
         CacheMismatchError
             The existing store belongs to another model, preprocessing or image (and not
             ``overwrite``).
+        CacheLockedError
+            Other processes kept the store locked for longer than ``lock_timeout``.
         """
         folder = Path(path)
-        if is_embedding_store(folder):
-            if overwrite:
-                return cls.create(folder, meta, overwrite=True)
-            store = cls.open(folder, mode="r")
+        if not overwrite and is_embedding_store(folder):
+            store = cls.open(folder, mode="r", lock_timeout=lock_timeout)
             store.validate(meta)
             return store
-        return cls.create(folder, meta, overwrite=overwrite)
+        lock = _lock_new_folder(folder, lock_timeout)
+        try:
+            if not overwrite and is_embedding_store(folder):  # made by another process meanwhile
+                store = cls.open(folder, mode="r", lock_timeout=lock_timeout)
+                store.validate(meta)
+                return store
+            return cls._create_locked(folder, meta, overwrite, lock_timeout)
+        finally:
+            lock.release()
 
     def validate(self, meta: Mapping[str, Any]) -> None:
         """Check that this store was made for ``meta`` (model weights, preprocessing, image, tiling).
@@ -321,12 +449,7 @@ class EmbeddingStore:
         CacheMismatchError
             Listing every difference.
         """
-        wanted = _jsonable({**meta, "format_version": FORMAT_VERSION})
-        diffs = []
-        for key, what in _CHECKED.items():
-            have, want = _lookup(self.meta, key), _lookup(wanted, key)
-            if have != want:
-                diffs.append(f"{what}: cache has {have!r}, requested {want!r}")
+        diffs = _differences(self.meta, meta)
         if diffs:
             raise CacheMismatchError(
                 f"the embedding cache at {self.path} was made for another image, model or preprocessing ("
@@ -339,7 +462,67 @@ class EmbeddingStore:
         if self.mode == "r+":
             return self
         _check_writable(self.path)
-        return EmbeddingStore.open(self.path, mode="r+")
+        return EmbeddingStore.open(self.path, mode="r+", lock_timeout=self.lock_timeout)
+
+    # ------------------------------------------------------------------ locks
+    def lock_slice(self, z: int) -> None:
+        """Take the write lock of slice ``z`` for this object (no-op when it holds it already).
+
+        Waits while another process (or another store object) writes slice ``z``, up to
+        ``lock_timeout``. Released by :meth:`finish_slice` or :meth:`release_locks`.
+
+        Raises
+        ------
+        CacheLockedError
+            The wait took longer than ``lock_timeout``; names the holder.
+        CacheMismatchError
+            Another process replaced the store by one with other parameters meanwhile.
+        """
+        z = int(z)
+        if z in self._slice_locks:
+            return
+        if not 0 <= z < self.n_slices:
+            raise IndexError(f"slice {z} out of range for a cache of {self.n_slices} slice(s)")
+        if self._writer_lock is None:
+            self._writer_lock = _store_lock(self.path, shared=True, timeout=self.lock_timeout)
+        try:
+            folder = self.path / SLICE_LOCKS
+            folder.mkdir(exist_ok=True)
+            lock = FileLock(folder / str(z))
+            if not lock.acquire(self.lock_timeout):
+                who = lock_owner(lock.path) or "another process"
+                raise CacheLockedError(
+                    f"slice {z} of the embedding cache at {self.path} is being written by {who}; gave "
+                    f"up after {self.lock_timeout} s — retry later, or use another cache= path"
+                )
+            self._slice_locks[z] = lock
+            # nobody could replace the store while we held no lock at all: check it is still ours
+            diffs = _differences(_root_attrs(self.path) or {}, self.meta)
+            if diffs:
+                raise CacheMismatchError(
+                    f"the embedding cache at {self.path} was replaced by another process with other "
+                    "parameters (" + "; ".join(diffs) + ")"
+                )
+        except BaseException:
+            self._release_slice(z)
+            raise
+
+    def _release_slice(self, z: int) -> None:
+        lock = self._slice_locks.pop(z, None)
+        if lock is not None:
+            lock.release()
+        if not self._slice_locks and self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
+    def release_locks(self) -> None:
+        """Drop every lock this object holds (slices begun and not finished stay not done)."""
+        for z in list(self._slice_locks):
+            self._release_slice(z)
+        self._reused.clear()
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
 
     # ------------------------------------------------------------------ shape
     @property
@@ -439,12 +622,20 @@ class EmbeddingStore:
         return out
 
     def begin_slice(self, z: int, content_hash: int | None = None) -> np.ndarray | None:
-        """Mark slice ``z`` as not done before (re)writing it.
+        """Lock slice ``z`` (:meth:`lock_slice`) and mark it as not done before (re)writing it.
 
         For a tiled store, tiles already written for the same content (an interrupted slice) are kept:
-        returns the ``(T,)`` bool mask of those (intact, same ``content_hash``), else None.
+        returns the ``(T,)`` bool mask of those (intact, same ``content_hash``), else None. When the
+        slice is done already with ``content_hash`` (another process wrote it while this one waited
+        for its lock), nothing is changed and an all-True mask is returned (``(1,)`` if not tiled):
+        :meth:`finish_slice` then only releases the lock.
         """
         z = int(z)
+        self.lock_slice(z)
+        self._reused.discard(z)
+        if content_hash is not None and self.stored_hash(z) == content_hash and self.verify_slice(z):
+            self._reused.add(z)
+            return np.ones(self.n_tiles or 1, dtype=bool)
         self.array("done")[z] = False
         if self.n_tiles is None or content_hash is None:
             return None
@@ -478,14 +669,20 @@ class EmbeddingStore:
             self.array("tile_done")[index] = True
 
     def finish_slice(self, z: int, *, content_hash: int, contrast_limits: Any) -> None:
-        """Record the slice's limits and hash, then flag it done (the last write of a slice)."""
-        limits = np.full((3, 2), np.nan)
-        if contrast_limits is not None:
-            arr = np.asarray(contrast_limits, dtype=np.float64).reshape(-1, 2)
-            limits[: arr.shape[0]] = arr
-        self.array("contrast_limits")[int(z)] = limits
-        self.array("slice_hash")[int(z)] = np.uint64(content_hash)
-        self.array("done")[int(z)] = True
+        """Record the slice's limits and hash, flag it done (the last write of a slice), unlock it."""
+        z = int(z)
+        try:
+            if z not in self._reused:
+                limits = np.full((3, 2), np.nan)
+                if contrast_limits is not None:
+                    arr = np.asarray(contrast_limits, dtype=np.float64).reshape(-1, 2)
+                    limits[: arr.shape[0]] = arr
+                self.array("contrast_limits")[z] = limits
+                self.array("slice_hash")[z] = np.uint64(content_hash)
+                self.array("done")[z] = True
+        finally:
+            self._reused.discard(z)
+            self._release_slice(z)
 
     def write_slice(
         self,
@@ -499,13 +696,17 @@ class EmbeddingStore:
     ) -> None:
         """Write a whole slice: ``features`` ``([T,] C, h, w)``, sizes ``([T,] 2)``; then flag it done."""
         self.begin_slice(z)
-        if self.n_tiles is None:
-            self.write_tile(z, None, features, input_size, original_size)
-        else:
-            sizes_in = np.broadcast_to(np.asarray(input_size), (self.n_tiles, 2))
-            sizes_orig = np.broadcast_to(np.asarray(original_size), (self.n_tiles, 2))
-            for t in range(self.n_tiles):
-                self.write_tile(z, t, features[t], sizes_in[t], sizes_orig[t])
+        try:
+            if self.n_tiles is None:
+                self.write_tile(z, None, features, input_size, original_size)
+            else:
+                sizes_in = np.broadcast_to(np.asarray(input_size), (self.n_tiles, 2))
+                sizes_orig = np.broadcast_to(np.asarray(original_size), (self.n_tiles, 2))
+                for t in range(self.n_tiles):
+                    self.write_tile(z, t, features[t], sizes_in[t], sizes_orig[t])
+        except BaseException:
+            self._release_slice(int(z))
+            raise
         self.finish_slice(z, content_hash=content_hash, contrast_limits=contrast_limits)
 
     def nbytes_stored(self) -> int:
