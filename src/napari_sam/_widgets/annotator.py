@@ -26,6 +26,7 @@ from .._napari.annotator import PREVIEW_NAME, Annotator
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import LABEL_FEATURE, NEGATIVE, POSITIVE
 from ._messages import reported, tell, unwrap_viewer
+from .automatic import AutomaticPanel
 from .embeddings import EmbeddingWidget
 from .propagate import PropagatePanel
 
@@ -77,13 +78,12 @@ class AnnotatorWidget(QWidget):
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
 
-        # the place for automatic segmentation and 3D propagation (their own issues)
+        # automatic segmentation ("segment everything") and 3D propagation
         self.automatic_group = QGroupBox("Automatic and 3D")
         self.extras_layout = QVBoxLayout(self.automatic_group)
-        self.everything_button = QPushButton("Segment everything")
-        self.everything_button.setEnabled(False)
-        self.everything_button.setToolTip("automatic segmentation: not available in this version yet")
-        self.extras_layout.addWidget(self.everything_button)
+        self.automatic_panel = AutomaticPanel(self)
+        self.everything_button = self.automatic_panel.run_button
+        self.extras_layout.addWidget(self.automatic_panel)
         self.propagate_panel = PropagatePanel(self)
         self.propagate_button = self.propagate_panel.run_button
         self.extras_layout.addWidget(self.propagate_panel)

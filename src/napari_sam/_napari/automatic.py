@@ -1,0 +1,352 @@
+"""Automatic segmentation ("segment everything") of an image layer, for the annotator.
+
+Plan on the UI thread, run anywhere, write on the UI thread::
+
+    job = plan_automatic(image_layer, EmbeddingSettings(), AutomaticSettings(preset="nuclei"), plane=None)
+    steps = job.steps()                  # a generator: yields (done, total), returns an AutomaticOutput
+    ...                                   # e.g. napari's thread_worker; closing it cancels the run
+    layer = add_result_layer(viewer, job, output)   # a NEW labels layer, never an existing one
+
+The embeddings the annotator keeps for the layer (:mod:`napari_sam._napari.embeddings`) are reused, and
+the slices embedded here are kept there for the annotator. Each slice is segmented by
+:func:`napari_sam.engine.automatic.iter_automatic`; a stack's slices are numbered on from one another
+and, optionally, linked into 3D objects by :func:`napari_sam.engine.linking.link_slices` — as
+``segment(volume)`` without prompts does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .embeddings import EmbeddingSettings, LayerEmbeddings, compute_steps, preprocessing_of, stored
+from .errors import AnnotatorError
+from .prompts import image_spatial_shape
+
+RESULT_NAME = "SAM automatic"
+#: Preset names understood by :class:`AutomaticSettings` (``None``: the official defaults).
+PRESET_CHOICES: tuple[str | None, ...] = ("auto", "nuclei", None)
+#: The options the panel shows, besides the preset.
+SHOWN_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "min_mask_region_area")
+
+
+def engine_preset(preset: str | None, model: str) -> str | None:
+    """The engine preset for ``preset``: ``"auto"`` is ``"nuclei"`` for the shipped nano model, else the
+    official defaults (``None``) — as ``segment()`` without prompts does."""
+    if preset == "auto":
+        return "nuclei" if model == "nano" else None
+    if preset is not None and preset not in PRESET_CHOICES:
+        raise AnnotatorError(f"preset must be one of {PRESET_CHOICES}, got {preset!r}")
+    return preset
+
+
+def preset_values(preset: str | None, model: str = "nano") -> dict[str, Any]:
+    """The values of :data:`SHOWN_OPTIONS` under ``preset`` (official defaults where it sets none)."""
+    from ..engine.automatic import resolve_options
+
+    options = resolve_options(engine_preset(preset, model))
+    return {name: getattr(options, name) for name in SHOWN_OPTIONS}
+
+
+@dataclass(frozen=True)
+class AutomaticSettings:
+    """What to segment and how.
+
+    Attributes
+    ----------
+    preset
+        ``"auto"`` (``"nuclei"`` for the nano model, else official), ``"nuclei"`` or ``None`` (official).
+    points_per_side, pred_iou_thresh, stability_score_thresh, min_mask_region_area
+        Override the preset's value when not None (see :func:`napari_sam.automatic`).
+    whole_stack
+        3D images: every slice (True) or only the slice on screen (False).
+    link_3d
+        Whole stack: link the objects of neighbouring slices into 3D objects (True), or keep one label per
+        slice object (False).
+    """
+
+    preset: str | None = "auto"
+    points_per_side: int | None = None
+    pred_iou_thresh: float | None = None
+    stability_score_thresh: float | None = None
+    min_mask_region_area: int | None = None
+    whole_stack: bool = False
+    link_3d: bool = True
+
+    def engine_options(self, model: str) -> dict[str, Any]:
+        """Keywords for :func:`~napari_sam.engine.automatic.iter_automatic`, checked (AnnotatorError)."""
+        from ..engine.automatic import resolve_options
+
+        chosen = {name: getattr(self, name) for name in SHOWN_OPTIONS}
+        preset = engine_preset(self.preset, model)
+        try:
+            resolve_options(preset, **chosen)
+        except ValueError as exc:
+            raise AnnotatorError(str(exc)) from None
+        return {"preset": preset, **{k: v for k, v in chosen.items() if v is not None}}
+
+
+@dataclass
+class AutomaticOutput:
+    """The result of a run.
+
+    Attributes
+    ----------
+    labels
+        uint32 labels of the image's spatial shape (``(Y, X)`` or ``(Z, Y, X)``); for one slice of a
+        stack only that slice holds labels.
+    planes
+        The slices segmented (``[None]`` for a 2D image).
+    n_objects
+        Distinct labels in ``labels``.
+    features
+        Per-label table for the labels layer, row ``k`` for label ``k`` (row 0 the background): ``index``,
+        ``score`` (predicted IoU), ``stability_score``, ``area`` and, for stacks, ``z``; empty when
+        objects were linked in 3D.
+    """
+
+    labels: np.ndarray
+    planes: list[int | None]
+    n_objects: int
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class AutomaticJob:
+    """Everything a run needs, gathered on the UI thread by :func:`plan_automatic`."""
+
+    image_layer: Any
+    shape: tuple[int, ...]
+    planes: list[int | None]
+    settings: EmbeddingSettings
+    options: dict[str, Any]
+    link_3d: bool
+    record: LayerEmbeddings | None
+    embed_steps: dict[int | None, Iterator[tuple[int, int]] | None]
+    image_options: dict[str, Any]
+    data: Any
+
+    def steps_per_plane(self) -> int:
+        """Progress steps of one slice: embedding it, then the engine's steps (a whole-image run decodes
+        ``ceil(points² / points_per_batch)`` batches after its embedding step)."""
+        from ..engine.automatic import resolve_options
+
+        opts = resolve_options(**self.options)
+        return 1 + 1 + math.ceil(opts.points_per_side**2 / opts.points_per_batch)
+
+    def steps(self) -> Generator[tuple[int, int], None, AutomaticOutput]:
+        """Segment every planned slice; yields ``(done, total)``; returns the :class:`AutomaticOutput`.
+
+        Closing the generator (napari's worker ``quit``) stops it between two decoder batches; nothing is
+        written anywhere but the embedding registry (finished slices' embeddings are kept).
+        """
+        per_plane = self.steps_per_plane()
+        total = per_plane * len(self.planes)
+        yield 0, total
+        stack = len(self.shape) == 3
+        labels = np.zeros(self.shape, dtype=np.uint32)
+        tables: list[dict[str, np.ndarray]] = []
+        offset = 0
+        for i, plane in enumerate(self.planes):
+            base = i * per_plane
+            result = yield from self._one_plane(plane, base, per_plane, total)
+            yield base + per_plane, total
+            if result is None or not result.n_objects:
+                continue
+            shifted = np.where(result.labels > 0, result.labels + np.uint32(offset), 0).astype(np.uint32)
+            if stack:
+                labels[plane] = shifted
+            else:
+                labels[...] = shifted
+            table = {
+                "index": result.properties["label"].astype(np.int64) + offset,
+                "score": result.properties["score"],
+                "stability_score": result.properties["stability_score"],
+                "area": result.properties["area"],
+            }
+            if stack:
+                table["z"] = np.full(result.n_objects, plane, dtype=np.int64)
+            tables.append(table)
+            offset += int(result.labels.max())
+        features = _features(tables)
+        if stack and len(self.planes) > 1 and self.link_3d:
+            from ..engine.linking import link_slices
+
+            labels = link_slices(labels)
+            features = {}
+        n_objects = int(np.count_nonzero(np.unique(labels)))
+        return AutomaticOutput(
+            labels=labels, planes=list(self.planes), n_objects=n_objects, features=features
+        )
+
+    def _one_plane(
+        self, plane: int | None, base: int, per_plane: int, total: int
+    ) -> Generator[tuple[int, int], None, Any]:
+        from ..engine.automatic import iter_automatic
+        from ..engine.embeddings import Embeddings
+
+        image = np.asarray(self.data if plane is None else self.data[plane])
+        if image.size == 0 or float(image.min()) == float(image.max()):
+            return None  # a constant slice has no objects (and is not worth embedding)
+        embeddings = None
+        embed = self.embed_steps.get(plane)
+        if embed is not None:
+            for _ in embed:
+                pass
+        if self.record is not None:
+            embeddings = self.record.slices.get(0 if plane is None else int(plane))
+        yield base + 1, total
+        kwargs: dict[str, Any] = {
+            "model": self.settings.model,
+            "device": self.settings.device,
+            **self.options,
+        }
+        if isinstance(embeddings, Embeddings):
+            steps = iter_automatic(embeddings, **kwargs)
+        else:  # large slices are embedded tile by tile for prompts; the automatic run embeds them whole
+            steps = iter_automatic(image, precision=self.settings.precision, **self.image_options, **kwargs)
+        span = per_plane - 1  # the engine's own count; rescaled should it ever differ
+        while True:
+            try:
+                done, steps_total = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield base + 1 + min(span, round(done * span / max(steps_total, 1))), total
+
+
+def _features(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One table for the labels layer: row ``k`` is label ``k`` (row 0 the background, as napari wants)."""
+    if not tables:
+        return {}
+    joined = {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
+    order = np.argsort(joined["index"], kind="stable")
+    out: dict[str, np.ndarray] = {}
+    for key, values in joined.items():
+        values = values[order]
+        background = np.array([0 if key in ("index", "area") else (-1 if key == "z" else np.nan)])
+        out[key] = np.concatenate([background.astype(values.dtype, copy=False), values])
+    return out
+
+
+def _embeds_whole(shape: tuple[int, ...]) -> bool:
+    """Whether the embedding registry embeds a slice of ``shape`` untiled (what the engine's AMG uses)."""
+    from ..engine.tiling import DEFAULT_TILE_THRESHOLD
+
+    return max(shape[-2:]) <= DEFAULT_TILE_THRESHOLD
+
+
+def plan_automatic(
+    image_layer: Any,
+    embedding_settings: EmbeddingSettings,
+    settings: AutomaticSettings,
+    plane: int | None = None,
+) -> AutomaticJob:
+    """Gather a run's inputs from the layer (call on the UI thread: reads the layer's display settings).
+
+    Parameters
+    ----------
+    image_layer
+        A 2D or 3D napari Image layer.
+    embedding_settings
+        Model, device, precision, cache and channel — those of the annotator, so its embeddings are reused.
+    settings
+        The options of the run.
+    plane
+        The slice on screen (3D images, unless ``settings.whole_stack``); ignored for 2D images.
+
+    Raises
+    ------
+    AnnotatorError
+        Bad options, or a 3D image without a slice to segment.
+    """
+    if image_layer is None:
+        raise AnnotatorError("no image layer: open an image first")
+    shape = image_spatial_shape(image_layer)
+    options = settings.engine_options(embedding_settings.model)
+    planes: list[int | None]
+    if len(shape) == 2:
+        planes = [None]
+    elif settings.whole_stack:
+        planes = list(range(shape[0]))
+    else:
+        if plane is None or not 0 <= plane < shape[0]:
+            raise AnnotatorError(f"slice {plane} is outside image '{image_layer.name}' ({shape[0]} slices)")
+        planes = [int(plane)]
+    embed_steps: dict[int | None, Iterator[tuple[int, int]] | None] = {}
+    if _embeds_whole(shape):
+        for p in planes:
+            embed_steps[p] = compute_steps(image_layer, [p], embedding_settings)
+    image_options = dict(preprocessing_of(image_layer))
+    if embedding_settings.channel is not None:
+        image_options["channel"] = embedding_settings.channel
+    data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+    return AutomaticJob(
+        image_layer=image_layer,
+        shape=shape,
+        planes=planes,
+        settings=embedding_settings,
+        options=options,
+        link_3d=bool(settings.link_3d),
+        record=stored(image_layer, embedding_settings),
+        embed_steps=embed_steps,
+        image_options=image_options,
+        data=data,
+    )
+
+
+def run_automatic(job: AutomaticJob) -> AutomaticOutput:
+    """Run ``job`` to the end here (scripts and tests; the widget uses :meth:`AutomaticJob.steps`)."""
+    steps = job.steps()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def add_result_layer(
+    viewer: Any, job: AutomaticJob, output: AutomaticOutput, *, name: str = RESULT_NAME, below: Any = None
+) -> Any:
+    """Add ``output`` as a NEW labels layer over the image (napari makes the name unique).
+
+    Parameters
+    ----------
+    below
+        Insert the layer below this one when it is in the viewer (e.g. the annotator's preview); the
+        active layer stays active, so clicks keep going to the prompt layers.
+
+    Returns
+    -------
+    napari.layers.Labels
+        The new layer.
+    """
+    from napari.layers import Labels
+
+    if tuple(output.labels.shape) != tuple(job.shape):
+        raise AnnotatorError(f"result of shape {output.labels.shape} does not fit the image {job.shape}")
+    image = job.image_layer
+    features = output.features if output.features else None
+    layer = Labels(output.labels, name=name, scale=image.scale, translate=image.translate, features=features)
+    active = viewer.layers.selection.active
+    index = viewer.layers.index(below) if below is not None and below in viewer.layers else len(viewer.layers)
+    viewer.layers.insert(index, layer)
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
+    return layer
+
+
+def describe(output: AutomaticOutput, layer_name: str) -> str:
+    """A status line for a finished run."""
+    where = (
+        "the image"
+        if output.planes == [None]
+        else (f"slice {output.planes[0]}" if len(output.planes) == 1 else f"{len(output.planes)} slices")
+    )
+    if not output.n_objects:
+        return f"no objects found in {where}: '{layer_name}' is empty (try a lower IoU / stability threshold)"
+    n = output.n_objects
+    return f"{n} object{'s' if n != 1 else ''} found in {where}, in the new labels layer '{layer_name}'"

@@ -1,0 +1,260 @@
+"""The annotator's "Segment everything" panel: automatic segmentation into a new labels layer.
+
+The run goes through a napari ``thread_worker`` (progress bar, Cancel button); the result is added as a
+NEW labels layer ("SAM automatic", "SAM automatic [1]", …) — existing labels layers are never touched.
+The embeddings the annotator already holds for the image are reused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from .._napari.automatic import (
+    AutomaticJob,
+    AutomaticSettings,
+    add_result_layer,
+    describe,
+    plan_automatic,
+    preset_values,
+)
+from .._napari.errors import AnnotatorError
+from .._napari.prompts import image_spatial_shape
+from ._messages import reported
+
+#: (shown text, preset) of the preset choices
+PRESETS: tuple[tuple[str, str | None], ...] = (
+    ("auto (nuclei for nano)", "auto"),
+    ("nuclei", "nuclei"),
+    ("none (official defaults)", None),
+)
+CURRENT_SLICE = "current slice"
+WHOLE_STACK = "whole stack"
+
+
+def _run(steps: Any) -> Any:
+    """A generator function for ``create_worker`` (it needs a function, not a generator)."""
+    return (yield from steps)
+
+
+class AutomaticPanel(QWidget):
+    """Controls of automatic segmentation for an :class:`~napari_sam._widgets.annotator.AnnotatorWidget`.
+
+    Drives :mod:`napari_sam._napari.automatic`. Choosing a preset fills the option boxes with its values;
+    the values in the boxes are what a run uses.
+
+    Attributes
+    ----------
+    run_button
+        "Segment everything" (the annotator's ``everything_button``).
+    scope_combo
+        3D images: the slice on screen or the whole stack.
+    link_check
+        Whole stack: link the objects of neighbouring slices into 3D objects.
+    result_layer
+        The labels layer the last run added (None before).
+    """
+
+    def __init__(self, owner: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.owner = owner
+        self.worker: Any = None
+        self.job: AutomaticJob | None = None
+        self.result_layer: Any = None
+
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems([text for text, _ in PRESETS])
+        self.preset_combo.setToolTip(
+            "option set: 'nuclei' suits the shipped nano model on fluorescence nuclei"
+        )
+        self.points_spin = QSpinBox()
+        self.points_spin.setRange(1, 256)
+        self.points_spin.setToolTip(
+            "grid of n × n point prompts: fewer is faster, more finds smaller objects"
+        )
+        self.iou_spin = QDoubleSpinBox()
+        self.stability_spin = QDoubleSpinBox()
+        for spin in (self.iou_spin, self.stability_spin):
+            spin.setRange(0.0, 1.0)
+            spin.setSingleStep(0.05)
+            spin.setDecimals(2)
+        self.iou_spin.setToolTip("keep masks whose predicted IoU is above this")
+        self.stability_spin.setToolTip("keep masks whose stability score is at least this")
+        self.min_region_spin = QSpinBox()
+        self.min_region_spin.setRange(0, 10**7)
+        self.min_region_spin.setToolTip("fill holes and remove islands smaller than this (pixels; 0 = off)")
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
+        self.scope_combo.setToolTip("3D stacks: segment the slice on screen, or every slice")
+        self.link_check = QCheckBox("link slices into 3D objects")
+        self.link_check.setChecked(True)
+        self.link_check.setToolTip(
+            "whole stack: objects overlapping on neighbouring slices become one 3D object "
+            "(objects seen on one slice only are dropped); off: one label per object of each slice"
+        )
+        self.run_button = QPushButton("Segment everything")
+        self.run_button.setToolTip("automatic segmentation of the image into a new labels layer")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+
+        layout = QFormLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addRow("preset", self.preset_combo)
+        layout.addRow("points per side", self.points_spin)
+        layout.addRow("min predicted IoU", self.iou_spin)
+        layout.addRow("min stability", self.stability_spin)
+        layout.addRow("min region area", self.min_region_spin)
+        layout.addRow("3D", self.scope_combo)
+        layout.addRow(self.link_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button, 2)
+        buttons.addWidget(self.cancel_button, 1)
+        layout.addRow(buttons)
+        layout.addRow(self.progress)
+
+        self.run_button.clicked.connect(lambda: self.start())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.preset_combo.currentIndexChanged.connect(self.apply_preset)
+        self.scope_combo.currentIndexChanged.connect(self.refresh)
+        owner.embedding.model_combo.currentTextChanged.connect(self._on_model)
+        owner.embedding.image_combo.currentIndexChanged.connect(self.refresh)
+        self.apply_preset()
+        self.refresh()
+
+    # ------------------------------------------------------------------ options
+    def preset(self) -> str | None:
+        return PRESETS[max(self.preset_combo.currentIndex(), 0)][1]
+
+    def set_preset(self, preset: str | None) -> None:
+        """Choose ``preset`` (``"auto"``, ``"nuclei"`` or None) and show its values."""
+        index = [p for _, p in PRESETS].index(preset)
+        if index == self.preset_combo.currentIndex():
+            self.apply_preset()
+        self.preset_combo.setCurrentIndex(index)
+
+    def apply_preset(self, *_: Any) -> None:
+        """Fill the option boxes with the chosen preset's values (for the chosen model)."""
+        values = preset_values(self.preset(), self.owner.embedding.settings().model)
+        self.points_spin.setValue(int(values["points_per_side"]))
+        self.iou_spin.setValue(float(values["pred_iou_thresh"]))
+        self.stability_spin.setValue(float(values["stability_score_thresh"]))
+        self.min_region_spin.setValue(int(values["min_mask_region_area"]))
+
+    def _on_model(self, *_: Any) -> None:
+        if self.preset() == "auto":
+            self.apply_preset()
+
+    def settings(self) -> AutomaticSettings:
+        """The options shown."""
+        return AutomaticSettings(
+            preset=self.preset(),
+            points_per_side=self.points_spin.value(),
+            pred_iou_thresh=self.iou_spin.value(),
+            stability_score_thresh=self.stability_spin.value(),
+            min_mask_region_area=self.min_region_spin.value(),
+            whole_stack=self.scope_combo.isEnabled() and self.scope_combo.currentText() == WHOLE_STACK,
+            link_3d=self.link_check.isChecked(),
+        )
+
+    def refresh(self, *_: Any) -> None:
+        """Enable the 3D choices for stacks only, and the button when not running."""
+        layer = self.owner.embedding.image_layer()
+        is_3d = False
+        if layer is not None:
+            try:
+                is_3d = len(image_spatial_shape(layer)) == 3
+            except AnnotatorError:
+                is_3d = False
+        self.scope_combo.setEnabled(is_3d)
+        self.link_check.setEnabled(is_3d and self.scope_combo.currentText() == WHOLE_STACK)
+        self.run_button.setEnabled(layer is not None and not self.is_running())
+
+    # ------------------------------------------------------------------ running
+    def is_running(self) -> bool:
+        return self.worker is not None
+
+    def start(self) -> Any:
+        """Segment the image (slice / stack) in a worker; returns the worker (None when nothing started:
+        a message says why)."""
+        from napari.qt.threading import create_worker
+
+        if self.is_running():
+            return None
+        owner = self.owner
+        ann = owner.annotator
+        with reported(owner.viewer, "Segment everything"):
+            if ann.image_layer is None:
+                raise AnnotatorError("no image layer: open an image first")
+            if owner.embedding.is_running():
+                raise AnnotatorError("embeddings are being computed: wait for them (or cancel) first")
+            ann.settings = owner.embedding.settings()
+            self.refresh()
+            settings = self.settings()
+            plane = None if settings.whole_stack else ann.current_plane()
+            job = plan_automatic(ann.image_layer, ann.settings, settings, plane)
+            worker = create_worker(_run, job.steps(), _start_thread=False)
+            worker.yielded.connect(self._on_progress)
+            worker.returned.connect(self._on_done)
+            worker.errored.connect(self._on_error)
+            worker.aborted.connect(self._on_aborted)
+            worker.finished.connect(self._on_finished)
+            self.job = job
+            self.worker = worker
+            self.run_button.setEnabled(False)
+            self.cancel_button.setEnabled(True)
+            self.progress.setRange(0, 0)
+            self.progress.setVisible(True)
+            where = (
+                "every slice of " if settings.whole_stack else ("" if plane is None else f"slice {plane} of ")
+            )
+            owner.say(f"segmenting everything in {where}'{ann.image_layer.name}' …", popup=False)
+            worker.start()
+            return worker
+        return None
+
+    def cancel(self) -> None:
+        """Stop after the current decoder batch; no layer is added."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.cancel_button.setEnabled(False)
+
+    def _on_progress(self, step: tuple[int, int]) -> None:
+        done, total = step
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _on_done(self, output: Any) -> None:
+        owner = self.owner
+        if self.job is None or output is None:
+            return
+        with reported(owner.viewer, "Segment everything"):
+            preview = owner.annotator.preview_layer
+            self.result_layer = add_result_layer(owner.viewer, self.job, output, below=preview)
+            owner.say(describe(output, self.result_layer.name))
+
+    def _on_aborted(self) -> None:
+        self.owner.say("segment everything cancelled: no layer added", popup=False)
+
+    def _on_error(self, exc: BaseException) -> None:
+        text = str(exc) if isinstance(exc, (AnnotatorError, ValueError)) else f"{type(exc).__name__}: {exc}"
+        self.owner.say(f"segment everything failed: {text}", warning=True)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.job = None
+        self.cancel_button.setEnabled(False)
+        self.progress.setVisible(False)
+        self.refresh()
