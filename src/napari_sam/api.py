@@ -11,7 +11,7 @@ import numpy as np
 from .engine.device import DeviceLike
 from .engine.embeddings import Embeddings, VolumeEmbeddings, compute_embeddings, image_layout
 from .engine.loading import ModelLike, load_model
-from .engine.predict import validate_boxes, validate_points
+from .engine.predict import _as_float_array, validate_boxes, validate_points
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode
 from .engine.prompted import decode_into, plan_objects, segment_stack
 from .engine.tiling import DEFAULT_TILE_THRESHOLD, TiledEmbeddings
@@ -198,7 +198,7 @@ def segment(
 
     pts = labs = bxs = None
     if points is not None:
-        pts_arr = np.asarray(points, dtype=float)
+        pts_arr = _as_float_array(points, "points")
         if pts_arr.ndim != 2 or pts_arr.shape[1] != 2:
             raise ValueError(
                 f"points must have shape (N, 2) rows (row, col) for a 2D image, got {pts_arr.shape}"
@@ -209,7 +209,7 @@ def segment(
     elif point_labels is not None:
         raise ValueError("point_labels given without points")
     if boxes is not None:
-        box_arr = np.asarray(boxes, dtype=float)
+        box_arr = _as_float_array(boxes, "boxes")
         if box_arr.ndim != 2 or box_arr.shape[1] != 4:
             raise ValueError(
                 f"boxes must have shape (M, 4) rows (min_row, min_col, max_row, max_col) for a 2D "
@@ -291,16 +291,35 @@ def train(
     ``ns.segment(image, boxes=..., model=result.weights)`` then uses the fine-tuned weights.
     """
     import copy
+    import os
     from pathlib import Path
 
     import torch
 
     from .engine.device import resolve_device
+    from .engine.embeddings import _check_int
     from .engine.loading import open_model
     from .engine.train import TrainConfig, train_model
     from .engine.train_data import folder_source
     from .model import Sam, save_safetensors
 
+    if not callable(data) and not isinstance(data, (str, os.PathLike)):
+        raise TypeError(
+            f"data must be a folder of image/label pairs or a callable rng -> (image, labels), got "
+            f"{type(data).__name__}"
+        )
+    for name, value, low in (
+        ("steps", steps, 0),
+        ("batch_images", batch_images, 1),
+        ("objects_per_image", objects_per_image, 1),
+    ):
+        _check_int(value, name, low)
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float, np.integer, np.floating))
+        or not (np.isfinite(lr) and lr > 0)
+    ):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     source = data if callable(data) else folder_source(data)
     sam = open_model(model) if not isinstance(model, Sam) else copy.deepcopy(model).cpu()
     nano = sam.config.encoder_type == "nano"

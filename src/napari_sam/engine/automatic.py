@@ -61,6 +61,8 @@ __all__ = [
 
 #: Float elements of up-sampled logits held at once (bounds the memory of the full-resolution steps).
 _UPSCALE_BUDGET = 1 << 25
+#: Largest prompt grid side accepted (a million single-point prompts per crop already takes hours).
+MAX_POINTS_PER_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,11 @@ class AutomaticOptions:
             object.__setattr__(self, name, value)
 
         integer("points_per_side", 1)
+        if self.points_per_side > MAX_POINTS_PER_SIDE:
+            raise ValueError(
+                f"points_per_side must be an integer >= 1 and <= {MAX_POINTS_PER_SIDE} "
+                f"({MAX_POINTS_PER_SIDE}² prompts per crop), got {self.points_per_side!r}"
+            )
         integer("points_per_batch", 1)
         integer("crop_n_layers", 0)
         integer("crop_n_points_downscale_factor", 1)

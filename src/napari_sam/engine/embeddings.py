@@ -248,10 +248,12 @@ def image_layout(image: Any, channel_axis: int | None = None) -> ImageLayout:
     Raises
     ------
     ValueError
-        Other dimensionalities, or a ``channel_axis`` out of range.
+        Other dimensionalities, an empty image, or a ``channel_axis`` out of range.
     """
     shape = tuple(int(v) for v in np.shape(image))
     ndim = len(shape)
+    if ndim and 0 in shape:
+        raise ValueError(f"image is empty: shape {shape}")
     if channel_axis is not None:
         if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
             raise TypeError(f"channel_axis must be an integer or None, got {channel_axis!r}")
@@ -671,8 +673,13 @@ class _Embedder:
         if self.store is not None:
             try:
                 return self._from_store(z)
-            except CorruptSliceError:
+            except CorruptSliceError as exc:
                 if self.image is None:
+                    if not self.store.done_mask()[z]:
+                        raise LookupError(
+                            f"slice {z} is not in the embedding cache {self.store.path} (opened without "
+                            "the image, so it cannot be computed); embed it with compute_embeddings(...)"
+                        ) from exc
                     raise
         self.run([z])
         return self.memory[z] if self.store is None else self._from_store(z)
@@ -1023,6 +1030,8 @@ def open_embeddings(
     >>> vol.shape, pred.masks.shape
     ((4, 96, 96), (1, 3, 96, 96))
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be the folder of an embedding cache, got {type(path).__name__}")
     store = open_store(path)
     sam = load_model(model, device) if model is not None else None
     meta = store.meta

@@ -296,6 +296,9 @@ def predict(
     """
     from .tiling import TiledEmbeddings, predict_tiled
 
+    for name, flag in (("multimask", multimask), ("best_only", best_only), ("return_logits", return_logits)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     if isinstance(embeddings, TiledEmbeddings):
         return predict_tiled(
             embeddings,

@@ -152,6 +152,10 @@ def _as_volume(volume: Any, embeddings: Any, model: ModelLike, device: DeviceLik
             raise ValueError("pass the embeddings once: as the first argument or as embeddings=")
         embeddings = volume
     elif embeddings is None:
+        if volume is None:
+            raise ValueError(
+                "propagate needs a 3D stack (Z, Y, X[, C]) or its VolumeEmbeddings as volume, got None"
+            )
         if hasattr(volume, "features") or hasattr(volume, "tiles"):
             raise ValueError(
                 "propagate needs a 3D stack (Z, Y, X[, C]) or its VolumeEmbeddings; got the embeddings "

@@ -84,6 +84,8 @@ def build_sam(name_or_path: str | Path | SamConfig, checkpoint: str | Path | Non
         if checkpoint is not None:
             raise ValueError("pass either a weights path or checkpoint=, not both")
         path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            raise FileNotFoundError(f"model weights file not found: {path} is a folder, not a weights file")
         if not path.is_file():
             raise FileNotFoundError(f"model weights file not found: {path}")
         return _load_file(path, expected=None, name=None)
