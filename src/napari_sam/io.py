@@ -322,10 +322,11 @@ def read_image(path: str | os.PathLike[str]) -> Any:
     >>> import tifffile
     >>> from napari_sam.io import read_image
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     tifffile.imwrite(f"{tmp}/stack.tif", np.arange(60, dtype=np.uint16).reshape(3, 4, 5))
+    ...     stack = np.arange(5 * 4 * 6, dtype=np.uint16).reshape(5, 4, 6)  # (Z, Y, X)
+    ...     tifffile.imwrite(f"{tmp}/stack.tif", stack, photometric="minisblack")
     ...     image = read_image(f"{tmp}/stack.tif")
-    ...     print(image.shape, image.dtype, int(image[2, 3, 4]))
-    (3, 4, 5) uint16 59
+    ...     print(image.shape, image.dtype, int(image[4, 3, 5]))
+    (5, 4, 6) uint16 119
     """
     source = Path(path).expanduser()
     if not source.exists():
