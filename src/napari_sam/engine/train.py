@@ -388,7 +388,10 @@ def train_model(
         Hyper-parameters.
     out_dir
         Where ``checkpoint.pt`` (every ``cfg.checkpoint_every`` steps and at the end) and
-        ``history.json`` go; with ``resume``, an existing checkpoint there is continued.
+        ``history.json`` go; with ``resume``, an existing checkpoint there is continued. The
+        checkpoint holds the weights, the optimiser, the step, the history and the random generators'
+        states, so a run killed at any point and resumed ends with the same weights as an
+        uninterrupted run (same seed, device and thread count).
     device
         Torch device.
     validate, validate_every
@@ -417,30 +420,50 @@ def train_model(
     state = TrainState()
     out = Path(out_dir) if out_dir is not None else None
     checkpoint = out / "checkpoint.pt" if out is not None else None
+    saved: dict[str, Any] = {}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume and checkpoint is not None and checkpoint.is_file():
             saved = torch.load(checkpoint, map_location=device, weights_only=True)
             trainer.load_state_dict(saved)
             history = out / "history.json"
-            if history.is_file():
-                loaded = json.loads(history.read_text())
-                state.history, state.validations = loaded["history"], loaded["validations"]
+            if "history" in saved:
+                loaded = json.loads(saved["history"])
+            else:  # a checkpoint of an older version
+                loaded = json.loads(history.read_text()) if history.is_file() else {}
+            state.history = loaded.get("history", [])
+            state.validations = loaded.get("validations", [])
     rng = np.random.default_rng([cfg.seed, trainer.step])
     torch.manual_seed(cfg.seed + trainer.step)
+    recent: list[dict[str, float]] = []
+    if "numpy_rng" in saved:  # go on exactly where the killed run was: same draws, same weights
+        rng.bit_generator.state = json.loads(saved["numpy_rng"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        if device.type == "cuda" and "cuda_rng" in saved:
+            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
+        recent = json.loads(saved["history"]).get("recent", [])
     batches = _batches(source, model, cfg, rng)
     bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc="training")
-    recent: list[dict[str, float]] = []
     start = time.perf_counter()
 
     def save() -> None:
         if out is None or checkpoint is None:
             return
-        tmp = checkpoint.with_suffix(".tmp")
-        torch.save(trainer.state_dict(), tmp)
-        tmp.replace(checkpoint)
         payload = {"history": state.history, "validations": state.validations}
-        (out / "history.json").write_text(json.dumps(payload, indent=1))
+        record = {
+            **trainer.state_dict(),
+            "history": json.dumps({**payload, "recent": recent}),
+            "numpy_rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if device.type == "cuda":
+            record["cuda_rng"] = torch.cuda.get_rng_state(device)
+        tmp = checkpoint.with_suffix(".tmp")
+        torch.save(record, tmp)
+        tmp.replace(checkpoint)
+        tmp = out / "history.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(out / "history.json")
 
     empty_batches = 0
     while trainer.step < cfg.steps:
