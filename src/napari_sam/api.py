@@ -226,7 +226,20 @@ def segment(
 
 @dataclass
 class TrainResult:
-    """What :func:`train` produced."""
+    """What :func:`train` produced.
+
+    Attributes
+    ----------
+    weights
+        :class:`pathlib.Path` of the trained model, ``out/model.safetensors`` (float16); pass it as
+        ``model=`` anywhere.
+    step
+        Training steps done in total (a resumed run counts the earlier steps too).
+    history
+        One dict per logged step: ``step``, ``loss`` and ``iou`` (IoU of the predicted masks with the
+        labels; both averaged since the previous entry), ``lr``, ``seconds``; also in
+        ``out/history.json``.
+    """
 
     weights: Any  # Path of the trained model (safetensors)
     step: int
