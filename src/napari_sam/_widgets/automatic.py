@@ -13,8 +13,8 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
+    QGridLayout,
+    QLabel,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -81,7 +81,7 @@ class AutomaticPanel(QWidget):
         self.points_spin = QSpinBox()
         self.points_spin.setRange(1, 256)
         self.points_spin.setToolTip(
-            "grid of n × n point prompts: fewer is faster, more finds smaller objects"
+            "grid of n × n point prompts (points_per_side): fewer is faster, more finds smaller objects"
         )
         self.iou_spin = QDoubleSpinBox()
         self.stability_spin = QDoubleSpinBox()
@@ -89,15 +89,19 @@ class AutomaticPanel(QWidget):
             spin.setRange(0.0, 1.0)
             spin.setSingleStep(0.05)
             spin.setDecimals(2)
-        self.iou_spin.setToolTip("keep masks whose predicted IoU is above this")
-        self.stability_spin.setToolTip("keep masks whose stability score is at least this")
+        self.iou_spin.setToolTip("keep masks whose predicted IoU is above this (pred_iou_thresh)")
+        self.stability_spin.setToolTip(
+            "keep masks whose stability score is at least this (stability_score_thresh)"
+        )
         self.min_region_spin = QSpinBox()
         self.min_region_spin.setRange(0, 10**7)
-        self.min_region_spin.setToolTip("fill holes and remove islands smaller than this (pixels; 0 = off)")
+        self.min_region_spin.setToolTip(
+            "fill holes and remove islands smaller than this many pixels (min_mask_region_area; 0 = off)"
+        )
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
         self.scope_combo.setToolTip("3D stacks: segment the slice on screen, or every slice")
-        self.link_check = QCheckBox("link slices into 3D objects")
+        self.link_check = QCheckBox("link in 3D")
         self.link_check.setChecked(True)
         self.link_check.setToolTip(
             "whole stack: objects overlapping on neighbouring slices become one 3D object "
@@ -110,20 +114,28 @@ class AutomaticPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
 
-        layout = QFormLayout(self)
+        layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addRow("preset", self.preset_combo)
-        layout.addRow("points per side", self.points_spin)
-        layout.addRow("min predicted IoU", self.iou_spin)
-        layout.addRow("min stability", self.stability_spin)
-        layout.addRow("min region area", self.min_region_spin)
-        layout.addRow("3D", self.scope_combo)
-        layout.addRow(self.link_check)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button, 2)
-        buttons.addWidget(self.cancel_button, 1)
-        layout.addRow(buttons)
-        layout.addRow(self.progress)
+        layout.addWidget(QLabel("preset"), 0, 0)
+        layout.addWidget(self.preset_combo, 0, 1, 1, 3)
+        for row, pairs in enumerate(
+            (
+                (("points / side", self.points_spin), ("min area", self.min_region_spin)),
+                (("min IoU", self.iou_spin), ("min stability", self.stability_spin)),
+            ),
+            start=1,
+        ):
+            for column, (text, spin) in enumerate(pairs):
+                layout.addWidget(QLabel(text), row, 2 * column)
+                layout.addWidget(spin, row, 2 * column + 1)
+        layout.addWidget(QLabel("3D"), 3, 0)
+        layout.addWidget(self.scope_combo, 3, 1)
+        layout.addWidget(self.link_check, 3, 2, 1, 2)
+        layout.addWidget(self.run_button, 4, 0, 1, 3)
+        layout.addWidget(self.cancel_button, 4, 3)
+        layout.addWidget(self.progress, 5, 0, 1, 4)
+        layout.setColumnStretch(1, 1)
+        layout.setColumnStretch(3, 1)
 
         self.run_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(self.cancel)
