@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import NapariSamError
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "LABELS_SUFFIXES",
@@ -41,7 +43,7 @@ _CHUNK_SIDE = 1024
 _SPATIAL = "ZYX"
 
 
-class NotAnImageError(ValueError):
+class NotAnImageError(NapariSamError, ValueError):
     """A path that :func:`read_image` cannot read as an image."""
 
 
@@ -204,20 +206,29 @@ def _as_dask(array: Any) -> Any:
 
 
 def _read_tif(path: Path) -> Any:
+    import struct
+
     import tifffile
 
+    # a truncated or damaged file fails in tifffile's parser (TiffFileError, struct.error) or when its
+    # pixels are read (ValueError: fewer bytes than the header promises)
+    broken = (tifffile.TiffFileError, struct.error, ValueError, IndexError, EOFError)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.axes
             nbytes = int(np.prod(series.shape)) * np.dtype(series.dtype).itemsize
             ordered = tif.is_ome or tif.is_imagej
-    except tifffile.TiffFileError as exc:
+    except broken as exc:
         raise NotAnImageError(f"{path} is not a readable TIFF image: {exc}") from exc
     try:
         array: Any = tifffile.memmap(path, mode="r", series=0, level=0)
-    except ValueError:  # compressed or not contiguous
-        array = tifffile.imread(path, series=0, level=0) if nbytes <= _EAGER_TIF_BYTES else _lazy_tif(path)
+    except ValueError:  # compressed, not contiguous, or shorter than its header says
+        try:
+            eager = nbytes <= _EAGER_TIF_BYTES
+            array = tifffile.imread(path, series=0, level=0) if eager else _lazy_tif(path)
+        except broken as exc:
+            raise NotAnImageError(f"{path} is not a readable TIFF image (truncated?): {exc}") from exc
     # OME / ImageJ tifs name their axes; plain tifs keep tifffile's order (as napari shows them)
     return _napari_order(array, axes, path) if ordered else array
 
@@ -328,6 +339,8 @@ def read_image(path: str | os.PathLike[str]) -> Any:
     ...     print(image.shape, image.dtype, int(image[4, 3, 5]))
     (5, 4, 6) uint16 119
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file or folder path, got {type(path).__name__}")
     source = Path(path).expanduser()
     if not source.exists():
         raise FileNotFoundError(f"image not found: {source}")
@@ -364,6 +377,8 @@ def _check_labels(labels: Any) -> Any:
         raise TypeError(f"labels must be an integer (or bool) array, got dtype {dtype}")
     if labels.ndim not in (2, 3):
         raise ValueError(f"labels must be 2D (Y, X) or 3D (Z, Y, X), got shape {labels.shape}")
+    if 0 in labels.shape:
+        raise ValueError(f"labels are empty: shape {labels.shape}")
     return labels
 
 
@@ -576,6 +591,8 @@ def write_labels(
     stack_labels.zarr
     kept: pass overwrite=True to replace
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path ending in .tif or .zarr, got {type(path).__name__}")
     target = Path(path).expanduser()
     labels = _check_labels(labels)
     suffix = target.suffix.lower()

@@ -67,9 +67,14 @@ def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
         shapes = [shapes]
     out = []
     for vertices in shapes:
-        v = np.asarray(vertices, dtype=np.float64)
+        try:
+            v = np.asarray(vertices, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"boxes: shape vertices must be numeric, got {vertices!r}") from exc
         if v.ndim != 2 or v.shape[1] not in (2, 3) or len(v) == 0:
             raise ValueError(f"boxes: each shape must be (V, 2) or (V, 3) vertices, got shape {v.shape}")
+        if not np.isfinite(v).all():
+            raise ValueError("boxes: shape vertices contain NaN or infinite values")
         lo, hi = v.min(axis=0), v.max(axis=0)
         r0, c0 = math.ceil(lo[-2] - 1e-6), math.ceil(lo[-1] - 1e-6)
         r1, c1 = math.floor(hi[-2] + 1e-6) + 1, math.floor(hi[-1] + 1e-6) + 1
@@ -85,9 +90,11 @@ def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
 
 
 def _points(points: Any, name: str) -> np.ndarray | None:
+    from .engine.predict import _as_float_array
+
     if points is None:
         return None
-    arr = np.asarray(points, dtype=np.float64)
+    arr = _as_float_array(points, name)
     if arr.size == 0:
         return None
     if arr.ndim != 2 or arr.shape[1] not in (2, 3):
