@@ -1,7 +1,9 @@
-"""mkdocs hook: fills the CLI reference with the real ``--help`` of every ``napari-sam`` subcommand.
+"""mkdocs hooks of the documentation site.
 
-A line ``<!-- napari-sam-help: SUBCOMMAND -->`` in a page (an empty SUBCOMMAND: the top-level command)
-is replaced by a code block with that help text, so the page cannot drift from the parser.
+* A line ``<!-- napari-sam-help: SUBCOMMAND -->`` in a page (an empty SUBCOMMAND: the top-level
+  command) is replaced by a code block with that help text, so the page cannot drift from the parser.
+* Sphinx cross-reference roles in docstrings (``:func:`name```, ``:class:`~a.b.C```) are rendered as
+  code, linked to the object's entry when it is on the same page.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from typing import Any
 
 _MARKER = re.compile(r"^<!-- napari-sam-help:\s*([\w-]*)\s*-->$", re.MULTILINE)
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):<code>(~?)([\w.]+)</code>")
 
 
 def _help(command: str) -> str:
@@ -29,3 +32,16 @@ def _help(command: str) -> str:
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     return _MARKER.sub(lambda m: "```text\n" + _help(m.group(1)).rstrip() + "\n```", markdown)
+
+
+def _role(match: re.Match[str], html: str) -> str:
+    tilde, target = match.groups()
+    text = target.rsplit(".", 1)[-1] if tilde else target
+    for anchor in (target, f"napari_sam.{target}", f"napari_sam.{target.rsplit('.', 1)[-1]}"):
+        if f'id="{anchor}"' in html:
+            return f'<a href="#{anchor}"><code>{text}</code></a>'
+    return f"<code>{text}</code>"
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    return _ROLE.sub(lambda m: _role(m, html), html)

@@ -56,6 +56,12 @@ def test_api_page_documents_the_public_functions(site: Path) -> None:
     assert page.count("Examples") >= len(DOCUMENTED)
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     assert "ns.segment(image, boxes=[[0, 55, 29, 95]])" in text
+    # Sphinx roles are rendered as (linked) code, and grouped parameters keep their own types
+    assert ":func:" not in text and ":class:" not in text
+    assert '<a href="#napari_sam.compute_embeddings"><code>' in page
+    segment = text[text.index("Segment objects given by points and boxes") :]
+    row = re.search(r"percentiles\s+(.+?)\s+Preprocessing", segment)
+    assert row is not None and row.group(1).startswith("tuple"), row
 
 
 def test_cli_page_holds_the_real_help(site: Path) -> None:
