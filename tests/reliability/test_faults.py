@@ -105,7 +105,9 @@ HOLD_SLICE = """
 """
 
 
-def test_a_writer_that_waits_too_long_fails_cleanly_and_a_killed_holder_frees_the_cache(tmp_path):
+def test_a_writer_that_waits_too_long_fails_cleanly_and_a_killed_holder_frees_the_cache(
+    tmp_path, monkeypatch
+):
     from napari_sam import compute_embeddings, open_embeddings
     from napari_sam.engine.store import EmbeddingStore, open_store
     from napari_sam.errors import CacheLockedError
@@ -126,6 +128,10 @@ def test_a_writer_that_waits_too_long_fails_cleanly_and_a_killed_holder_frees_th
             CacheLockedError, match=rf"{re.escape(str(cache))} is being written by pid {holder.pid}.*\[2\]"
         ):
             EmbeddingStore.create(cache, store.meta, overwrite=True, lock_timeout=0.3)
+        monkeypatch.setenv("NAPARI_SAM_LOCK_TIMEOUT", "0.3")  # the same through compute_embeddings
+        with pytest.raises(CacheLockedError, match=rf"slice 2 .*pid {holder.pid}"):
+            compute_embeddings(stack, str(WEIGHTS), device="cpu", cache=cache)
+        monkeypatch.delenv("NAPARI_SAM_LOCK_TIMEOUT")
         # nothing was changed by the refused writers, and readers need no lock
         assert open_store(cache).done_mask().tolist() == [True, True, False, True]
         vol = open_embeddings(cache)

@@ -32,10 +32,12 @@ cache locked)::
 
 A process about to write a slice that another one is writing waits, then reuses that slice if it
 holds the same content (so two runs on one stack compute each slice once): see
-:meth:`EmbeddingStore.begin_slice`. ``lock_timeout`` (seconds, default None: wait as long as the holder lives)
-turns a long wait into :class:`~napari_sam.errors.CacheLockedError`, which names the cache, the
-slice and the holding process. A store replaced by another process (``overwrite=True``) with other
-parameters is noticed at the next slice: :class:`~napari_sam.errors.CacheMismatchError`.
+:meth:`EmbeddingStore.begin_slice`. ``lock_timeout`` (seconds; default: wait as long as the holder
+lives) turns a long wait into :class:`~napari_sam.errors.CacheLockedError`, which names the cache,
+the slice and the holding process; the environment variable ``NAPARI_SAM_LOCK_TIMEOUT`` sets it for
+every store not given one (``compute_embeddings``, ``napari-sam embed`` …). A store replaced by
+another process (``overwrite=True``) with other parameters is noticed at the next slice:
+:class:`~napari_sam.errors.CacheMismatchError`.
 """
 
 from __future__ import annotations
@@ -183,7 +185,20 @@ def _lock_new_folder(folder: Path, timeout: float | None) -> FileLock:
         raise PermissionError(
             f"cannot create the embedding cache folder {folder}: {exc.strerror or exc}"
         ) from exc
-    return _store_lock(folder, shared=False, timeout=timeout)
+    return _store_lock(folder, shared=False, timeout=_lock_timeout(timeout))
+
+
+def _lock_timeout(value: float | None) -> float | None:
+    """``value``, or ``NAPARI_SAM_LOCK_TIMEOUT`` (seconds) when None and set."""
+    if value is not None:
+        return float(value)
+    text = os.environ.get("NAPARI_SAM_LOCK_TIMEOUT", "").strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise ValueError(f"NAPARI_SAM_LOCK_TIMEOUT must be a number of seconds, got {text!r}") from None
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -245,8 +260,8 @@ class EmbeddingStore:
         The root attributes (JSON values).
     lock_timeout
         Seconds to wait for a slice (or the store) that another process is writing before raising
-        :class:`~napari_sam.errors.CacheLockedError`; None (default) waits as long as that process
-        lives.
+        :class:`~napari_sam.errors.CacheLockedError`; None (default) takes ``NAPARI_SAM_LOCK_TIMEOUT``
+        from the environment, or else waits as long as that process lives.
     """
 
     def __init__(
@@ -256,7 +271,7 @@ class EmbeddingStore:
         self._group = group
         self.meta = meta
         self.mode = mode
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = _lock_timeout(lock_timeout)
         self._arrays: dict[str, Any] = {}
         self._slice_locks: dict[int, FileLock] = {}
         self._writer_lock: FileLock | None = None
