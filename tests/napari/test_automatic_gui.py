@@ -21,6 +21,7 @@ from napari_sam._napari.embeddings import EmbeddingSettings, stored
 from napari_sam._napari.errors import AnnotatorError
 from napari_sam.data.synthetic import nuclei_2d, nuclei_3d
 from napari_sam.engine.automatic import automatic
+from napari_sam.engine.embeddings import compute_embeddings
 from napari_sam.engine.linking import link_slices
 
 layers = pytest.importorskip("napari.layers")
@@ -124,6 +125,20 @@ def test_controller_cancel_empty_image_and_bad_options(small_weights):
     assert preset_values("auto", "nano") == preset_values("nuclei")
     assert preset_values("auto", "vit_b") == preset_values(None)
     assert preset_values(None)["pred_iou_thresh"] == 0.88
+
+
+def test_a_slice_too_large_for_whole_embedding_is_segmented_from_the_image(small_weights):
+    image = np.zeros((24, 2100), np.uint16)
+    image[6:18, 300:320] = 1000
+    image[4:20, 1500:1530] = 800
+    layer = layers.Image(image)
+    embedding = EmbeddingSettings(model=str(small_weights), device="cpu")
+    job = plan_automatic(layer, embedding, AutomaticSettings(**OPEN))
+    out = run_automatic(job)
+    whole = compute_embeddings(image, str(small_weights), device="cpu", tile=False)
+    expected = automatic(whole, model=str(small_weights), device="cpu", **OPEN).labels
+    np.testing.assert_array_equal(out.labels, expected)
+    assert stored(layer, embedding) is None  # no tiled embeddings were made for it
 
 
 def test_result_goes_to_a_new_layer_below_the_given_one(small_weights):

@@ -187,7 +187,7 @@ class AutomaticJob:
         self, plane: int | None, base: int, per_plane: int, total: int
     ) -> Generator[tuple[int, int], None, Any]:
         from ..engine.automatic import iter_automatic
-        from ..engine.embeddings import Embeddings
+        from ..engine.embeddings import Embeddings, compute_embeddings
 
         image = np.asarray(self.data if plane is None else self.data[plane])
         if image.size == 0 or float(image.min()) == float(image.max()):
@@ -205,10 +205,18 @@ class AutomaticJob:
             "device": self.settings.device,
             **self.options,
         }
-        if isinstance(embeddings, Embeddings):
-            steps = iter_automatic(embeddings, **kwargs)
-        else:  # large slices are embedded tile by tile for prompts; the automatic run embeds them whole
-            steps = iter_automatic(image, precision=self.settings.precision, **self.image_options, **kwargs)
+        if not isinstance(embeddings, Embeddings):
+            # a slice too large for one embedding is tiled for prompts, but the automatic run needs
+            # the whole image at the model's input size: embed it so (not kept: prompts use the tiles)
+            embeddings = compute_embeddings(
+                image,
+                self.settings.model,
+                device=self.settings.device,
+                precision=self.settings.precision,
+                tile=False,
+                **self.image_options,
+            )
+        steps = iter_automatic(embeddings, **kwargs)
         span = per_plane - 1  # the engine's own count; rescaled should it ever differ
         while True:
             try:
