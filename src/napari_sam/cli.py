@@ -14,6 +14,7 @@ Exit status: 0 all done, 1 some item failed (the others are done), 2 bad argumen
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
@@ -133,6 +134,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _demo_size(text: str) -> int:
+    value = _positive_int(text)
+    if not 16 <= value <= 8192:
+        raise argparse.ArgumentTypeError(f"expected an image side of 16 to 8192 pixels, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _check_model_and_device(args: argparse.Namespace) -> None:
+    """Bad ``--model`` / ``--device`` are usage errors, found before any file is touched.
+
+    With ``--scheduler`` the workers resolve both (their devices and storage may differ from here).
+    """
+    if args.scheduler:
+        return
+    from .engine.device import resolve_device
+    from .model import MODEL_NAMES
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
+    if args.model not in MODEL_NAMES and not Path(args.model).expanduser().is_file():
+        raise UsageError(
+            f"--model {args.model!r} is neither a model name ({', '.join(MODEL_NAMES)}) nor a weights file"
+        )
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -220,6 +258,7 @@ def _tile_option(args: argparse.Namespace) -> object:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from .batch import embed_files
 
+    _check_model_and_device(args)
     summary = embed_files(
         args.inputs,
         args.out,
@@ -240,6 +279,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .batch import read_prompts_csv, segment_files
 
+    _check_model_and_device(args)
     boxes = read_prompts_csv(args.boxes, "boxes") if args.boxes else None
     points = read_prompts_csv(args.points, "points") if args.points else None
     summary = segment_files(
@@ -295,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="segment synthetic nuclei offline and write a picture")
     demo.add_argument("--model", default="auto", help="model name or weights path (default: auto)")
     demo.add_argument("--out", default="napari-sam-demo", help="output folder")
-    demo.add_argument("--size", type=int, default=512, help="image side in pixels")
-    demo.add_argument("--objects", type=int, default=25, help="number of nuclei")
+    demo.add_argument("--size", type=_demo_size, default=512, help="image side in pixels (16 to 8192)")
+    demo.add_argument("--objects", type=_non_negative_int, default=25, help="number of nuclei")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
     demo.set_defaults(func=_cmd_demo)
@@ -322,11 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", help="folder of image/label pairs")
     train.add_argument("--model", default="nano", help="starting model: nano, vit_b/l/h or a weights path")
     train.add_argument("--out", required=True, help="output folder (checkpoint, history, model)")
-    train.add_argument("--steps", type=int, default=500)
-    train.add_argument("--batch-images", type=int, default=4)
-    train.add_argument("--objects", type=int, default=8, help="objects prompted per image and step")
-    train.add_argument("--crop", type=int, default=256, help="crop side on the canvas (nano only)")
-    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--steps", type=_non_negative_int, default=500)
+    train.add_argument("--batch-images", type=_positive_int, default=4)
+    train.add_argument("--objects", type=_positive_int, default=8, help="objects prompted per image and step")
+    train.add_argument("--crop", type=_positive_int, default=256, help="crop side on the canvas (nano only)")
+    train.add_argument("--lr", type=_positive_float, default=1e-4)
     train.add_argument("--freeze-encoder", action="store_true", help="train prompt encoder + decoder only")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
@@ -403,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"napari-sam {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (NapariSamError, ValueError, FileNotFoundError, NotImplementedError) as exc:
+    except (NapariSamError, ValueError, OSError, NotImplementedError) as exc:
         print(f"napari-sam: error: {exc}", file=sys.stderr)
         return 1
 
