@@ -21,6 +21,8 @@ EXTRA = [
     "napari_sam.io.read_image",
     "napari_sam.io.write_labels",
     "napari_sam.io.find_images",
+    "napari_sam.batch.embed_files",
+    "napari_sam.batch.segment_files",
     "napari_sam.nodes.segment_from_prompts",
     "napari_sam.nodes.segment_from_prompts_node",
     "napari_sam.nodes.automatic_segmentation",

@@ -463,6 +463,19 @@ def embed_files(
     ------
     UsageError
         Missing inputs, two inputs with the same name, an output folder that cannot be written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import tifffile
+    >>> from napari_sam.batch import embed_files
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     tifffile.imwrite(f"{tmp}/cells.tif", nuclei_2d((128, 128), n_objects=4, seed=0)[0])
+    ...     print(embed_files([tmp], f"{tmp}/cache", progress=False).text())
+    ...     print(embed_files([tmp], f"{tmp}/cache", progress=False).text())  # again: nothing to do
+    1 done, 0 skipped (already done), 0 failed
+    0 done, 1 skipped (already done), 0 failed
     """
     if (
         isinstance(slices_per_task, bool)
@@ -799,6 +812,26 @@ def segment_files(
     Returns
     -------
     BatchSummary
+        Names of the items done, skipped (labels existed) and failed (with the reason);
+        ``summary.text()`` reports them, ``summary.exit_code`` is 1 when any failed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import tifffile
+    >>> from napari_sam.batch import segment_files
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     tifffile.imwrite(f"{tmp}/cells.tif", nuclei_2d((128, 128), n_objects=4, seed=0)[0])
+    ...     with open(f"{tmp}/boxes.csv", "w") as table:  # one box on cells.tif
+    ...         print("file,min_row,min_col,max_row,max_col", file=table)
+    ...         print("cells.tif,0,55,29,95", file=table)
+    ...     summary = segment_files([tmp], f"{tmp}/labels", boxes=f"{tmp}/boxes.csv", progress=False)
+    ...     print(summary.text())
+    ...     print(sorted(path.name for path in Path(f"{tmp}/labels").iterdir()))
+    1 done, 0 skipped (already done), 0 failed
+    ['cells_labels.tif']
     """
     chosen = [boxes is not None, points is not None, bool(auto)]
     if sum(chosen) != 1:
