@@ -43,13 +43,17 @@ def test_losses_reward_the_right_mask():
 
 def test_canvas_matches_inference_geometry():
     model = build_sam("nano")
-    image, labels = nuclei_2d((100, 200), n_objects=5, seed=3)
+    image, labels = nuclei_2d((300, 600), n_objects=5, seed=3)
     canvas = prepare_canvas(image, labels, model)
     assert canvas.pixels.shape == (3, 1024, 1024)
     assert canvas.input_size == (512, 1024)
     assert canvas.labels.shape == (1024, 1024)
     assert canvas.labels[512:].max() == 0
     assert set(np.unique(canvas.labels)) == set(np.unique(labels))
+    # a small image is enlarged at most model.max_upscale (2x for nano), as at inference
+    small = prepare_canvas(*nuclei_2d((100, 200), n_objects=5, seed=3), model)
+    assert small.input_size == (200, 400)
+    assert small.labels[200:].max() == 0 and small.labels[:, 400:].max() == 0
 
 
 def test_training_changes_weights_and_resumes(tmp_path):
