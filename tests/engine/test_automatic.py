@@ -417,3 +417,12 @@ def test_automatic_labels_auto_preset_is_nuclei_for_nano_only(monkeypatch):
 
 def _empty_like(image):
     return AutomaticResult(labels=np.zeros(image.shape[:2], np.uint32), properties={}, mask_properties={})
+
+
+def test_an_image_beyond_the_tiling_threshold_is_embedded_whole(small_model):
+    """Images whose longer side exceeds the tiling threshold (2048) are embedded whole, like crops."""
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 50, (24, 2100)).astype(np.uint16)
+    wide[:, 300:700] += 3000
+    result = automatic(wide, model=small_model, points_per_side=2, **LOOSE)
+    _check_consistent(result, wide.shape)

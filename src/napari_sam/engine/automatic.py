@@ -571,8 +571,10 @@ def _generate(
             emb = embeddings
         else:
             assert scaled is not None  # checked by the caller: crops need the image
+            # every crop is embedded whole (as the official generator does), however large: the grid
+            # covers the crop; for big images, crop_n_layers adds finer crops
             emb = compute_embeddings(
-                scaled[box.y0 : box.y1, box.x0 : box.x1], sam, normalize=None, precision=precision
+                scaled[box.y0 : box.y1, box.x0 : box.x1], sam, normalize=None, precision=precision, tile=False
             )
         run = _CropRun(box, tuple(emb.input_size), emb.image_size)
         runs.append(run)
