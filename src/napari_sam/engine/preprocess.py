@@ -251,7 +251,8 @@ def preprocess_shape(
     scale = long_side / max(height, width)
     if max_upscale is not None and scale > max_upscale:
         scale = float(max_upscale)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    # at least one pixel: a very elongated image (e.g. 3 × 2000 on a 256 canvas) would round to 0 rows
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
