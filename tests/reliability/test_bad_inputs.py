@@ -783,3 +783,11 @@ def test_accepted_boxes_past_the_border_are_clipped(env):
     huge = ns.segment(env.image, boxes=[[-5, -5, 1e12, 1e12]], model=env.model, embeddings=env.emb)
     whole = ns.segment(env.image, boxes=[[0, 0, 48, 64]], model=env.model, embeddings=env.emb)
     np.testing.assert_array_equal(huge, whole)
+
+
+def test_accepted_very_elongated_image_is_embedded_with_at_least_one_row(env):
+    image = np.random.default_rng(3).random((3, 2000), dtype=np.float32)  # rows round to 0 on the canvas
+    emb = ns.compute_embeddings(image, env.model, tile=False)
+    assert min(emb.input_size) >= 1
+    labels = ns.segment(image, boxes=[[0, 10, 3, 400]], model=env.model, embeddings=emb)
+    assert labels.shape == image.shape and set(np.unique(labels)) <= {0, 1}
