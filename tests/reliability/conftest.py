@@ -55,6 +55,23 @@ def env(tmp_path_factory) -> Env:
     np.save(files / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     emb = ns.compute_embeddings(image, model, cache=files / "image.zarr")
     ns.compute_embeddings(image, other, cache=files / "other_model.zarr")
+    _damaged_copies(files / "image.zarr")
     ns.compute_embeddings(stack, model, cache=files / "empty_stack.zarr", slices=[])
     vol = ns.compute_embeddings(stack, model, slices=[])
     return Env(model, other, GOLDEN / "small_a" / "weights.pth", image, stack, emb, vol, files)
+
+
+def _damaged_copies(cache: Path) -> None:
+    """Copies of a good cache: unreadable metadata, a future format version, a damaged chunk."""
+    import json
+    import shutil
+
+    garbage = shutil.copytree(cache, cache.with_name("garbage_meta.zarr"))
+    (garbage / "zarr.json").write_text("{garbage")
+    future = shutil.copytree(cache, cache.with_name("future_format.zarr"))
+    meta = json.loads((future / "zarr.json").read_text())
+    meta["attributes"]["napari_sam_embeddings"]["format_version"] = 99
+    (future / "zarr.json").write_text(json.dumps(meta))
+    damaged = shutil.copytree(cache, cache.with_name("damaged_chunk.zarr"))
+    chunk = next(p for p in (damaged / "embeddings").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"xx")

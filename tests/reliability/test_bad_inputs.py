@@ -10,15 +10,15 @@ Cases per entry point (``CASES``; counted by ``test_case_count``):
 
 ==========================  =====
 segment                        58
-compute_embeddings             28
+compute_embeddings             29
 predict                        30
 automatic                      24
 propagate                      25
 train                          12
 load_model                     13
-open_embeddings                 7
+open_embeddings                 9
 ==========================  =====
-total                         197
+total                         200
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 import napari_sam as ns
+from napari_sam.engine.store import CorruptSliceError
 from napari_sam.errors import CacheMismatchError, CheckpointError, NapariSamError
 
 from .conftest import Env
@@ -304,6 +305,13 @@ COMPUTE = [
         lambda e: emb(e, e.image[:, :60], cache=e.files / "image.zarr"),
         CacheMismatchError,
         r"image",
+    ),
+    bad(
+        "compute_embeddings",
+        "cache-of-a-future-format",
+        lambda e: emb(e, cache=e.files / "future_format.zarr"),
+        CacheMismatchError,
+        r"format version: cache has 99",
     ),
     bad(
         "compute_embeddings",
@@ -716,6 +724,20 @@ OPEN = [
         ValueError,
         r"not the model these embeddings",
     ),
+    bad(
+        "open_embeddings",
+        "unreadable-metadata",
+        lambda e: ns.open_embeddings(e.files / "garbage_meta.zarr"),
+        ValueError,
+        r"garbage_meta.zarr is not a napari-sam embedding cache",
+    ),
+    bad(
+        "open_embeddings",
+        "damaged-chunk",
+        lambda e: ns.predict(ns.open_embeddings(e.files / "damaged_chunk.zarr", e.model), points=[[1, 1]]),
+        CorruptSliceError,
+        r"slice 0 of the embedding cache .*damaged_chunk.zarr is damaged",
+    ),
     bad("open_embeddings", "path-None", lambda e: ns.open_embeddings(None), TypeError, r"path must be"),
 ]
 
@@ -740,8 +762,10 @@ def pairs(env: Env) -> None:
 def test_bad_input_raises_a_clear_error(env, pairs, entry, call, error, match):
     with pytest.raises(error, match=match) as info:
         call(env)
-    # our errors are ValueError / TypeError / FileNotFoundError / LookupError, never a deep library error
-    assert isinstance(info.value, (ValueError, TypeError, OSError, LookupError)), type(info.value)
+    # our errors are ValueError / TypeError / FileNotFoundError / LookupError (a damaged cache: the
+    # store's CorruptSliceError), never a deep library error
+    allowed = (ValueError, TypeError, OSError, LookupError, CorruptSliceError)
+    assert isinstance(info.value, allowed), type(info.value)
     if isinstance(info.value, (CacheMismatchError, CheckpointError)):
         assert isinstance(info.value, NapariSamError)
 
