@@ -79,6 +79,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .data.synthetic import nuclei_2d
     from .demo import run_demo
 
+    _check_model_and_device(args)
     image, truth = nuclei_2d((args.size, args.size), n_objects=args.objects, seed=args.seed)
     start = time.perf_counter()
     summary = run_demo(image, truth, model=args.model, out_dir=Path(args.out), device=args.device)
@@ -105,6 +106,7 @@ use --freeze-encoder, or a GPU with --device cuda).
 def _cmd_train(args: argparse.Namespace) -> int:
     from .api import train
 
+    _check_model_and_device(args)
     result = train(
         args.data,
         model=args.model,
@@ -156,7 +158,7 @@ def _check_model_and_device(args: argparse.Namespace) -> None:
 
     With ``--scheduler`` the workers resolve both (their devices and storage may differ from here).
     """
-    if args.scheduler:
+    if getattr(args, "scheduler", None):
         return
     from .engine.device import resolve_device
     from .model import MODEL_NAMES
@@ -165,9 +167,10 @@ def _check_model_and_device(args: argparse.Namespace) -> None:
         resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
-    if args.model not in MODEL_NAMES and not Path(args.model).expanduser().is_file():
+    names = (*MODEL_NAMES, "auto") if args.command == "demo" else MODEL_NAMES
+    if args.model not in names and not Path(args.model).expanduser().is_file():
         raise UsageError(
-            f"--model {args.model!r} is neither a model name ({', '.join(MODEL_NAMES)}) nor a weights file"
+            f"--model {args.model!r} is neither a model name ({', '.join(names)}) nor a weights file"
         )
 
 
