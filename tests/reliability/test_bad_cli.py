@@ -69,8 +69,8 @@ DEMO_CASES = [
         r"argument --size: expected an image side of 16 to 8192",
     ),
     cli("demo", "objects-negative", "demo --objects -1", 2, r"argument --objects: expected an integer >= 0"),
-    cli("demo", "model-unknown", "demo --model vit_z --out {tmp}/demo", 1, r"unknown model 'vit_z'"),
-    cli("demo", "device-tpu", DEMO + " --device tpu", 1, r"device must be .*got 'tpu'"),
+    cli("demo", "model-unknown", "demo --model vit_z --out {tmp}/demo", 2, r"--model 'vit_z' is neither"),
+    cli("demo", "device-tpu", DEMO + " --device tpu", 2, r"--device: device must be .*got 'tpu'"),
     cli("demo", "out-is-a-file", "demo --out {tmp}/notes.txt --model {w} --size 64", 1, r"notes.txt"),
 ]
 
@@ -95,8 +95,8 @@ TRAIN_CASES = [
         1,
         r"b_labels.tif has shape \(30, 30\), expected the image's \(40, 50\)",
     ),
-    cli("train", "device-tpu", TRAIN.replace("cpu", "tpu"), 1, r"'tpu'"),
-    cli("train", "model-unknown", TRAIN.replace("{w}", "vit_q"), 1, r"vit_q"),
+    cli("train", "device-tpu", TRAIN.replace("cpu", "tpu"), 2, r"--device: .*'tpu'"),
+    cli("train", "model-unknown", TRAIN.replace("{w}", "vit_q"), 2, r"--model 'vit_q' is neither"),
 ]
 
 EMBED_CASES = [
