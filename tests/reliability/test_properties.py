@@ -8,11 +8,15 @@
   taken to the model's prompt resolution and back has the original shape (and object);
 - label writing: the napari layer writer never overwrites a non-zero label unless asked, gives new
   objects fresh, unique IDs above the existing ones; segment's overlap resolution (highest score wins)
-  and AMG's first-hit painting match a brute-force reference.
+  and AMG's first-hit painting match a brute-force reference;
+- tiles and objects: tile cores partition any image and lie inside their windows; prompts are grouped
+  into objects as the API promises (each box one object, a point refines the smallest box holding it,
+  every other foreground point is an object).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -265,3 +269,69 @@ def test_amg_painting_fills_only_free_pixels_with_the_first_covering_mask(case):
             continue
         covering = np.flatnonzero(masks[:, r, c]) if len(masks) else []
         assert out[r, c] == (1000 + covering[0] if len(covering) else 0)
+
+
+# ------------------------------------------------------------------------------- tiles and object plans
+
+
+@FAST
+@given(st.integers(1, 3000), st.integers(1, 3000), st.integers(16, 1024), st.data())
+def test_tile_cores_partition_the_image_and_sit_inside_their_windows(rows, cols, tile_size, data):
+    from napari_sam.engine.tiling import TileSpec, tile_windows
+
+    halo = data.draw(st.integers(0, (tile_size - 1) // 2))
+    windows = tile_windows((rows, cols), TileSpec(tile_size, halo))
+    row_cores = sorted({(w.core[0], w.core[2]) for w in windows})
+    col_cores = sorted({(w.core[1], w.core[3]) for w in windows})
+    for cores, n in ((row_cores, rows), (col_cores, cols)):
+        assert cores[0][0] == 0 and cores[-1][1] == n  # the cores cover the axis …
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(cores))  # … without gaps or overlap
+        assert all(lo < hi for lo, hi in cores)
+    for w in windows:
+        r0, c0, r1, c1 = w.bounds
+        assert (
+            0 <= r0 <= w.core[0] < w.core[2] <= r1 <= rows and 0 <= c0 <= w.core[1] < w.core[3] <= c1 <= cols
+        )
+        assert r1 - r0 <= tile_size and c1 - c0 <= tile_size
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(1, 30), st.integers(1, 30)), max_size=4
+    ),
+    st.lists(st.tuples(st.integers(0, 69), st.integers(0, 69), st.integers(0, 1)), max_size=6),
+)
+def test_object_plan_follows_the_contract(raw_boxes, raw_points):
+    from napari_sam.engine.prompted import plan_objects
+
+    boxes = np.array([[r, c, r + h, c + w] for r, c, h, w in raw_boxes], float).reshape(-1, 4)
+    points = np.array([p[:2] for p in raw_points], float).reshape(-1, 2)
+    labels = np.array([p[2] for p in raw_points], int)
+    objects = plan_objects(
+        points if len(points) else None, labels if len(points) else None, boxes if len(boxes) else None
+    )
+
+    def inside(p: np.ndarray, b: np.ndarray) -> bool:
+        return bool(b[0] <= p[0] < b[2] and b[1] <= p[1] < b[3])
+
+    in_a_box = [any(inside(p, b) for b in boxes) for p in points]
+    free_fg = [i for i, p in enumerate(points) if labels[i] == 1 and not in_a_box[i]]
+    # each box is one object (in order), then each free foreground point is one
+    assert len(objects) == len(boxes) + len(free_fg)
+    for obj, box in zip(objects, boxes, strict=False):
+        np.testing.assert_array_equal(obj.box, box)
+        assert all(inside(p, box) for p in obj.points)
+    for obj, i in zip(objects[len(boxes) :], free_fg, strict=True):
+        assert obj.box is None and obj.labels[0] == 1
+        np.testing.assert_array_equal(obj.points[0], points[i])
+        assert all(lab == 0 for lab in obj.labels[1:])
+    # a point inside boxes refines exactly one of them: the smallest containing it
+    for i, p in enumerate(points):
+        owners = [
+            k for k, obj in enumerate(objects[: len(boxes)]) if any(np.array_equal(q, p) for q in obj.points)
+        ]
+        if in_a_box[i]:
+            areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+            smallest = min(areas[k] for k, b in enumerate(boxes) if inside(p, b))
+            assert owners and all(areas[k] == smallest for k in owners)
