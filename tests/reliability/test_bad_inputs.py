@@ -16,9 +16,9 @@ automatic                      24
 propagate                      25
 train                          12
 load_model                     13
-open_embeddings                 9
+open_embeddings                10
 ==========================  =====
-total                         200
+total                         201
 """
 
 from __future__ import annotations
@@ -739,6 +739,13 @@ OPEN = [
         r"slice 0 of the embedding cache .*damaged_chunk.zarr is damaged",
     ),
     bad("open_embeddings", "path-None", lambda e: ns.open_embeddings(None), TypeError, r"path must be"),
+    bad(
+        "open_embeddings",
+        "cache-of-a-future-format",
+        lambda e: ns.open_embeddings(e.files / "future_format.zarr"),
+        CacheMismatchError,
+        r"format version: cache has 99",
+    ),
 ]
 
 CASES = [*SEGMENT, *COMPUTE, *PREDICT, *AUTOMATIC, *PROPAGATE, *TRAIN, *LOAD, *OPEN]

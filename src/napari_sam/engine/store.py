@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CacheLockedError, CacheMismatchError
+from .._version import __version__
+from ..errors import CacheLockedError, CacheMismatchError, NapariSamError
 from .filelock import FileLock, lock_owner
 
 __all__ = [
@@ -88,7 +89,7 @@ _CHECKED = {
 }
 
 
-class CorruptSliceError(RuntimeError):
+class CorruptSliceError(NapariSamError, RuntimeError):
     """A slice of the store is missing, unfinished or fails its checksum."""
 
 
@@ -307,6 +308,13 @@ class EmbeddingStore:
         meta = _root_attrs(folder)
         if meta is None:
             raise ValueError(f"{folder} is not a napari-sam embedding cache (no {ATTRS_KEY!r} attributes)")
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CacheMismatchError(
+                f"the embedding cache at {folder} was written in another format (format version: cache "
+                f"has {version!r}, napari-sam {__version__} reads {FORMAT_VERSION}); pass overwrite=True to "
+                "recompute it, or use the napari-sam version that wrote it"
+            )
         group = zarr.open_group(str(folder), mode=mode, zarr_format=3)
         return cls(folder, group, meta, mode, lock_timeout)
 
