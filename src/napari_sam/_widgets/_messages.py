@@ -40,6 +40,19 @@ def reported(viewer: Any, what: str) -> Iterator[None]:
         tell(viewer, f"{what} failed: {type(exc).__name__}: {exc}", warning=True)
 
 
+def failure_text(what: str, exc: BaseException) -> str:
+    """``"<what> failed: <reason>"`` for an error a worker raised (the type named unless it is the user's)."""
+    reason = str(exc) if isinstance(exc, (NapariSamError, ValueError)) else f"{type(exc).__name__}: {exc}"
+    return f"{what} failed: {reason}"
+
+
+def show_progress(bar: Any, step: tuple[int, int]) -> None:
+    """Set a ``QProgressBar`` to ``step = (done, total)`` as a worker yields it."""
+    done, total = step
+    bar.setRange(0, max(total, 1))
+    bar.setValue(done)
+
+
 def unwrap_viewer(viewer: Any) -> Any:
     """The viewer itself when napari hands plugins a public-only proxy of it.
 

@@ -31,7 +31,7 @@ from .._napari.automatic import (
 )
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
-from ._messages import reported
+from ._messages import failure_text, reported, show_progress
 
 #: (shown text, preset) of the preset choices
 PRESETS: tuple[tuple[str, str | None], ...] = (
@@ -244,9 +244,7 @@ class AutomaticPanel(QWidget):
             self.cancel_button.setEnabled(False)
 
     def _on_progress(self, step: tuple[int, int]) -> None:
-        done, total = step
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        show_progress(self.progress, step)
 
     def _on_done(self, output: Any) -> None:
         owner = self.owner
@@ -261,8 +259,7 @@ class AutomaticPanel(QWidget):
         self.owner.say("segment everything cancelled: no layer added", popup=False)
 
     def _on_error(self, exc: BaseException) -> None:
-        text = str(exc) if isinstance(exc, (AnnotatorError, ValueError)) else f"{type(exc).__name__}: {exc}"
-        self.owner.say(f"segment everything failed: {text}", warning=True)
+        self.owner.say(failure_text("segment everything", exc), warning=True)
 
     def _on_finished(self) -> None:
         self.worker = None

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
 from .._napari.propagation import propagation_steps, stack_embeddings, write_propagated
-from ._messages import reported
+from ._messages import failure_text, reported, show_progress
 
 
 def _run(steps: Any) -> Any:
@@ -156,9 +156,7 @@ class PropagatePanel(QWidget):
             self.owner.say("propagation cancelled: nothing written", popup=False)
 
     def _on_progress(self, step: tuple[int, int]) -> None:
-        done, total = step
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        show_progress(self.progress, step)
 
     def _on_done(self, result: Any) -> None:
         owner = self.owner
@@ -173,8 +171,7 @@ class PropagatePanel(QWidget):
             )
 
     def _on_error(self, exc: BaseException) -> None:
-        text = str(exc) if isinstance(exc, (AnnotatorError, ValueError)) else f"{type(exc).__name__}: {exc}"
-        self.owner.say(f"propagation failed: {text}", warning=True)
+        self.owner.say(failure_text("propagation", exc), warning=True)
 
     def _on_finished(self) -> None:
         self.worker = None
