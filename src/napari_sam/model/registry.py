@@ -55,7 +55,7 @@ OFFICIAL_WEIGHTS: dict[str, WeightsInfo] = {
 
 #: The nano model shipped inside the package (trained by scripts/train_nano.py on synthetic data).
 NANO_FILENAME = "nano.safetensors"
-NANO_SHA256 = "753d07b366544f02ec303d0df13a6a3408b28f3fdb59cac4ccf2efa1857f886e"
+NANO_SHA256 = "3d700b3594d8e42b664b7df804a1134c1e644a054d127778b610f82413032408"
 
 
 def shipped_nano_path() -> Path:
