@@ -153,9 +153,9 @@ def test_clean_mask_keeps_the_largest_island_when_all_are_small():
 
 
 def test_preset_then_explicit_values():
-    opts = resolve_options("nuclei", pred_iou_thresh=0.5, points_per_side=None)
-    assert opts.pred_iou_thresh == 0.5
-    assert opts.box_nms_thresh == 0.15 and opts.min_area == 50 and opts.overlap == "area"  # the preset
+    opts = resolve_options("nuclei", pred_iou_thresh=0.7, points_per_side=None)
+    assert opts.pred_iou_thresh == 0.7
+    assert opts.mask_nms_thresh == 0.5 and opts.min_area == 50 and opts.box_nms_thresh == 1.0  # the preset
     assert opts.points_per_side == 32  # official default: the preset does not set it
     official = resolve_options()
     assert (official.points_per_side, official.pred_iou_thresh, official.stability_score_thresh) == (

@@ -20,7 +20,7 @@ from napari_sam._napari.automatic import (
 from napari_sam._napari.embeddings import EmbeddingSettings, stored
 from napari_sam._napari.errors import AnnotatorError
 from napari_sam.data.synthetic import nuclei_2d, nuclei_3d
-from napari_sam.engine.automatic import automatic
+from napari_sam.engine.automatic import PRESETS, automatic
 from napari_sam.engine.embeddings import compute_embeddings
 from napari_sam.engine.linking import link_slices
 
@@ -197,7 +197,8 @@ def test_button_adds_a_new_labels_layer_like_the_engine(make_napari_viewer, qtbo
     panel = widget.automatic_panel
     assert widget.everything_button is panel.run_button and widget.everything_button.isEnabled()
     assert not panel.scope_combo.isEnabled()  # 2D
-    assert panel.points_spin.value() == 32 and panel.iou_spin.value() == pytest.approx(0.75)  # auto = nuclei
+    assert panel.points_spin.value() == 32  # auto = nuclei, which keeps the official grid
+    assert panel.iou_spin.value() == pytest.approx(PRESETS["nuclei"]["pred_iou_thresh"])
     set_options(panel, "nuclei", 4)
     before = list(viewer.layers)
     active = viewer.layers.selection.active

@@ -186,17 +186,17 @@ class AutomaticOptions:
 #: Named option sets. ``"nuclei"``: chosen for the shipped nano model on fluorescence nuclei by
 #: ``benchmarks/bench_automatic.py tune`` (synthetic ``nuclei`` images, seeds 20000+; docs/benchmarks.md):
 #: nano's IoU head and logits are less sharp than the official models' (lower IoU and stability
-#: thresholds), touching nuclei give overlapping partial masks (strict box suppression), and
-#: background clicks give tiny or image-sized masks (area limits), and a confident mask merging a
-#: cluster must not hide its members (smaller masks win overlaps).
+#: thresholds), touching nuclei give overlapping partial masks (suppression by mask overlap: a mask
+#: mostly inside a better one goes), and background clicks give tiny or image-sized masks (area limits).
 PRESETS: dict[str, dict[str, Any]] = {
     "nuclei": {
-        "pred_iou_thresh": 0.75,
+        "pred_iou_thresh": 0.5,
         "stability_score_thresh": 0.5,
-        "box_nms_thresh": 0.15,
+        "box_nms_thresh": 1.0,
+        "mask_nms_thresh": 0.5,
         "min_area": 50,
         "max_area_fraction": 0.02,
-        "overlap": "area",
+        "overlap": "score",
     },
 }
 
@@ -856,9 +856,9 @@ def automatic(
         ["score"] Where masks overlap, the higher predicted IoU wins (``"score"``) or the smaller
         mask (``"area"``); labels are numbered in that order.
     preset
-        None, or ``"nuclei"``: pred_iou_thresh 0.75, stability_score_thresh 0.5, box_nms_thresh 0.15,
-        min_area 50, max_area_fraction 0.02, overlap ``"area"`` — chosen for the nano model on
-        fluorescence nuclei (see the benchmarks page).
+        None, or ``"nuclei"``: pred_iou_thresh 0.5, stability_score_thresh 0.5, box_nms_thresh 1.0
+        (off), mask_nms_thresh 0.5, min_area 50, max_area_fraction 0.02, overlap ``"score"`` — chosen
+        for the nano model on fluorescence nuclei (see the benchmarks page).
     model, device
         The model (name, weights path or loaded model) and where to run it.
     embeddings
