@@ -1,14 +1,17 @@
 """Train the shipped nano model on synthetic data only, and export its weights.
 
-The shipped weights come from two runs (see docs/models.md):
+The shipped weights come from three runs (see docs/models.md):
 
     python scripts/train_nano.py --steps 2500 --seed 0 --export artifacts/nano-v0.safetensors
     python scripts/train_nano.py --init artifacts/nano-v0.safetensors --source mixed --steps 1000 \\
         --lr 2e-4 --warmup 50 --correction-iters 2 --seed 1 --out artifacts/nano-stage2
+    python scripts/train_nano.py --init src/napari_sam/weights/nano.safetensors --source broad \
+        --steps 2800 --lr 2e-4 --warmup 50 --correction-iters 2 --seed 2 --out artifacts/nano-stage3 \
+        --export artifacts/nano-v2.safetensors   # then copied over the package's nano.safetensors
 
 Stage 1 draws from :mod:`napari_sam.data.basic` with randomised size, object count, object size and
 dtype (``training_source``); stage 2 mixes those with the richer :mod:`napari_sam.data.synthetic`
-presets (``mixed_source``); nothing else. A run checkpoints to ``--out`` and resumes from there when
+presets (``mixed_source``); stage 3 adds :func:`broad_config` images (``broad_source``); nothing else. A run checkpoints to ``--out`` and resumes from there when
 restarted. At the end the weights are written as float16 safetensors (``--export``) and their sha256
 is printed for the registry.
 """
