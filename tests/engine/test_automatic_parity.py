@@ -37,8 +37,11 @@ def _official(arrays, name: str, shape: tuple[int, int]) -> dict[str, np.ndarray
 def golden_amg():
     arrays = np.load(AMG / "amg.npz")
     options = json.loads((AMG / "options.json").read_text())
-    # the whole-image embedding is shared by the cases (uint8 RGB: the official preprocessing)
-    embeddings = compute_embeddings(arrays["image"], open_model("nano"), normalize=None)
+    # the whole-image embedding is shared by the cases (uint8 RGB: the official preprocessing, and the
+    # official resize: the longer side always to 1024, however small the image)
+    model = open_model("nano")
+    model.max_upscale = None
+    embeddings = compute_embeddings(arrays["image"], model, normalize=None)
     return arrays, options, embeddings
 
 

@@ -50,8 +50,7 @@ def test_canvas_matches_inference_geometry():
     assert canvas.labels.shape == (1024, 1024)
     assert canvas.labels[512:].max() == 0
     assert set(np.unique(canvas.labels)) == set(np.unique(labels))
-    # with model.max_upscale, a small image is enlarged at most that much, as at inference
-    model.max_upscale = 2.0
+    # a small image is enlarged at most model.max_upscale (2x for nano), as at inference
     small = prepare_canvas(*nuclei_2d((100, 200), n_objects=5, seed=3), model)
     assert small.input_size == (200, 400)
     assert small.labels[200:].max() == 0 and small.labels[:, 400:].max() == 0
