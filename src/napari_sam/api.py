@@ -11,7 +11,7 @@ import numpy as np
 from .engine.device import DeviceLike
 from .engine.embeddings import Embeddings, VolumeEmbeddings, compute_embeddings, image_layout
 from .engine.loading import ModelLike, load_model
-from .engine.predict import _as_float_array, validate_boxes, validate_points
+from .engine.predict import as_float_array, validate_boxes, validate_points
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode
 from .engine.prompted import decode_into, plan_objects, segment_stack
 from .engine.tiling import DEFAULT_TILE_THRESHOLD, TiledEmbeddings
@@ -198,7 +198,7 @@ def segment(
 
     pts = labs = bxs = None
     if points is not None:
-        pts_arr = _as_float_array(points, "points")
+        pts_arr = as_float_array(points, "points")
         if pts_arr.ndim != 2 or pts_arr.shape[1] != 2:
             raise ValueError(
                 f"points must have shape (N, 2) rows (row, col) for a 2D image, got {pts_arr.shape}"
@@ -209,7 +209,7 @@ def segment(
     elif point_labels is not None:
         raise ValueError("point_labels given without points")
     if boxes is not None:
-        box_arr = _as_float_array(boxes, "boxes")
+        box_arr = as_float_array(boxes, "boxes")
         if box_arr.ndim != 2 or box_arr.shape[1] != 4:
             raise ValueError(
                 f"boxes must have shape (M, 4) rows (min_row, min_col, max_row, max_col) for a 2D "

@@ -90,11 +90,11 @@ def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
 
 
 def _points(points: Any, name: str) -> np.ndarray | None:
-    from .engine.predict import _as_float_array
+    from .engine.predict import as_float_array
 
     if points is None:
         return None
-    arr = _as_float_array(points, name)
+    arr = as_float_array(points, name)
     if arr.size == 0:
         return None
     if arr.ndim != 2 or arr.shape[1] not in (2, 3):

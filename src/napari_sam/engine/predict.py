@@ -60,7 +60,7 @@ class Prediction:
         return self.masks[np.arange(self.masks.shape[0]), self.best_index]
 
 
-def _as_float_array(value: Any, name: str) -> np.ndarray:
+def as_float_array(value: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -77,7 +77,7 @@ def validate_points(
 
     Returns points as ``(N, P, 2)`` float64 and labels as ``(N, P)`` int64 (default all 1).
     """
-    pts = _as_float_array(points, "points")
+    pts = as_float_array(points, "points")
     if pts.ndim == 2 and pts.shape[1] == 2:
         pts = pts[None]
     if pts.ndim != 3 or pts.shape[-1] != 2 or pts.shape[1] == 0:
@@ -120,7 +120,7 @@ def validate_boxes(boxes: Any, image_shape: tuple[int, int], name: str = "box") 
     Boxes reaching past the image border are clipped to it; a box entirely outside is an error.
     Returns ``(N, 4)`` float64.
     """
-    arr = _as_float_array(boxes, name)
+    arr = as_float_array(boxes, name)
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .embeddings import Embeddings, ImageLayout, VolumeEmbeddings, compute_embeddings
-from .predict import _as_float_array, predict, validate_boxes, validate_points
+from .predict import as_float_array, predict, validate_boxes, validate_points
 from .tiling import TiledEmbeddings, localize
 
 __all__ = ["ObjectPrompt", "decode_into", "paint_by_score", "plan_objects", "segment_stack"]
@@ -192,7 +192,7 @@ def segment_stack(
     pts = np.zeros((0, 3))
     labs = np.zeros(0, dtype=np.int64)
     if points is not None:
-        pts = _as_float_array(points, "points")
+        pts = as_float_array(points, "points")
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise ValueError(
                 f"points must have shape (N, 3) rows (z, row, col) for a 3D stack, got {pts.shape}"
@@ -204,7 +204,7 @@ def segment_stack(
         raise ValueError("point_labels given without points")
     bxs = np.zeros((0, 6))
     if boxes is not None:
-        bxs = _as_float_array(boxes, "boxes")
+        bxs = as_float_array(boxes, "boxes")
         if bxs.ndim != 2 or bxs.shape[1] != 6:
             raise ValueError(
                 "boxes must have shape (M, 6) rows (min_z, min_row, min_col, max_z, max_row, max_col) for "
