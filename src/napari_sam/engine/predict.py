@@ -61,6 +61,7 @@ class Prediction:
 
 
 def as_float_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float64 array; a ValueError naming ``name`` if it is not numeric or not finite."""
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
