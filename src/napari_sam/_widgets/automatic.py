@@ -31,7 +31,8 @@ from .._napari.automatic import (
 )
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
-from ._messages import failure_text, reported, show_progress
+from ._messages import failure_text, reported
+from ._worker import start_steps
 
 #: (shown text, preset) of the preset choices
 PRESETS: tuple[tuple[str, str | None], ...] = (
@@ -41,11 +42,6 @@ PRESETS: tuple[tuple[str, str | None], ...] = (
 )
 CURRENT_SLICE = "current slice"
 WHOLE_STACK = "whole stack"
-
-
-def _run(steps: Any) -> Any:
-    """A generator function for ``create_worker`` (it needs a function, not a generator)."""
-    return (yield from steps)
 
 
 class AutomaticPanel(QWidget):
@@ -201,8 +197,6 @@ class AutomaticPanel(QWidget):
     def start(self) -> Any:
         """Segment the image (slice / stack) in a worker; returns the worker (None when nothing started:
         a message says why)."""
-        from napari.qt.threading import create_worker
-
         if self.is_running():
             return None
         owner = self.owner
@@ -217,24 +211,20 @@ class AutomaticPanel(QWidget):
             settings = self.settings()
             plane = None if settings.whole_stack else ann.current_plane()
             job = plan_automatic(ann.image_layer, ann.settings, settings, plane)
-            worker = create_worker(_run, job.steps(), _start_thread=False)
-            worker.yielded.connect(self._on_progress)
-            worker.returned.connect(self._on_done)
-            worker.errored.connect(self._on_error)
-            worker.aborted.connect(self._on_aborted)
-            worker.finished.connect(self._on_finished)
             self.job = job
-            self.worker = worker
-            self.run_button.setEnabled(False)
-            self.cancel_button.setEnabled(True)
             self.progress.setRange(0, 0)
-            self.progress.setVisible(True)
             where = (
                 "every slice of " if settings.whole_stack else ("" if plane is None else f"slice {plane} of ")
             )
             owner.say(f"segmenting everything in {where}'{ann.image_layer.name}' …", popup=False)
-            worker.start()
-            return worker
+            return start_steps(
+                self,
+                job.steps(),
+                on_done=self._on_done,
+                on_error=self._on_error,
+                on_finished=self._on_finished,
+                on_aborted=self._on_aborted,
+            )
         return None
 
     def cancel(self) -> None:
@@ -242,9 +232,6 @@ class AutomaticPanel(QWidget):
         if self.worker is not None:
             self.worker.quit()
             self.cancel_button.setEnabled(False)
-
-    def _on_progress(self, step: tuple[int, int]) -> None:
-        show_progress(self.progress, step)
 
     def _on_done(self, output: Any) -> None:
         owner = self.owner

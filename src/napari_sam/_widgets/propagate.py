@@ -22,12 +22,8 @@ from qtpy.QtWidgets import (
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
 from .._napari.propagation import propagation_steps, stack_embeddings, write_propagated
-from ._messages import failure_text, reported, show_progress
-
-
-def _run(steps: Any) -> Any:
-    """A generator function for ``create_worker`` (it needs a function, not a generator)."""
-    return (yield from steps)
+from ._messages import failure_text, reported
+from ._worker import start_steps
 
 
 class PropagatePanel(QWidget):
@@ -103,8 +99,6 @@ class PropagatePanel(QWidget):
 
     def start(self) -> Any:
         """Propagate the target labels' objects on the current slice; returns the worker (None on error)."""
-        from napari.qt.threading import create_worker
-
         if self.is_running():
             return None
         owner = self.owner
@@ -134,19 +128,11 @@ class PropagatePanel(QWidget):
             )
             next(steps)  # checks the seeds now (clear errors on the UI thread), yields (0, total)
             self._before = before
-            worker = create_worker(_run, steps, _start_thread=False)
-            worker.yielded.connect(self._on_progress)
-            worker.returned.connect(self._on_done)
-            worker.errored.connect(self._on_error)
-            worker.finished.connect(self._on_finished)
-            self.worker = worker
-            self.run_button.setEnabled(False)
-            self.cancel_button.setEnabled(True)
             self.progress.setValue(0)
-            self.progress.setVisible(True)
             owner.say(f"propagating the objects of slice {plane} …", popup=False)
-            worker.start()
-            return worker
+            return start_steps(
+                self, steps, on_done=self._on_done, on_error=self._on_error, on_finished=self._on_finished
+            )
         return None
 
     def cancel(self) -> None:
@@ -154,9 +140,6 @@ class PropagatePanel(QWidget):
         if self.worker is not None:
             self.worker.quit()
             self.owner.say("propagation cancelled: nothing written", popup=False)
-
-    def _on_progress(self, step: tuple[int, int]) -> None:
-        show_progress(self.progress, step)
 
     def _on_done(self, result: Any) -> None:
         owner = self.owner
