@@ -389,15 +389,16 @@ def _make_chains(
     return ups, downs
 
 
-def _mask_prompt_fn(sam: Any, shape: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
-    from .preprocess import mask_to_prompt_logits, preprocess_shape
+def _mask_prompt_fn(sam: Any, slice_emb: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Binary mask → mask-prompt logits, resized as the slice ``slice_emb`` (:class:`Embeddings`) was."""
+    from .preprocess import mask_to_prompt_logits
 
     size = sam.prompt_encoder.mask_input_size
-    input_size = preprocess_shape(*shape, sam.image_size, sam.max_upscale)
+    input_size = tuple(slice_emb.input_size)
 
     def convert(mask: np.ndarray) -> np.ndarray:
         logits = mask_to_prompt_logits(
-            mask, image_size=sam.image_size, mask_input_size=size, input_size=input_size
+            mask, image_size=slice_emb.image_size, mask_input_size=size, input_size=input_size
         )
         return logits[0, 0].numpy()
 
@@ -451,7 +452,7 @@ def _step_slice(
         [c.logits for c in chains],
         opts,
         tiled=tiled,
-        mask_prompt=_mask_prompt_fn(sam, labels.shape[1:]),
+        mask_prompt=None if tiled else _mask_prompt_fn(sam, slice_emb),
     )
     pred = predict(slice_emb, multimask=opts.multimask, best_only=True, model=sam, **kwargs)
     masks, scores = pred.masks[:, 0], pred.iou_scores[:, 0]

@@ -204,7 +204,8 @@ def step_prompts(
         The slice's embeddings are tiled: mask prompts must be binary full-size masks.
     mask_prompt
         ``mask → (4h, 4w) float32 logits`` for masks without logits (see
-        :func:`napari_sam.engine.preprocess.mask_to_prompt_logits`).
+        :func:`napari_sam.engine.preprocess.mask_to_prompt_logits`); unused (may be None) when
+        ``tiled``.
     """
     shape = masks[0].shape
     kwargs: dict[str, Any] = {}
