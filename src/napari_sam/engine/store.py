@@ -450,17 +450,21 @@ class EmbeddingStore:
             Other processes kept the store locked for longer than ``lock_timeout``.
         """
         folder = Path(path)
-        if not overwrite and is_embedding_store(folder):
+
+        def existing() -> EmbeddingStore | None:
+            if overwrite or not is_embedding_store(folder):
+                return None
             store = cls.open(folder, mode="r", lock_timeout=lock_timeout)
             store.validate(meta)
             return store
+
+        store = existing()
+        if store is not None:
+            return store
         lock = _lock_new_folder(folder, lock_timeout)
         try:
-            if not overwrite and is_embedding_store(folder):  # made by another process meanwhile
-                store = cls.open(folder, mode="r", lock_timeout=lock_timeout)
-                store.validate(meta)
-                return store
-            return cls._create_locked(folder, meta, overwrite, lock_timeout)
+            store = existing()  # made by another process meanwhile?
+            return store if store is not None else cls._create_locked(folder, meta, overwrite, lock_timeout)
         finally:
             lock.release()
 
