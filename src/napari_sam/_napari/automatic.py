@@ -37,8 +37,10 @@ SHOWN_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh",
 def engine_preset(preset: str | None, model: str) -> str | None:
     """The engine preset for ``preset``: ``"auto"`` is ``"nuclei"`` for the shipped nano model, else the
     official defaults (``None``) — as ``segment()`` without prompts does."""
+    from ..engine.automatic import auto_preset
+
     if preset == "auto":
-        return "nuclei" if model == "nano" else None
+        return auto_preset(model)
     if preset is not None and preset not in PRESET_CHOICES:
         raise AnnotatorError(f"preset must be one of {PRESET_CHOICES}, got {preset!r}")
     return preset

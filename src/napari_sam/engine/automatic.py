@@ -201,6 +201,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def auto_preset(model: Any) -> str | None:
+    """What ``preset="auto"`` means for ``model`` (a name, path or loaded model): ``"nuclei"`` for the
+    shipped nano model (with the official thresholds its masks almost never survive), else ``None``
+    (the official defaults)."""
+    name = model if isinstance(model, str) else getattr(model, "name", None)
+    return "nuclei" if name == "nano" else None
+
+
 def resolve_options(preset: str | None = None, **options: Any) -> AutomaticOptions:
     """Options from the official defaults, then ``preset``, then the given (non-None) values.
 
@@ -966,9 +974,7 @@ def automatic_labels(
         ``uint32`` labels with the image's spatial shape.
     """
     if preset == "auto":
-        model = kwargs.get("model", "nano")
-        name = model if isinstance(model, str) else getattr(model, "name", None)
-        preset = "nuclei" if name == "nano" else None
+        preset = auto_preset(kwargs.get("model", "nano"))
     kwargs["preset"] = preset
     if not stack:
         return automatic(
