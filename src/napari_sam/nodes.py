@@ -65,16 +65,13 @@ def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
         return np.zeros((0, 4))
     if isinstance(shapes, np.ndarray) and shapes.ndim == 2:
         shapes = [shapes]
+    from .engine.predict import as_float_array
+
     out = []
     for vertices in shapes:
-        try:
-            v = np.asarray(vertices, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"boxes: shape vertices must be numeric, got {vertices!r}") from exc
+        v = as_float_array(vertices, "boxes: shape vertices")  # numeric and finite
         if v.ndim != 2 or v.shape[1] not in (2, 3) or len(v) == 0:
             raise ValueError(f"boxes: each shape must be (V, 2) or (V, 3) vertices, got shape {v.shape}")
-        if not np.isfinite(v).all():
-            raise ValueError("boxes: shape vertices contain NaN or infinite values")
         lo, hi = v.min(axis=0), v.max(axis=0)
         r0, c0 = math.ceil(lo[-2] - 1e-6), math.ceil(lo[-1] - 1e-6)
         r1, c1 = math.floor(hi[-2] + 1e-6) + 1, math.floor(hi[-1] + 1e-6) + 1
