@@ -310,12 +310,9 @@ def plan_automatic(
 
 def run_automatic(job: AutomaticJob) -> AutomaticOutput:
     """Run ``job`` to the end here (scripts and tests; the widget uses :meth:`AutomaticJob.steps`)."""
-    steps = job.steps()
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    from ..engine.steps import drain_steps
+
+    return drain_steps(job.steps())
 
 
 def add_result_layer(

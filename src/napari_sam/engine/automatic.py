@@ -49,6 +49,7 @@ from .preprocess import (
     select_channels,
     upscale_logits,
 )
+from .steps import drain_steps
 
 __all__ = [
     "PRESETS",
@@ -938,13 +939,7 @@ def automatic(
         return_masks=return_masks,
         **options,
     )
-    while True:
-        try:
-            done, total = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total)
+    return drain_steps(steps, progress=progress)
 
 
 def automatic_labels(

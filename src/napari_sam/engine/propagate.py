@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .device import DeviceLike
-from .embeddings import Cancelled, VolumeEmbeddings, compute_embeddings, image_layout
+from .embeddings import VolumeEmbeddings, compute_embeddings, image_layout
 from .loading import ModelLike, load_model
 from .prompted import segment_stack
 from .propagate_steps import (
@@ -41,6 +41,7 @@ from .propagate_steps import (
     stop_reason,
     summarize,
 )
+from .steps import drain_steps
 
 __all__ = [
     "STOP_REASONS",
@@ -761,13 +762,4 @@ def propagate(
         embeddings=embeddings,
         **embedding_options,
     )
-    while True:
-        if cancel is not None and cancel.is_set():
-            steps.close()
-            raise Cancelled("propagation cancelled")
-        try:
-            done, total = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total)
+    return drain_steps(steps, progress=progress, cancel=cancel, what="propagation")
