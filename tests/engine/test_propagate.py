@@ -90,8 +90,8 @@ def test_one_seed_slice_recovers_every_object_in_one_batch_per_slice(oracle, vol
         assert _iou(result.labels == k, truth == k) == 1.0
     assert result.seeds == {1: [z], 2: [z], 3: [z]}
     slices = [s for s, _ in oracle.calls]
-    # up sweep then down sweep, every slice once per sweep, all of its objects together
-    assert slices == [5, 6, 7, 8, 9, 3, 2, 1, 0]
+    # rounds outwards from the seed, nearest slices first, all objects of a slice together
+    assert slices == [3, 5, 2, 6, 1, 7, 0, 8, 9]
     assert dict(oracle.calls)[5] == 3
     assert result.decoder_calls == len(oracle.calls)
     assert {(s.label, s.direction) for s in result.stops} == {
@@ -137,17 +137,85 @@ def test_z_range_and_stop_rules(oracle, volume_embeddings, truth):
 def test_fading_objects_stop_on_contrast(oracle, volume_embeddings, truth):
     image = np.where(truth > 0, 100.0, 5.0).astype(np.float32)
     image[7:][truth[7:] == 1] = 30.0  # object 1 dims to a quarter of its contrast from slice 7 on
-    result = propagate(volume_embeddings, truth[4], z=4, objects=[1], image=image, prompt="box", **PERMISSIVE)
+    kw = {"z": 4, "objects": [1], "image": image, "prompt": "box", "min_intensity": 0, **PERMISSIVE}
+    result = propagate(volume_embeddings, truth[4], **kw)
     assert {(s.direction, s.z, s.reason) for s in result.stops} == {
         ("up", 7, "contrast"),
         ("down", 0, "vanished"),
     }
-    off = propagate(
-        volume_embeddings, truth[4], z=4, objects=[1], image=image, prompt="box", min_contrast=0, **PERMISSIVE
-    )
+    off = propagate(volume_embeddings, truth[4], min_contrast=0, **kw)
     assert off.extent(1) == (1, 9)
     with pytest.raises(ValueError, match="spatial shape"):
         propagate(volume_embeddings, truth[4], z=4, image=image[:, :10])
+
+
+def _halo_image(truth: np.ndarray, label: int, from_slice: int, bright: bool = True) -> np.ndarray:
+    """Objects at 100 on 5, except ``label`` from ``from_slice`` on: its outer 2 pixels dim to 20."""
+    from scipy import ndimage
+
+    image = np.where(truth > 0, 100.0, 5.0).astype(np.float32)
+    for z in range(from_slice, truth.shape[0]):
+        inner = ndimage.binary_erosion(truth[z] == label, iterations=2)
+        image[z][(truth[z] == label) & ~inner] = 20.0
+    return image if bright else 105.0 - image
+
+
+@pytest.mark.parametrize("bright", [True, False])
+def test_dim_rims_are_trimmed_from_propagated_masks(oracle, volume_embeddings, truth, bright):
+    from scipy import ndimage
+
+    image = _halo_image(truth, 1, 6, bright)
+    kw = {"z": 4, "objects": [1], "image": image, "prompt": "box", "min_contrast": 0, **PERMISSIVE}
+    trimmed = propagate(volume_embeddings, truth[4], min_intensity=0.5, **kw).labels == 1
+    untrimmed = propagate(volume_embeddings, truth[4], min_intensity=0, **kw).labels == 1
+    assert (untrimmed == (truth == 1)).all()  # the oracle returns the whole object
+    for z in range(6):
+        assert (trimmed[z] == (truth[z] == 1)).all()  # seed and bright slices untouched
+    for z in range(6, 9):
+        core = ndimage.binary_erosion(truth[z] == 1, iterations=2)
+        assert (trimmed[z] == core).all()  # only the dim rim went (dark objects: the pale rim)
+
+
+def test_trimming_fills_holes_it_opens_and_needs_a_basis():
+    from napari_sam.engine.propagate_steps import SeedIntensity, seed_intensity, trim_dim
+
+    plane = np.full((20, 20), 5.0, np.float32)
+    mask = np.zeros((20, 20), bool)
+    mask[5:15, 5:15] = True
+    plane[mask] = 100.0
+    seed = seed_intensity(plane, mask)
+    assert seed == SeedIntensity(inside=100.0, around=5.0)
+    plane[9:11, 9:11] = 10.0  # a dark nucleolus inside: not a reason to cut a hole
+    assert (trim_dim(mask, plane, seed, 0.5) == mask).all()
+    decoder_hole = mask.copy()
+    decoder_hole[9:11, 9:11] = False  # a hole the decoder left stays open
+    assert (trim_dim(decoder_hole, plane, seed, 0.5) == decoder_hole).all()
+    assert seed_intensity(np.full((20, 20), 7.0, np.float32), mask) is None  # no contrast: no basis
+    assert seed_intensity(None, mask) is None
+
+
+def test_the_nearer_seed_claims_a_slice_first(monkeypatch, volume_embeddings):
+    """Two objects stacked in z under one footprint, and a decoder that cannot see where one ends:
+    each slice goes to the object whose seed is nearer, not to whichever walked there first."""
+    slice_of = {id(volume_embeddings[z]): z for z in range(len(volume_embeddings))}
+    calls = []
+
+    def box_filler(embeddings, *, box, multimask, best_only, model, **prompts):
+        calls.append(slice_of[id(embeddings)])
+        masks = np.zeros((len(box), 1, *SHAPE[1:]), dtype=bool)
+        for i, (r0, c0, r1, c1) in enumerate(np.asarray(box).astype(int)):
+            masks[i, 0, r0:r1, c0:c1] = True
+        n = len(box)
+        return Prediction(masks, np.full((n, 1), 0.9, np.float32), np.zeros((n, 1, 64, 64), np.float32))
+
+    monkeypatch.setattr(predict_mod, "predict", box_filler)
+    seeds = np.zeros(SHAPE, dtype=np.uint32)
+    seeds[1, 10:20, 10:20] = 1
+    seeds[6, 10:20, 10:20] = 2
+    labels = propagate(volume_embeddings, seeds, prompt="box", **PERMISSIVE).labels
+    owner = [int(labels[z, 15, 15]) for z in range(SHAPE[0])]
+    assert owner == [1, 1, 1, 1, 2, 2, 2, 2, 2, 2]  # slice 3: 2 from seed 1, 3 from seed 2; slice 4: 3 and 2
+    assert calls[:4] == [0, 2, 5, 7]
 
 
 def test_centroid_jump_stops(oracle, volume_embeddings, truth):
@@ -180,14 +248,15 @@ def test_two_seeds_fill_the_gap_from_the_nearer_end(oracle, volume_embeddings, t
     seeds[2][truth[2] == 3] = 3
     seeds[8][truth[8] == 3] = 3
     result = propagate(volume_embeddings, seeds, prompt="box", **PERMISSIVE)
-    assert [s for s, _ in oracle.calls] == [3, 4, 5, 9, 7, 6, 1, 0]
+    # round by round: one slice further from every seed (the upper half waits at the middle)
+    assert [s for s, _ in oracle.calls] == [1, 3, 7, 9, 0, 4, 6, 5]
     assert _iou(result.labels == 3, truth == 3) == 1.0
 
     # the lower half stops early (slice 4 scores low once): the upper half goes on down to it
     oracle.calls.clear()
     oracle.low_scores = {4}
     result = propagate(volume_embeddings, seeds, prompt="box", **PERMISSIVE)
-    assert [s for s, _ in oracle.calls] == [3, 4, 9, 7, 6, 5, 4, 1, 0]
+    assert [s for s, _ in oracle.calls] == [1, 3, 7, 9, 0, 4, 6, 5, 4]
     assert _iou(result.labels == 3, truth == 3) == 1.0
 
 
@@ -200,7 +269,9 @@ def test_progress_and_cancel(oracle, volume_embeddings, truth):
         except StopIteration as stop:
             result = stop.value
             break
-    assert seen[0] == (0, 20) and seen[-1] == (20, 20)
+    # rounds: the longest walk from slice 4 is 5 slices (5..9)
+    assert seen[0] == (0, 5) and seen[-1] == (5, 5)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert result.labels.shape == SHAPE
 
     cancel = threading.Event()

@@ -8,9 +8,11 @@ the slice range ends. Between two seed slices of one object, a chain from each e
 (each slice is prompted from the nearer annotation); if the lower one stops early, the upper one may
 go on down to where it stopped.
 
-Work is organised in two sweeps over the stack (upwards, then downwards): on each slice, every
-object that steps onto it is decoded in one batched decoder call, and the slice's embeddings are
-only then fetched — computed on first use through :class:`~napari_sam.engine.embeddings.VolumeEmbeddings`
+Work is organised in rounds: each round takes every object one slice further from its seeds, so the
+slices nearest to a seed are claimed first (a nucleus lying below another under the same footprint
+does not walk up into it before the upper one has taken its own slices). In a round, every object
+stepping onto a slice is decoded in one batched decoder call, and the slice's embeddings are only
+then fetched — computed on first use through :class:`~napari_sam.engine.embeddings.VolumeEmbeddings`
 (and its cache), so a short propagation in a long stack embeds only the slices it visits.
 
 Labels already in the volume are never overwritten: a propagated mask only fills pixels that are
@@ -35,11 +37,14 @@ from .propagate_steps import (
     STOP_REASONS,
     MaskSummary,
     PropagateOptions,
+    SeedIntensity,
     contrast,
     overlapping_parts,
+    seed_intensity,
     step_prompts,
     stop_reason,
     summarize,
+    trim_dim,
 )
 from .steps import drain_steps
 
@@ -89,7 +94,7 @@ class PropagationResult:
     stops
         One :class:`Stop` per chain.
     decoder_calls
-        Batched decoder calls made (at most one per slice and sweep).
+        Batched decoder calls made (one per slice visited in each round).
 
     Examples
     --------
@@ -132,6 +137,8 @@ class _Chain:
     logits: np.ndarray | None = None  # low-res logits that produced mask (None: a seed)
     reason: str | None = None
     best_contrast: float | None = None  # highest image contrast of the object so far
+    seed_intensity: SeedIntensity | None = None  # for min_intensity (None: not measured / no basis)
+    started: bool = False  # has taken a step (seed measurements done)
     partner: _Chain | None = None  # the chain filling the other half of a gap (down chains only)
 
     @property
@@ -390,6 +397,33 @@ def _make_chains(
     return ups, downs
 
 
+def _reach(chain: _Chain) -> int:
+    """Most slices ``chain`` may fill (a gap's upper half: the whole gap, if the lower half stops at once)."""
+    if chain.partner is not None:
+        return chain.z - chain.partner.z - 1
+    return (chain.limit - chain.z) * chain.step - 1
+
+
+def _next_slice(chain: _Chain) -> int | None:
+    """The slice ``chain`` steps onto in this round; None when it has ended (marked) or waits.
+
+    A gap's upper half (down chain) fills down to the middle, and further down to where the lower
+    half ended when that one stopped early; it waits at the middle while the lower half still runs.
+    """
+    if not chain.active:
+        return None
+    target = chain.z + chain.step
+    limit = chain.limit
+    if chain.partner is not None:
+        if chain.partner.active:
+            return None if target <= limit else target
+        limit = chain.partner.z
+    if (target - limit) * chain.step >= 0:
+        chain.reason = "range"
+        return None
+    return target
+
+
 def _mask_prompt_fn(sam: Any, slice_emb: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Binary mask → mask-prompt logits, resized as the slice ``slice_emb`` (:class:`Embeddings`) was."""
     from .preprocess import mask_to_prompt_logits
@@ -441,10 +475,13 @@ def _step_slice(
     from .predict import predict
     from .tiling import TiledEmbeddings
 
-    if opts.min_contrast > 0 and planes.image is not None:
-        for c in chains:
-            if c.best_contrast is None:
+    for c in chains:
+        if not c.started and planes.image is not None:  # measure the seed before the first step
+            if opts.min_contrast > 0:
                 c.best_contrast = contrast(planes(c.z), c.mask)
+            if opts.min_intensity > 0:
+                c.seed_intensity = seed_intensity(planes(c.z), c.mask)
+        c.started = True
 
     slice_emb = emb[z]
     tiled = isinstance(slice_emb, TiledEmbeddings)
@@ -461,6 +498,8 @@ def _step_slice(
     for i in np.argsort(-scores, kind="stable"):
         c = chains[i]
         kept = masks[i] & ((plane == 0) | (plane == c.label))
+        if opts.min_intensity > 0 and c.seed_intensity is not None:
+            kept = trim_dim(kept, planes(z), c.seed_intensity, opts.min_intensity)  # type: ignore[arg-type]
         if "box" in kwargs and opts.clip_to_box:
             r0, c0, r1, c1 = kwargs["box"][i]
             inside = np.zeros_like(kept)
@@ -505,6 +544,7 @@ def iter_propagate(
     max_area_change: float = 3.0,
     max_centroid_shift: float = 0.5,
     min_contrast: float = 0.5,
+    min_intensity: float = 0.5,
     clip_to_box: bool = False,
     connected: bool = True,
     image: Any = None,
@@ -528,6 +568,7 @@ def iter_propagate(
         max_area_change=max_area_change,
         max_centroid_shift=max_centroid_shift,
         min_contrast=min_contrast,
+        min_intensity=min_intensity,
         clip_to_box=clip_to_box,
         connected=connected,
     )
@@ -560,31 +601,29 @@ def iter_propagate(
             f"image has spatial shape {tuple(planes.layout.spatial_shape)}, the embeddings {shape}"
         )
     ups, downs = _make_chains(labels, seeds, lo, hi)
-    total = 2 * (hi - lo)
-    done = 0
-    calls = 0
-    yield done, total
-    for sweep, order in ((ups, range(lo, hi)), (downs, range(hi - 1, lo - 1, -1))):
-        for zz in order:
-            stepping = []
-            for c in sweep:
-                if not c.active or c.z + c.step != zz:
-                    continue
-                limit = c.limit
-                if c.partner is not None and c.partner.reason is not None:
-                    limit = c.partner.z  # the lower half stopped early: go on down to where it ended
-                if (zz - limit) * c.step >= 0:
-                    c.reason = "range"
-                else:
-                    stepping.append(c)
-            if stepping:
-                _step_slice(zz, stepping, emb, sam, labels, opts, planes)
-                calls += 1
-            done += 1
-            yield done, total
-        for c in sweep:
-            if c.active:
-                c.reason = "range"
+    chains = [*ups, *downs]
+    # rounds: each takes every active chain one slice further, so the slices nearest to any seed are
+    # claimed first (an object does not lose its own slices to a neighbour that walked there from afar)
+    total = max((_reach(c) for c in chains), default=0)
+    rounds = calls = 0
+    yield 0, total
+    while True:
+        onto: dict[int, list[_Chain]] = {}
+        for c in chains:
+            zz = _next_slice(c)
+            if zz is not None:
+                onto.setdefault(zz, []).append(c)
+        if not onto:
+            break
+        rounds += 1
+        for zz in sorted(onto):
+            _step_slice(zz, onto[zz], emb, sam, labels, opts, planes)
+            calls += 1
+            yield min(rounds, total), total
+    for c in chains:
+        if c.active:
+            c.reason = "range"  # a gap's upper half waiting at the middle for a lower half that filled it
+    yield total, total
     stops = [Stop(c.label, c.direction, c.z + c.step, c.reason or "range") for c in (*ups, *downs)]
     return PropagationResult(labels=labels, seeds=seeds, stops=stops, decoder_calls=calls)
 
@@ -635,6 +674,7 @@ def propagate(
     max_area_change: float = 3.0,
     max_centroid_shift: float = 0.5,
     min_contrast: float = 0.5,
+    min_intensity: float = 0.5,
     clip_to_box: bool = False,
     connected: bool = True,
     image: Any = None,
@@ -681,18 +721,24 @@ def propagate(
         Stop an object when its image contrast falls below this fraction of its best so far (objects
         stay visible a few slices beyond their end through out-of-focus light); 0 = off. Measured on
         ``volume`` when it is an image, else on ``image`` when given, else off.
-    clip_to_box
+    min_intensity
+        Trim from each propagated mask the pixels less than this fraction of the way from the
+        object's surroundings to the object itself (both measured on its seed slice), so that the
+        blurred, larger halo near an object's end is not taken for it; bright and dark objects alike,
+        objects without contrast to their surroundings untrimmed; in [0, 1), 0 = off. Needs the
+        image, as ``min_contrast`` does.
         Drop the parts of a prediction outside its box prompt (see :class:`PropagateOptions`).
     connected
         Drop the parts of a prediction that do not touch the object's previous slice.
     image
-        The stack, when ``volume`` is its embeddings: used by the ``min_contrast`` rule only.
+        The stack, when ``volume`` is its embeddings: used by ``min_contrast`` and ``min_intensity``.
     model, device
         Used when ``volume`` is an image (or embeddings opened without a model).
     embeddings
         Precomputed :class:`VolumeEmbeddings` of ``volume``.
     progress
-        Called as ``progress(done, total)`` after each slice of each sweep.
+        Called as ``progress(done, total)`` after each batch of slices; ``done`` counts rounds (one
+        slice further from every seed), ``total`` the longest walk possible.
     cancel
         A :class:`threading.Event`; when set, raises
         :class:`~napari_sam.engine.embeddings.Cancelled` before the next slice.
@@ -754,6 +800,7 @@ def propagate(
         max_area_change=max_area_change,
         max_centroid_shift=max_centroid_shift,
         min_contrast=min_contrast,
+        min_intensity=min_intensity,
         clip_to_box=clip_to_box,
         connected=connected,
         image=image,
