@@ -588,8 +588,20 @@ PROPAGATE = [
     bad("propagate", "z_range-reversed", lambda e: prop(e, z_range=(3, 1)), ValueError, r"z_range must be"),
     bad("propagate", "z_range-str", lambda e: prop(e, z_range="all"), ValueError, r"z_range must be"),
     bad("propagate", "iou_threshold-2", lambda e: prop(e, iou_threshold=2), ValueError, r"iou_threshold"),
-    bad("propagate", "min_intensity-1", lambda e: prop(e, min_intensity=1), ValueError, r"min_intensity.*\[0"),
-    bad("propagate", "min_intensity-str", lambda e: prop(e, min_intensity="half"), ValueError, r"min_intensity"),
+    bad(
+        "propagate",
+        "min_intensity-1",
+        lambda e: prop(e, min_intensity=1),
+        ValueError,
+        r"min_intensity must be a number in \[0\.0, 1\.0\)",
+    ),
+    bad(
+        "propagate",
+        "min_intensity-str",
+        lambda e: prop(e, min_intensity="half"),
+        ValueError,
+        r"min_intensity must be a number",
+    ),
     bad("propagate", "prompt-circle", lambda e: prop(e, prompt="circle"), ValueError, r"prompt must be"),
     bad("propagate", "n_points-0", lambda e: prop(e, n_points=0), ValueError, r"n_points must be"),
     bad(

@@ -727,6 +727,7 @@ def propagate(
         blurred, larger halo near an object's end is not taken for it; bright and dark objects alike,
         objects without contrast to their surroundings untrimmed; in [0, 1), 0 = off. Needs the
         image, as ``min_contrast`` does.
+    clip_to_box
         Drop the parts of a prediction outside its box prompt (see :class:`PropagateOptions`).
     connected
         Drop the parts of a prediction that do not touch the object's previous slice.

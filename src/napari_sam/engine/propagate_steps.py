@@ -103,9 +103,7 @@ class PropagateOptions:
         _number(self, "max_area_change", 1.0, math.inf)
         _number(self, "max_centroid_shift", 0.0, math.inf, open_low=True)
         _number(self, "min_contrast", 0.0, 1.0)
-        _number(self, "min_intensity", 0.0, 1.0)
-        if self.min_intensity >= 1.0:
-            raise ValueError(f"min_intensity must be a number in [0.0, 1.0), got {self.min_intensity!r}")
+        _number(self, "min_intensity", 0.0, 1.0, open_high=True)
         for name in ("multimask", "clip_to_box", "connected"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -118,15 +116,28 @@ def _integer(opts: PropagateOptions, name: str, low: int) -> None:
     object.__setattr__(opts, name, int(value))
 
 
-def _number(opts: PropagateOptions, name: str, low: float, high: float, *, open_low: bool = False) -> None:
+def _number(
+    opts: PropagateOptions,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
     value = getattr(opts, name)
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
     if ok:
         value = float(value)
-        ok = not math.isnan(value) and (value > low if open_low else value >= low) and value <= high
+        ok = (
+            not math.isnan(value)
+            and (value > low if open_low else value >= low)
+            and (value < high if open_high else value <= high)
+        )
     if not ok:
-        left = "(" if open_low else "["
-        raise ValueError(f"{name} must be a number in {left}{low}, {high}], got {getattr(opts, name)!r}")
+        left, right = "(" if open_low else "[", ")" if open_high else "]"
+        bounds = f"{left}{low}, {high}{right}"
+        raise ValueError(f"{name} must be a number in {bounds}, got {getattr(opts, name)!r}")
     object.__setattr__(opts, name, value)
 
 
