@@ -74,3 +74,35 @@ def test_propagate_panel_follows_the_slice_objects_and_undoes_in_one_step(
     viewer.dims.set_current_step(0, 0 if not seeds[0].any() else 5)
     assert panel.start() is None
     assert any(level == "warning" and "no objects" in text for level, text in messages)
+
+
+def test_trim_box_reaches_propagation(make_napari_viewer, qtbot, monkeypatch):
+    import napari_sam._widgets.propagate as panel_mod
+    from napari_sam._widgets import AnnotatorWidget
+    from napari_sam.data.synthetic import nuclei_3d
+    from napari_sam.engine.propagate_steps import PropagateOptions
+
+    asked: list[float] = []
+    real = panel_mod.propagation_steps
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs["min_intensity"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(panel_mod, "propagation_steps", recording)
+    viewer = make_napari_viewer()
+    stack, truth = nuclei_3d((3, 96, 96), n_objects=2, seed=1)
+    viewer.add_image(stack, name="stack")
+    widget = AnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM annotator")
+    panel = _panel(widget)
+    seeds = np.zeros(truth.shape, np.uint32)
+    seeds[1] = truth[1]
+    widget.set_target(viewer.add_labels(seeds, name="labels"))
+    viewer.dims.set_current_step(0, 1)
+    assert panel.trim.isChecked()
+    for checked in (True, False):
+        panel.trim.setChecked(checked)
+        assert panel.start() is not None
+        qtbot.waitUntil(lambda: not panel.is_running(), timeout=WAIT_MS)
+    assert asked == [PropagateOptions.min_intensity, 0.0]

@@ -50,6 +50,7 @@ def propagation_steps(
     objects: list[int] | None = None,
     z_range: tuple[int, int] | None = None,
     iou_threshold: float = 0.5,
+    min_intensity: float = 0.5,
     image: Any = None,
 ) -> Generator[tuple[int, int], None, Any]:
     """Propagate the objects drawn on slice ``plane`` of ``labels`` (all of them, or ``objects``).
@@ -68,6 +69,8 @@ def propagation_steps(
         ``(start, stop)`` half-open slices; default the whole stack.
     iou_threshold
         Stop an object when its predicted IoU falls below this.
+    min_intensity
+        Trim the dim halo from propagated masks (see :func:`napari_sam.propagate`); 0: off.
     image
         The image layer's data (level 0): lets objects stop where their contrast fades.
 
@@ -92,6 +95,7 @@ def propagation_steps(
             objects=objects,
             z_range=z_range,
             iou_threshold=iou_threshold,
+            min_intensity=min_intensity,
             image=image,
         )
     )

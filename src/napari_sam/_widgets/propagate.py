@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import (
+    QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
@@ -22,6 +23,7 @@ from qtpy.QtWidgets import (
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
 from .._napari.propagation import propagation_steps, stack_embeddings, write_propagated
+from ..engine.propagate_steps import PropagateOptions
 from ._messages import failure_text, reported
 from ._worker import start_steps
 
@@ -35,6 +37,9 @@ class PropagatePanel(QWidget):
         The slice range (inclusive) to propagate within.
     threshold
         Stop an object when its predicted IoU falls below this.
+    trim
+        Trim the dim out-of-focus halo from propagated masks (the engine's default ``min_intensity``;
+        off: 0).
     """
 
     def __init__(self, owner: Any, parent: QWidget | None = None) -> None:
@@ -57,6 +62,13 @@ class PropagatePanel(QWidget):
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(0.5)
         self.threshold.setToolTip("stop an object where its predicted IoU falls below this")
+        self.trim = QCheckBox("trim dim halo")
+        self.trim.setChecked(True)
+        self.trim.setToolTip(
+            "drop the pixels of each propagated mask that are less than half as bright as the object on "
+            "its seed slice (relative to its surroundings): the blurred halo near an object's end. "
+            "Turn off where objects are not defined by their brightness."
+        )
         self.progress = QProgressBar()
         self.progress.setVisible(False)
 
@@ -67,6 +79,7 @@ class PropagatePanel(QWidget):
         span.addWidget(self.last)
         layout.addRow("slices from / to", span)
         layout.addRow("stop below IoU", self.threshold)
+        layout.addRow(self.trim)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 2)
         buttons.addWidget(self.cancel_button, 1)
@@ -124,6 +137,7 @@ class PropagatePanel(QWidget):
                 plane,
                 z_range=(first, last + 1),
                 iou_threshold=self.threshold.value(),
+                min_intensity=PropagateOptions.min_intensity if self.trim.isChecked() else 0.0,
                 image=data,
             )
             next(steps)  # checks the seeds now (clear errors on the UI thread), yields (0, total)
