@@ -624,7 +624,7 @@ def iter_propagate(
         if c.active:
             c.reason = "range"  # a gap's upper half waiting at the middle for a lower half that filled it
     yield total, total
-    stops = [Stop(c.label, c.direction, c.z + c.step, c.reason or "range") for c in (*ups, *downs)]
+    stops = [Stop(c.label, c.direction, c.z + c.step, c.reason or "range") for c in chains]
     return PropagationResult(labels=labels, seeds=seeds, stops=stops, decoder_calls=calls)
 
 

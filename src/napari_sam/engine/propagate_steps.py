@@ -270,7 +270,7 @@ class SeedIntensity:
     inside
         Median intensity inside the seed mask.
     around
-        Median intensity in a ring around it (pixels within ``ring_width(mask)`` of the mask).
+        Median intensity in a ring around it (pixels within :func:`ring_width` of the mask).
     """
 
     inside: float
@@ -288,23 +288,18 @@ class SeedIntensity:
 MIN_SEED_CONTRAST = 0.1
 
 
-def ring_width(mask: np.ndarray) -> int:
-    """Width in pixels of the ring :func:`seed_intensity` samples: a quarter of the mask's equivalent
-    diameter, 2 to 16 pixels."""
-    summary = summarize(mask)
-    return 2 if summary is None else int(np.clip(round(summary.diameter / 4), 2, 16))
+def ring_width(summary: MaskSummary) -> int:
+    """Width in pixels of the ring :func:`seed_intensity` samples around a mask: a quarter of its
+    equivalent diameter, 2 to 16 pixels."""
+    return int(np.clip(round(summary.diameter / 4), 2, 16))
 
 
-def _window(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
-    """Rows and columns of ``mask``'s bounding box grown by ``margin`` (clipped); None when empty."""
-    summary = summarize(mask)
-    if summary is None:
-        return None
+def _window(summary: MaskSummary, margin: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """Rows and columns of a mask's bounding box grown by ``margin`` pixels, clipped to ``shape``."""
     r0, c0, r1, c1 = summary.bbox
-    rows, cols = mask.shape
     return (
-        slice(max(r0 - margin, 0), min(r1 + margin, rows)),
-        slice(max(c0 - margin, 0), min(c1 + margin, cols)),
+        slice(max(r0 - margin, 0), min(r1 + margin, shape[0])),
+        slice(max(c0 - margin, 0), min(c1 + margin, shape[1])),
     )
 
 
@@ -316,10 +311,11 @@ def seed_intensity(plane: np.ndarray | None, mask: np.ndarray) -> SeedIntensity 
     """
     from scipy import ndimage
 
-    width = ring_width(mask)
-    window = None if plane is None else _window(mask, width + 1)
-    if plane is None or window is None:
+    summary = None if plane is None else summarize(mask)
+    if plane is None or summary is None:
         return None
+    width = ring_width(summary)
+    window = _window(summary, width + 1, mask.shape)
     local, near = mask[window], plane[window]
     ring = ndimage.binary_dilation(local, iterations=width) & ~local
     if not ring.any():
@@ -340,9 +336,10 @@ def trim_dim(mask: np.ndarray, plane: np.ndarray, seed: SeedIntensity, fraction:
     """
     from scipy import ndimage
 
-    window = _window(mask, 1)
     out = np.zeros_like(mask)
-    if window is not None:
+    summary = summarize(mask)
+    if summary is not None:
+        window = _window(summary, 1, mask.shape)
         local = mask[window]
         out[window] = ndimage.binary_fill_holes(local & seed.keep(plane[window], fraction)) & local
     return out
