@@ -114,9 +114,8 @@ def demo_picture(
         ``(H + title, 2 W + 4, 3)`` uint8 RGB.
     """
     left = _panel(overlay_picture(image, truth), "truth")
-    right = _panel(
-        overlay_picture(image, labels), f"{model} from the grey boxes", boxes=boxes, corner=f"mean IoU {mean_iou:.3f}"
-    )
+    score = f"mean IoU {mean_iou:.3f}"
+    right = _panel(overlay_picture(image, labels), f"{model} from the grey boxes", boxes=boxes, corner=score)
     gap = np.full((left.shape[0], 4, 3), 255, np.uint8)
     return np.concatenate([left, gap, right], axis=1)
 
@@ -129,7 +128,7 @@ def run_demo(
     out_dir: Path = Path("napari-sam-demo"),
     device: DeviceLike = "auto",
 ) -> DemoSummary:
-    """Box every true nucleus, segment, compare with the truth, write ``demo.png`` + ``labels.tif`` into ``out_dir``."""
+    """Box every true nucleus, segment, compare with the truth; write ``demo.png``, ``labels.tif``."""
     import time
 
     from PIL import Image
