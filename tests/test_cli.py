@@ -139,7 +139,10 @@ def test_segment_batch_goes_on_after_a_bad_file_and_resumes(nuclei_files, small_
     assert first.shape == (96, 112) and first.dtype == np.uint32
     assert set(np.unique(first)) <= {0, 1, 2} and (first > 0).any()
     assert set(np.unique(tifffile.imread(out / "cells1_labels.tif"))) <= {0, 1}
-    assert sorted(p.name for p in out.iterdir()) == ["cells0_labels.tif", "cells1_labels.tif"]
+    labels = ["cells0_labels.tif", "cells1_labels.tif"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*labels, *(f"{n}.napari-sam.json" for n in labels)]
+    )
 
     (out / "cells1_labels.tif").unlink()
     assert main([*args, "--device", "cpu", "-q"]) == 1

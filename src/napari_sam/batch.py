@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
+import json
 import os
+import shutil
 import sys
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,7 +28,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .io import find_images, image_name, is_ome_zarr, read_image, write_labels
+from ._version import __version__
+from .io import (
+    OUTPUT_RECORD_SUFFIX,
+    find_images,
+    image_name,
+    is_ome_zarr,
+    output_record,
+    read_image,
+    write_labels,
+)
 
 __all__ = [
     "BatchItem",
@@ -340,6 +353,188 @@ def _expand(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return sources
 
 
+# ---------------------------------------------------------------------------------------------- outputs
+#
+# Outputs and inputs are told apart by a record: beside every labels file or folder it writes,
+# ``segment`` writes ``<output>.napari-sam.json`` naming the input it came from and the output's size
+# and modification time. An existing output is "already done" only when its record names this input
+# and the output is unchanged since; anything else at an output path is left alone unless
+# ``overwrite``, and a path that is one of the run's inputs (or inside one) is never written.
+
+#: Version of the record's fields.
+RECORD_FORMAT = 1
+
+
+def record_path(output: str | os.PathLike[str]) -> Path:
+    """Where the record of ``output`` is: ``<output>.napari-sam.json`` beside it."""
+    path = Path(output)
+    return path.with_name(path.name + OUTPUT_RECORD_SUFFIX)
+
+
+def _identity(path: Path) -> set[tuple[Any, ...]]:
+    """Keys equal for two names of one file: its resolved path, and (device, inode) when it exists."""
+    keys: set[tuple[Any, ...]] = {("path", os.path.normcase(str(path.resolve())))}
+    with contextlib.suppress(OSError):
+        info = path.stat()
+        keys.add(("inode", info.st_dev, info.st_ino))
+    return keys
+
+
+def _input_conflicts(items: Sequence[BatchItem], sources: Sequence[Path]) -> dict[str, str]:
+    """``{output: input}`` for the items whose output is one of ``sources`` or lies inside one."""
+    owners: dict[tuple[Any, ...], Path] = {}
+    for source in sources:
+        owners |= dict.fromkeys(_identity(source), source)
+    folders = {key[1]: owners[key] for key in owners if key[0] == "path"}
+    conflicts = {}
+    for item in items:
+        hit = next((owners[key] for key in _identity(item.output) if key in owners), None)
+        if hit is None:
+            parents = (os.path.normcase(str(p)) for p in item.output.resolve().parents)
+            hit = next((folders[p] for p in parents if p in folders), None)
+        if hit is not None:
+            conflicts[str(item.output)] = str(hit)
+    return conflicts
+
+
+def _refuse_inputs(item: BatchItem, conflicts: Mapping[str, str]) -> None:
+    """Raise when ``item.output`` is one of the run's inputs (found by :func:`_input_conflicts`)."""
+    source = conflicts.get(str(item.output))
+    if source is None:
+        return
+    where = "is one of the inputs" if Path(source) == item.output else f"is inside the input {source}"
+    raise FileExistsError(
+        f"not written: its output {item.output} {where} (an image of this run, not labels napari-sam "
+        "wrote); choose another output folder"
+    )
+
+
+def _fingerprint(path: Path) -> dict[str, int]:
+    """Number of files, bytes and latest modification time (ns) of a file or of a folder's files."""
+    files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [p.stat() for p in files]
+    return {
+        "files": len(stats),
+        "bytes": sum(info.st_size for info in stats),
+        "mtime_ns": max((info.st_mtime_ns for info in stats), default=0),
+    }
+
+
+def _input_reference(source: Path, folder: Path) -> str:
+    """``source`` as a path relative to ``folder`` (absolute when there is none), with ``/``."""
+    try:
+        return Path(os.path.relpath(source.resolve(), folder.resolve())).as_posix()
+    except ValueError:  # another drive
+        return source.resolve().as_posix()
+
+
+def foreign_output(item: BatchItem) -> str | None:
+    """Why the existing ``item.output`` is not this item's finished output, or None when it is.
+
+    Parameters
+    ----------
+    item
+        ``item.output`` exists.
+
+    Returns
+    -------
+    str or None
+        None when its record names ``item.source`` and it is unchanged since it was written;
+        otherwise a sentence saying what is there.
+    """
+    output = item.output
+    record = output_record(output)
+    if record is None:
+        return f"{output} exists and was not written by napari-sam (no {record_path(output).name} beside it)"
+    named = output.parent / str(record.get("input", ""))
+    if _identity(named).isdisjoint(_identity(item.source)):
+        return f"{output} was written by napari-sam for another input, {record.get('input')}"
+    try:
+        unchanged = record.get("fingerprint") == _fingerprint(output)
+    except OSError:
+        unchanged = False
+    if not unchanged:
+        return f"{output} was changed since napari-sam wrote it"
+    return None
+
+
+def _write_record(item: BatchItem, written: Path, command: str, details: Mapping[str, Any]) -> None:
+    """Write the record of ``item.output``, whose content is at ``written`` (moved there next)."""
+    record = {
+        "napari_sam_output": RECORD_FORMAT,
+        "written_by": f"napari-sam {__version__}",
+        "command": command,
+        "output": item.output.name,
+        "input": _input_reference(item.source, item.output.parent),
+        "fingerprint": _fingerprint(written),
+        "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **details,
+    }
+    target = record_path(item.output)
+    partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _move_into_place(new: Path, output: Path) -> None:
+    """Move the finished ``new`` to ``output``, replacing what is there (only called when allowed)."""
+    if not (output.exists() or output.is_symlink()):
+        new.rename(output)
+    elif output.is_dir() or new.is_dir():
+        old = output.with_name(f".{output.name}.old-{uuid.uuid4().hex[:8]}")
+        output.rename(old)
+        new.rename(output)
+        _remove_path(old)
+    else:
+        os.replace(new, output)
+
+
+def write_output(
+    item: BatchItem,
+    labels: Any,
+    *,
+    like: Path | None = None,
+    command: str = "segment",
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``labels`` to ``item.output`` with its record, replacing what is there.
+
+    The labels are written under a hidden name beside the output, the record is written, then the
+    labels are moved to ``item.output``: a run stopped at any point leaves either the old output, or
+    the new one with its record (a record without its output is ignored).
+
+    Parameters
+    ----------
+    item
+        The input and the output path (``.tif`` or ``.zarr``).
+    labels
+        ``(Y, X)`` or ``(Z, Y, X)`` integer array.
+    like
+        An OME-Zarr input the labels belong to (see :func:`napari_sam.io.write_labels`).
+    command, details
+        Recorded: the command that wrote it, and other fields (model …).
+    """
+    output = item.output
+    partial = output.with_name(f".{output.stem}.partial-{uuid.uuid4().hex[:8]}{output.suffix}")
+    try:
+        write_labels(partial, labels, like=like)
+        _write_record(item, partial, command, details or {})
+        _move_into_place(partial, output)
+    finally:
+        if partial.exists() or partial.is_symlink():
+            _remove_path(partial)
+
+
 def _channel(channel: int | Sequence[int] | None) -> int | tuple[int, ...] | None:
     if channel is None or isinstance(channel, (int, np.integer)):
         return None if channel is None else int(channel)
@@ -370,6 +565,8 @@ class EmbedJob:
     overwrite: bool = False
     slices_per_task: int = 0
     slices: tuple[int, ...] | None = None
+    #: ``{output: input}``: items whose cache path is an input of the run (never written).
+    conflicts: Mapping[str, str] = field(default_factory=dict)
 
     def split(self, item: BatchItem) -> list[EmbedJob]:
         """On a cluster: a stack is embedded in parts of ``slices_per_task`` slices (0: whole files).
@@ -399,6 +596,7 @@ class EmbedJob:
         from .engine.embeddings import compute_embeddings
         from .engine.store import is_embedding_store, open_store
 
+        _refuse_inputs(item, self.conflicts)
         was_complete = (
             not self.overwrite and is_embedding_store(item.output) and open_store(item.output).is_complete
         )
@@ -487,6 +685,7 @@ def embed_files(
     folder = _check_output_folder(Path(out).expanduser(), "output")
     items = [BatchItem(source, cache_path(folder, source)) for source in sources]
     job = EmbedJob(
+        conflicts=_input_conflicts(items, sources),
         model=str(model),
         device=str(device),
         channel=_channel(channel),
@@ -713,10 +912,22 @@ class SegmentJob:
     cache_dir: str | None = None
     overwrite: bool = False
     propagate: bool = True
+    #: ``{output: input}``: items whose labels path is an input of the run (never written).
+    conflicts: Mapping[str, str] = field(default_factory=dict)
 
     def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str:
         from .api import segment
 
+        _refuse_inputs(item, self.conflicts)
+        if item.output.exists() or item.output.is_symlink():
+            problem = foreign_output(item)
+            if problem is None and not self.overwrite:
+                return "skipped"
+            if problem is not None and not self.overwrite:
+                raise FileExistsError(
+                    f"{problem}; it is kept: pass --overwrite (overwrite=True) to replace it, or choose "
+                    "another output folder"
+                )
         prompts = dict(self.prompts.get(str(item.source), {}))
         if prompts and all(len(v) == 0 for v in prompts.values()):
             raise ValueError(f"no prompts for {item.source.name}: no row of the CSV names this file")
@@ -736,7 +947,7 @@ class SegmentJob:
             **options,
         )
         like = item.source if is_ome_zarr(item.source) else None
-        write_labels(item.output, labels, overwrite=self.overwrite, like=like)
+        write_output(item, labels, like=like, details={"model": self.model})
         return "ok"
 
 
@@ -790,7 +1001,12 @@ def segment_files(
     inputs
         Image files and folders of images.
     out
-        Folder of the labels (created). Items whose labels exist are skipped unless ``overwrite``.
+        Folder of the labels (created). Beside each labels file goes a record,
+        ``<labels>.napari-sam.json``, naming its input. Labels whose record names this input and
+        that are unchanged since are skipped (already done) unless ``overwrite``; any other file at
+        a labels path fails that item unless ``overwrite``. A labels path that is one of the inputs
+        (or inside one) is never written. Outputs with a record are not inputs when a folder is
+        scanned, so ``out`` may be the input folder.
     boxes, points
         Prompt tables (paths of CSV files, see ``CSV_HELP``, or :class:`PromptTable`); one of them,
         or ``auto=True``.
@@ -803,8 +1019,10 @@ def segment_files(
         Folder of embedding caches (as made by :func:`embed_files`), reused and completed per image.
     model, device, channel
         As in :func:`napari_sam.segment`; use the ``channel`` the caches were made with.
-    overwrite, scheduler, progress
-        See :func:`run_batch`; ``overwrite`` redoes (and replaces) existing labels.
+    overwrite
+        Redo every item and replace what is at its labels path (never an input).
+    scheduler, progress
+        See :func:`run_batch`.
     propagate
         3D stacks, as in :func:`napari_sam.segment`: prompts are propagated through the stack (False:
         the prompted slices only); without prompts, the slices' objects are linked into 3D objects.
@@ -812,7 +1030,7 @@ def segment_files(
     Returns
     -------
     BatchSummary
-        Names of the items done, skipped (labels existed) and failed (with the reason);
+        Names of the items done, skipped (their labels were done) and failed (with the reason);
         ``summary.text()`` reports them, ``summary.exit_code`` is 1 when any failed.
 
     Examples
@@ -831,7 +1049,7 @@ def segment_files(
     ...     print(summary.text())
     ...     print(sorted(path.name for path in Path(f"{tmp}/labels").iterdir()))
     1 done, 0 skipped (already done), 0 failed
-    ['cells_labels.tif']
+    ['cells_labels.tif', 'cells_labels.tif.napari-sam.json']
     """
     chosen = [boxes is not None, points is not None, bool(auto)]
     if sum(chosen) != 1:
@@ -856,6 +1074,7 @@ def segment_files(
         cache_dir = str(_check_output_folder(Path(cache).expanduser(), "cache"))
     items = [BatchItem(source, _labels_path(folder, source, format)) for source in sources]
     job = SegmentJob(
+        conflicts=_input_conflicts(items, sources),
         prompts=prompts,
         model=str(model),
         device=str(device),
@@ -864,5 +1083,4 @@ def segment_files(
         overwrite=overwrite,
         propagate=bool(propagate),
     )
-    done = None if overwrite else output_exists
-    return run_batch(items, job, is_done=done, scheduler=scheduler, progress=progress, desc="segment")
+    return run_batch(items, job, is_done=None, scheduler=scheduler, progress=progress, desc="segment")

@@ -207,7 +207,8 @@ EMBED_EXAMPLES = """
 Each input gets one cache, OUT/NAME.embeddings.zarr (zarr v3, one chunk per slice). A run that was
 stopped (Ctrl-C, kill, crash) resumes where it stopped when started again; slices whose image content
 changed are recomputed; a cache made with another model or preprocessing is an error for that file
-unless --overwrite.
+unless --overwrite. A cache path that is one of the inputs, or a folder there that is not a cache, is
+never written, even with --overwrite.
 
 Inputs: tif / OME-TIFF, zarr / OME-Zarr (full-resolution level), png / jpg; folders are expanded to
 the images directly inside them.
@@ -229,8 +230,16 @@ SEGMENT_EXAMPLES = f"""
 {CSV_HELP}
 
 Labels are written to OUT/NAME_labels.tif (or .zarr); for an OME-Zarr input with --format zarr they
-are an OME-Zarr label image (multiscales + image-label metadata, the input's axes and scale). Files
-whose labels exist are skipped (a stopped batch resumes); --overwrite redoes them.
+are an OME-Zarr label image (multiscales + image-label metadata, the input's axes and scale).
+Beside each goes OUT/NAME_labels.tif.napari-sam.json, a record of the input it was made from.
+
+Outputs and inputs are told apart by that record:
+  * labels whose record names this input, unchanged since, are skipped (a stopped batch resumes);
+    --overwrite redoes them;
+  * any other file at a labels path (no record, another input's labels, labels edited since) is
+    kept and that input fails with one error line; --overwrite replaces it;
+  * a labels path that is one of the inputs is never written, even with --overwrite;
+  * labels with a record are not inputs when a folder is scanned, so OUT may be the input folder.
 
 examples:
     napari-sam segment cells.tif --boxes boxes.csv --out labels/

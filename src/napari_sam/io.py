@@ -10,6 +10,7 @@ path is always complete, and an existing output is never replaced unless ``overw
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -24,16 +25,20 @@ from .errors import NapariSamError
 __all__ = [
     "IMAGE_SUFFIXES",
     "LABELS_SUFFIXES",
+    "OUTPUT_RECORD_SUFFIX",
     "NotAnImageError",
     "find_images",
     "image_name",
     "is_ome_zarr",
+    "output_record",
     "read_image",
     "write_labels",
 ]
 
 #: File name endings :func:`read_image` understands (lower case).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", ".png", ".jpg", ".jpeg", ".npy")
+#: The record beside every output of the batch commands: ``<output>.napari-sam.json``.
+OUTPUT_RECORD_SUFFIX = ".napari-sam.json"
 #: File name endings :func:`write_labels` writes.
 LABELS_SUFFIXES = (".tif", ".tiff", ".zarr")
 #: Compressed tifs up to this size are read into memory; bigger ones are read lazily.
@@ -74,13 +79,41 @@ def _looks_like_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def output_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record the batch commands wrote beside the output ``path``, or None when there is none.
+
+    ``napari-sam segment`` writes ``<output>.napari-sam.json`` beside every labels file or folder it
+    writes (see :mod:`napari_sam.batch`); a record that cannot be read, or that names another
+    file, counts as none.
+
+    Parameters
+    ----------
+    path
+        A file or folder that may be an output.
+
+    Returns
+    -------
+    dict or None
+        The record's fields (``output``, ``input``, ``command``, ``written_by`` …).
+    """
+    target = Path(path)
+    try:
+        data = json.loads(target.with_name(target.name + OUTPUT_RECORD_SUFFIX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "napari_sam_output" not in data or data.get("output") != target.name:
+        return None
+    return data
+
+
 def find_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand inputs to image paths: files as given, folders to the images directly inside them.
 
     A folder that is itself a zarr store (``*.zarr``, or one holding ``zarr.json`` / ``.zgroup`` /
-    ``.zarray``) is one image; embedding caches inside a folder are left out. Files given explicitly
-    are kept whatever their suffix (reading them reports what is wrong); inside folders only files
-    with an image suffix are taken, sorted by name.
+    ``.zarray``) is one image; embedding caches and the outputs of earlier ``napari-sam segment``
+    runs (files with a record, see :func:`output_record`) inside a folder are left out. Files given
+    explicitly are kept whatever their suffix (reading them reports what is wrong); inside folders
+    only files with an image suffix are taken, sorted by name.
 
     Parameters
     ----------
@@ -118,13 +151,22 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(f"input not found: {path}")
         if path.is_dir() and not (path.suffix.lower() == ".zarr" or _is_zarr_dir(path)):
-            images = sorted(p for p in path.iterdir() if _looks_like_image(p))
-            if not images:
-                raise ValueError(f"folder {path} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-            found.extend(images)
+            found.extend(_folder_images(path))
         else:
             found.append(path)
     return found
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """The images directly inside ``folder``, sorted, without the outputs of earlier runs."""
+    candidates = sorted(p for p in folder.iterdir() if _looks_like_image(p))
+    images = [p for p in candidates if output_record(p) is None]
+    if images:
+        return images
+    if candidates:
+        outputs = ", ".join(p.name for p in candidates[:3]) + (" …" if len(candidates) > 3 else "")
+        raise ValueError(f"folder {folder} holds no images, only labels written by napari-sam ({outputs})")
+    raise ValueError(f"folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
 
 
 # ---------------------------------------------------------------------------------------------- reading
