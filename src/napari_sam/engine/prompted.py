@@ -7,17 +7,27 @@ already there. :mod:`napari_sam.engine.propagate` seeds its objects through :fun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..errors import DuplicateBoxesWarning, EmptyObjectsWarning
 from .embeddings import Embeddings, ImageLayout, VolumeEmbeddings, compute_embeddings
 from .predict import as_float_array, predict, validate_boxes, validate_points
 from .tiling import TiledEmbeddings, localize
 
-__all__ = ["ObjectPrompt", "decode_into", "paint_by_score", "plan_objects", "segment_stack"]
+__all__ = [
+    "ObjectPrompt",
+    "decode_into",
+    "empty_objects",
+    "paint_by_score",
+    "plan_objects",
+    "segment_stack",
+    "warn_empty_objects",
+]
 
 
 @dataclass
@@ -88,6 +98,35 @@ def paint_by_score(
         best[win] = score
 
 
+def merge_identical_boxes(
+    objects: Sequence[ObjectPrompt], ids: Sequence[int]
+) -> tuple[list[ObjectPrompt], list[int]]:
+    """Drop the objects that are a copy of an earlier object's box (no points of their own).
+
+    The first of identical boxes makes the object; a copy would only repeat its mask, and used to
+    leave its label silently missing. One :class:`~napari_sam.errors.DuplicateBoxesWarning` names
+    each ``(kept, dropped)`` pair by label (the box's number in :func:`napari_sam.segment`).
+    """
+    first: dict[bytes, int] = {}
+    pairs: list[tuple[int, int]] = []
+    kept: list[int] = []
+    for k, (obj, label) in enumerate(zip(objects, ids, strict=True)):
+        key = None if obj.box is None else np.asarray(obj.box, dtype=np.float64).tobytes()
+        if key is not None and key in first and not obj.points:
+            pairs.append((first[key], int(label)))
+            continue
+        if key is not None:
+            first.setdefault(key, int(label))
+        kept.append(k)
+    if pairs:
+        said = "; ".join(
+            f"boxes {a} and {b} are identical: merged into one object (label {a}), label {b} is not used"
+            for a, b in pairs
+        )
+        warnings.warn(DuplicateBoxesWarning(said, pairs), stacklevel=4)
+    return [objects[k] for k in kept], [int(ids[k]) for k in kept]
+
+
 def decode_into(
     labels: np.ndarray,
     embeddings: Embeddings | TiledEmbeddings,
@@ -96,14 +135,34 @@ def decode_into(
     sam: Any,
     multimask: bool | str,
     batch_size: int,
+    *,
+    report_empty: bool = True,
 ) -> None:
     """Decode ``objects`` on one slice and paint them into ``labels`` ``(Y, X)`` with labels ``ids``.
 
     On tiled embeddings each object is decoded on its tile (or a window centred on it) and painted
-    into that window.
+    into that window. Objects left without pixels (no mask, or one entirely covered by other
+    objects) are absent; with ``report_empty`` one :class:`~napari_sam.errors.EmptyObjectsWarning`
+    names them (as the caller's caller's warning: :func:`napari_sam.segment`'s on a 2D image).
     """
     if not objects:
         return
+    objects, ids = merge_identical_boxes(objects, ids)
+    _decode_groups(labels, embeddings, objects, ids, sam, multimask, batch_size)
+    if report_empty:
+        warn_empty_objects(empty_objects(labels, dict.fromkeys(ids)), stacklevel=3)
+
+
+def _decode_groups(
+    labels: np.ndarray,
+    embeddings: Embeddings | TiledEmbeddings,
+    objects: Sequence[ObjectPrompt],
+    ids: Sequence[int],
+    sam: Any,
+    multimask: bool | str,
+    batch_size: int,
+) -> None:
+    """:func:`decode_into`'s work: objects with one prompt layout (and window) decoded in batches."""
     best = np.full(labels.shape, -np.inf, dtype=np.float32)
     # (embeddings, window slices, has box, points per object) -> [(label, box, points, point labels)]
     groups: dict[tuple[Any, ...], list[tuple[int, Any, Any, Any]]] = {}
@@ -146,6 +205,40 @@ def decode_into(
             )
 
 
+def empty_objects(labels: np.ndarray, expected: Mapping[int, int | None]) -> dict[int, int | None]:
+    """The expected objects that got no pixel: ``{label: slice}``, in label order.
+
+    Parameters
+    ----------
+    labels
+        ``(Y, X)`` or ``(Z, Y, X)`` integer labels.
+    expected
+        ``{label: slice}`` of the prompted objects; the slice indexes the first axis of a stack, None
+        looks at the whole of ``labels`` (a 2D image).
+    """
+    empty: dict[int, int | None] = {}
+    for label, z in sorted(expected.items()):
+        where = labels if z is None else labels[z]
+        if not (where == label).any():
+            empty[label] = z
+    return empty
+
+
+def warn_empty_objects(empty: Mapping[int, int | None], stacklevel: int = 2) -> None:
+    """Emit one :class:`~napari_sam.errors.EmptyObjectsWarning` naming ``empty`` (nothing when it is empty).
+
+    Parameters
+    ----------
+    empty
+        ``{label: slice or None}`` as returned by :func:`empty_objects`.
+    stacklevel
+        As :func:`warnings.warn`'s, counted from the caller of this function.
+    """
+    if empty:
+        warning = EmptyObjectsWarning(list(empty), list(empty.values()))
+        warnings.warn(warning, stacklevel=stacklevel + 1)
+
+
 def _as_slice_index(values: np.ndarray, n_slices: int, what: str) -> np.ndarray:
     """Integer slice numbers from float ``values``; clear errors for fractions and out-of-range slices."""
     rounded = np.round(values)
@@ -185,8 +278,15 @@ def segment_stack(
     multimask: bool | str,
     batch_size: int,
     embed_options: dict[str, Any],
+    *,
+    report_empty: bool = True,
 ) -> np.ndarray:
-    """:func:`napari_sam.segment` on a ``(Z, Y, X[, C])`` stack with prompts that each name their slice."""
+    """:func:`napari_sam.segment` on a ``(Z, Y, X[, C])`` stack with prompts that each name their slice.
+
+    Returns ``(Z, Y, X)`` uint32 labels, objects on their prompted slices. Objects left without pixels
+    (no mask, or one entirely covered by other objects) are absent; with ``report_empty`` one
+    :class:`~napari_sam.errors.EmptyObjectsWarning` names them and their slices.
+    """
     n_slices, rows, cols = (int(v) for v in layout.spatial_shape)
     plane = (rows, cols)
     pts = np.zeros((0, 3))
@@ -250,5 +350,9 @@ def segment_stack(
             plane_boxes[on_b] if on_b.any() else None,
         )
         ids = [*box_ids[on_b].tolist(), *point_ids[on_p & free].tolist()]
-        decode_into(labels[z], embeddings[z], objects, ids, sam, multimask, batch_size)
+        decode_into(labels[z], embeddings[z], objects, ids, sam, multimask, batch_size, report_empty=False)
+    if report_empty:
+        expected = {int(k): int(z) for k, z in zip(box_ids, box_z, strict=True)}
+        expected.update((int(k), int(z)) for k, z in zip(point_ids[free], point_z[free], strict=True))
+        warn_empty_objects(empty_objects(labels, expected), stacklevel=3)
     return labels

@@ -32,7 +32,7 @@ import numpy as np
 from .device import DeviceLike
 from .embeddings import VolumeEmbeddings, compute_embeddings, image_layout
 from .loading import ModelLike, load_model
-from .prompted import segment_stack
+from .prompted import empty_objects, segment_stack, warn_empty_objects
 from .propagate_steps import (
     STOP_REASONS,
     MaskSummary,
@@ -89,12 +89,19 @@ class PropagationResult:
     ----------
     labels
         ``(Z, Y, X)`` uint32: the input labels with every propagated object added (seed IDs kept).
+        Seed labels above uint32's range (2**32 - 1) keep their values: the labels then come back
+        in the seeds' own dtype (uint64 or int64).
     seeds
         ``{label: [seed slices]}`` of the propagated objects.
     stops
         One :class:`Stop` per chain.
     decoder_calls
         Batched decoder calls made (one per slice visited in each round).
+    empty_objects
+        ``{label: prompted slice}`` of the objects given as prompts that got no pixels on their
+        slice (no mask inside their box, or one entirely covered by other objects — a duplicated
+        prompt, for one); they are not propagated and not in ``labels``. Always empty for seeds
+        given as labels.
 
     Examples
     --------
@@ -115,6 +122,7 @@ class PropagationResult:
     seeds: dict[int, list[int]]
     stops: list[Stop] = field(default_factory=list)
     decoder_calls: int = 0
+    empty_objects: dict[int, int] = field(default_factory=dict)
 
     def extent(self, label: int) -> tuple[int, int]:
         """``(first, last + 1)`` slices holding ``label`` in :attr:`labels`."""
@@ -216,15 +224,35 @@ def _as_range(z_range: Any, n: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _output_dtype(labels: np.ndarray) -> np.dtype:
+    """uint32, or the seeds' own integer dtype when their labels exceed uint32's range.
+
+    Raises ValueError for negative labels (naming a few of them).
+    """
+    if labels.size == 0:
+        return np.dtype(np.uint32)
+    if labels.min() < 0:
+        negative = np.unique(labels[labels < 0]).tolist()
+        more = " …" if len(negative) > 5 else ""
+        raise ValueError(
+            f"labels must be object IDs >= 0 (0 is background); got negative label(s) {negative[:5]}{more}"
+        )
+    if int(labels.max()) > np.iinfo(np.uint32).max:
+        return labels.dtype  # uint64 / int64: keep the user's IDs, never wrap them into uint32
+    return np.dtype(np.uint32)
+
+
 def _labels_volume(labels: Any, shape: tuple[int, int, int], z: Any) -> tuple[np.ndarray, list[int] | None]:
-    """``(Z, Y, X)`` uint32 copy of the seed labels, and the seed slices implied by a 2D slice + ``z``."""
+    """``(Z, Y, X)`` copy of the seed labels, and the seed slices implied by a 2D slice + ``z``.
+
+    The copy is uint32, or the seeds' own dtype when their labels exceed uint32's range.
+    """
     arr = np.asarray(labels)
     if arr.dtype == bool:
         arr = arr.astype(np.uint32)
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"labels must be an integer (or bool) array, got dtype {arr.dtype}")
-    if arr.size and arr.min() < 0:
-        raise ValueError("labels must not be negative")
+    dtype = _output_dtype(arr)
     if arr.ndim == 2:
         if z is None:
             raise ValueError("labels of one slice (Y, X) need z= (the slice they were drawn on)")
@@ -233,7 +261,7 @@ def _labels_volume(labels: Any, shape: tuple[int, int, int], z: Any) -> tuple[np
                 f"labels of one slice must have the slices' shape (Y, X) = {shape[1:]}, got {arr.shape}"
             )
         z = _slice_number(z, shape[0], "z")
-        out = np.zeros(shape, dtype=np.uint32)
+        out = np.zeros(shape, dtype=dtype)
         out[z] = arr
         return out, [z]
     if arr.ndim != 3 or arr.shape != shape:
@@ -243,7 +271,7 @@ def _labels_volume(labels: Any, shape: tuple[int, int, int], z: Any) -> tuple[np
         )
     if z is not None:
         raise ValueError("z= only applies to labels of one slice; use seed_slices= for a labels volume")
-    return arr.astype(np.uint32, copy=True), None
+    return arr.astype(dtype, copy=True), None
 
 
 def _seed_map(
@@ -282,6 +310,7 @@ def seed_labels(
     boxes: Any = None,
     model: Any = None,
     clip_to_boxes: bool = True,
+    report_empty: bool = True,
 ) -> np.ndarray:
     """Decode prompts with z on their own slices: the seeds that :func:`propagate` starts from.
 
@@ -299,11 +328,17 @@ def seed_labels(
         max_col)`` with ``max_z = min_z + 1``.
     model
         The model to decode with (default: the embeddings' own).
+    clip_to_boxes
+        Drop the pixels of a box's mask outside the box.
+    report_empty
+        Emit one :class:`~napari_sam.errors.EmptyObjectsWarning` naming the objects left without
+        pixels (after clipping) and their slices.
 
     Returns
     -------
     numpy.ndarray
-        ``(Z, Y, X)`` uint32, objects on their prompted slices only.
+        ``(Z, Y, X)`` uint32, objects on their prompted slices only; objects without pixels are
+        absent (the others are all there).
     """
     placeholder = np.broadcast_to(np.zeros((), dtype=np.uint8), embeddings.shape)
     seeds = segment_stack(
@@ -317,6 +352,7 @@ def seed_labels(
         multimask="auto",
         batch_size=32,
         embed_options={},
+        report_empty=False,
     )
     if clip_to_boxes and boxes is not None:
         for label, box in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 6), start=1):
@@ -327,24 +363,23 @@ def seed_labels(
             inside = np.zeros(plane.shape, dtype=bool)
             inside[r0:r1, c0:c1] = True
             plane[(plane == label) & ~inside] = 0
+    if report_empty:
+        warn_empty_objects(empty_objects(seeds, _prompt_slices(points, point_labels, boxes)))
     return seeds
 
 
 def _seeds_from_prompts(
     emb: VolumeEmbeddings, sam: Any, points: Any, point_labels: Any, boxes: Any
-) -> tuple[np.ndarray, dict[int, list[int]]]:
-    """Seed labels from prompts, and ``{label: [its slice]}``; an object without pixels is an error."""
-    seeds = seed_labels(emb, points=points, point_labels=point_labels, boxes=boxes, model=sam)
+) -> tuple[np.ndarray, dict[int, list[int]], dict[int, int]]:
+    """Seed labels from prompts, ``{label: [its slice]}`` of the objects that got pixels, and
+    ``{label: its slice}`` of those that got none (left out; the others go on)."""
+    seeds = seed_labels(
+        emb, points=points, point_labels=point_labels, boxes=boxes, model=sam, report_empty=False
+    )
     expected = _prompt_slices(points, point_labels, boxes)
-    result: dict[int, list[int]] = {}
-    for lab, z in expected.items():
-        if not (seeds[z] == lab).any():
-            raise ValueError(
-                f"object {lab} is empty on its seed slice {z}: its prompt gave no mask there (or one "
-                "entirely covered by other objects)"
-            )
-        result[lab] = [z]
-    return seeds, result
+    empty = {lab: int(z) for lab, z in empty_objects(seeds, expected).items() if z is not None}
+    found = {lab: [z] for lab, z in expected.items() if lab not in empty}
+    return seeds, found, empty
 
 
 def _prompt_slices(points: Any, point_labels: Any, boxes: Any) -> dict[int, int]:
@@ -556,7 +591,8 @@ def iter_propagate(
     """:func:`propagate` as a generator: yields ``(done, total)`` slice steps, returns the result.
 
     Made for napari's ``thread_worker``; closing the generator stops between two slices.
-    Arguments as :func:`propagate`.
+    Arguments as :func:`propagate`. Prompted objects that got no pixels are listed in the result's
+    ``empty_objects`` (no warning is emitted here: :func:`propagate` emits it).
     """
     opts = PropagateOptions(
         prompt=tuple(prompt) if not isinstance(prompt, str) else (prompt,),
@@ -577,10 +613,11 @@ def iter_propagate(
     shape = tuple(int(v) for v in emb.shape)
     lo, hi = _as_range(z_range, shape[0])
 
+    empty: dict[int, int] = {}
     if prompts is not None:
         if z is not None or seed_slices is not None or objects is not None:
             raise ValueError("z=, seed_slices= and objects= apply to seed labels, not to prompts")
-        labels, seeds = _seeds_from_prompts(emb, sam, *prompts)
+        labels, seeds, empty = _seeds_from_prompts(emb, sam, *prompts)
     else:
         if labels_or_prompts is None:
             raise ValueError("propagate needs seed labels or prompts (points= / boxes= with z)")
@@ -625,7 +662,9 @@ def iter_propagate(
             c.reason = "range"  # a gap's upper half waiting at the middle for a lower half that filled it
     yield total, total
     stops = [Stop(c.label, c.direction, c.z + c.step, c.reason or "range") for c in chains]
-    return PropagationResult(labels=labels, seeds=seeds, stops=stops, decoder_calls=calls)
+    return PropagationResult(
+        labels=labels, seeds=seeds, stops=stops, decoder_calls=calls, empty_objects=empty
+    )
 
 
 def _prompt_arguments(labels_or_prompts: Any, points: Any, point_labels: Any, boxes: Any) -> tuple | None:
@@ -749,14 +788,23 @@ def propagate(
     Returns
     -------
     PropagationResult
-        ``labels`` ``(Z, Y, X)`` uint32 (a new array; the input is not changed), the seeds, and where
-        and why each object stopped.
+        ``labels`` ``(Z, Y, X)`` uint32 (a new array; the input is not changed; seed labels above
+        uint32's range come back in the seeds' own dtype, values kept), the seeds, where and why each
+        object stopped, and the prompted objects that got no pixels (``empty_objects``).
+
+    Warns
+    -----
+    EmptyObjectsWarning
+        Once, naming the prompted objects that got no pixels on their slice and those slices (no
+        mask inside the box, or one entirely covered by other objects, as with a duplicated box).
+        Every other object is segmented and propagated all the same.
 
     Raises
     ------
     ValueError
-        A 2D image, labels of the wrong shape, a seed slice outside the stack or ``z_range``, an object
-        empty on its seed slice, no objects at all, or an invalid option.
+        A 2D image, labels of the wrong shape, negative labels, a seed slice outside the stack or
+        ``z_range``, an ``objects=`` label absent from its seed slices, no seed labels at all, or an
+        invalid option.
 
     Examples
     --------
@@ -810,4 +858,6 @@ def propagate(
         embeddings=embeddings,
         **embedding_options,
     )
-    return drain_steps(steps, progress=progress, cancel=cancel, what="propagation")
+    result = drain_steps(steps, progress=progress, cancel=cancel, what="propagation")
+    warn_empty_objects(result.empty_objects)
+    return result
