@@ -69,7 +69,7 @@ def test_segment_from_prompts_bad_input(sample):
     image, _ = sample
     with pytest.raises(ValueError, match="needs points or boxes"):
         segment_from_prompts(image)
-    with pytest.raises(ValueError, match="3 coordinates but the image has 2"):
+    with pytest.raises(ValueError, match=r"points are 3D \(z, row, col\) but the image is 2D"):
         segment_from_prompts(image, points=[[0, 1, 2]])
     with pytest.raises(ValueError, match="outside the image"):
         segment_from_prompts(image, points=[[600, 10]])

@@ -10,6 +10,7 @@ result as a new layer. Without napari installed the annotations fall back to ``n
 
 # no ``from __future__ import annotations``: magicgui reads these annotations as objects
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -101,6 +102,49 @@ def _points(points: Any, name: str) -> np.ndarray | None:
     return arr
 
 
+_AXES = {2: "(row, col)", 3: "(z, row, col)"}
+
+
+def _check_prompt_dims(name: str, n_coords: int, spatial: tuple[int, ...]) -> None:
+    """A clear error when prompts ``name`` have ``n_coords`` coordinates but the image has another number
+    of spatial axes (a 2D layer's points on a 3D stack, for one)."""
+    ndim = len(spatial)
+    if n_coords == ndim:
+        return
+    if ndim == 3:
+        hint = (
+            f"add the {name} on the stack (a layer with 3 dimensions, rows (z, row, col)), or segment one "
+            "slice: image[z]"
+        )
+    else:
+        hint = f"a 2D image takes rows (row, col): add the {name} on a 2D layer, or segment the whole stack"
+    raise ValueError(
+        f"{name} are {n_coords}D {_AXES.get(n_coords, '')} but the image is {ndim}D {spatial}; {hint}"
+    )
+
+
+def _merged_shapes(box: np.ndarray) -> list[tuple[int, int]]:
+    """``(kept, dropped)`` pairs of identical boxes, numbered from 1 in the shapes' order."""
+    first: dict[tuple[float, ...], int] = {}
+    pairs: list[tuple[int, int]] = []
+    for number, row in enumerate(box, 1):
+        key = tuple(row.tolist())
+        if key in first:
+            pairs.append((first[key], number))
+        else:
+            first[key] = number
+    return pairs
+
+
+def _warn_merged_shapes(pairs: list[tuple[int, int]]) -> None:
+    from .errors import DuplicateBoxesWarning
+
+    if pairs:
+        named = "; ".join(f"shapes {kept} and {dropped} are identical" for kept, dropped in pairs)
+        merged = "merged into one object" if len(pairs) == 1 else "each pair merged into one object"
+        warnings.warn(DuplicateBoxesWarning(f"boxes: {named}: {merged}", pairs), stacklevel=3)
+
+
 def _spatial_shape(image: np.ndarray, rgb: bool) -> tuple[int, ...]:
     shape = image.shape[:-1] if rgb else image.shape
     if len(shape) not in (2, 3):
@@ -139,7 +183,16 @@ def segment_from_prompts(
     -------
     numpy.ndarray
         uint32 labels of the image's spatial shape; objects numbered from 1 (boxes first, then points,
-        slice by slice).
+        slice by slice). A shape whose box is identical to an earlier one's on the same slice is merged
+        into it (one :class:`~napari_sam.errors.DuplicateBoxesWarning` names both shapes, numbered from 1
+        in the layer's order); its label is left unused, as in :func:`napari_sam.segment`.
+
+    Raises
+    ------
+    ValueError
+        No points and no boxes; prompts with another number of coordinates than the image has spatial
+        axes (2D points or shapes on a 3D stack, for one: the error names the argument, both dimensions
+        and the fix).
 
     Examples
     --------
@@ -151,8 +204,7 @@ def segment_from_prompts(
     >>> labels.shape, labels.dtype, int(labels.max())  # the box is object 1, the point object 2
     ((128, 128), dtype('uint32'), 2)
     """
-    from .api import segment
-    from .engine.embeddings import compute_embeddings
+    from .errors import DuplicateBoxesWarning
 
     arr = np.asarray(image)
     rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4  # channels last, as segment() reads them
@@ -162,12 +214,31 @@ def segment_from_prompts(
     box = shapes_to_boxes(boxes)
     if pos is None and len(box) == 0:
         raise ValueError("segment_from_prompts needs points or boxes (got neither)")
-    ndim = len(spatial)
     for name, a in (("points", pos), ("negative_points", neg)):
-        if a is not None and a.shape[1] != ndim:
-            raise ValueError(f"{name} have {a.shape[1]} coordinates but the image has {ndim} spatial axes")
-    if len(box) and box.shape[1] != 2 * ndim:
-        raise ValueError(f"boxes have {box.shape[1] // 2} coordinates but the image has {ndim} spatial axes")
+        if a is not None:
+            _check_prompt_dims(name, a.shape[1], spatial)
+    if len(box):
+        _check_prompt_dims("boxes", box.shape[1] // 2, spatial)
+    _warn_merged_shapes(_merged_shapes(box))
+    with warnings.catch_warnings():  # said above, in the shapes' own numbering
+        warnings.simplefilter("ignore", DuplicateBoxesWarning)
+        return _segment_prompts(arr, spatial, pos, neg, box, model, device)
+
+
+def _segment_prompts(
+    arr: np.ndarray,
+    spatial: tuple[int, ...],
+    pos: np.ndarray | None,
+    neg: np.ndarray | None,
+    box: np.ndarray,
+    model: str,
+    device: str,
+) -> np.ndarray:
+    """:func:`segment_from_prompts` on checked prompts: a 2D image at once, a stack slice by slice."""
+    from .api import segment
+    from .engine.embeddings import compute_embeddings
+
+    ndim = len(spatial)
     all_points = [p for p in (pos, neg) if p is not None]
     labels_in = [np.full(len(p), 1 if p is pos else 0) for p in all_points]
     pts = np.concatenate(all_points) if all_points else None

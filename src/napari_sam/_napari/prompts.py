@@ -8,6 +8,8 @@ SAM's (x, y) happens here; :mod:`napari_sam.engine.coords` does that.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,11 @@ from .errors import AnnotatorError
 LABEL_FEATURE = "label"
 POSITIVE = "positive"
 NEGATIVE = "negative"
+#: spellings of the ``label`` feature (case and surrounding spaces do not matter)
+POSITIVE_WORDS = frozenset({POSITIVE, "pos", "foreground", "fg", "1", "true"})
+NEGATIVE_WORDS = frozenset({NEGATIVE, "neg", "background", "bg", "0", "false"})
+#: how a missing value reads back from a text feature column (pandas writes NaN as "nan")
+MISSING_WORDS = frozenset({"nan", "none", "<na>"})
 
 
 @dataclass
@@ -32,15 +39,22 @@ class SlicePrompts:
     point_labels
         ``(N,)`` int, 1 foreground, 0 background.
     boxes
-        ``(M, 4)`` float half-open ``(min_row, min_col, max_row, max_col)``.
+        ``(M, 4)`` float half-open ``(min_row, min_col, max_row, max_col)``, each distinct.
     skipped_shapes
         How many shapes were ignored (not rectangles).
+    merged_boxes
+        ``(kept, dropped)`` pairs of rectangles that cover the same pixels, numbered from 1 in the
+        Shapes layer's order: ``dropped`` was merged into ``kept`` (one object, one box in ``boxes``).
+    notes
+        What was done to the prompts, for the user (one line per merged pair).
     """
 
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     point_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     skipped_shapes: int = 0
+    merged_boxes: list[tuple[int, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -104,23 +118,100 @@ def _on_plane(coords: np.ndarray, plane: int | None, spatial_ndim: int) -> np.nd
     return np.abs(z - plane) < 0.5
 
 
-def point_labels_of(layer: Any) -> np.ndarray:
-    """``(N,)`` 1 / 0 for a Points layer: from its ``label`` feature if any, else all foreground.
+def label_value(value: Any) -> int | None:
+    """1 (positive), 0 (negative) or None (not a point kind) for one value of the ``label`` feature.
 
-    The feature may hold ``"positive"`` / ``"negative"``, booleans or 1 / 0.
+    Accepted: the words of :data:`POSITIVE_WORDS` / :data:`NEGATIVE_WORDS` (any case), booleans, and
+    the numbers 1 and 0. NaN, None, other numbers and other words are not point kinds.
     """
-    n = len(layer.data)
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return 1 if word in POSITIVE_WORDS else 0 if word in NEGATIVE_WORDS else None
+    if isinstance(value, numbers.Real) and float(value) in (0.0, 1.0):
+        return int(value)
+    return None
+
+
+def _where(layer: Any, index: int) -> str:
+    """``"(row, col)"`` / ``"(z, row, col)"`` of point ``index`` of a Points layer (its data frame)."""
+    return "(" + ", ".join(f"{v:.0f}" for v in np.asarray(layer.data[index], dtype=float)) + ")"
+
+
+def point_labels_of(layer: Any, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    """``(n,)`` int 1 / 0 of a Points layer's points ``indices`` (default all): from its ``label``
+    feature if any, else all foreground.
+
+    The feature may hold ``"positive"`` / ``"negative"`` (also ``"pos"`` / ``"neg"``,
+    ``"foreground"`` / ``"background"``), booleans or 1 / 0.
+
+    Raises
+    ------
+    AnnotatorError
+        A point's ``label`` is none of these (NaN, None, 2, a typo …): the error names the layer, the
+        point (its index, counted from 0, and position) and the value.
+    """
+    idx = np.arange(len(layer.data)) if indices is None else np.asarray(indices, dtype=np.int64)
     features = layer.features
     if LABEL_FEATURE not in getattr(features, "columns", ()):
-        return np.ones(n, dtype=np.int64)
+        return np.ones(len(idx), dtype=np.int64)
     values = features[LABEL_FEATURE].to_numpy()
-    out = np.ones(n, dtype=np.int64)
-    for i, value in enumerate(values):
-        if isinstance(value, str):
-            out[i] = 0 if value.strip().lower() in (NEGATIVE, "neg", "background", "0", "false") else 1
-        else:
-            out[i] = 1 if bool(value) else 0
+    out = np.ones(len(idx), dtype=np.int64)
+    for k, i in enumerate(idx):
+        kind = label_value(values[i])
+        if kind is None:
+            raise _bad_label(layer, int(i), values[i])
+        out[k] = kind
     return out
+
+
+def _bad_label(layer: Any, index: int, value: Any) -> AnnotatorError:
+    """The error for point ``index`` of ``layer`` whose ``label`` feature is ``value`` (not a point kind)."""
+    shown = value.item() if isinstance(value, np.generic) else value
+    missing = (
+        shown is None
+        or (isinstance(shown, float) and math.isnan(shown))
+        or (isinstance(shown, str) and shown.strip().lower() in MISSING_WORDS)
+    )
+    said = "has no label (NaN)" if missing else f"has label {shown!r}"
+    return AnnotatorError(
+        f"points layer '{layer.name}': point {index} at {_where(layer, index)} {said}; the "
+        f"'{LABEL_FEATURE}' feature must say '{POSITIVE}' or '{NEGATIVE}' (or True / False, 1 / 0) — set "
+        "it in the layer's features or delete the point"
+    )
+
+
+def check_layer_ndim(layer: Any, image_layer: Any, kind: str) -> None:
+    """Refuse a prompt layer with fewer dimensions than the image (a 2D layer over a 3D stack).
+
+    napari draws such a layer on every slice, so the slice its prompts are meant for is unknown (they
+    used to land on slice 0 only, and to be ignored on every other slice).
+
+    Parameters
+    ----------
+    layer
+        The Points or Shapes layer (None passes).
+    image_layer
+        The 2D or 3D Image layer.
+    kind
+        ``"points"`` or ``"shapes"``, for the message.
+
+    Raises
+    ------
+    AnnotatorError
+        ``layer.ndim`` is smaller than the image's number of spatial axes.
+    """
+    if layer is None:
+        return
+    spatial = image_spatial_shape(image_layer)
+    if layer.ndim < len(spatial):
+        raise AnnotatorError(
+            f"{kind} layer '{layer.name}' is {layer.ndim}D but image '{image_layer.name}' is "
+            f"{len(spatial)}D {spatial}; napari shows a {layer.ndim}D layer on every slice, so it is unclear "
+            f"which slice its {kind} are for — add them to a {len(spatial)}D {kind} layer (the annotator's "
+            f"own '{'SAM points' if kind == 'points' else 'SAM boxes'}', or rows (z, row, col))"
+        )
 
 
 def points_from_layer(
@@ -131,16 +222,17 @@ def points_from_layer(
     Raises
     ------
     AnnotatorError
-        A point of this slice lies outside the image.
+        A point of this slice lies outside the image or has a ``label`` that is not a point kind; the
+        layer has fewer dimensions than the image.
     """
     spatial = image_spatial_shape(image_layer)
     if points_layer is None or len(points_layer.data) == 0:
         return np.zeros((0, 2)), np.zeros((0,), dtype=np.int64)
-    labels = point_labels_of(points_layer)
+    check_layer_ndim(points_layer, image_layer, "points")
     coords = _to_image_frame(np.asarray(points_layer.data), points_layer, image_layer)
     keep = _on_plane(coords, plane, len(spatial))
     rc = coords[keep][:, -2:]
-    labels = labels[keep]
+    labels = point_labels_of(points_layer, np.flatnonzero(keep))
     h, w = spatial[-2:]
     outside = (rc[:, 0] < -0.5) | (rc[:, 0] > h - 0.5) | (rc[:, 1] < -0.5) | (rc[:, 1] > w - 0.5)
     if outside.any():
@@ -163,16 +255,32 @@ def _box_from_vertices(rc: np.ndarray) -> np.ndarray:
     return np.array([r0, c0, r1, c1], dtype=np.float64)
 
 
-def boxes_from_layer(shapes_layer: Any, image_layer: Any, plane: int | None = None) -> tuple[np.ndarray, int]:
-    """Rectangles on the image (or on ``plane``) as ``(M, 4)`` half-open boxes, and the count of other
-    shapes that were skipped. Boxes are clipped to the image; boxes entirely outside are skipped too."""
+def boxes_from_layer(
+    shapes_layer: Any, image_layer: Any, plane: int | None = None
+) -> tuple[np.ndarray, int, list[tuple[int, int]]]:
+    """Rectangles on the image (or on ``plane``) as ``(M, 4)`` half-open boxes, the count of other
+    shapes that were skipped, and the ``(kept, dropped)`` pairs of rectangles merged because they cover
+    the same pixels (numbered from 1 in the layer's order).
+
+    Boxes are clipped to the image; boxes entirely outside are skipped too.
+
+    Raises
+    ------
+    AnnotatorError
+        The layer has fewer dimensions than the image.
+    """
     spatial = image_spatial_shape(image_layer)
+    if shapes_layer is None or len(shapes_layer.data) == 0:
+        return np.zeros((0, 4)), 0, []
+    check_layer_ndim(shapes_layer, image_layer, "shapes")
     boxes: list[np.ndarray] = []
+    first: dict[tuple[float, ...], int] = {}  # box → its number in the layer (from 1)
+    merged: list[tuple[int, int]] = []
     skipped = 0
-    if shapes_layer is None:
-        return np.zeros((0, 4)), 0
     h, w = spatial[-2:]
-    for vertices, kind in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
+    for number, (vertices, kind) in enumerate(
+        zip(shapes_layer.data, shapes_layer.shape_type, strict=True), 1
+    ):
         coords = _to_image_frame(np.asarray(vertices), shapes_layer, image_layer)
         if len(spatial) == 3 and plane is not None and not np.all(_on_plane(coords, plane, 3)):
             continue
@@ -185,14 +293,38 @@ def boxes_from_layer(shapes_layer: Any, image_layer: Any, plane: int | None = No
         if box[2] <= box[0] or box[3] <= box[1]:
             skipped += 1
             continue
+        key = tuple(box.tolist())
+        if key in first:
+            merged.append((first[key], number))
+            continue
+        first[key] = number
         boxes.append(box)
-    return (np.array(boxes) if boxes else np.zeros((0, 4))), skipped
+    return (np.array(boxes) if boxes else np.zeros((0, 4))), skipped, merged
 
 
 def prompts_from_layers(
     image_layer: Any, points_layer: Any = None, shapes_layer: Any = None, plane: int | None = None
 ) -> SlicePrompts:
-    """All prompts on the image (on ``plane`` of a stack) from a Points and a Shapes layer."""
+    """All prompts on the image (on ``plane`` of a stack) from a Points and a Shapes layer.
+
+    Rectangles covering the same pixels are one box (one object); :attr:`SlicePrompts.notes` says so.
+
+    Raises
+    ------
+    AnnotatorError
+        See :func:`points_from_layer` and :func:`boxes_from_layer`.
+    """
     points, labels = points_from_layer(points_layer, image_layer, plane)
-    boxes, skipped = boxes_from_layer(shapes_layer, image_layer, plane)
-    return SlicePrompts(points=points, point_labels=labels, boxes=boxes, skipped_shapes=skipped)
+    boxes, skipped, merged = boxes_from_layer(shapes_layer, image_layer, plane)
+    notes = [
+        f"boxes {kept} and {dropped} of '{shapes_layer.name}' are identical: merged into one object"
+        for kept, dropped in merged
+    ]
+    return SlicePrompts(
+        points=points,
+        point_labels=labels,
+        boxes=boxes,
+        skipped_shapes=skipped,
+        merged_boxes=merged,
+        notes=notes,
+    )
