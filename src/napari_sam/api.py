@@ -12,22 +12,18 @@ from .engine.device import DeviceLike
 from .engine.embeddings import Embeddings, VolumeEmbeddings, compute_embeddings, image_layout
 from .engine.loading import ModelLike, load_model
 from .engine.predict import as_float_array, validate_boxes, validate_points
-from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode
+from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode, has_no_contrast
 from .engine.prompted import decode_into, plan_objects, segment_stack
 from .engine.tiling import DEFAULT_TILE_THRESHOLD, TiledEmbeddings
 
 __all__ = ["TrainResult", "plan_objects", "segment", "train"]
 
 
-def _spatial_ndim(image: Any, channel_axis: int | None) -> int:
-    shape = np.shape(image)
-    if channel_axis is not None:
-        return len(shape) - 1
-    if len(shape) == 3 and shape[-1] <= 4:
-        return 2
-    if len(shape) == 4 and shape[-1] <= 4:
-        return 3
-    return len(shape)
+def _is_blank(embeddings: Embeddings | TiledEmbeddings) -> bool:
+    """Whether the embedded image had no contrast (percentile limits ``low == high`` everywhere)."""
+    first = embeddings.tiles[0] if isinstance(embeddings, TiledEmbeddings) else embeddings
+    params = first.preprocessing
+    return params.normalize == "percentile" and has_no_contrast(params.contrast_limits)
 
 
 def segment(
@@ -220,6 +216,8 @@ def segment(
 
     objects = plan_objects(pts, labs, bxs)
     labels = np.zeros(shape, dtype=np.uint32)
+    if _is_blank(embeddings):  # a flat image: nothing to find (NoContrastWarning said so)
+        return labels
     decode_into(labels, embeddings, objects, list(range(1, len(objects) + 1)), sam, multimask, batch_size)
     return labels
 

@@ -16,6 +16,7 @@ from napari_sam.engine.preprocess import (
     select_channels,
     upscale_logits,
 )
+from napari_sam.errors import NoContrastWarning
 from napari_sam.model.sam import PIXEL_MEAN, PIXEL_STD
 
 MEAN = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
@@ -113,7 +114,8 @@ def test_all_nan_image_is_an_error():
 
 
 def test_constant_image_does_not_divide_by_zero():
-    x, *_ = prep(np.full((16, 16), 7, dtype=np.uint16))
+    with pytest.warns(NoContrastWarning, match="no contrast: every pixel is 7"):
+        x, *_ = prep(np.full((16, 16), 7, dtype=np.uint16))
     assert torch.isfinite(x).all()
 
 

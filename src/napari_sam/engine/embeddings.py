@@ -26,12 +26,14 @@ from .preprocess import (
     PreprocessParams,
     _rescale,
     as_channels_last_2d,
+    has_no_contrast,
     normalize_intensity,
     percentile_limits,
     preprocess_shape,
     resize_image,
     select_channels,
     to_model_input,
+    warn_no_contrast,
 )
 from .store import CorruptSliceError, EmbeddingStore, open_store, slice_hash
 from .tiling import (
@@ -305,14 +307,23 @@ class _Prep:
         arr = as_channels_last_2d(raw, channel_axis=self.channel_axis)
         return select_channels(arr, self.channel)
 
-    def apply(self, raw: np.ndarray) -> tuple[np.ndarray, PreprocessParams]:
-        """``(H, W, 1|3)`` on the 0–255 scale, and what was done."""
+    def apply(self, raw: np.ndarray, where: str | None = None) -> tuple[np.ndarray, PreprocessParams]:
+        """``(H, W, 1|3)`` on the 0–255 scale, and what was done.
+
+        ``where`` names the slice in a :class:`~napari_sam.errors.NoContrastWarning` (``"slice 3"``).
+        """
         arr, picks = self.select(raw)
         if self.fixed_limits is not None:
             params = PreprocessParams("percentile", tuple(self.percentiles), self.fixed_limits, picks)
+            if has_no_contrast(self.fixed_limits):
+                warn_no_contrast(arr, "the stack (percentiles over the volume)")
             return _rescale(arr, self.fixed_limits), params
         scaled, mode, used, limits = normalize_intensity(
-            arr, normalize=self.normalize, percentiles=self.percentiles, contrast_limits=self.contrast_limits
+            arr,
+            normalize=self.normalize,
+            percentiles=self.percentiles,
+            contrast_limits=self.contrast_limits,
+            where=where,
         )
         return scaled, PreprocessParams(mode, used, limits, picks)
 
@@ -479,7 +490,7 @@ class _Embedder:
             and store.verify_slice(z)
         ):
             return None
-        scaled, params = self.prep.apply(raw)
+        scaled, params = self.prep.apply(raw, f"slice {z}" if self.layout.is_volume else None)
         return content_hash, scaled, params
 
     def run(self, slices: Sequence[int], progress: ProgressLike = False, cancel: Any = None) -> None:

@@ -11,8 +11,10 @@ official ``segment_anything`` path (Pillow resize of the uint8 image).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -145,42 +147,208 @@ def _finite_sample(channel: np.ndarray) -> np.ndarray:
     return sample
 
 
+#: dtypes float32 holds exactly: normalised in float32 (one multiply-add per pixel, half the memory).
+_FLOAT32_EXACT = frozenset(
+    np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float16, np.float32)
+)
+_F32 = np.finfo(np.float32)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One channel's intensity window: ``anchor + low`` maps to 0 and ``anchor + high`` to 255.
+
+    ``anchor`` is an exact integer subtracted before any rounding (the channel's minimum for 64-bit
+    integers, whose values float64 cannot all hold; 0 otherwise), so a large offset never eats the
+    contrast: ``low`` and ``high`` are float64 offsets from it.
+    """
+
+    anchor: int
+    low: float
+    high: float
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """``(low, high)`` in the image's own intensities, rounded to float64.
+
+        ``low == high`` only for a flat channel: a window narrower than float64's step at the
+        anchor's magnitude (64-bit integers) keeps ``high`` one step above ``low``.
+        """
+        low, high = _plus(self.anchor, self.low), _plus(self.anchor, self.high)
+        if self.low < self.high and not low < high:
+            high = float(np.nextafter(low, math.inf))
+        return low, high
+
+
+def _plus(anchor: int, value: float) -> float:
+    return float(value) if anchor == 0 else float(Fraction(anchor) + Fraction(value))
+
+
+def _is_wide_int(dtype: np.dtype) -> bool:
+    return bool(np.issubdtype(dtype, np.integer) and dtype.itemsize >= 8)
+
+
+def _anchor(channel: np.ndarray) -> int:
+    """The exact integer subtracted from ``channel`` first: its minimum for 64-bit integers, else 0."""
+    return int(channel.min()) if _is_wide_int(channel.dtype) and channel.size else 0
+
+
+def _offsets(values: np.ndarray, anchor: int) -> np.ndarray:
+    """``values - anchor`` as float64, exact before the final rounding (``values >= anchor``).
+
+    Only 64-bit integers have a non-zero anchor; they are subtracted in wrap-around uint64
+    arithmetic: the true difference of two values at most ``2**64 - 1`` apart is what remains
+    modulo ``2**64``.
+    """
+    if not _is_wide_int(values.dtype):
+        return values.astype(np.float64, copy=False)
+    shifted = values.astype(np.uint64) - np.uint64(anchor % (1 << 64))
+    return shifted.astype(np.float64)
+
+
+def _window_from_limits(channel: np.ndarray, low: float, high: float) -> _Window:
+    """Intensity limits given in the image's units → a :class:`_Window` anchored for ``channel``."""
+    anchor = _anchor(channel)
+    low, high = float(low), float(high)
+    if anchor == 0:
+        return _Window(0, low, high)
+    return _Window(anchor, float(Fraction(low) - anchor), float(Fraction(high) - anchor))
+
+
+def _percentile_window(channel: np.ndarray, lo_p: float, hi_p: float) -> _Window:
+    """``(H, W)`` channel → its percentile window (NaN / inf ignored; the full range if they meet).
+
+    Raises
+    ------
+    ValueError
+        The channel has no finite value.
+    """
+    sample = _finite_sample(channel)
+    if sample.size == 0:
+        raise ValueError("image has no finite values (all NaN or inf)")
+    anchor = _anchor(channel)
+    values = _offsets(sample, anchor)
+    with np.errstate(over="ignore", invalid="ignore"):
+        low, high = (float(v) for v in np.percentile(values, [lo_p, hi_p]))
+    if not low < high:  # most pixels share one value: keep the few that differ
+        low, high = _finite_range(channel, anchor)
+    return _Window(anchor, low, high)
+
+
+def _finite_range(channel: np.ndarray, anchor: int) -> tuple[float, float]:
+    """``(min, max)`` of the finite values of ``channel`` (all of them, not a sample), minus ``anchor``."""
+    values = channel[np.isfinite(channel)] if np.issubdtype(channel.dtype, np.floating) else channel
+    low, high = _offsets(np.array([values.min(), values.max()], dtype=channel.dtype), anchor)
+    return float(low), float(high)
+
+
+def _percentile_windows(image: np.ndarray, percentiles: tuple[float, float]) -> tuple[_Window, ...]:
+    lo_p, hi_p = (float(p) for p in percentiles)
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    return tuple(_percentile_window(image[..., c], lo_p, hi_p) for c in range(image.shape[-1]))
+
+
 def percentile_limits(
     image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
 ) -> tuple[tuple[float, float], ...]:
     """Per-channel ``(low, high)`` intensity percentiles of an ``(H, W, C)`` image (NaN/inf ignored).
+
+    Computed after subtracting the channel's minimum exactly (64-bit integers) and in float64, so
+    they keep their meaning for any offset or scale. When both percentiles fall on one value (a few
+    pixels differ from a flat background), the channel's full finite range is returned instead;
+    ``low == high`` only for a channel with a single value.
 
     Raises
     ------
     ValueError
         Bad percentiles, or a channel without any finite value.
     """
-    lo_p, hi_p = (float(p) for p in percentiles)
-    if not 0.0 <= lo_p < hi_p <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
-    limits = []
-    for c in range(image.shape[-1]):
-        sample = _finite_sample(image[..., c])
-        if sample.size == 0:
-            raise ValueError("image has no finite values (all NaN or inf)")
-        lo, hi = np.percentile(sample, [lo_p, hi_p])
-        limits.append((float(lo), float(hi)))
-    return tuple(limits)
+    return tuple(w.limits for w in _percentile_windows(image, percentiles))
+
+
+def _scale_float32(channel: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Float32 arithmetic for channels float32 holds exactly and windows it can hold."""
+    channel = channel.astype(np.float32)
+    span = high - low
+    if span > 0:
+        return (channel - np.float32(low)) * np.float32(255.0 / span)
+    return np.where(channel > low, 255.0, 0.0).astype(np.float32)
+
+
+def _scale_float64(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Float64 arithmetic, safe for any finite ``low``, ``high`` (spans up to ±1.8e308 and subnormals).
+
+    ``(x - low) / span`` overflows only where ``|x - low| > span``: an infinity of the right sign,
+    clipped to 0 or 255 afterwards. A span that itself overflows is computed on halved values.
+    """
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        span = high - low
+        if not math.isfinite(span):
+            values, low, high = values * 0.5, low * 0.5, high * 0.5
+            span = high - low
+        if span > 0:
+            out = values - low
+            out /= span
+            out *= 255.0
+            return out
+        return np.where(values > low, 255.0, 0.0)
+
+
+def _fits_float32(dtype: np.dtype, window: _Window) -> bool:
+    if window.anchor != 0 or dtype not in _FLOAT32_EXACT:
+        return False
+    low, high = window.low, window.high
+    if not (abs(low) <= _F32.max and abs(high) <= _F32.max):
+        return False
+    span = high - low
+    return span <= 0 or (span >= _F32.tiny and float(np.float32(255.0 / span)) < _F32.max)
+
+
+def _scale_channel(channel: np.ndarray, window: _Window, out: np.ndarray) -> None:
+    """Write ``channel`` mapped through ``window`` to 0–255 (clipped) into the float32 ``out``."""
+    if _fits_float32(channel.dtype, window):
+        scaled = _scale_float32(channel, window.low, window.high)
+    else:
+        scaled = _scale_float64(_offsets(channel, window.anchor), window.low, window.high)
+    np.clip(scaled, 0.0, 255.0, out=out, casting="unsafe")
+
+
+def _apply_windows(image: np.ndarray, windows: Sequence[_Window]) -> np.ndarray:
+    out = np.empty(image.shape, dtype=np.float32)
+    for c, window in enumerate(windows):
+        _scale_channel(image[..., c], window, out[..., c])
+    np.nan_to_num(out, copy=False, nan=0.0)
+    return out
 
 
 def _rescale(image: np.ndarray, limits: Sequence[tuple[float, float]]) -> np.ndarray:
-    """Map each channel's ``(low, high)`` to ``(0, 255)``, clip, NaN → 0; float32 output."""
-    out = np.empty(image.shape, dtype=np.float32)
-    for c, (lo, hi) in enumerate(limits):
-        channel = image[..., c].astype(np.float32)
-        span = hi - lo
-        if span > 0:
-            channel = (channel - np.float32(lo)) * np.float32(255.0 / span)
-        else:  # constant image: everything at or above the level is "on"
-            channel = np.where(channel > lo, 255.0, 0.0).astype(np.float32)
-        np.clip(channel, 0.0, 255.0, out=out[..., c])
-    np.nan_to_num(out, copy=False, nan=0.0)
-    return out
+    """Map each channel's ``(low, high)`` to ``(0, 255)``, clip, NaN → 0; float32 output.
+
+    ``limits`` are in the image's own intensities (given contrast limits, volume percentiles or a
+    recorded slice's); the subtraction happens before any rounding to float32.
+    """
+    windows = [_window_from_limits(image[..., c], lo, hi) for c, (lo, hi) in enumerate(limits)]
+    return _apply_windows(image, windows)
+
+
+def has_no_contrast(limits: Sequence[tuple[float, float]] | None) -> bool:
+    """Whether percentile ``limits`` (as recorded) say every channel held a single value."""
+    return bool(limits) and all(lo == hi for lo, hi in limits)  # type: ignore[union-attr]
+
+
+def warn_no_contrast(image: np.ndarray, where: str | None = None) -> None:
+    """Emit one :class:`~napari_sam.errors.NoContrastWarning` for a flat ``(H, W, C)`` image."""
+    from ..errors import NoContrastWarning
+
+    finite = _finite_sample(image[..., 0])
+    value = finite.flat[0] if finite.size else float("nan")
+    warnings.warn(
+        f"{where or 'the image'} has no contrast: every pixel is {value} (NaN / inf aside), so "
+        "nothing in it can be segmented; it is embedded as a blank image and gets no objects",
+        NoContrastWarning,
+        stacklevel=3,
+    )
 
 
 def normalize_intensity(
@@ -189,23 +357,36 @@ def normalize_intensity(
     normalize: NormalizeMode = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     contrast_limits: tuple[float, float] | None = None,
+    where: str | None = None,
 ) -> tuple[np.ndarray, str, tuple[float, float] | None, tuple[tuple[float, float], ...] | None]:
     """Bring an ``(H, W, C)`` image (C = 1 or 3) to the model's 0–255 intensity scale.
 
+    Any dtype keeps its contrast whatever its offset and scale: 64-bit integers first lose their
+    minimum exactly, and the mapping runs in float64 unless float32 holds the values and the
+    window exactly (uint8, uint16, float32 … in their usual ranges).
+
     Parameters
     ----------
+    image
+        ``(H, W, C)`` array of any integer or floating dtype; NaN / inf pixels become 0.
     normalize
         ``"auto"``: uint8 RGB as is (the official path), everything else by percentiles.
-        ``"percentile"``: per-channel ``percentiles`` → 0 and 255. ``None`` / ``"none"``: values are
-        already 0–255 intensities (uint8 stays uint8).
+        ``"percentile"``: per-channel ``percentiles`` → 0 and 255 (see :func:`percentile_limits`).
+        ``None`` / ``"none"``: values are already 0–255 intensities (uint8 stays uint8).
+    percentiles
+        ``(low, high)`` percentiles, ``0 <= low < high <= 100``.
     contrast_limits
         ``(low, high)`` intensities mapped to 0 and 255 for every channel (e.g. a napari layer's
         contrast limits); overrides ``normalize``.
+    where
+        How a :class:`~napari_sam.errors.NoContrastWarning` names the image (e.g. ``"slice 3"``).
 
     Returns
     -------
     image, mode, percentiles, limits
-        ``(H, W, C)`` uint8 (official path) or float32 in [0, 255], and what was done.
+        ``(H, W, C)`` uint8 (official path) or float32 in [0, 255], and what was done. With
+        percentiles, an image whose every channel holds a single value (a flat image) gives zeros,
+        ``low == high`` limits and one :class:`~napari_sam.errors.NoContrastWarning`.
     """
     if contrast_limits is not None:
         lo, hi = (float(v) for v in contrast_limits)
@@ -223,8 +404,11 @@ def normalize_intensity(
     if mode == "auto":
         mode = "none" if image.dtype == np.uint8 and image.shape[-1] == 3 else "percentile"
     if mode == "percentile":
-        limits = percentile_limits(image, percentiles)
-        return _rescale(image, limits), "percentile", tuple(percentiles), limits
+        windows = _percentile_windows(image, percentiles)
+        limits = tuple(w.limits for w in windows)
+        if has_no_contrast(limits):
+            warn_no_contrast(image, where)
+        return _apply_windows(image, windows), "percentile", tuple(percentiles), limits
     if image.dtype == np.uint8:
         return image, "none", None, None
     finite = _finite_sample(image)

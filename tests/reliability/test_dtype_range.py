@@ -1,0 +1,177 @@
+"""Percentile normalisation ignores gain and offset for every dtype the API accepts (issue 16, item 5).
+
+An image with one bright object is segmented with a box; the same image with a large offset
+(float64 + 1e12, int64 / uint64 + 2**40, int64 near ±2**62, uint64 near 2**63), an extreme gain
+(× 1e-300, × 1e300) or in a wide integer type must give the same labels: the offset is removed
+before anything is rounded to float32. A constant image has no contrast: one
+:class:`~napari_sam.errors.NoContrastWarning` and empty labels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import napari_sam as ns
+from napari_sam.engine.preprocess import normalize_intensity, percentile_limits
+from napari_sam.errors import NoContrastWarning
+from tests.conftest import GOLDEN, Golden
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Golden(GOLDEN / "small_a").model()
+
+
+@pytest.fixture(scope="module")
+def disk() -> tuple[np.ndarray, list[list[int]]]:
+    """``(64, 80)`` uint16: noisy background (~1000) and one bright disk (~9000); its box."""
+    rng = np.random.default_rng(7)
+    rows, cols = np.mgrid[:64, :80]
+    inside = (rows - 30) ** 2 + (cols - 38) ** 2 < 14**2
+    image = 1000 + rng.integers(0, 400, size=(64, 80)) + inside * 8000
+    return image.astype(np.uint16), [[14, 22, 47, 55]]
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64)
+
+
+TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "float64+1e12": lambda x: _f64(x) + 1e12,
+    "float64*1e-300": lambda x: _f64(x) * 1e-300,
+    "float64*1e300": lambda x: _f64(x) * 1e300,
+    "float64*1e300-1e304": lambda x: _f64(x) * 1e300 - 1e304,
+    "int64+2**40": lambda x: x.astype(np.int64) + 2**40,
+    "uint64+2**40": lambda x: x.astype(np.uint64) + np.uint64(2**40),
+    "int64+2**62": lambda x: x.astype(np.int64) + 2**62,
+    "int64-2**62": lambda x: x.astype(np.int64) - 2**62,
+    "uint64+2**63": lambda x: x.astype(np.uint64) + np.uint64(2**63),
+    "int32+2**30": lambda x: x.astype(np.int32) + 2**30,
+    "uint32+2**31": lambda x: x.astype(np.uint32) + np.uint32(2**31),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_offset_and_gain_leave_the_labels_unchanged(name, disk, model):
+    image, box = disk
+    plain = ns.segment(image, boxes=box, model=model)
+    assert plain.any(), "the plain image must give the object"
+    moved = ns.segment(TRANSFORMS[name](image), boxes=box, model=model)
+    np.testing.assert_array_equal(moved, plain)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_offset_and_gain_leave_the_normalised_image_unchanged(name, disk):
+    image, _ = disk
+    base, *_ = normalize_intensity(image[..., None])
+    out, mode, _, limits = normalize_intensity(TRANSFORMS[name](image)[..., None])
+    assert mode == "percentile"
+    np.testing.assert_allclose(out, base, atol=1e-3)  # on the 0–255 scale
+    assert limits is not None and np.isfinite(limits).all()
+    assert limits[0][0] < limits[0][1]
+
+
+def test_the_same_holds_with_contrast_limits_and_volume_percentiles(disk, model):
+    image, box = disk
+    lo, hi = 1100.0, 9000.0
+    base, *_ = normalize_intensity(image[..., None], contrast_limits=(lo, hi))
+    big = image.astype(np.float64) + 1e12
+    out, *_ = normalize_intensity(big[..., None], contrast_limits=(lo + 1e12, hi + 1e12))
+    np.testing.assert_allclose(out, base, atol=1e-3)
+    tiny = image.astype(np.float64) * 1e-300
+    out, *_ = normalize_intensity(tiny[..., None], contrast_limits=(lo * 1e-300, hi * 1e-300))
+    np.testing.assert_allclose(out, base, atol=1e-3)
+    # stacks: percentiles per slice (segment) and once for the whole volume (percentile_scope)
+    stack = np.stack([image, image[::-1]])
+    boxes = [[0, *box[0][:2], 1, *box[0][2:]]]
+    kwargs = {"boxes": boxes, "model": model, "propagate": False}
+    plain = ns.segment(stack, **kwargs)
+    assert plain[0].any()
+    np.testing.assert_array_equal(ns.segment(stack.astype(np.float64) * 1e300, **kwargs), plain)
+    ref = ns.compute_embeddings(stack, model, percentile_scope="volume")
+    for moved in (stack.astype(np.float64) * 1e300, stack + np.uint64(2**40)):
+        emb = ns.compute_embeddings(moved, model, percentile_scope="volume")
+        for z in range(2):
+            np.testing.assert_allclose(emb[z].features, ref[z].features, atol=1e-4)
+    wide = ns.compute_embeddings(stack + np.uint64(2**62), model, percentile_scope="volume", slices=[0])
+    limits = np.asarray(wide[0].preprocessing.contrast_limits) - 2.0**62  # float64: steps of 1024
+    np.testing.assert_allclose(limits, ref[0].preprocessing.contrast_limits, atol=1024)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((40, 50), 7, np.uint16),
+        np.full((40, 50), 2**62 + 3, np.int64),
+        np.full((40, 50), -1e300),
+        np.where(np.eye(40, 50, dtype=bool), np.nan, 0.5).astype(np.float32),
+    ],
+    ids=["uint16", "int64-2**62", "float64-1e300", "float32-with-nan"],
+)
+def test_a_constant_image_warns_once_and_gives_empty_labels(image, model):
+    with pytest.warns(NoContrastWarning, match="no contrast") as record:
+        labels = ns.segment(image, boxes=[[5, 5, 30, 40]], model=model)
+    assert labels.shape == image.shape and not labels.any()
+    assert len([w for w in record if issubclass(w.category, NoContrastWarning)]) == 1
+    with pytest.warns(NoContrastWarning):
+        assert not ns.segment(image, points=[[20, 20]], model=model).any()
+
+
+def test_an_image_with_contrast_does_not_warn(disk, model):
+    image, box = disk
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoContrastWarning)
+        ns.segment(image, boxes=box, model=model)
+
+
+def test_a_dark_object_under_one_percent_of_the_pixels_keeps_its_contrast():
+    """Percentiles 1 and 99.8 both fall on the background: the full range is used instead."""
+    image = np.full((60, 60), 1000, np.uint16)
+    image[10:15, 10:15] = 200  # 25 pixels: 0.7 % of the image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoContrastWarning)
+        out, _, _, limits = normalize_intensity(image[..., None])
+    assert limits == ((200.0, 1000.0),)
+    assert out[12, 12, 0] == 0 and out[40, 40, 0] == 255
+
+
+# ------------------------------------------------------------------------------------------- properties
+
+FAST = settings(max_examples=60, deadline=None)
+base_images = hnp.arrays(np.uint16, st.tuples(st.integers(4, 12), st.integers(4, 12)))
+
+
+@FAST
+@given(base_images, st.integers(-1000, 990), st.integers(-(2**36), 2**36))
+def test_normalised_float64_ignores_power_of_two_gains_and_offsets(image, exponent, offset):
+    """``a * (x + b)`` with ``a = 2**k`` is exact in float64, so the result must match ``x``'s."""
+    if image.min() == image.max():
+        return
+    base, *_ = normalize_intensity(image[..., None])
+    moved = np.ldexp(image.astype(np.float64) + offset, exponent)
+    out, _, _, limits = normalize_intensity(moved[..., None])
+    np.testing.assert_allclose(out, base, atol=1e-3)
+    assert np.isfinite(limits).all()
+
+
+@FAST
+@given(base_images, st.integers(-(2**63), 2**63 - 2**16), st.sampled_from([np.int64, np.uint64]))
+def test_normalised_wide_integers_ignore_any_offset(image, offset, dtype):
+    """Any offset that keeps the values inside int64 / uint64 leaves the normalised image unchanged."""
+    if image.min() == image.max():
+        return
+    if dtype is np.uint64:
+        offset = abs(offset)
+    base, *_ = normalize_intensity(image[..., None])
+    moved = (image.astype(object) + offset).astype(dtype)
+    out, *_ = normalize_intensity(moved[..., None])
+    np.testing.assert_allclose(out, base, atol=1e-3)
+    lo, hi = percentile_limits(moved[..., None])[0]
+    assert lo < hi
