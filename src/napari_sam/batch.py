@@ -17,6 +17,7 @@ import csv
 import datetime
 import json
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -718,7 +719,15 @@ Prompt tables (CSV with a header row; column order free, names case-insensitive)
 Coordinates are pixels in napari order (rows first, y before x); boxes are half-open like
 scikit-image's regionprops bbox. 'file' names an input by file name (cells.tif), name without
 suffix (cells) or path (absolute, or relative to the CSV); one CSV serves a whole batch. Without a
-'file' column every row applies to every input. y / x are accepted for row / col."""
+'file' column every row applies to every input. y / x are accepted for row / col; a label may also
+be positive / negative or true / false.
+Separators: comma, semicolon or tab (the one the lines agree on); with semicolons or tabs a decimal
+comma is read as a point (2,5 = 2.5). Trailing separators, a UTF-8 BOM and lines starting with #
+are ignored.
+napari Points-layer exports (File > Save Selected Layers: index,axis-0,axis-1[,axis-2][,features])
+are point tables for one image: axis-0, axis-1 are row, col in 2D, axis-0 is z in 3D; a 'label'
+feature gives the point labels (else all 1), other columns are ignored. With no 'file' column,
+such a table is only valid when a single image is segmented."""
 
 
 @dataclass(frozen=True)
@@ -736,12 +745,15 @@ class PromptTable:
         label last. The key is ``None`` for a table without a file column.
     path
         The CSV file.
+    napari_export
+        The table is a napari Points-layer export: it prompts one image only.
     """
 
     kind: PromptKind
     ndim: int
     rows: Mapping[str | None, np.ndarray]
     path: Path
+    napari_export: bool = False
 
     def match(self, sources: Sequence[Path]) -> tuple[dict[Path, np.ndarray], list[str]]:
         """Prompts of each source (an empty array for a source no row names), and the file names of
@@ -778,9 +790,18 @@ def _file_keys(source: Path) -> set[str]:
     return keys
 
 
-def _number(text: str, column: str, line: int, path: Path) -> float:
+_SEPARATORS = ",;\t"
+_NAPARI_AXIS = re.compile(r"axis-(\d+)")
+_NAPARI_LAYOUTS = {2: ("row", "col"), 3: ("z", "row", "col")}
+_LABEL_WORDS = {"positive": 1.0, "true": 1.0, "negative": 0.0, "false": 0.0}
+
+
+def _number(text: str, column: str, line: int, path: Path, decimal_comma: bool = False) -> float:
+    value_text = text.strip()
+    if decimal_comma and value_text.count(",") == 1 and "." not in value_text:
+        value_text = value_text.replace(",", ".")
     try:
-        value = float(text)
+        value = float(value_text)
     except ValueError:
         raise UsageError(f"{path}, line {line}: column {column!r} must be a number, got {text!r}") from None
     if not np.isfinite(value):
@@ -788,8 +809,111 @@ def _number(text: str, column: str, line: int, path: Path) -> float:
     return value
 
 
+def _label(text: str, line: int, path: Path, decimal_comma: bool) -> float:
+    """A point label: 1 / 0, or positive / negative, true / false (any case)."""
+    word = _LABEL_WORDS.get(text.strip().lower())
+    label = word if word is not None else _number(text, "label", line, path, decimal_comma)
+    if label not in (0.0, 1.0):
+        raise UsageError(f"{path}, line {line}: label must be 1 (object) or 0 (background), got {text!r}")
+    return label
+
+
+def _read_text(source: Path, kind: PromptKind) -> str:
+    try:
+        return source.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"{kind} CSV not found: {source}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the {kind} CSV {source}: {exc}") from exc
+
+
+def _separator(lines: Sequence[str]) -> str:
+    """The separator of a table's lines: csv.Sniffer among comma, semicolon and tab; comma if unsure."""
+    try:
+        return csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=_SEPARATORS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _table_lines(text: str) -> tuple[list[tuple[int, list[str]]], str]:
+    """``[(line number, cells)]`` of the header and data lines (blank and ``#`` lines skipped), and
+    the separator."""
+    numbered = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    separator = _separator([line for _, line in numbered])
+    return [(n, next(csv.reader([line], delimiter=separator), [])) for n, line in numbered], separator
+
+
+def _without_trailing_empties(cells: list[str], keep: int = 0) -> list[str]:
+    """``cells`` without the empty cells at its end (a trailing separator), keeping ``keep`` cells."""
+    end = len(cells)
+    while end > keep and not cells[end - 1].strip():
+        end -= 1
+    return cells[:end]
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where a table's values are: ``index[name]`` is the cell of column ``name``."""
+
+    index: Mapping[str, int]
+    layout: tuple[str, ...]
+    ndim: int
+    file_col: int | None
+    napari_export: bool
+
+
+def _napari_columns(names: list[str], kind: PromptKind, source: Path) -> _Columns | None:
+    """The columns of a napari Points-layer export (``index,axis-0,axis-1[,axis-2],features``)."""
+    axes = {int(m[1]): i for i, n in enumerate(names) if (m := _NAPARI_AXIS.fullmatch(n))}
+    if not axes or "index" not in names:
+        return None
+    if kind == "boxes":
+        raise UsageError(
+            f"{source} is a napari Points-layer export: pass it with --points (points=); box tables "
+            "need columns [file,]min_row,min_col,max_row,max_col"
+        )
+    if sorted(axes) not in ([0, 1], [0, 1, 2]):
+        raise UsageError(
+            f"{source} is a napari Points-layer export with columns "
+            f"{', '.join(f'axis-{k}' for k in sorted(axes))}; only 2D (axis-0, axis-1: row, col) and 3D "
+            "(axis-0, axis-1, axis-2: z, row, col) points can prompt an image"
+        )
+    layout = _NAPARI_LAYOUTS[len(axes)]
+    index = {name: axes[k] for k, name in enumerate(layout)}
+    if "label" in names:
+        index["label"] = names.index("label")
+    return _Columns(index, layout, len(layout), None, True)
+
+
+def _columns(header: list[str], kind: PromptKind, source: Path) -> _Columns:
+    """Check the header row: which columns hold the file, the coordinates and the label."""
+    names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    napari = _napari_columns(names, kind, source)
+    if napari is not None:
+        return napari
+    file_col = next((i for i, n in enumerate(names) if n in _FILE_COLUMNS), None)
+    present = {n for i, n in enumerate(names) if i != file_col}
+    layout, ndim = _layout(kind, present, source)
+    unknown = present - set(layout) - {"z", "label"}
+    if unknown or len(present) != len(names) - (file_col is not None):
+        extra = sorted(n or "(a column without a name)" for n in unknown) or ["(a repeated column)"]
+        raise UsageError(
+            f"{source}: unexpected columns {', '.join(extra)}; expected "
+            f"{', '.join(('file', *layout))} (see --help)"
+        )
+    index = {n: i for i, n in enumerate(names) if i != file_col}
+    return _Columns(index, layout, ndim, file_col, False)
+
+
 def read_prompts_csv(path: str | os.PathLike[str], kind: PromptKind) -> PromptTable:
     """Read a box or point prompt table (the format is in ``CSV_HELP``).
+
+    Comma-, semicolon- and tab-separated tables are read (with semicolons or tabs a decimal comma
+    counts as a decimal point), as are napari Points-layer exports (``index,axis-0,axis-1[,axis-2]``).
 
     Parameters
     ----------
@@ -811,52 +935,39 @@ def read_prompts_csv(path: str | os.PathLike[str], kind: PromptKind) -> PromptTa
     if kind not in ("boxes", "points"):
         raise ValueError(f"kind must be 'boxes' or 'points', got {kind!r}")
     source = Path(path).expanduser()
-    try:
-        text = source.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UsageError(f"{kind} CSV not found: {source}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the {kind} CSV {source}: {exc}") from exc
-    reader = csv.reader(
-        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
-    )
-    header = next(reader, None)
-    if header is None:
+    lines, separator = _table_lines(_read_text(source, kind))
+    if not lines:
         raise UsageError(f"{source} is empty; expected a header row, see --help")
-    names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
-    file_col = next((i for i, n in enumerate(names) if n in _FILE_COLUMNS), None)
-    present = {n for i, n in enumerate(names) if i != file_col}
-    layout, ndim = _layout(kind, present, source)
-    unknown = present - set(layout) - {"z", "label"}
-    if unknown or len(present) != len(names) - (file_col is not None):
-        extra = sorted(unknown) or ["(a repeated column)"]
-        raise UsageError(
-            f"{source}: unexpected columns {', '.join(extra)}; expected "
-            f"{', '.join(('file', *layout))} (see --help)"
-        )
-    index = {n: i for i, n in enumerate(names)}
+    header = _without_trailing_empties(lines[0][1])
+    columns = _columns(header, kind, source)
+    width = len(header)
     by_file: dict[str | None, list[list[float]]] = {}
-    for line, row in enumerate(reader, start=2):
-        if len(row) != len(names):
-            raise UsageError(f"{source}, line {line}: {len(row)} values for {len(names)} columns")
-        values = [_number(row[index[c]], c, line, source) for c in layout]
-        if kind == "boxes":
-            values = _box_values(values, layout, line, source)
-        else:
-            label = _number(row[index["label"]], "label", line, source) if "label" in index else 1.0
-            if label not in (0.0, 1.0):
-                raise UsageError(
-                    f"{source}, line {line}: label must be 1 (object) or 0 (background), got {label:g}"
-                )
-            values.append(label)
-        key = row[file_col].strip() if file_col is not None else None
+    for line, cells in lines[1:]:
+        row = _without_trailing_empties(cells, keep=width)
+        if len(row) != width:
+            raise UsageError(f"{source}, line {line}: {len(row)} values for {width} columns")
+        key = row[columns.file_col].strip() if columns.file_col is not None else None
         if key == "":
             raise UsageError(f"{source}, line {line}: empty file name")
+        values = _row_values(row, columns, kind, line=line, source=source, decimal_comma=separator != ",")
         by_file.setdefault(key, []).append(values)
     if not by_file:
         raise UsageError(f"{source} has a header but no {kind}")
     rows = {k: np.asarray(v, dtype=float) for k, v in by_file.items()}
-    return PromptTable(kind=kind, ndim=ndim, rows=rows, path=source)
+    return PromptTable(
+        kind=kind, ndim=columns.ndim, rows=rows, path=source, napari_export=columns.napari_export
+    )
+
+
+def _row_values(
+    row: list[str], columns: _Columns, kind: PromptKind, *, line: int, source: Path, decimal_comma: bool
+) -> list[float]:
+    """One data line's prompt: a box ``(2 * ndim,)`` or a point ``(ndim + 1,)`` with its label."""
+    values = [_number(row[columns.index[c]], c, line, source, decimal_comma) for c in columns.layout]
+    if kind == "boxes":
+        return _box_values(values, columns.layout, line, source)
+    at = columns.index.get("label")
+    return [*values, 1.0 if at is None else _label(row[at], line, source, decimal_comma)]
 
 
 def _layout(kind: PromptKind, present: set[str], source: Path) -> tuple[tuple[str, ...], int]:
@@ -969,6 +1080,16 @@ def _check_prompt_dims(source: Path, image: Any, prompts: Mapping[str, np.ndarra
         )
 
 
+def _check_single_image_table(table: PromptTable, sources: Sequence[Path]) -> None:
+    """A napari Points-layer export names no file: it prompts a run of one image only."""
+    if table.napari_export and len(sources) > 1:
+        raise UsageError(
+            f"{table.path} is a napari Points-layer export (no 'file' column), so it prompts one image, "
+            f"but {len(sources)} inputs were given; segment them one at a time, or add a 'file' column "
+            "naming each point's image"
+        )
+
+
 def _labels_path(folder: Path, source: Path, fmt: str | None) -> Path:
     if fmt is None:
         fmt = "zarr" if source.suffix.lower() == ".zarr" or source.is_dir() else "tif"
@@ -1062,6 +1183,7 @@ def segment_files(
     if table is not None:
         if not isinstance(table, PromptTable):
             table = read_prompts_csv(table, "boxes" if boxes is not None else "points")
+        _check_single_image_table(table, sources)
         matched, unmatched = table.match(sources)
         if unmatched:
             names = ", ".join(unmatched[:5]) + (" …" if len(unmatched) > 5 else "")
