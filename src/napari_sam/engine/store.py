@@ -54,8 +54,9 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import CacheLockedError, CacheMismatchError, NapariSamError
+from ..errors import CacheLockedError, CacheMismatchError, CorruptCacheError, NapariSamError
 from .filelock import FileLock, lock_owner
+from .tiling import TileSpec, tile_windows
 
 __all__ = [
     "FORMAT_VERSION",
@@ -166,6 +167,116 @@ def _differences(have: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
         if value != want:
             diffs.append(f"{what}: cache has {value!r}, requested {want!r}")
     return diffs
+
+
+_REBUILD = "rerun with --overwrite (napari-sam embed) or overwrite=True (compute_embeddings) to rebuild it"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_list(value: Any, length: int | None = None) -> bool:
+    """Whether ``value`` is a list of ints (of ``length`` items)."""
+    return (
+        isinstance(value, list)
+        and (length is None or len(value) == length)
+        and all(_is_int(v) for v in value)
+    )
+
+
+def _tiling_problem(meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with the root record's ``tiling`` entry (None: nothing)."""
+    tiling = meta.get("tiling")
+    if tiling is None:
+        return None
+    if not isinstance(tiling, Mapping):
+        return f"it is {type(tiling).__name__} {tiling!r}, not a mapping or null"
+    size, halo = tiling.get("tile_size"), tiling.get("halo")
+    if not _is_int(size) or not _is_int(halo):
+        return f"tile_size and halo must be integers, the record has {size!r} and {halo!r}"
+    try:
+        spec = TileSpec(size, halo)
+    except ValueError as exc:
+        return str(exc)
+    shape = _lookup(meta, "image.spatial_shape")
+    if not _int_list(shape) or len(shape) not in (2, 3):
+        return f"the image's spatial_shape {shape!r} is not 2 or 3 integers"
+    expected = tile_windows(shape[-2:], spec)
+    grid = f"{shape[-2]} × {shape[-1]} image in tiles of {size} with halo {halo}"
+    for key, want in (
+        ("windows", [list(w.bounds) for w in expected]),
+        ("cores", [list(w.core) for w in expected]),
+    ):
+        have = tiling.get(key)
+        if not isinstance(have, list) or not all(_int_list(v, 4) for v in have):
+            return f"{key} must be a list of [min_row, min_col, max_row, max_col] integers, not {have!r:.80}"
+        if len(have) != len(want):
+            return f"it lists {len(have)} {key} but a {grid} has {len(want)} tiles"
+        if have != want:
+            return f"its {key} are not the tiles of a {grid}"
+    return None
+
+
+def _expected_shapes(meta: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The arrays a store described by ``meta`` holds, with their shapes (``meta`` checked first)."""
+    n = int(meta["image"]["n_slices"])
+    tiles = (len(meta["tiling"]["windows"]),) if meta.get("tiling") else ()
+    shapes = {
+        "embeddings": (n, *tiles, *(int(v) for v in meta["feature_shape"])),
+        "input_size": (n, *tiles, 2),
+        "original_size": (n, *tiles, 2),
+        "contrast_limits": (n, 3, 2),
+        "slice_hash": (n,),
+        "done": (n,),
+    }
+    if tiles:
+        shapes["tile_done"] = (n, *tiles)
+    return shapes
+
+
+def _open_arrays(folder: Path, group: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Open every array of the store and check it against the root record.
+
+    Raises
+    ------
+    CorruptCacheError
+        The record is malformed (a hand-edited ``tiling`` entry …), or an array is missing (an
+        interrupted copy), unreadable or of another shape than the record says.
+    """
+    problem = _tiling_problem(meta)
+    if problem is not None:
+        raise CorruptCacheError(
+            f"the embedding cache at {folder} has a tiling record that does not match its image and arrays: "
+            f"{problem} "
+            f"(was the record edited?); {_REBUILD}"
+        )
+    if not _is_int(_lookup(meta, "image.n_slices")) or not _int_list(meta.get("feature_shape"), 3):
+        raise CorruptCacheError(
+            f"the embedding cache at {folder} has a damaged record (image.n_slices "
+            f"{_lookup(meta, 'image.n_slices')!r}, feature_shape {meta.get('feature_shape')!r}); {_REBUILD}"
+        )
+    arrays = {}
+    for name, shape in _expected_shapes(meta).items():
+        if not (folder / name / "zarr.json").is_file():
+            raise CorruptCacheError(
+                f"the embedding cache at {folder} is incomplete: its array {name!r} ({folder / name}) is "
+                f"missing (an interrupted copy?); {_REBUILD}"
+            )
+        try:
+            array = group[name]
+        except Exception as exc:
+            raise CorruptCacheError(
+                f"the embedding cache at {folder} is damaged: its array {name!r} cannot be opened ({exc}); "
+                f"{_REBUILD}"
+            ) from exc
+        if tuple(array.shape) != shape:
+            raise CorruptCacheError(
+                f"the embedding cache at {folder} is damaged: its array {name!r} has shape "
+                f"{tuple(array.shape)}, the record says {shape}; {_REBUILD}"
+            )
+        arrays[name] = array
+    return arrays
 
 
 def _lock_new_folder(folder: Path, timeout: float | None) -> FileLock:
@@ -297,6 +408,11 @@ class EmbeddingStore:
             No folder at ``path``.
         ValueError
             The folder is not a napari-sam embedding store, or ``mode`` is not ``"r"`` / ``"r+"``.
+        CacheMismatchError
+            The store was written in another format version.
+        CorruptCacheError
+            An array is missing, unreadable or of the wrong shape, or the ``tiling`` record does not
+            match the arrays (see :func:`_open_arrays`).
         """
         import zarr
 
@@ -316,7 +432,9 @@ class EmbeddingStore:
                 "recompute it, or use the napari-sam version that wrote it"
             )
         group = zarr.open_group(str(folder), mode=mode, zarr_format=3)
-        return cls(folder, group, meta, mode, lock_timeout)
+        store = cls(folder, group, meta, mode, lock_timeout)
+        store._arrays.update(_open_arrays(folder, group, meta))
+        return store
 
     @classmethod
     def create(
@@ -371,7 +489,9 @@ class EmbeddingStore:
                     f"an embedding cache exists at {folder}; pass overwrite=True to replace it"
                 )
             _check_writable(folder)
-        # an old store, or the remains of a creation that was killed: ours to clear (lock files stay)
+        # an old store, or the remains of a creation that was killed: ours to clear (lock files stay);
+        # the root record goes first, so that nobody takes the folder for a store while it is emptied
+        (folder / "zarr.json").unlink(missing_ok=True)
         for entry in _entries(folder):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

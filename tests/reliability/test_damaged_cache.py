@@ -1,0 +1,166 @@
+"""Structurally damaged embedding caches: a missing array folder, a hand-edited tiling record.
+
+A cache copied only in part (an array folder missing) or whose ``tiling`` record was edited by hand
+must be refused with a :class:`~napari_sam.errors.CacheMismatchError` (its subclass
+:class:`~napari_sam.errors.CorruptCacheError` for missing or malformed arrays) that names the cache,
+what is wrong and how to rebuild it — never a ``KeyError`` / ``IndexError`` from deep inside — and
+``overwrite=True`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import napari_sam as ns
+from napari_sam.engine.store import open_store
+from napari_sam.errors import CacheMismatchError, CorruptCacheError
+from tests.conftest import GOLDEN, Golden
+
+TILE = (128, 16)
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    return Golden(GOLDEN / "small_a").model()
+
+
+@pytest.fixture(scope="module")
+def stack() -> np.ndarray:
+    rng = np.random.default_rng(5)
+    vol = rng.normal(300, 20, (3, 32, 40))
+    vol[:, 8:20, 10:28] += 2000
+    return np.clip(vol, 0, 65535).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def large() -> np.ndarray:
+    """300 × 260: nine tiles of 128 pixels."""
+    rng = np.random.default_rng(6)
+    img = rng.normal(400, 30, (300, 260))
+    img[100:150, 80:180] += 4000
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory, model, stack, large) -> dict[str, Path]:
+    """Good caches to copy: a stack (all done), a tiled image (done), a tiled stack (nothing done)."""
+    folder = tmp_path_factory.mktemp("good_caches")
+    out = {"stack": folder / "stack.zarr", "tiled": folder / "tiled.zarr", "tiled_empty": folder / "te.zarr"}
+    ns.compute_embeddings(stack, model, cache=out["stack"])
+    ns.compute_embeddings(large, model, tile=TILE, cache=out["tiled"])
+    ns.compute_embeddings(np.stack([large, large]), model, tile=TILE, cache=out["tiled_empty"], slices=[])
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(src, dst))
+
+
+def _features(emb: Any) -> np.ndarray:
+    if isinstance(emb, ns.TiledEmbeddings):
+        return np.stack([emb[i].features.cpu().numpy() for i in range(len(emb))])
+    return emb.features.cpu().numpy()
+
+
+# ------------------------------------------------------------------------------- a missing array folder
+
+
+@pytest.mark.parametrize(
+    "name", ["done", "embeddings", "slice_hash", "input_size", "original_size", "contrast_limits"]
+)
+def test_a_missing_array_names_the_cache_the_array_and_overwrite(tmp_path, caches, model, stack, name):
+    cache = _copy(caches["stack"], tmp_path / "copy.zarr")
+    shutil.rmtree(cache / name)
+    pattern = re.compile(rf"{re.escape(str(cache))}.*'{name}'.*missing.*--overwrite.*overwrite=True", re.S)
+    with pytest.raises(CorruptCacheError, match=pattern):
+        ns.open_embeddings(cache, model)
+    with pytest.raises(CorruptCacheError, match=pattern):
+        ns.compute_embeddings(stack, model, cache=cache)
+    assert not (cache / name).exists()  # refused, not silently rebuilt
+    rebuilt = ns.compute_embeddings(stack, model, cache=cache, overwrite=True)
+    fresh = ns.compute_embeddings(stack, model, cache=tmp_path / "fresh.zarr")
+    for z in range(len(stack)):
+        np.testing.assert_array_equal(_features(rebuilt[z]), _features(fresh[z]))
+    assert ns.open_embeddings(cache, model).is_complete
+
+
+def test_a_missing_tile_done_array_of_a_tiled_cache(tmp_path, caches, model, large):
+    cache = _copy(caches["tiled"], tmp_path / "copy.zarr")
+    shutil.rmtree(cache / "tile_done")
+    with pytest.raises(CorruptCacheError, match=r"'tile_done'.*missing"):
+        ns.compute_embeddings(large, model, tile=TILE, cache=cache)
+    rebuilt = ns.compute_embeddings(large, model, tile=TILE, cache=cache, overwrite=True)
+    assert len(rebuilt) == 9
+
+
+def test_an_array_of_the_wrong_shape_is_refused(tmp_path, caches, model):
+    import zarr
+
+    cache = _copy(caches["stack"], tmp_path / "copy.zarr")
+    shutil.rmtree(cache / "done")
+    zarr.create_array(str(cache / "done"), shape=(7,), chunks=(1,), dtype="bool", fill_value=False)
+    with pytest.raises(CorruptCacheError, match=r"'done'.*shape \(7,\).*\(3,\)"):
+        ns.open_embeddings(cache, model)
+
+
+def test_a_damaged_array_record_is_refused(tmp_path, caches, model):
+    cache = _copy(caches["stack"], tmp_path / "copy.zarr")
+    (cache / "slice_hash" / "zarr.json").write_text("{not json")
+    with pytest.raises(CorruptCacheError, match=r"'slice_hash'.*overwrite"):
+        ns.open_embeddings(cache, model)
+
+
+# ------------------------------------------------------------------------ a hand-edited tiling record
+
+
+def _edit_tiling(cache: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
+    doc = json.loads((cache / "zarr.json").read_text())
+    edit(doc["attributes"]["napari_sam_embeddings"]["tiling"])
+    (cache / "zarr.json").write_text(json.dumps(doc))
+
+
+EDITS = {
+    "fewer-windows": lambda t: t.update(windows=t["windows"][:4], cores=t["cores"][:4]),
+    "more-windows": lambda t: t.update(windows=t["windows"] * 2, cores=t["cores"] * 2),
+    "fewer-cores": lambda t: t.update(cores=t["cores"][:3]),
+    "windows-a-string": lambda t: t.update(windows="0,0,128,128"),
+    "a-window-of-three-values": lambda t: t["windows"].__setitem__(0, [0, 0, 128]),
+    "a-window-of-strings": lambda t: t["windows"].__setitem__(0, ["0", "0", "128", "128"]),
+    "a-moved-window": lambda t: t["windows"].__setitem__(1, [0, 60, 128, 188]),
+    "tile-size-a-string": lambda t: t.update(tile_size="128"),
+    "tile-size-changed": lambda t: t.update(tile_size=100),
+    "negative-halo": lambda t: t.update(halo=-3),
+    "empty-record": lambda t: t.clear(),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS.values(), ids=EDITS.keys())
+def test_an_edited_tiling_record_is_a_cache_mismatch(tmp_path, caches, model, large, edit):
+    cache = _copy(caches["tiled"], tmp_path / "copy.zarr")
+    _edit_tiling(cache, edit)
+    pattern = re.compile(rf"{re.escape(str(cache))}.*tiling record.*overwrite", re.S)
+    with pytest.raises(CacheMismatchError, match=pattern):
+        ns.predict(ns.open_embeddings(cache, model), box=[[100, 80, 150, 180]])
+    with pytest.raises(CacheMismatchError, match=pattern):
+        ns.compute_embeddings(large, model, tile=TILE, cache=cache)
+    rebuilt = ns.compute_embeddings(large, model, tile=TILE, cache=cache, overwrite=True)
+    assert len(rebuilt) == 9 and open_store(cache).n_tiles == 9
+
+
+def test_an_edited_tiling_record_of_an_unfinished_cache_is_refused_before_writing(
+    tmp_path, caches, model, large
+):
+    """Resuming a tiled cache whose record lists fewer windows than its arrays hold (an IndexError)."""
+    cache = _copy(caches["tiled_empty"], tmp_path / "copy.zarr")
+    _edit_tiling(cache, EDITS["fewer-windows"])
+    with pytest.raises(CacheMismatchError, match=r"tiling record.*9 tiles"):
+        ns.compute_embeddings(np.stack([large, large]), model, tile=TILE, cache=cache)
+    assert not open_store(caches["tiled_empty"]).done_mask().any()
