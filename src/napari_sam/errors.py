@@ -34,8 +34,9 @@ class EmptyObjectsWarning(UserWarning):
     """Some prompted objects got no pixels; the other objects were segmented all the same.
 
     Emitted once per call (:func:`napari_sam.segment`, :func:`napari_sam.propagate`) naming every
-    such object: its prompt gave no mask, or a mask entirely covered by other objects (a duplicated
-    prompt, for one). Those objects' labels are absent from the result.
+    such object: its prompt gave no mask (or none inside its box), or a mask entirely covered by
+    other objects, or it repeats an identical box of its slice (merged into the first, see
+    :class:`DuplicateBoxesWarning`). Those objects' labels are absent from the result.
 
     Parameters
     ----------
@@ -69,8 +70,8 @@ class EmptyObjectsWarning(UserWarning):
             f"{n} prompted object{'s' if n != 1 else ''} got no pixels and {'are' if n != 1 else 'is'} "
             f"left out of the labels: {', '.join(where)}. "
             f"{'Each such prompt' if n != 1 else 'Its prompt'} gave no mask there (or none inside its box), "
-            "or one entirely covered by other objects (a duplicated prompt?); every other object was "
-            "segmented."
+            "or one entirely covered by other objects, or duplicates an earlier box; every other object "
+            "was segmented."
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

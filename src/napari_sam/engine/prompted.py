@@ -141,16 +141,18 @@ def decode_into(
     """Decode ``objects`` on one slice and paint them into ``labels`` ``(Y, X)`` with labels ``ids``.
 
     On tiled embeddings each object is decoded on its tile (or a window centred on it) and painted
-    into that window. Objects left without pixels (no mask, or one entirely covered by other
-    objects) are absent; with ``report_empty`` one :class:`~napari_sam.errors.EmptyObjectsWarning`
-    names them (as the caller's caller's warning: :func:`napari_sam.segment`'s on a 2D image).
+    into that window. Objects left without pixels (no mask, one entirely covered by other objects,
+    or a merged copy of an identical box) are absent; with ``report_empty`` one
+    :class:`~napari_sam.errors.EmptyObjectsWarning` names them all (as the caller's caller's
+    warning: :func:`napari_sam.segment`'s on a 2D image).
     """
     if not objects:
         return
+    wanted = dict.fromkeys(int(v) for v in ids)  # a merged copy's label is missing too: reported
     objects, ids = merge_identical_boxes(objects, ids)
     _decode_groups(labels, embeddings, objects, ids, sam, multimask, batch_size)
     if report_empty:
-        warn_empty_objects(empty_objects(labels, dict.fromkeys(ids)), stacklevel=3)
+        warn_empty_objects(empty_objects(labels, wanted), stacklevel=3)
 
 
 def _decode_groups(
