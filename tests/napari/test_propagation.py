@@ -66,3 +66,42 @@ def test_write_propagated_never_overwrites_labels_painted_meanwhile():
     layer.data[1, 2, 2] = 7  # painted while the propagation ran
     assert write_propagated(layer, before, after) == 15
     assert layer.data[1, 2, 2] == 7 and (layer.data[1, 3:6, 3:6] == 4).all()
+
+
+def test_labels_above_uint32_are_propagated_and_written_unchanged():
+    """A uint64 labels layer holding 2**32 + 1 and 1: two objects (they wrap onto each other in uint32)."""
+    from napari_sam.data.synthetic import nuclei_3d
+
+    stack, truth = nuclei_3d((5, 96, 96), n_objects=4, seed=3)
+    areas = {int(k): int((truth[2] == k).sum()) for k in np.unique(truth[2]) if k}
+    a, b = sorted(areas, key=areas.get)[-2:]  # the two largest objects on slice 2
+    big = 2**32 + 1
+    data = np.zeros(truth.shape, np.uint64)
+    data[2][truth[2] == a] = big
+    data[2][truth[2] == b] = 1
+    layer = layers.Labels(data.copy())
+    volume = stack_embeddings(layers.Image(stack), EmbeddingSettings(model="nano", device="cpu"))
+    steps = propagation_steps(volume, layer.data.copy(), 2, image=stack)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert sorted(result.seeds) == [1, big]
+    assert write_propagated(layer, data, result.labels) > 0
+    assert layer.data.dtype == np.uint64
+    for k, true in ((big, a), (1, b)):
+        mine = np.asarray(layer.data) == k
+        assert len(np.flatnonzero(mine.any(axis=(1, 2)))) >= 2  # propagated beyond its seed slice
+        assert (mine & (truth == true)).sum() > 0.8 * mine.sum()  # as itself, not merged
+
+
+def test_write_propagated_refuses_labels_the_layer_cannot_hold():
+    before = np.zeros((3, 8, 8), np.uint16)
+    after = before.astype(np.uint32)
+    after[1, 2:6, 2:6] = 70_000  # wraps onto 4464 in uint16
+    layer = layers.Labels(before.copy())
+    with pytest.raises(AnnotatorError, match="cannot hold label 70000"):
+        write_propagated(layer, before, after)
+    assert not np.asarray(layer.data).any()

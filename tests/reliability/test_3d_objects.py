@@ -145,3 +145,14 @@ def test_a_duplicated_box_in_2d_is_reported_the_same_way():
     (warning,) = [w for w in record if w.category is EmptyObjectsWarning]
     assert warning.message.objects == (2,) and warning.message.slices == (None,)
     assert warning.filename == __file__
+
+
+def test_the_napari_message_names_the_empty_objects(nuclei):
+    from napari_sam._napari.propagation import propagation_message
+
+    stack, truth, vol = nuclei
+    with pytest.warns(EmptyObjectsWarning):
+        result = ns.propagate(vol, boxes=[*_good_boxes(truth, 2), _background_box(truth)], image=stack)
+    text = propagation_message(result, 123, "labels")
+    assert text.startswith("propagated 2 objects: 123 pixels added to 'labels'")
+    assert f"no mask for object 3 (slice {Z})" in text

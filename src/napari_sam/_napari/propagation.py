@@ -104,6 +104,9 @@ def propagation_steps(
 def write_propagated(layer: Any, before: np.ndarray, after: np.ndarray) -> int:
     """Write the pixels where ``after`` labels what was background in ``before``; one undo step.
 
+    Label values are written as they are: a value the layer's dtype cannot hold (the layer changed
+    to a narrower dtype meanwhile) is refused, never wrapped onto another object's label.
+
     Returns
     -------
     int
@@ -116,5 +119,47 @@ def write_propagated(layer: Any, before: np.ndarray, after: np.ndarray) -> int:
     if not new.any():
         return 0
     index = np.nonzero(new)
-    layer.data_setitem(index, after[index].astype(current.dtype))
+    values = after[index]
+    _check_fits(values, current.dtype, layer.name)
+    layer.data_setitem(index, values.astype(current.dtype))
     return int(new.sum())
+
+
+def _check_fits(values: np.ndarray, dtype: np.dtype, name: str) -> None:
+    """AnnotatorError when some of the label ``values`` lie outside what ``dtype`` holds."""
+    if not np.issubdtype(dtype, np.integer):
+        return  # napari labels are integers; anything else is napari's to refuse
+    info = np.iinfo(dtype)
+    lo, hi = int(values.min()), int(values.max())
+    if lo < info.min or hi > info.max:
+        raise AnnotatorError(
+            f"labels layer '{name}' is {dtype} and cannot hold label {hi if hi > info.max else lo}: "
+            "nothing written (convert the layer to a wider dtype, e.g. uint64, and propagate again)"
+        )
+
+
+def propagation_message(result: Any, written: int, target: str) -> str:
+    """What the Propagate panel says when a propagation is done.
+
+    Parameters
+    ----------
+    result
+        The :class:`~napari_sam.engine.propagate.PropagationResult`.
+    written
+        Pixels written into the labels layer (from :func:`write_propagated`).
+    target
+        The labels layer's name.
+
+    Returns
+    -------
+    str
+        ``"propagated N objects: P pixels added to 'name'"``, then the prompted objects that got no
+        pixels and their slices (``result.empty_objects``), when there are any.
+    """
+    n = len(result.seeds)
+    text = f"propagated {n} object{'s' if n != 1 else ''}: {written} pixels added to '{target}'"
+    empty = getattr(result, "empty_objects", None) or {}
+    if empty:
+        named = ", ".join(f"{label} (slice {z})" for label, z in sorted(empty.items()))
+        text += f"; no mask for object{'s' if len(empty) != 1 else ''} {named}: left empty"
+    return text

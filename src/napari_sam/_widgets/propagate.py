@@ -22,7 +22,12 @@ from qtpy.QtWidgets import (
 
 from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
-from .._napari.propagation import propagation_steps, stack_embeddings, write_propagated
+from .._napari.propagation import (
+    propagation_message,
+    propagation_steps,
+    stack_embeddings,
+    write_propagated,
+)
 from ..engine.propagate_steps import PropagateOptions
 from ._messages import failure_text, reported
 from ._worker import start_steps
@@ -162,10 +167,7 @@ class PropagatePanel(QWidget):
             return
         with reported(owner.viewer, "Propagate"):
             written = write_propagated(target, self._before, result.labels)
-            n = len(result.seeds)
-            owner.say(
-                f"propagated {n} object{'s' if n != 1 else ''}: {written} pixels added to '{target.name}'"
-            )
+            owner.say(propagation_message(result, written, target.name), warning=bool(result.empty_objects))
 
     def _on_error(self, exc: BaseException) -> None:
         self.owner.say(failure_text("propagation", exc), warning=True)
