@@ -262,6 +262,12 @@ def _combine(results: list[tuple[str, str]]) -> tuple[str, str]:
     return ("skipped", "") if all(status == "skipped" for status, _ in results) else ("ok", "")
 
 
+def _cancel(client: Any, futures: list[Any]) -> None:
+    """Stop this batch's tasks on the cluster (those running finish their item; no new one starts)."""
+    with contextlib.suppress(Exception):
+        client.cancel(futures)
+
+
 def _run_distributed(
     items: Sequence[BatchItem],
     process: ProcessFn,
@@ -301,6 +307,9 @@ def _run_distributed(
                 if len(results[i]) == expected[i]:
                     _record(summary, items[i], *_combine(results[i]), bar)
                     bar.update()
+    except KeyboardInterrupt:
+        _cancel(client, list(owner))
+        raise
     finally:
         if close:
             client.close()

@@ -8,7 +8,8 @@ Examples::
     napari-sam embed stacks/ --out cache/   # embed every image of a folder (resumable)
     napari-sam segment stacks/ --boxes boxes.csv --cache cache/ --out labels/
 
-Exit status: 0 all done, 1 some item failed (the others are done), 2 bad arguments.
+Exit status: 0 all done, 1 some item failed (the others are done), 2 bad arguments, 130 interrupted
+(Ctrl-C; rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ if TYPE_CHECKING:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .model import OFFICIAL_WEIGHTS
-    from .model.registry import cache_dir, find_local_weights
+    from .model.registry import cache_dir, local_weights_status
 
     if args.verify:
         return _verify(Path(args.verify))
     print(f"weights cache: {cache_dir()}")
     print(f"{'name':8} {'file':24} {'local copy'}")
     for name, info in OFFICIAL_WEIGHTS.items():
-        local = find_local_weights(info)
-        print(f"{name:8} {info.filename:24} {local or '-'}")
+        print(f"{name:8} {info.filename:24} {local_weights_status(info)}")
     if args.download:
         from .model import fetch_weights
 
@@ -223,7 +223,8 @@ examples:
 With --scheduler every file (or, with --slices-per-task, every N slices of a stack) is a task on that
 dask.distributed cluster (pip install 'napari-sam-pipeline[distributed]'); inputs and OUT must be on
 storage all workers see.
-Exit status: 0 all done, 1 some file failed (the others are done), 2 bad arguments.
+Exit status: 0 all done, 1 some file failed (the others are done), 2 bad arguments, 130 interrupted
+(Ctrl-C: what was finished is kept; rerun the same command to resume).
 """
 
 SEGMENT_EXAMPLES = f"""
@@ -253,7 +254,8 @@ boxes.csv for two stacks:
     stack1.tif,3,10,20,60,90
     stack2.tif,0,5,5,40,40
 
-Exit status: 0 all done, 1 some file failed (the others are done), 2 bad arguments.
+Exit status: 0 all done, 1 some file failed (the others are done), 2 bad arguments, 130 interrupted
+(Ctrl-C: what was finished is kept; rerun the same command to resume).
 """
 
 
@@ -445,13 +447,22 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
     print(f"napari-sam: warning: {message}", file=sys.stderr)
 
 
+#: Exit status of a command stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``napari-sam`` command; returns its exit status (0, 1, 2 or 130: interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return int(args.func(args))
+    except KeyboardInterrupt:
+        # what was finished is kept: batch outputs and cache slices are written atomically
+        print(f"napari-sam {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         print(f"napari-sam {args.command}: error: {exc}", file=sys.stderr)
         return 2
