@@ -298,3 +298,74 @@ def test_real_clicks_on_the_canvas(make_napari_viewer, qtbot):
     points = widget.annotator.points_layer
     assert points.features["label"].tolist() == ["positive", "negative"]
     assert points.data[1, 1] > points.data[0, 1]  # the second click is to the right
+
+
+def test_prompt_problems_are_messages_not_silent(make_napari_viewer, qtbot, messages):
+    """Issue 16, item 13: a point without a kind and a 2D prompt layer over a stack each give a warning
+    naming the layer (no traceback, no object made from a guess); nothing the user drew is deleted."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((3, 64, 64), np.float32), name="stack")
+    widget = annotator_widget(viewer)
+    ann = widget.annotator
+    viewer.dims.set_current_step(0, 1)
+
+    # a points layer (the user's own) whose "label" feature is missing (NaN) for one point: a warning
+    # as soon as the preview looks at it (it used to count as a positive click)
+    mine = viewer.add_points(np.array([[1.0, 20.0, 30.0]]), features={"label": [np.nan]}, name="my clicks")
+    ann.points_layer = mine
+    assert widget.request_preview() is None
+    assert widget.request_preview() is None
+    said = [text for level, text in messages if level == "warning" and "has no label (NaN)" in text]
+    assert said and "'my clicks'" in said[0] and "point 0 at (1, 20, 30)" in said[0]
+    assert len(said) == 1  # the same problem is not shown again at every preview
+    messages.clear()
+    assert widget.commit() == []
+    assert any("has no label (NaN)" in text for level, text in messages if level == "warning")
+    assert TARGET_NAME not in viewer.layers and len(mine.data) == 1
+
+    # a 2D points layer over the stack: drawn on every slice, meant for none in particular
+    flat = viewer.add_points(np.array([[10.0, 12.0]]), name="clicks 2D")
+    ann.points_layer = flat
+    messages.clear()
+    assert widget.request_preview() is None
+    assert any("points layer 'clicks 2D' is 2D but image 'stack' is 3D" in text for _, text in messages)
+    messages.clear()
+    assert widget.commit() == []
+    assert any("is 2D but image 'stack' is 3D" in text for level, text in messages if level == "warning")
+    messages.clear()
+    widget.clear()
+    assert any("is 2D but image 'stack' is 3D" in text for level, text in messages if level == "warning")
+    assert len(flat.data) == 1  # clearing did not guess either
+
+
+def test_identical_boxes_are_merged_with_a_message(make_napari_viewer, qtbot, messages):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sam-pipeline", "nuclei_2d")
+    truth = viewer.layers["nuclei ground truth"].data
+    widget = annotator_widget(viewer)
+    ann = widget.annotator
+    widget.embedding.start()
+    wait_idle(qtbot, widget)
+
+    # single-object mode: the same rectangle twice is one box, not "2 boxes on this slice"
+    box = bbox_corners(truth == 1)
+    ann.shapes_layer.add_rectangles(box)
+    ann.shapes_layer.add_rectangles(box)
+    wait_idle(qtbot, widget)
+    assert ann.last_result is not None and ann.last_result.n_objects == 1
+    note = "boxes 1 and 2 of 'SAM boxes' are identical: merged into one object"
+    assert [text for _, text in messages].count(note) == 1
+    assert not any("boxes on this slice" in text for _, text in messages)
+    widget.clear()
+
+    # batch mode: three rectangles, two of them identical → two objects, said once
+    widget.batch_check.setChecked(True)
+    messages.clear()
+    for k in (2, 3, 2):
+        ann.shapes_layer.add_rectangles(bbox_corners(truth == k))
+        wait_idle(qtbot, widget)
+    assert ann.last_result.n_objects == 2
+    note = "boxes 1 and 3 of 'SAM boxes' are identical: merged into one object"
+    assert [text for _, text in messages].count(note) == 1
+    assert widget.commit() == [1, 2]
+    assert "committed 2 objects" in messages[-1][1] and "merged into one object" in messages[-1][1]

@@ -12,6 +12,9 @@ The Qt widget (:mod:`napari_sam._widgets.annotator`) only drives this object, an
 Prompts are read from a Points layer (feature ``label``: ``"positive"`` / ``"negative"``) and the
 rectangles of a Shapes layer, on the current slice for a 3D stack. Single-object mode makes one object of
 all prompts; batch mode makes every box and every positive point outside a box its own object.
+Rectangles covering the same pixels are one box (:attr:`SlicePrompts.notes` says so). A point whose
+``label`` is not a point kind (NaN, a typo …) and a 2D prompt layer over a 3D image are
+:class:`AnnotatorError` s naming the layer, never guessed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ import numpy as np
 from .embeddings import EmbeddingSettings, compute_steps, image_plane, lookup
 from .errors import AnnotatorError
 from .labels import write_index
-from .prompts import LABEL_FEATURE, NEGATIVE, POSITIVE, SlicePrompts, image_spatial_shape, prompts_from_layers
+from .prompts import (
+    LABEL_FEATURE,
+    NEGATIVE,
+    POSITIVE,
+    SlicePrompts,
+    check_layer_ndim,
+    image_spatial_shape,
+    prompts_from_layers,
+)
 
 POINTS_NAME = "SAM points"
 BOXES_NAME = "SAM boxes"
@@ -399,8 +410,16 @@ class Annotator:
         return ids
 
     def clear_prompts(self) -> None:
-        """Delete every point and box on the current slice (all of them for 2D) and the preview."""
+        """Delete every point and box on the current slice (all of them for 2D) and the preview.
+
+        Raises
+        ------
+        AnnotatorError
+            A prompt layer has fewer dimensions than the image (nothing is deleted).
+        """
         plane = self.current_plane()
+        check_layer_ndim(self.points_layer, self.image_layer, "points")
+        check_layer_ndim(self.shapes_layer, self.image_layer, "shapes")
         for layer in (self.points_layer, self.shapes_layer):
             if layer is None or len(layer.data) == 0:
                 continue

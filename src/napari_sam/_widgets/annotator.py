@@ -53,6 +53,8 @@ class AnnotatorWidget(QWidget):
         self.embedding = EmbeddingWidget(self.viewer)
         self._preview_worker: Any = None
         self._preview_again = False
+        self._preview_warning: str | None = None  # the last prompt problem or note shown as a notification
+        self._prompt_note = ""  # what was done to the prompts of the preview (merged boxes)
         self._bound: list[Any] = []
 
         # prompts / options
@@ -156,6 +158,12 @@ class AnnotatorWidget(QWidget):
             tell(self.viewer, text, warning=warning)
         else:
             self.viewer.status = text
+
+    def warn_once(self, text: str) -> None:
+        """A warning about the prompts, for the live preview: a notification the first time, then only
+        the status line (the preview runs again at every edit)."""
+        self.say(text, warning=True, popup=text != self._preview_warning)
+        self._preview_warning = text
 
     # ------------------------------------------------------------------ image and layers
     def _on_image(self, *_: Any) -> None:
@@ -275,8 +283,13 @@ class AnnotatorWidget(QWidget):
             plane = ann.current_plane()
             prompts = ann.prompts(plane)
         except AnnotatorError as exc:
-            self.say(str(exc), warning=True, popup=False)
+            self.warn_once(str(exc))
             return None
+        self._prompt_note = "; ".join(prompts.notes)
+        if self._prompt_note:
+            self.warn_once(self._prompt_note)
+        else:
+            self._preview_warning = None
         if prompts.empty:
             ann.show(None)
             return None
@@ -304,11 +317,14 @@ class AnnotatorWidget(QWidget):
     def _on_preview(self, result: Any) -> None:
         ann = self.annotator
         ann.show(result)
+        note = f" ({self._prompt_note})" if self._prompt_note else ""
         if not ann.batch:
             shown = f"mask {result.candidate + 1} of {result.n_candidates}"
-            self.say(f"preview: {shown}, predicted IoU {result.scores[0]:.2f} — C to commit", popup=False)
+            self.say(
+                f"preview: {shown}, predicted IoU {result.scores[0]:.2f} — C to commit{note}", popup=False
+            )
         else:
-            self.say(f"preview: {result.n_objects} objects — C to commit them all", popup=False)
+            self.say(f"preview: {result.n_objects} objects — C to commit them all{note}", popup=False)
 
     def _on_preview_error(self, exc: BaseException) -> None:
         text = str(exc) if isinstance(exc, (AnnotatorError, ValueError)) else f"{type(exc).__name__}: {exc}"
@@ -334,15 +350,19 @@ class AnnotatorWidget(QWidget):
             if ann.image_layer is None:
                 raise AnnotatorError("no image layer: open an image first")
             ann.settings = self.embedding.settings()
+            notes = ann.prompts().notes
             ids = ann.commit()
             self.reset_targets()
             target = ann.target_layer.name
+            note = f" ({'; '.join(notes)})" if notes else ""
             if not ids:
-                self.say(f"nothing committed: every pixel of the object is already labelled in '{target}'")
+                self.say(
+                    f"nothing committed: every pixel of the object is already labelled in '{target}'{note}"
+                )
             elif len(ids) == 1:
-                self.say(f"committed object {ids[0]} to '{target}'")
+                self.say(f"committed object {ids[0]} to '{target}'{note}")
             else:
-                self.say(f"committed {len(ids)} objects ({ids[0]}–{ids[-1]}) to '{target}'")
+                self.say(f"committed {len(ids)} objects ({ids[0]}–{ids[-1]}) to '{target}'{note}")
         return ids
 
     def clear(self) -> None:
