@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._version import __version__
+from .errors import EmptyObjectsWarning
 from .io import (
     OUTPUT_RECORD_SUFFIX,
     find_images,
@@ -57,7 +58,7 @@ __all__ = [
 #: ``progress(done, total)``: called as the work of one item advances.
 ProgressFn = Callable[[int, int], None]
 #: ``process(item, progress)`` does one item's work and writes ``item.output``; it may return
-#: ``"skipped"`` when there was nothing left to do.
+#: ``"skipped"`` when there was nothing left to do, or a :class:`Done` with something to report.
 ProcessFn = Callable[["BatchItem", "ProgressFn | None"], Any]
 
 CACHE_SUFFIX = ".embeddings.zarr"
@@ -84,13 +85,31 @@ class BatchItem:
         return self.source.name
 
 
+@dataclass(frozen=True)
+class Done:
+    """A job's result for an item it did, with something to report about it.
+
+    Attributes
+    ----------
+    empty
+        Which prompted objects got no pixels (``"objects 4, 7 empty"``); the others were segmented.
+    """
+
+    empty: str = ""
+
+
 @dataclass
 class BatchSummary:
-    """What a batch did: item names that were done now, skipped as already done, and failed (→ reason)."""
+    """What a batch did: item names that were done now, skipped as already done, and failed (→ reason).
+
+    ``empty`` names the items done (they are in ``ok`` too) where some prompted objects got no pixels
+    (→ which ones); such an item is done, not failed.
+    """
 
     ok: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    empty: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -98,9 +117,9 @@ class BatchSummary:
         return 1 if self.failed else 0
 
     def text(self) -> str:
-        lines = [
-            f"{len(self.ok)} done, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"
-        ]
+        done = f"{len(self.ok)} done" + (f" ({len(self.empty)} with empty objects)" if self.empty else "")
+        lines = [f"{done}, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"]
+        lines += [f"  {name}: done ({what})" for name, what in self.empty.items()]
         lines += [f"  FAILED {name}: {reason}" for name, reason in self.failed.items()]
         return "\n".join(lines)
 
@@ -116,13 +135,18 @@ def _run_item(
     is_done: Callable[[BatchItem], bool] | None,
     progress: ProgressFn | None = None,
 ) -> tuple[str, str]:
-    """Run one item; never raises (but for interrupts): ``("ok" | "skipped" | "failed", message)``."""
+    """Run one item; never raises (but for interrupts): ``("ok" | "skipped" | "failed", message)``.
+
+    The message says why an item failed, or what to report about an item done (see :class:`Done`).
+    """
     try:
         if is_done is not None and is_done(item):
             return "skipped", ""
         status = process(item, progress)
     except Exception as exc:
         return "failed", _describe(exc)
+    if isinstance(status, Done):
+        return "ok", status.empty
     return ("skipped", "") if status == "skipped" else ("ok", "")
 
 
@@ -184,17 +208,21 @@ def run_batch(
 
 
 class _InnerBar:
-    """A second progress bar for the work inside one item, created on the first call."""
+    """A second progress bar for the work inside one item, created on the first call.
+
+    ``unit`` is what it counts; ``compute_embeddings`` sets it (``"tile"`` for a tiled image).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.unit = "slice"
         self.bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=f"  {self.name}", unit="slice", leave=False, position=1)
+            self.bar = tqdm(total=total, desc=f"  {self.name}", unit=self.unit, leave=False, position=1)
         self.bar.n = done
         self.bar.refresh()
 
@@ -206,6 +234,9 @@ class _InnerBar:
 def _record(summary: BatchSummary, item: BatchItem, status: str, message: str, bar: Any) -> None:
     if status == "ok":
         summary.ok.append(item.name)
+        if message:
+            summary.empty[item.name] = message
+            bar.write(f"napari-sam: {item.name} done ({message})", file=sys.stderr)
     elif status == "skipped":
         summary.skipped.append(item.name)
     else:
@@ -259,7 +290,9 @@ def _combine(results: list[tuple[str, str]]) -> tuple[str, str]:
     failed = [message for status, message in results if status == "failed"]
     if failed:
         return "failed", failed[0]
-    return ("skipped", "") if all(status == "skipped" for status, _ in results) else ("ok", "")
+    if all(status == "skipped" for status, _ in results):
+        return "skipped", ""
+    return "ok", next((message for status, message in results if status == "ok" and message), "")
 
 
 def _cancel(client: Any, futures: list[Any]) -> None:
@@ -317,6 +350,7 @@ def _run_distributed(
     summary.ok.sort(key=order.__getitem__)
     summary.skipped.sort(key=order.__getitem__)
     summary.failed = dict(sorted(summary.failed.items(), key=lambda kv: order[kv[0]]))
+    summary.empty = dict(sorted(summary.empty.items(), key=lambda kv: order[kv[0]]))
     return summary
 
 
@@ -1035,9 +1069,7 @@ class SegmentJob:
     #: ``{output: input}``: items whose labels path is an input of the run (never written).
     conflicts: Mapping[str, str] = field(default_factory=dict)
 
-    def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str:
-        from .api import segment
-
+    def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str | Done:
         _refuse_inputs(item, self.conflicts)
         if item.output.exists() or item.output.is_symlink():
             problem = foreign_output(item)
@@ -1057,18 +1089,41 @@ class SegmentJob:
         options: dict[str, Any] = {}
         if self.cache_dir is not None:
             options["cache"] = cache_path(self.cache_dir, item.source)
-        labels = segment(
-            image,
-            model=self.model,
-            device=self.device,
-            channel=self.channel,
-            propagate=self.propagate,
-            **prompts,
-            **options,
-        )
+        labels, empty = self._segment(image, prompts, options)
         like = item.source if is_ome_zarr(item.source) else None
         write_output(item, labels, like=like, details={"model": self.model})
-        return "ok"
+        return Done(empty=_empty_text(empty)) if empty else "ok"
+
+    def _segment(
+        self, image: Any, prompts: Mapping[str, np.ndarray], options: Mapping[str, Any]
+    ) -> tuple[np.ndarray, list[EmptyObjectsWarning]]:
+        """:func:`napari_sam.segment` and the :class:`EmptyObjectsWarning` it gave (reported per
+        file instead); its other warnings go on as usual."""
+        from .api import segment
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EmptyObjectsWarning)
+            labels = segment(
+                image,
+                model=self.model,
+                device=self.device,
+                channel=self.channel,
+                propagate=self.propagate,
+                **prompts,
+                **options,
+            )
+        empty = [w.message for w in caught if isinstance(w.message, EmptyObjectsWarning)]
+        for w in caught:
+            if not isinstance(w.message, EmptyObjectsWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        return labels, empty
+
+
+def _empty_text(found: Sequence[EmptyObjectsWarning]) -> str:
+    """``"object 4 empty"``, ``"objects 4 (slice 2), 7 (slice 5) empty"``: the objects without pixels."""
+    pairs = sorted({(k, z) for w in found for k, z in zip(w.objects, w.slices, strict=True)})
+    names = [str(k) if z is None else f"{k} (slice {z})" for k, z in pairs]
+    return f"object{'s' if len(names) != 1 else ''} {', '.join(names)} empty"
 
 
 def _check_prompt_dims(source: Path, image: Any, prompts: Mapping[str, np.ndarray]) -> None:
