@@ -79,7 +79,12 @@ def segment(
         :class:`~napari_sam.engine.tiling.TiledEmbeddings` for an image, :class:`VolumeEmbeddings`
         for a stack.
     normalize, percentiles, contrast_limits, channel, channel_axis
-        Preprocessing, see :func:`napari_sam.engine.preprocess.prepare_image`.
+        Preprocessing, see :func:`napari_sam.engine.preprocess.prepare_image`. Channels are last
+        when the last axis has at most 4 values; with ``channel=`` given, a last axis of 5 to 16
+        (shorter than the one before it) holds channels too, e.g. ``channel=2`` of a
+        ``(Y, X, 6)`` image. Otherwise a 3D array is a ``(Z, Y, X)`` stack (a
+        :class:`~napari_sam.errors.LayoutWarning` says so when it could be channels); pass
+        ``channel_axis=`` to say where channels are.
     batch_size
         Objects decoded per call.
     cache, overwrite, tile, tile_threshold, precision
@@ -120,10 +125,12 @@ def segment(
 
     >>> labels = ns.segment(image, boxes=[[0, 55, 29, 95]], model="vit_b")  # doctest: +SKIP
     """
+    layout = image_layout(image, channel_axis, channel=channel)
+    channel_axis = layout.channel_axis  # given, or inferred from channel= for 5 to 16 channels
     if points is None and boxes is None:  # no prompts: automatic segmentation, slice by slice
         from .engine.automatic import automatic_labels
 
-        stack = image_layout(image, channel_axis).is_volume
+        stack = layout.is_volume
         auto_labels = automatic_labels(
             image,
             stack=stack,
@@ -147,7 +154,6 @@ def segment(
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
-    layout = image_layout(image, channel_axis)
     embed_options: dict[str, Any] = {
         "normalize": normalize,
         "percentiles": percentiles,

@@ -67,13 +67,34 @@ def _check_dtype(image: np.ndarray) -> None:
         )
 
 
+#: A last axis at most this long is read as channels without being told (gray, RGB, RGBA …).
+AUTO_CHANNELS = 4
+#: With ``channel=`` given, a last axis up to this long (and shorter than the axis before it) is read
+#: as channels too; longer ones need ``channel_axis=``.
+MAX_INFERRED_CHANNELS = 16
+
+
+def may_hold_channels(shape: Sequence[int]) -> bool:
+    """Whether the last axis of a 3D / 4D ``shape`` may hold more than :data:`AUTO_CHANNELS` channels.
+
+    True for ``AUTO_CHANNELS < C <= MAX_INFERRED_CHANNELS`` with ``C`` shorter than the axis before
+    it: ``(Y, X, 5)`` may be an image with five channels or a stack of ``Y`` narrow slices, while
+    ``(5, Y, X)`` and ``(3, 16, 16)`` are stacks.
+    """
+    if len(shape) not in (3, 4):
+        return False
+    last = int(shape[-1])
+    return AUTO_CHANNELS < last <= MAX_INFERRED_CHANNELS and last < int(shape[-2])
+
+
 def as_channels_last_2d(image: Any, *, channel_axis: int | None = None) -> np.ndarray:
     """Validate a 2D image and return it as ``(H, W, C)`` (``C = 1`` for gray).
 
     Parameters
     ----------
     image
-        ``(H, W)`` or ``(H, W, C)`` array-like (numpy, dask, zarr); ``C <= 4`` is taken as channels.
+        ``(H, W)`` or ``(H, W, C)`` array-like (numpy, dask, zarr). A last axis of at most 4, or of
+        at most 16 when shorter than ``W`` (see :func:`may_hold_channels`), is taken as channels.
     channel_axis
         Axis holding channels when it is not the last one.
 
@@ -93,7 +114,9 @@ def as_channels_last_2d(image: Any, *, channel_axis: int | None = None) -> np.nd
         arr = np.moveaxis(arr, channel_axis, -1)
     if arr.ndim == 2:
         arr = arr[..., None]
-    elif arr.ndim != 3 or (channel_axis is None and arr.shape[-1] > 4):
+    elif arr.ndim != 3 or (
+        channel_axis is None and arr.shape[-1] > AUTO_CHANNELS and not may_hold_channels(arr.shape)
+    ):
         raise ValueError(
             f"image must be 2D: (Y, X) or (Y, X, C) with channels last, got shape {arr.shape}"
             + ("; for a 3D stack (Z, Y, X) embed one slice at a time" if arr.ndim == 3 else "")
