@@ -242,3 +242,40 @@ def test_missing_table_and_unknown_files(tmp_path):
     assert unmatched == ["typo.tif"]
     np.testing.assert_array_equal(matched[tmp_path / "a.tif"], [[1, 2, 1]])
     assert matched[tmp_path / "b.tif"].shape == (0, 3)
+
+
+@dataclass(frozen=True)
+class EmptyWhenOdd:
+    """A fake job: writes its output; reports the object named by an odd input number as empty."""
+
+    def __call__(self, item: BatchItem, progress=None):
+        from napari_sam.batch import Done, _empty_text
+        from napari_sam.errors import EmptyObjectsWarning
+
+        n = int(item.source.read_text())
+        item.output.write_text("labels")
+        if n % 2:
+            return Done(empty=_empty_text([EmptyObjectsWarning([n, n + 2], [None, None])]))
+        return None
+
+
+def test_items_with_empty_objects_are_done_and_counted(tmp_path, capsys):
+    items = make_items(tmp_path, {"a": "1", "b": "2", "c": "x"})
+    summary = run_batch(items, EmptyWhenOdd(), progress=True)
+    assert summary.ok == ["a", "b"] and summary.empty == {"a": "objects 1, 3 empty"}
+    assert summary.exit_code == 1 and list(summary.failed) == ["c"]
+    assert summary.text().splitlines()[:2] == [
+        "2 done (1 with empty objects), 0 skipped (already done), 1 failed",
+        "  a: done (objects 1, 3 empty)",
+    ]
+    assert "napari-sam: a done (objects 1, 3 empty)" in capsys.readouterr().err
+
+
+def test_empty_objects_on_a_cluster_come_back_with_the_item(tmp_path):
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    items = make_items(tmp_path, {"a": "2", "b": "3"})
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        summary = run_batch(items, EmptyWhenOdd(), scheduler=cluster, progress=False, is_done=None)
+    assert summary.ok == ["a", "b"] and summary.empty == {"b": "objects 3, 5 empty"}

@@ -242,6 +242,10 @@ Outputs and inputs are told apart by that record:
   * a labels path that is one of the inputs is never written, even with --overwrite;
   * labels with a record are not inputs when a folder is scanned, so OUT may be the input folder.
 
+A prompted object that gets no pixels (a box on background, a duplicated row) does not fail its
+file: the other objects are segmented, the file is done, and its line says which objects are empty,
+e.g. "stack.tif done (objects 4 (slice 2), 7 (slice 5) empty)"; the summary counts such files.
+
 examples:
     napari-sam segment cells.tif --boxes boxes.csv --out labels/
     napari-sam segment plates/ --points clicks.csv --out labels/ --format zarr
