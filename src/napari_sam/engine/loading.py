@@ -15,7 +15,8 @@ from .device import DeviceLike, resolve_device
 
 ModelLike = str | Path | Sam
 
-_CACHE: OrderedDict[tuple[Any, ...], Sam] = OrderedDict()
+#: key → (model, the id of its weights when loaded)
+_CACHE: OrderedDict[tuple[Any, ...], tuple[Sam, str | None]] = OrderedDict()
 _CACHE_SIZE = 2
 _LOCK = threading.Lock()
 
@@ -72,7 +73,10 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
     Returns
     -------
     Sam
-        The last two models loaded are kept in memory, so repeated calls are cheap.
+        The last two models loaded are kept in memory, so repeated calls are cheap and return the
+        same object — unless that object was changed since (its weights, e.g. by an optimizer step
+        or through ``parameter.data``; its device; training mode): then the file is loaded again
+        and the changed object is left to its owner.
 
     Examples
     --------
@@ -92,23 +96,55 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
     dev = resolve_device(device)
     key = _cache_key(model, dev)
     with _LOCK:
-        if key in _CACHE:
+        entry = _CACHE.get(key)
+        if entry is not None:
             _CACHE.move_to_end(key)
-            return _CACHE[key]
+    if entry is not None and _as_loaded(*entry, dev):
+        return entry[0]
     loaded = open_model(model).to(dev).eval()
     with _LOCK:
-        _CACHE[key] = loaded
+        _CACHE[key] = (loaded, loaded.weights_sha256)
+        _CACHE.move_to_end(key)
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return loaded
 
 
-def model_weights_id(model: Sam) -> str:
-    """sha256 identifying the model's weights (file hash, or a hash of the tensors), memoised.
+def _as_loaded(model: Sam, weights_id: str | None, device: torch.device) -> bool:
+    """Whether a kept model is still as :func:`load_model` made it: same weights, device and mode."""
+    here = model.device
+    same_device = here.type == device.type and (device.index is None or here.index in (None, device.index))
+    if model.training or not same_device or weights_id is None:
+        return False
+    return model.weights_id(check_content=True) == weights_id
 
-    Code that changes a model's weights in place (training) must set ``model.weights_sha256 = None``
-    afterwards so that a new id is computed.
+
+def model_weights_id(model: Sam, *, check_content: bool = True) -> str:
+    """The sha256 identifying the weights ``model`` holds now.
+
+    The sha256 of the file the model was loaded from while the model still holds that file's
+    weights; once they changed (an optimizer step, ``load_state_dict``, ``parameter.data.add_()``
+    …), a fingerprint of the tensors (:func:`~napari_sam.model.checkpoint.weights_fingerprint`),
+    computed once per change. Embedding caches record this id, and embeddings are only decoded by
+    a model with the same id.
+
+    Parameters
+    ----------
+    model
+        The model.
+    check_content
+        True (default): also read every tensor once to catch changes made through
+        ``parameter.data``, whose version counter PyTorch does not share with the parameter (a few
+        ms for nano, tens of ms for vit_b on a CPU). False: the cheap check only (about a
+        millisecond); for hot paths such as ``predict``. See :mod:`napari_sam.model.identity`.
+
+    Returns
+    -------
+    str
+        64 hex digits.
     """
-    if model.weights_sha256 is None:
-        model.weights_sha256 = weights_fingerprint(model.state_dict())
-    return model.weights_sha256
+    weights_id = model.weights_id(check_content=check_content)
+    if weights_id is None:
+        weights_id = weights_fingerprint(model.state_dict())
+        model.weights_sha256 = weights_id
+    return weights_id

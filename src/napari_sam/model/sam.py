@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .configs import SamConfig
+from .identity import WeightsIds
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -33,8 +34,9 @@ class Sam(nn.Module):
     name
         A short model name (``"vit_b"``, a file stem, ``"custom"`` …).
     weights_sha256
-        sha256 of the weights file it was loaded from; None for in-memory weights (see
-        :func:`napari_sam.model.checkpoint.weights_fingerprint`).
+        The id of the weights the model holds now: the sha256 of the weights file it was loaded
+        from, or a fingerprint set by :func:`napari_sam.engine.loading.model_weights_id`; None when
+        no id was set, or when the weights changed in place since it was (see :meth:`weights_id`).
     """
 
     mask_threshold: float = 0.0
@@ -59,12 +61,42 @@ class Sam(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.config = config
         self.name = name
-        self.weights_sha256: str | None = None
+        self._weights_ids = WeightsIds()
         #: The most a small image is enlarged onto the input canvas (None: always to ``image_size``,
         #: the official behaviour). The nano encoder was trained on images enlarged about 2×; a 256²
         #: image enlarged 4× shows it nuclei far larger than it learned (1-point IoU drops from ~0.8
         #: to ~0.6 on held-out 256² images), so nano images are enlarged at most 2× and padded.
         self.max_upscale: float | None = NANO_MAX_UPSCALE if config.encoder_type == "nano" else None
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """The id of the current weights, or None (cheap check; see :meth:`weights_id`)."""
+        return self.weights_id(check_content=False)
+
+    @weights_sha256.setter
+    def weights_sha256(self, value: str | None) -> None:
+        """Give the weights the model holds now the id ``value`` (None: forget the id)."""
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"weights_sha256 must be a hex string or None, got {type(value).__name__}")
+        self._weights_ids.give(self, value)
+
+    def weights_id(self, *, check_content: bool = False) -> str | None:
+        """The id given to the weights, if the model still holds those weights.
+
+        Parameters
+        ----------
+        check_content
+            False: compare the state token only (about a millisecond; sees optimizer steps,
+            ``load_state_dict``, in-place operations on parameters and buffers, replaced tensors).
+            True: also compare the content digest (one read of every tensor; sees changes made
+            through ``parameter.data`` too). See :mod:`napari_sam.model.identity`.
+
+        Returns
+        -------
+        str or None
+            The id, or None when none was set or the weights changed since.
+        """
+        return self._weights_ids.current(self, check_content=check_content)
 
     @property
     def image_size(self) -> int:
