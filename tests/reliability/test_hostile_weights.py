@@ -76,29 +76,48 @@ def _load_in_child(tmp_path, how: str, path) -> tuple[str, float, float]:
     return message, seconds, peak
 
 
+#: A few tiny tensors under real key names (enough of them for the small declared depths below).
+TINY = {
+    "image_encoder.patch_embed.proj.weight": (2, 3, 2, 2),
+    "image_encoder.stem.0.weight": (2, 3, 1, 1),
+    "prompt_encoder.no_mask_embed.weight": (1, 2),
+    "mask_decoder.iou_token.weight": (1, 2),
+}
+
 HOSTILE = {
     # (declared architecture, tensors, words the refusal must contain)
-    "huge-embed-dim": (
+    "issue-16-file": (  # ~300 bytes
         _vit(encoder_embed_dim=16384, encoder_depth=32),
         {"image_encoder.patch_embed.proj.weight": (2, 3, 2, 2)},
-        ("encoder_embed_dim=16384", "image_encoder.patch_embed.proj.weight"),
+        ("encoder_embed_dim=16384", "encoder_depth=32", "holds only 1 tensor"),
+    ),
+    "huge-embed-dim": (
+        _vit(encoder_embed_dim=16384, encoder_depth=1),
+        TINY,
+        (
+            "encoder_embed_dim=16384",
+            "image_encoder.patch_embed.proj.weight (file (2, 3, 2, 2), metadata (16384, 3, 16, 16))",
+        ),
     ),
     "million-blocks": (
         _vit(encoder_embed_dim=768, encoder_depth=1_000_000),
         {"image_encoder.pos_embed": (1, 1, 1, 4)},
-        ("encoder_depth=1000000", "1 tensor"),
+        ("encoder_depth=1000000", "holds only 1 tensor"),
     ),
     "huge-nano": (
         {
             "encoder_type": "nano",
             "encoder_embed_dim": 65536,
-            "encoder_depth": 8,
+            "encoder_depth": 1,
             "encoder_num_heads": 1,
             "encoder_global_attn_indexes": [],
             "encoder_widths": [32, 64, 65536],
         },
-        {"image_encoder.stem.0.weight": (2, 3, 1, 1)},
-        ("encoder_embed_dim=65536", "image_encoder.stem.0.weight"),
+        TINY,
+        (
+            "encoder_embed_dim=65536",
+            "image_encoder.stem.0.weight (file (2, 3, 1, 1), metadata (32, 3, 4, 4))",
+        ),
     ),
 }
 

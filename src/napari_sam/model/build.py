@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from ..errors import CheckpointError
 from .checkpoint import (
+    check_fits,
     config_from_metadata,
+    describe_architecture,
+    fit_problems,
     infer_config,
     load_state_dict_strict,
     read_checkpoint,
@@ -28,12 +34,65 @@ def _looks_like_path(value: str) -> bool:
 
 def _load_file(path: Path, *, expected: SamConfig | None, name: str | None) -> Sam:
     state_dict, metadata = read_checkpoint(path)
-    config = expected or config_from_metadata(metadata) or infer_config(state_dict)
+    declared = config_from_metadata(metadata) if expected is None else None
+    config = expected or declared or infer_config(state_dict)
     model_name = name or metadata.get("napari_sam_name") or config_name(config) or path.stem
+    _check_shapes_first(config, state_dict, path, name=model_name, declared=declared is not None)
     model = build_from_config(config, name=model_name)
     load_state_dict_strict(model, state_dict, source=str(path))
     model.weights_sha256 = file_sha256(path)
     return model.eval()
+
+
+def _describe(config: SamConfig) -> str:
+    fields = ["encoder_type", "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "image_size"]
+    if config.encoder_type == "nano":
+        fields.append("encoder_widths")
+    return ", ".join(f"{field}={getattr(config, field)!r}" for field in fields)
+
+
+def _check_shapes_first(
+    config: SamConfig, state_dict: dict[str, torch.Tensor], path: Path, *, name: str, declared: bool
+) -> None:
+    """Refuse weights that do not fit ``config`` before any real tensor of the model is allocated.
+
+    The model is built on the ``meta`` device (shapes without memory) and its shapes compared with
+    the file's; a declared architecture asking for more blocks than the file has tensors is refused
+    before even that. Once the shapes match, the model needs no more memory than the file's tensors.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file, the declared architecture (from the file's metadata) when there is one,
+        and the keys and shapes that differ.
+    """
+    what = f"the architecture in {path}'s metadata ({_describe(config)})" if declared else None
+    counts = {
+        "encoder_depth": config.encoder_depth,
+        "decoder_depth": config.decoder_depth,
+        "iou_head_depth": config.iou_head_depth,
+        "num_multimask_outputs": config.num_multimask_outputs,
+    }
+    for field, count in counts.items():
+        if count > len(state_dict):
+            held = f"{len(state_dict)} tensor" + ("s" if len(state_dict) != 1 else "")
+            raise CheckpointError(
+                f"{what or f'the requested architecture {name!r}'} asks for {field}={count}, but "
+                f"{path} holds only {held}: the file is not a model of that architecture"
+            )
+    with torch.device("meta"):
+        skeleton = build_from_config(config, name=name)
+    if not declared:
+        check_fits(skeleton, state_dict, source=str(path))
+        return
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    parts = fit_problems(shapes, state_dict, theirs="file", ours="metadata")
+    if parts:
+        raise CheckpointError(
+            f"{what} does not match the file's tensors: "
+            + "; ".join(parts)
+            + f"; the tensors look like {describe_architecture(state_dict)}"
+        )
 
 
 def build_sam(name_or_path: str | Path | SamConfig, checkpoint: str | Path | None = None) -> Sam:

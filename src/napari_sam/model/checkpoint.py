@@ -242,6 +242,77 @@ def _listing(keys: list[str]) -> str:
     return shown + (f" … and {more} more" if more > 0 else "")
 
 
+def fit_problems(
+    shapes: Mapping[str, tuple[int, ...]],
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    theirs: str = "checkpoint",
+    ours: str = "model",
+) -> list[str]:
+    """What keeps ``state_dict`` from fitting a model whose tensors have ``shapes`` (empty: it fits).
+
+    Parameters
+    ----------
+    shapes
+        The model's state-dict keys and tensor shapes.
+    state_dict
+        The weights (only their keys and shapes are looked at).
+    theirs, ours
+        How the weights and the model are called in the listing of mismatched shapes.
+
+    Returns
+    -------
+    list of str
+        Up to three phrases: missing keys, unexpected keys, shape mismatches.
+    """
+    missing = sorted(set(shapes) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(shapes))
+    mismatched = sorted(
+        f"{k} ({theirs} {tuple(state_dict[k].shape)}, {ours} {shapes[k]})"
+        for k in set(shapes) & set(state_dict)
+        if shapes[k] != tuple(state_dict[k].shape)
+    )
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+    if mismatched:
+        parts.append(f"shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
+    return parts
+
+
+def _misfit_error(
+    wanted: str, state_dict: Mapping[str, torch.Tensor], parts: list[str], source: str
+) -> CheckpointError:
+    found = describe_architecture(state_dict)
+    suggestion = (
+        f"; the weights look like {found!r} — use model={found!r}"
+        if found in CONFIGS
+        else f"; the weights look like {found}"
+    )
+    return CheckpointError(f"{source} does not fit {wanted!r}: " + "; ".join(parts) + suggestion)
+
+
+def check_fits(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
+) -> None:
+    """Raise unless every key of ``state_dict`` exists in ``model`` with the same shape, and back.
+
+    ``model`` may live on the ``meta`` device (shapes only, nothing allocated).
+
+    Raises
+    ------
+    CheckpointError
+        Listing missing, unexpected and shape-mismatched keys, and naming the architecture the
+        weights belong to.
+    """
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    parts = fit_problems(shapes, state_dict)
+    if parts:
+        raise _misfit_error(getattr(model, "name", "the requested model"), state_dict, parts, source)
+
+
 def load_state_dict_strict(
     model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
 ) -> None:
@@ -253,30 +324,7 @@ def load_state_dict_strict(
         Listing missing, unexpected and shape-mismatched keys, and naming the architecture the
         weights belong to.
     """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    mismatched = sorted(
-        f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)})"
-        for k in set(own) & set(state_dict)
-        if tuple(own[k].shape) != tuple(state_dict[k].shape)
-    )
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
-        wanted = getattr(model, "name", "the requested model")
-        found = describe_architecture(state_dict)
-        suggestion = (
-            f"; the weights look like {found!r} — use model={found!r}"
-            if found in CONFIGS
-            else f"; the weights look like {found}"
-        )
-        raise CheckpointError(f"{source} does not fit {wanted!r}: " + "; ".join(parts) + suggestion)
+    check_fits(model, state_dict, source=source)
     model.load_state_dict(dict(state_dict), strict=True)
 
 
