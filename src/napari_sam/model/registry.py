@@ -10,7 +10,9 @@ Where weights are looked for, in order:
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,89 @@ def file_sha256(path: Path) -> str:
     if key not in _verified:
         _verified[key] = sha256_file(path)
     return _verified[key]
+
+
+#: File in :func:`cache_dir` remembering the sha256 of local weights files for ``napari-sam models``.
+SHA256_RECORD = "sha256-record.json"
+
+
+def _read_record(record: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_record(record: Path, entries: dict[str, dict[str, object]]) -> None:
+    """Write ``entries`` atomically; a cache folder that cannot be written just means no record."""
+    kept = {path: entry for path, entry in entries.items() if Path(path).is_file()}
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        partial = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(kept, indent=1, sort_keys=True))
+        os.replace(partial, record)
+    except OSError:
+        pass
+
+
+def remembered_sha256(path: Path) -> str:
+    """sha256 of ``path``, remembered across processes while its size and mtime stay the same.
+
+    The result is kept in ``SHA256_RECORD`` in :func:`cache_dir`, keyed by the resolved path, so
+    that listing a 2.5 GB file a second time does not read it again. Loading weights does not trust
+    this record: :func:`fetch_weights` hashes the file once in every process.
+
+    Parameters
+    ----------
+    path
+        An existing file.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _verified:
+        return _verified[key]
+    record = cache_dir() / SHA256_RECORD
+    entries = _read_record(record)
+    entry = entries.get(key[0])
+    known = entry.get("sha256") if isinstance(entry, dict) else None
+    fresh = isinstance(entry, dict) and entry.get("size") == key[1] and entry.get("mtime_ns") == key[2]
+    if fresh and isinstance(known, str) and re.fullmatch(r"[0-9a-f]{64}", known):
+        _verified[key] = known
+        return known
+    digest = file_sha256(path)
+    entries[key[0]] = {"size": key[1], "mtime_ns": key[2], "sha256": digest}
+    _write_record(record, entries)
+    return digest
+
+
+def local_weights_status(info: WeightsInfo) -> str:
+    """Where the local copy of ``info``'s file is and whether its sha256 is the published one.
+
+    Returns
+    -------
+    str
+        ``"-"`` (no local copy), ``"PATH (sha256 ok)"``, or ``"PATH (WRONG HASH: …)"`` with the
+        hash found, the one expected and what to do.
+    """
+    local = find_local_weights(info)
+    if local is None:
+        return "-"
+    try:
+        actual = remembered_sha256(local)
+    except OSError as exc:
+        return f"{local} (UNREADABLE: {exc.strerror or exc})"
+    if actual == info.sha256.lower():
+        return f"{local} (sha256 ok)"
+    return (
+        f"{local} (WRONG HASH: sha256 {actual[:12]}…, published {info.sha256[:12]}…; the file is "
+        "corrupt, truncated or not the published one — delete it and download it again)"
+    )
 
 
 def verify_sha256(path: Path, expected: str) -> None:
