@@ -182,10 +182,13 @@ def segment_from_prompts(
     Returns
     -------
     numpy.ndarray
-        uint32 labels of the image's spatial shape; objects numbered from 1 (boxes first, then points,
-        slice by slice). A shape whose box is identical to an earlier one's on the same slice is merged
-        into it (one :class:`~napari_sam.errors.DuplicateBoxesWarning` names both shapes, numbered from 1
-        in the layer's order); its label is left unused, as in :func:`napari_sam.segment`.
+        uint32 labels of the image's spatial shape; objects numbered from 1 (slice by slice; on each
+        slice boxes first, then foreground points outside the boxes). Every prompted object keeps its
+        number whether or not it gets pixels; one :class:`~napari_sam.errors.EmptyObjectsWarning`
+        names those that got none (by that number, with their slice). A shape whose box is identical
+        to an earlier one's on the same slice is merged into it (one
+        :class:`~napari_sam.errors.DuplicateBoxesWarning` names both shapes, numbered from 1 in the
+        layer's order); its label is left unused, as in :func:`napari_sam.segment`.
 
     Raises
     ------
@@ -237,6 +240,7 @@ def _segment_prompts(
     """:func:`segment_from_prompts` on checked prompts: a 2D image at once, a stack slice by slice."""
     from .api import segment
     from .engine.embeddings import compute_embeddings
+    from .engine.prompted import plan_objects, warn_empty_objects
 
     ndim = len(spatial)
     all_points = [p for p in (pos, neg) if p is not None]
@@ -254,6 +258,8 @@ def _segment_prompts(
     if pts is not None:
         planes |= {round(float(z)) for z in pts[:, 0]}
     planes |= {int(b[0]) for b in box}
+    numbered = 0  # objects of the slices before: a slice's object k is object numbered + k + 1
+    empty: dict[int, int | None] = {}
     for z in sorted(planes):
         if not 0 <= z < spatial[0]:
             raise ValueError(f"a prompt lies on slice {z}, outside the stack of {spatial[0]} slices")
@@ -264,10 +270,38 @@ def _segment_prompts(
         if (p2 is None or not (l2 == 1).any()) and len(b2) == 0:
             continue
         emb = compute_embeddings(arr[z], model, device=device)
-        plane = segment(arr[z], points=p2, point_labels=l2, boxes=b2 if len(b2) else None, embeddings=emb)
-        offset = int(out.max())
-        out[z] = np.where(plane > 0, plane + offset, 0)
+        plane, plane_empty = _segment_plane(arr[z], p2, l2, b2 if len(b2) else None, emb)
+        out[z] = np.where(plane > 0, plane + numbered, 0)
+        empty.update((k + numbered, z) for k in plane_empty)
+        numbered += len(plan_objects(p2, l2, b2 if len(b2) else None))
+    warn_empty_objects(empty, stacklevel=3)
     return out
+
+
+def _segment_plane(
+    image: np.ndarray,
+    points: np.ndarray | None,
+    point_labels: np.ndarray | None,
+    boxes: np.ndarray | None,
+    embeddings: Any,
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """:func:`napari_sam.segment` on one slice of a stack: its ``(Y, X)`` labels (object ``k`` of the
+    slice is ``k + 1``) and the slice's objects that got no pixels, taken from its
+    :class:`~napari_sam.errors.EmptyObjectsWarning` so that the caller names them by their number in
+    the stack; other warnings pass on (duplicates are said by :func:`segment_from_prompts`)."""
+    from .api import segment
+    from .errors import DuplicateBoxesWarning, EmptyObjectsWarning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        labels = segment(image, points=points, point_labels=point_labels, boxes=boxes, embeddings=embeddings)
+    empty: tuple[int, ...] = ()
+    for w in seen:
+        if isinstance(w.message, EmptyObjectsWarning):
+            empty = w.message.objects
+        elif not isinstance(w.message, DuplicateBoxesWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return labels, empty
 
 
 def segment_from_prompts_node(

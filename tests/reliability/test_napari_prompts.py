@@ -225,3 +225,16 @@ def test_nodes_name_duplicate_shapes_by_their_place_in_the_layer(env: Env):
     assert texts == ["boxes: shapes 2 and 4 are identical: merged into one object"]
     expected = nodes.segment_from_prompts(env.stack, boxes=shapes[:3], model=env.model)
     np.testing.assert_array_equal(labels, expected)
+
+
+def test_nodes_number_stack_objects_by_their_prompts_and_name_empty_ones_by_that_number(env: Env):
+    shapes = [_on_slice(0, RECT_A), _on_slice(0, RECT_A), _on_slice(1, RECT_B)]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        labels = nodes.segment_from_prompts(env.stack, boxes=shapes, model=env.model)
+    # slice 0 holds objects 1 and 2 (2 is the merged copy: unused), so slice 1's box is object 3
+    assert set(np.unique(labels[0])) == {0, 1} and set(np.unique(labels[1])) == {0, 3}
+    from napari_sam.errors import EmptyObjectsWarning
+
+    empty = [w.message for w in record if isinstance(w.message, EmptyObjectsWarning)]
+    assert [(w.objects, w.slices) for w in empty] == [((2,), (0,))]  # the node's numbers, once
