@@ -218,12 +218,10 @@ def empty_objects(labels: np.ndarray, expected: Mapping[int, int | None]) -> dic
         ``{label: slice}`` of the prompted objects; the slice indexes the first axis of a stack, None
         looks at the whole of ``labels`` (a 2D image).
     """
-    empty: dict[int, int | None] = {}
-    for label, z in sorted(expected.items()):
-        where = labels if z is None else labels[z]
-        if not (where == label).any():
-            empty[label] = z
-    return empty
+    present: dict[int | None, set[int]] = {}  # labels found on each slice, one scan per slice
+    for z in set(expected.values()):
+        present[z] = set(np.unique(labels if z is None else labels[z]).tolist())
+    return {label: z for label, z in sorted(expected.items()) if label not in present[z]}
 
 
 def warn_empty_objects(empty: Mapping[int, int | None], stacklevel: int = 2) -> None:
