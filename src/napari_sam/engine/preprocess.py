@@ -225,8 +225,10 @@ def _offsets(values: np.ndarray, anchor: int) -> np.ndarray:
     """
     if not _is_wide_int(values.dtype):
         return values.astype(np.float64, copy=False)
-    shifted = values.astype(np.uint64) - np.uint64(anchor % (1 << 64))
-    return shifted.astype(np.float64)
+    wrapped = np.ascontiguousarray(values).view(np.uint64)  # int64 bits as uint64: no copy
+    out = np.empty(values.shape, dtype=np.float64)
+    np.subtract(wrapped, np.uint64(anchor % (1 << 64)), out=out, casting="unsafe")
+    return out
 
 
 def _window_from_limits(channel: np.ndarray, low: float, high: float) -> _Window:
@@ -250,7 +252,7 @@ def _percentile_window(channel: np.ndarray, lo_p: float, hi_p: float) -> _Window
     if sample.size == 0:
         raise ValueError("image has no finite values (all NaN or inf)")
     anchor = _anchor(channel)
-    values = _offsets(sample, anchor)
+    values = _offsets(sample, anchor) if _is_wide_int(sample.dtype) else sample
     with np.errstate(over="ignore", invalid="ignore"):
         low, high = (float(v) for v in np.percentile(values, [lo_p, hi_p]))
     if not low < high:  # most pixels share one value: keep the few that differ
@@ -299,7 +301,7 @@ def _scale_float32(channel: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.where(channel > low, 255.0, 0.0).astype(np.float32)
 
 
-def _scale_float64(values: np.ndarray, low: float, high: float) -> np.ndarray:
+def _scale_float64(values: np.ndarray, low: float, high: float, *, in_place: bool = False) -> np.ndarray:
     """Float64 arithmetic, safe for any finite ``low``, ``high`` (spans up to ±1.8e308 and subnormals).
 
     ``(x - low) / span`` overflows only where ``|x - low| > span``: an infinity of the right sign,
@@ -311,7 +313,7 @@ def _scale_float64(values: np.ndarray, low: float, high: float) -> np.ndarray:
             values, low, high = values * 0.5, low * 0.5, high * 0.5
             span = high - low
         if span > 0:
-            out = values - low
+            out = np.subtract(values, low, out=values if in_place else None)
             out /= span
             out *= 255.0
             return out
@@ -333,7 +335,8 @@ def _scale_channel(channel: np.ndarray, window: _Window, out: np.ndarray) -> Non
     if _fits_float32(channel.dtype, window):
         scaled = _scale_float32(channel, window.low, window.high)
     else:
-        scaled = _scale_float64(_offsets(channel, window.anchor), window.low, window.high)
+        wide = _is_wide_int(channel.dtype)  # then the offsets are a new array, scaled in place
+        scaled = _scale_float64(_offsets(channel, window.anchor), window.low, window.high, in_place=wide)
     np.clip(scaled, 0.0, 255.0, out=out, casting="unsafe")
 
 
