@@ -7,7 +7,9 @@ its message) and goes on with the others, and returns a :class:`BatchSummary`. W
 write the outputs themselves, so inputs and outputs must be on storage every worker sees.
 
 :func:`embed_files` and :func:`segment_files` are the batches behind ``napari-sam embed`` and
-``napari-sam segment``; :func:`read_prompts_csv` reads their prompt tables.
+``napari-sam segment``; :func:`read_prompts_csv` reads their prompt tables. Every labels output of
+:func:`segment_files` gets a record beside it (:func:`record_path`, written by :func:`write_output`)
+naming its input: that is how an output is told from an input (:func:`foreign_output`).
 """
 
 from __future__ import annotations
@@ -44,15 +46,19 @@ from .io import (
 __all__ = [
     "BatchItem",
     "BatchSummary",
+    "Done",
     "EmbedJob",
     "PromptTable",
     "SegmentJob",
     "UsageError",
     "cache_path",
     "embed_files",
+    "foreign_output",
     "read_prompts_csv",
+    "record_path",
     "run_batch",
     "segment_files",
+    "write_output",
 ]
 
 #: ``progress(done, total)``: called as the work of one item advances.
