@@ -225,7 +225,8 @@ def _offsets(values: np.ndarray, anchor: int) -> np.ndarray:
     """
     if not _is_wide_int(values.dtype):
         return values.astype(np.float64, copy=False)
-    wrapped = np.ascontiguousarray(values).view(np.uint64)  # int64 bits as uint64: no copy
+    # the same bits read as uint64 (no copy; byte order kept for big-endian files)
+    wrapped = values.view(np.dtype(np.uint64).newbyteorder(values.dtype.byteorder))
     out = np.empty(values.shape, dtype=np.float64)
     np.subtract(wrapped, np.uint64(anchor % (1 << 64)), out=out, casting="unsafe")
     return out
