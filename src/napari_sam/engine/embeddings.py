@@ -699,7 +699,10 @@ class _Embedder:
             original_size=(int(original_size[0]), int(original_size[1])),
             image_size=int(model_meta.get("image_size") or (sam.image_size if sam is not None else 0)),
             model_name=str(model_meta.get("name") or (sam.name if sam is not None else "")),
-            weights_sha256=str(model_meta.get("weights_sha256") or (model_weights_id(sam) if sam else "")),
+            weights_sha256=str(
+                model_meta.get("weights_sha256")
+                or (model_weights_id(sam, check_content=False) if sam else "")
+            ),
             preprocessing=params,
             model=sam,
         )
