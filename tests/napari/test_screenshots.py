@@ -16,8 +16,21 @@ pytestmark = [pytest.mark.screenshots, pytest.mark.usefixtures("gui")]
 
 
 def _window(viewer):
-    viewer.window._qt_window.resize(1500, 950)
-    viewer.window._qt_window.showNormal()
+    from napari_sam._widgets.launch import fit_window
+
+    fit_window(viewer)  # as `napari-sam gui` opens it (the test screen is 1400 x 1000)
+
+
+def _save(viewer, path: Path) -> None:
+    """The window without napari's layer docks on the left: the canvas and the annotator, at 1:1,
+    so that the docs' column shows them at a readable size."""
+    from PIL import Image
+
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    qt_viewer = viewer.window._qt_viewer
+    left = qt_viewer.dockLayerList.geometry().right() + 1
+    scale = shot.shape[1] / viewer.window._qt_window.width()
+    Image.fromarray(shot[:, int(left * scale) :]).save(path)
 
 
 def test_annotator_screenshots(make_napari_viewer, qtbot):
@@ -46,7 +59,7 @@ def test_annotator_screenshots(make_napari_viewer, qtbot):
     wait_idle(qtbot, widget)
     viewer.reset_view()
     qtbot.wait(300)
-    viewer.screenshot(str(IMAGES / "annotator.png"), canvas_only=False, flash=False)
+    _save(viewer, IMAGES / "annotator.png")
 
     # batch mode: every box is its own object
     widget.clear()
@@ -56,6 +69,6 @@ def test_annotator_screenshots(make_napari_viewer, qtbot):
     widget.select_boxes()
     wait_idle(qtbot, widget)
     qtbot.wait(300)
-    viewer.screenshot(str(IMAGES / "annotator-batch.png"), canvas_only=False, flash=False)
+    _save(viewer, IMAGES / "annotator-batch.png")
     widget.commit()
     assert len(np.unique(viewer.layers["SAM labels"].data)) == 1 + 6 + 7

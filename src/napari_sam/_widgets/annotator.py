@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -120,10 +122,22 @@ class AnnotatorWidget(QWidget):
         row.addWidget(self.redo_button)
         labels_layout.addLayout(row)
 
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         for widget in (embed_group, prompt_group, labels_group, self.automatic_group, self.status_label):
             layout.addWidget(widget)
         layout.addStretch(1)
+        # the panels scroll vertically, so that the dock never makes the window taller than the screen
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(content)
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(content.minimumSizeHint().width() + bar)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)

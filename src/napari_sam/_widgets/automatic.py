@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -18,6 +19,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QToolButton,
     QWidget,
 )
 
@@ -110,28 +112,43 @@ class AutomaticPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
 
+        # the preset's four numbers sit in a fold ("tuning"), closed by default: the dock stays compact
+        self.tuning_button = QToolButton()
+        self.tuning_button.setText("tuning")
+        self.tuning_button.setCheckable(True)
+        self.tuning_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.tuning_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.tuning_button.setToolTip("the preset's grid density and filters")
+        self.tuning = QWidget()
+        tuning = QGridLayout(self.tuning)
+        tuning.setContentsMargins(0, 0, 0, 0)
+        for row, (text, spin) in enumerate(
+            (
+                ("points / side", self.points_spin),
+                ("min area", self.min_region_spin),
+                ("min IoU", self.iou_spin),
+                ("min stability", self.stability_spin),
+            )
+        ):
+            tuning.addWidget(QLabel(text), row, 0)
+            tuning.addWidget(spin, row, 1)
+        tuning.setColumnStretch(1, 1)
+        self.tuning.setVisible(False)
+        self.tuning_button.toggled.connect(self._show_tuning)
+
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(QLabel("preset"), 0, 0)
-        layout.addWidget(self.preset_combo, 0, 1, 1, 3)
-        for row, pairs in enumerate(
-            (
-                (("points / side", self.points_spin), ("min area", self.min_region_spin)),
-                (("min IoU", self.iou_spin), ("min stability", self.stability_spin)),
-            ),
-            start=1,
-        ):
-            for column, (text, spin) in enumerate(pairs):
-                layout.addWidget(QLabel(text), row, 2 * column)
-                layout.addWidget(spin, row, 2 * column + 1)
-        layout.addWidget(QLabel("3D"), 3, 0)
-        layout.addWidget(self.scope_combo, 3, 1)
-        layout.addWidget(self.link_check, 3, 2, 1, 2)
-        layout.addWidget(self.run_button, 4, 0, 1, 3)
-        layout.addWidget(self.cancel_button, 4, 3)
-        layout.addWidget(self.progress, 5, 0, 1, 4)
+        layout.addWidget(self.preset_combo, 0, 1, 1, 2)
+        layout.addWidget(self.tuning_button, 0, 3)
+        layout.addWidget(self.tuning, 1, 0, 1, 4)
+        layout.addWidget(QLabel("3D"), 2, 0)
+        layout.addWidget(self.scope_combo, 2, 1)
+        layout.addWidget(self.link_check, 2, 2, 1, 2)
+        layout.addWidget(self.run_button, 3, 0, 1, 3)
+        layout.addWidget(self.cancel_button, 3, 3)
+        layout.addWidget(self.progress, 4, 0, 1, 4)
         layout.setColumnStretch(1, 1)
-        layout.setColumnStretch(3, 1)
 
         self.run_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(self.cancel)
@@ -141,6 +158,10 @@ class AutomaticPanel(QWidget):
         owner.embedding.image_combo.currentIndexChanged.connect(self.refresh)
         self.apply_preset()
         self.refresh()
+
+    def _show_tuning(self, shown: bool) -> None:
+        self.tuning.setVisible(shown)
+        self.tuning_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     # ------------------------------------------------------------------ options
     def preset(self) -> str | None:

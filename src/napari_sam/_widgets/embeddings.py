@@ -94,7 +94,7 @@ class EmbeddingWidget(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.browse_button)
-        form = QFormLayout()
+        form = self._form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", model_row)
         form.addRow("device", self.device_combo)
@@ -174,8 +174,11 @@ class EmbeddingWidget(QWidget):
         with contextlib.suppress(AnnotatorError):
             is_3d = layer is not None and len(image_spatial_shape(layer)) == 3
         self.scope_combo.setEnabled(is_3d)
-        self.channel_combo.setEnabled(layer is not None and bool(layer.rgb))
-        if not self.channel_combo.isEnabled():
+        rgb = layer is not None and bool(layer.rgb)
+        self.channel_combo.setEnabled(rgb)
+        # a gray image has no channel to choose: the row is hidden rather than shown greyed out
+        _set_row_visible(self._form, self.channel_combo, rgb)
+        if not rgb:
             self.channel_combo.setCurrentIndex(0)
 
     def _browse(self) -> None:
@@ -273,3 +276,14 @@ def _drain(steps: Any) -> Any:
     """Generator for the worker: pass the steps' progress through."""
     yield from steps
     return None
+
+
+def _set_row_visible(form: QFormLayout, field: QWidget, visible: bool) -> None:
+    """Show or hide one row of ``form`` (its label too); Qt < 6.4 has no ``setRowVisible``."""
+    if hasattr(form, "setRowVisible"):
+        form.setRowVisible(field, visible)
+        return
+    field.setVisible(visible)
+    label = form.labelForField(field)
+    if label is not None:
+        label.setVisible(visible)
