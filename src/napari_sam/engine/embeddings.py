@@ -9,6 +9,7 @@ stacks slice by slice (:class:`VolumeEmbeddings`), in memory or through the zarr
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from ..model import Sam
 from .device import DeviceLike
 from .loading import ModelLike, load_model, model_weights_id
 from .preprocess import (
+    _PERCENTILE_SAMPLE,
     AUTO_CHANNELS,
     DEFAULT_PERCENTILES,
     MAX_INFERRED_CHANNELS,
@@ -39,7 +41,7 @@ from .preprocess import (
     to_model_input,
     warn_no_contrast,
 )
-from .store import CorruptSliceError, EmbeddingStore, open_store, slice_hash
+from .store import CorruptSliceError, EmbeddingStore, hash_blocks, open_store, slice_hash
 from .tiling import (
     DEFAULT_TILE_THRESHOLD,
     LazySequence,
@@ -443,15 +445,102 @@ def _params_from_record(mode: str, percentiles: Any, limits: np.ndarray, picks: 
     )
 
 
+#: Bytes read at a time from the source when a tiled slice is hashed (its blocks are not kept).
+_READ_BLOCK_BYTES = 64 << 20
+#: Pixels of the subsample on which the input checks of non-percentile modes run (tiled slices).
+_CHECK_SAMPLE_PIXELS = 1 << 18
+
+
+def _slice_axes(layout: ImageLayout) -> tuple[list[int], int, int]:
+    """The axes of the whole array that hold one slice, and the row / column axes among them."""
+    axes = [i for i in range(len(layout.shape)) if i != layout.z_axis]
+    plane = [a for a in range(len(axes)) if a != layout.slice_channel_axis]
+    return axes, plane[0], plane[1]
+
+
+def _plane_index(layout: ImageLayout, rows: slice, cols: slice) -> tuple[Any, ...]:
+    """Index of one slice (in the slice's own axes) that takes ``rows`` and ``cols`` of it."""
+    axes, row_axis, col_axis = _slice_axes(layout)
+    index: list[Any] = [slice(None)] * len(axes)
+    index[row_axis], index[col_axis] = rows, cols
+    return tuple(index)
+
+
+def _slice_region(image: Any, layout: ImageLayout, z: int, region: Sequence[Any]) -> np.ndarray:
+    """``region`` (indices of the slice's leading axes) of slice ``z``, read from ``image`` alone.
+
+    Only that part is read from a memory-mapped, zarr or dask array.
+    """
+    axes, _, _ = _slice_axes(layout)
+    index: list[Any] = [slice(None)] * len(layout.shape)
+    if layout.z_axis is not None:
+        index[layout.z_axis] = int(z)
+    for axis, value in zip(axes, region, strict=False):
+        index[axis] = value
+    return np.asarray(image[tuple(index)])
+
+
+def _read_window(image: Any, layout: ImageLayout, z: int, rows: slice, cols: slice) -> np.ndarray:
+    """Rows and columns of slice ``z`` (a window, a row band, a strided subsample), in the slice's layout.
+
+    Parameters
+    ----------
+    image
+        The whole image or stack (numpy, memory-mapped, zarr or dask array).
+    layout
+        Its :class:`ImageLayout`.
+    z
+        Slice number (ignored for 2D images).
+    rows, cols
+        Slices of the slice's row and column axes (steps allowed).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w)``, ``(h, w, C)`` or the channel axis where the slice keeps it; the image's dtype.
+    """
+    return _slice_region(image, layout, z, _plane_index(layout, rows, cols))
+
+
+def _c_order_regions(shape: Sequence[int], itemsize: int, budget: int) -> Iterator[tuple[Any, ...]]:
+    """Indices of consecutive C-order pieces of an array of ``shape``, each at most ``budget`` bytes.
+
+    Splits the first axis into runs of whole rows; a single row over the budget is split along the
+    next axis, and so on. The pieces' bytes put end to end are the array's bytes.
+    """
+    if not shape:
+        yield ()
+        return
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+    if row_bytes <= budget or len(shape) == 1:
+        step = max(1, budget // max(1, row_bytes))
+        for start in range(0, int(shape[0]), step):
+            yield (slice(start, min(start + step, int(shape[0]))),)
+        return
+    for i in range(int(shape[0])):
+        for rest in _c_order_regions(shape[1:], itemsize, budget):
+            yield (i, *rest)
+
+
+def _percentile_step(plane_shape: tuple[int, int]) -> int:
+    """The stride of the rows and columns percentiles are taken on (as for a whole slice in memory)."""
+    rows, cols = plane_shape
+    return max(1, math.isqrt(rows * cols // _PERCENTILE_SAMPLE))
+
+
 class _Reporter:
-    """Progress: a tqdm bar and/or a ``callback(done, total)``; units are tiles (1 per untiled slice)."""
+    """Progress: a tqdm bar and/or a ``callback(done, total)``; units are tiles (1 per untiled slice).
+
+    A callback with a ``unit`` attribute (a progress bar of its own) gets ``"tile"`` or ``"slice"``
+    written there before its first call.
+    """
 
     def __init__(self, progress: ProgressLike, total: int, cancel: Any, unit: str = "slice") -> None:
         if not (progress is None or isinstance(progress, bool) or callable(progress)):
             raise TypeError(f"progress must be a bool or a callable(done, total), got {progress!r}")
         if cancel is not None and not callable(getattr(cancel, "is_set", None)):
             raise TypeError(f"cancel must be a threading.Event (or have is_set()), got {cancel!r}")
-        self.total, self.done, self.cancel = total, 0, cancel
+        self.total, self.done, self.cancel, self.unit = total, 0, cancel, unit
         self.callback = progress if callable(progress) and not isinstance(progress, bool) else None
         self.bar = None
         if progress is True:
@@ -459,13 +548,18 @@ class _Reporter:
 
             self.bar = tqdm(total=total, desc="embedding", unit=unit)
         if self.callback is not None:
+            if hasattr(self.callback, "unit"):
+                with contextlib.suppress(AttributeError, TypeError):
+                    self.callback.unit = unit
             self.callback(0, total)
 
     def check(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled(f"embedding cancelled after {self.done} of {self.total} tiles")
+            raise Cancelled(f"embedding cancelled after {self.done} of {self.total} {self.unit}s")
 
     def advance(self, n: int) -> None:
+        if n <= 0:
+            return
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
@@ -506,6 +600,8 @@ class _Embedder:
         store: EmbeddingStore | None = None,
         meta: dict[str, Any] | None = None,
     ) -> None:
+        if image is not None and not isinstance(getattr(image, "dtype", None), np.dtype):
+            image = np.asarray(image)  # lists, tensors …: windows are cut from a numpy array
         self.image, self.layout, self.sam, self.prep, self.spec = image, layout, sam, prep, spec
         self.windows = tile_windows(layout.plane_shape, spec) if spec is not None else None
         self.precision, self.batch_size, self.compile = precision, batch_size, compile
@@ -515,6 +611,8 @@ class _Embedder:
         self.round_dtype = (
             torch.float16 if store is not None and store.meta.get("cache_dtype") == "float16" else None
         )
+        # the row band of the source the current tiles are cut from: (z, first row, stop row, band)
+        self._band: tuple[int, int, int, np.ndarray] | None = None
 
     @property
     def n_tiles(self) -> int:
@@ -551,31 +649,123 @@ class _Embedder:
             mask[z] = True
         return mask
 
-    def _load(self, z: int, done: np.ndarray | None) -> tuple[int, np.ndarray, PreprocessParams] | None:
-        """Read, hash and normalise slice ``z``; None when the cache already holds it intact.
-
-        Runs in a reader thread, one slice ahead of the encoder.
-        """
-        assert self.prep is not None
-        raw = read_slice(self.image, self.layout, z)
-        content_hash = slice_hash(raw)
+    def _cached(self, z: int, done: np.ndarray | None, content_hash: int) -> bool:
+        """Whether the cache holds slice ``z`` intact, made from this content."""
         store = self.store
-        if (
+        return bool(
             store is not None
             and done is not None
             and done[z]
             and store.stored_hash(z) == content_hash
             and store.verify_slice(z)
-        ):
+        )
+
+    def _load(
+        self, z: int, done: np.ndarray | None
+    ) -> tuple[int, np.ndarray | None, PreprocessParams] | None:
+        """Hash slice ``z`` and work out its normalisation; None when the cache already holds it intact.
+
+        An untiled slice is read whole and returned normalised. A tiled slice is never read whole:
+        it is hashed block by block and its percentiles are taken on a strided subsample of the
+        source; its tiles are read one by one later (:meth:`_tile_input`), so the array returned is
+        None. Runs in a reader thread, ahead of the encoder.
+        """
+        assert self.prep is not None
+        where = f"slice {z}" if self.layout.is_volume else None
+        if self.windows is not None:
+            content_hash = self._hash_tiled(z)
+            if self._cached(z, done, content_hash):
+                return None
+            return content_hash, None, self._tiled_params(z, where)
+        raw = read_slice(self.image, self.layout, z)
+        content_hash = slice_hash(raw)
+        if self._cached(z, done, content_hash):
             return None
-        scaled, params = self.prep.apply(raw, f"slice {z}" if self.layout.is_volume else None)
+        scaled, params = self.prep.apply(raw, where)
         return content_hash, scaled, params
+
+    def _hash_tiled(self, z: int) -> int:
+        """:func:`slice_hash` of slice ``z``, reading at most ``_READ_BLOCK_BYTES`` at a time."""
+        axes, _, _ = _slice_axes(self.layout)
+        shape = [self.layout.shape[a] for a in axes]
+        itemsize = np.dtype(self.image.dtype).itemsize
+        regions = _c_order_regions(shape, itemsize, _READ_BLOCK_BYTES)
+        return hash_blocks(shape, (_slice_region(self.image, self.layout, z, r) for r in regions))
+
+    def _tiled_params(self, z: int, where: str | None) -> PreprocessParams:
+        """The normalisation of tiled slice ``z``, from a strided subsample of the source.
+
+        Percentiles are taken on every ``k``-th row and column, the same pixels a whole slice in
+        memory was sampled on (:func:`~napari_sam.engine.preprocess.percentile_limits`), so the limits
+        are those the untiled pipeline finds; they are recorded with the slice. Other modes need no
+        statistic: their input checks run on a small subsample here, and on each tile.
+        """
+        prep = self.prep
+        assert prep is not None
+        step = _percentile_step(self.layout.plane_shape)
+        sample = _read_window(self.image, self.layout, z, slice(None, None, step), slice(None, None, step))
+        arr, picks = prep.select(sample)
+        if prep.fixed_limits is None and _resolved_mode(prep, arr.dtype, arr.shape[-1]) == "percentile":
+            limits = percentile_limits(arr, prep.percentiles)
+            if has_no_contrast(limits):
+                warn_no_contrast(arr, where)
+            return PreprocessParams("percentile", tuple(prep.percentiles), limits, picks)
+        k = max(1, math.isqrt(arr.shape[0] * arr.shape[1] // _CHECK_SAMPLE_PIXELS))
+        return prep.apply(
+            sample[_plane_index(self.layout, slice(None, None, k), slice(None, None, k))], where
+        )[1]
+
+    def _tile_input(
+        self, z: int, t: int, params: PreprocessParams
+    ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """Model input of tile ``t`` of slice ``z``: its window read from the source and normalised.
+
+        Tiles of one row share a band of source rows, read once. Runs in the reader thread.
+        """
+        assert self.windows is not None and self.prep is not None
+        r0, c0, r1, c1 = self.windows[t].bounds
+        if self._band is None or self._band[:3] != (z, r0, r1):
+            self._band = None  # the old band goes before the new one is read
+            band = _read_window(self.image, self.layout, z, slice(r0, r1), slice(None))
+            self._band = (z, r0, r1, band)
+        crop = self._band[3][_plane_index(self.layout, slice(None), slice(c0, c1))]
+        inp, input_size = self._model_input(self.prep.reapply(crop, params))
+        return inp, input_size, (r1 - r0, c1 - c0)
+
+    def _inputs(
+        self, z: int, scaled: np.ndarray | None, params: PreprocessParams, tiles: Sequence[int], pool: Any
+    ) -> Iterator[tuple[int, torch.Tensor, tuple[int, int], tuple[int, int]]]:
+        """``(tile, model input, input size, original size)`` for ``tiles`` of slice ``z``.
+
+        A tiled slice's tiles are prepared in the reader ``pool``, two ahead of the encoder.
+        """
+        if scaled is not None:  # an untiled slice, normalised whole
+            inp, input_size = self._model_input(scaled)
+            yield 0, inp, input_size, (int(scaled.shape[0]), int(scaled.shape[1]))
+            return
+        from collections import deque
+
+        feed = iter(tiles)
+        ahead: deque[tuple[int, Any]] = deque()
+        try:
+            while True:
+                while len(ahead) < 2 and (t := next(feed, None)) is not None:
+                    ahead.append((t, pool.submit(self._tile_input, z, t, params)))
+                if not ahead:
+                    return
+                t, future = ahead.popleft()
+                yield (t, *future.result())
+        finally:
+            for _, future in ahead:
+                future.cancel()
 
     def run(self, slices: Sequence[int], progress: ProgressLike = False, cancel: Any = None) -> None:
         """Make ``slices`` available: reuse intact cached slices of unchanged content, compute the others.
 
-        The next slice is read and normalised in a background thread while the current one is encoded,
-        so at most two slices of the input are in memory.
+        A background thread reads ahead of the encoder: the next slice (hashed and normalised) while
+        the current one is encoded, so at most two untiled slices of the input are in memory. Large
+        (tiled) slices are never held whole: the thread reads one band of tile rows at a time and
+        prepares the next two tiles; progress moves as each tile is written.
         """
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
@@ -620,30 +810,29 @@ class _Embedder:
                 del loaded
                 if self.store is not None and self.store.mode != "r+":
                     self.store = self.store.writable()
-                windows = self.windows or (None,)
                 kept = self.store.begin_slice(z, content_hash) if self.store is not None else None
-                todo_tiles = [t for t in range(len(windows)) if kept is None or not kept[t]]
-                state = _Pending(params, content_hash, [None] * len(windows), {}, {}, len(todo_tiles))
+                todo_tiles = [t for t in range(self.n_tiles) if kept is None or not kept[t]]
+                state = _Pending(params, content_hash, [None] * self.n_tiles, {}, {}, len(todo_tiles))
                 pending[z] = state
-                if not todo_tiles:  # every tile was written before an interruption
+                reporter.advance(self.n_tiles - len(todo_tiles))  # written before an interruption
+                if not todo_tiles:
                     self._finish(z, pending.pop(z))
-                    reporter.advance(self.n_tiles)
-                for t in todo_tiles:
-                    win = windows[t]
-                    crop = scaled if win is None else scaled[win.slices]
-                    inp, input_size = self._model_input(crop)
-                    state.input_sizes[t] = input_size
-                    state.original_sizes[t] = (int(crop.shape[0]), int(crop.shape[1]))
-                    queue.append((z, t, inp))
-                    if len(queue) >= self.batch_size:
-                        self._flush(queue, pending, reporter)
-                        reporter.check()
+                    continue
+                with contextlib.closing(self._inputs(z, scaled, params, todo_tiles, pool)) as inputs:
+                    for t, inp, input_size, original_size in inputs:
+                        state.input_sizes[t] = input_size
+                        state.original_sizes[t] = original_size
+                        queue.append((z, t, inp))
+                        if len(queue) >= self.batch_size:
+                            self._flush(queue, pending, reporter)
+                            reporter.check()
                 del scaled
             self._flush(queue, pending, reporter)
         finally:
             for _, future in ahead:
                 future.cancel()
             pool.shutdown(wait=True)
+            self._band = None
             reporter.close()
             if self.store is not None:  # slices begun and not finished (an error, a cancel)
                 self.store.release_locks()
@@ -667,7 +856,7 @@ class _Embedder:
             state.left -= 1
             if state.left == 0:
                 self._finish(z, pending.pop(z))
-                reporter.advance(self.n_tiles)
+            reporter.advance(1)
         queue.clear()
 
     def _finish(self, z: int, state: _Pending) -> None:
@@ -737,8 +926,8 @@ class _Embedder:
         assert self.prep is not None
         params = self._slice_params(z)
         r0, c0, r1, c1 = bounds
-        scaled = self.prep.reapply(read_slice(self.image, self.layout, z), params)
-        crop = scaled[r0:r1, c0:c1]
+        raw = _read_window(self.image, self.layout, z, slice(r0, r1), slice(c0, c1))
+        crop = self.prep.reapply(raw, params)  # only the window is read and normalised
         inp, input_size = self._model_input(crop)
         return self._embeddings(self._encode([inp]), input_size, crop.shape[:2], params)
 
@@ -1000,6 +1189,10 @@ def compute_embeddings(
         whose longest side exceeds ``tile_threshold`` (2048) are embedded in 1024-pixel tiles with a
         128-pixel halo. ``tile=False`` never tiles; ``(tile_size, halo)`` or a
         :class:`~napari_sam.engine.tiling.TileSpec` tiles slices larger than ``tile_size``.
+        A tiled slice is never read whole: it is hashed block by block, its percentiles come from
+        a regular subsample of the source (the pixels a whole slice in memory is sampled on, so
+        the limits are the same), and each tile reads only its window (one band of tile rows at a
+        time from a memory-mapped, zarr or dask array); peak memory is a few tiles.
     percentile_scope
         Stacks with percentile normalisation: ``"slice"`` (default) computes the limits on each slice;
         ``"volume"`` once for the stack, from up to 16 evenly spaced slices (the limits are part of
@@ -1008,8 +1201,9 @@ def compute_embeddings(
         Stacks: only compute these slices now; the others are computed when first indexed.
     progress
         True: a tqdm bar; a callable: called as ``progress(done, total)`` (in tiles; 1 per untiled
-        slice) before starting and after each slice. An exception it raises stops the run; slices
-        finished so far stay in the cache.
+        slice) before starting and after each tile is written (tiles found in the cache count at
+        once). A callable with a ``unit`` attribute gets ``"tile"`` or ``"slice"`` there first. An
+        exception it raises stops the run; tiles and slices finished so far stay in the cache.
     cancel
         A :class:`threading.Event`; when set, the run stops after the current batch with
         :class:`Cancelled` (the cache stays valid).
@@ -1058,7 +1252,7 @@ def compute_embeddings(
     if normalize not in ("auto", "percentile", "none", None):
         raise ValueError(f"normalize must be 'auto', 'percentile' or None, got {normalize!r}")
     if layout.is_volume and percentile_scope == "volume" and contrast_limits is None:
-        first, _ = prep.select(read_slice(image, layout, 0))
+        first, _ = prep.select(_read_window(image, layout, 0, slice(0, 2), slice(0, 2)))  # dtype, channels
         if _resolved_mode(prep, first.dtype, first.shape[-1]) == "percentile":
             prep = replace(prep, fixed_limits=_volume_limits(image, layout, prep))
     store = None

@@ -47,7 +47,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CorruptSliceError",
     "EmbeddingStore",
+    "hash_blocks",
     "is_embedding_store",
     "open_store",
     "slice_hash",
@@ -97,9 +98,37 @@ class CorruptSliceError(NapariSamError, RuntimeError):
 def slice_hash(array: np.ndarray) -> int:
     """Content hash of one input slice: 64-bit blake2b of its bytes, shape and dtype."""
     arr = np.ascontiguousarray(array)
+    return hash_blocks(arr.shape, [arr])
+
+
+def hash_blocks(shape: Sequence[int], blocks: Iterable[np.ndarray]) -> int:
+    """:func:`slice_hash` of an array of ``shape`` read in pieces, without holding all of it.
+
+    Parameters
+    ----------
+    shape
+        The whole array's shape.
+    blocks
+        Consecutive pieces of the array in C order (row bands, say), of one dtype: their bytes put
+        end to end are the array's bytes. Read one at a time.
+
+    Returns
+    -------
+    int
+        The same value :func:`slice_hash` gives for the whole array.
+    """
     h = hashlib.blake2b(digest_size=8)
-    h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
-    h.update(memoryview(arr).cast("B"))
+    dtype = None
+    for block in blocks:
+        arr = np.ascontiguousarray(block)
+        if dtype is None:
+            dtype = arr.dtype
+            h.update(f"{tuple(int(v) for v in shape)}|{dtype.str}|".encode())
+        elif arr.dtype != dtype:
+            raise ValueError(f"blocks of one array must share a dtype, got {dtype} and {arr.dtype}")
+        h.update(memoryview(arr).cast("B"))
+    if dtype is None:
+        raise ValueError("hash_blocks needs at least one block")
     return int.from_bytes(h.digest(), "little")
 
 
