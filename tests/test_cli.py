@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import tifffile
@@ -168,18 +170,26 @@ def test_segment_bad_tables_exit_2(nuclei_files, tmp_path, capsys, extra, messag
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_csv_rows_for_other_files_warn_and_files_without_rows_fail(
+def test_csv_rows_for_other_files_warn_and_files_without_rows_are_skipped(
     nuclei_files, small_weights, tmp_path, capsys
 ):
     folder, _ = nuclei_files
     table = tmp_path / "typo.csv"
     table.write_text("file,min_row,min_col,max_row,max_col\ncels0.tif,1,1,50,50\ncells1.tif,1,1,50,50\n")
     argv = ["segment", str(folder / "cells0.tif"), str(folder / "cells1.tif"), "--boxes", str(table)]
-    assert main([*argv, "--out", str(tmp_path / "o"), "--model", str(small_weights), "-q"]) == 1
+    options = ["--model", str(small_weights), "-q"]
+    assert main([*argv, "--out", str(tmp_path / "o"), *options]) == 0
     captured = capsys.readouterr()
     assert "warning: " in captured.err and "not among the inputs: cels0.tif" in captured.err
-    assert "FAILED cells0.tif: no prompts for cells0.tif" in captured.out
+    summary = captured.out.splitlines()
+    assert summary[0] == "1 done, 0 skipped (already done), 1 skipped (no prompts), 0 failed"
+    assert summary[1] == "  no prompts (no row of the table names them): cells0.tif"
     assert (tmp_path / "o" / "cells1_labels.tif").is_file()
+    assert not (tmp_path / "o" / "cells0_labels.tif").exists()
+    # --strict: an image without prompts makes the exit status 1 (the others are still done)
+    assert main([*argv, "--out", str(tmp_path / "strict"), *options, "--strict"]) == 1
+    assert "1 skipped (no prompts)" in capsys.readouterr().out
+    assert (tmp_path / "strict" / "cells1_labels.tif").is_file()
 
 
 @pytest.mark.parametrize(
@@ -492,3 +502,49 @@ def test_prompt_tables_must_match_the_image_dimensions(tmp_path, small_weights, 
     assert main([*argv, "--boxes", str(flat_table), "--model", str(small_weights), "-q"]) == 1
     out = capsys.readouterr().out
     assert "1 done" in out and "stack.tif is a 3D stack of shape (3, 32, 32): its CSV needs a z column" in out
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_is_plain_text(capsys):
+    text = _help([], capsys)
+    assert "``" not in text and "::" not in text  # no reStructuredText
+    assert "examples:" in text and "napari-sam demo" in text and "130 interrupted" in text
+
+
+@pytest.mark.parametrize("command", ["models", "demo", "gui", "train", "embed", "segment"])
+def test_every_subcommand_has_a_description_and_every_option_help(command, capsys):
+    from napari_sam.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    assert sub.description, command
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+    text = _help([command], capsys)
+    assert sub.description.split()[0] in text
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "default"),
+    [
+        ("demo", "--seed", "0"),
+        ("demo", "--device", "auto"),
+        ("train", "--steps", "500"),
+        ("train", "--lr", "0.0001"),
+        ("train", "--batch-images", "4"),
+        ("segment", "--model", "nano"),
+    ],
+)
+def test_help_shows_defaults(command, option, default, capsys):
+    text = _help([command], capsys)
+    options = " ".join(text[text.index("options:") :].split())  # the option list, unwrapped
+    entry = options[options.index(f" {option} ") :]
+    end = entry.find(" --", len(option) + 2)
+    entry = entry if end < 0 else entry[:end]
+    assert f"(default: {default})" in entry, entry

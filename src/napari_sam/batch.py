@@ -64,8 +64,11 @@ __all__ = [
 #: ``progress(done, total)``: called as the work of one item advances.
 ProgressFn = Callable[[int, int], None]
 #: ``process(item, progress)`` does one item's work and writes ``item.output``; it may return
-#: ``"skipped"`` when there was nothing left to do, or a :class:`Done` with something to report.
+#: ``"skipped"`` when there was nothing left to do, :data:`UNPROMPTED` when no prompt names the
+#: item (nothing to do, not a failure), or a :class:`Done` with something to report.
 ProcessFn = Callable[["BatchItem", "ProgressFn | None"], Any]
+#: A job's answer for an item that no row of the prompt table names.
+UNPROMPTED = "no prompts"
 
 CACHE_SUFFIX = ".embeddings.zarr"
 #: How long to try to reach a dask scheduler before giving up.
@@ -116,15 +119,25 @@ class BatchSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     empty: dict[str, str] = field(default_factory=dict)
+    unprompted: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 when no item failed, else 1."""
-        return 1 if self.failed else 0
+        """0 when no item failed, else 1 (items without prompts do not count: see :meth:`exit_status`)."""
+        return self.exit_status()
+
+    def exit_status(self, strict: bool = False) -> int:
+        """1 when an item failed, or with ``strict`` when an item had no prompts; else 0."""
+        return 1 if self.failed or (strict and self.unprompted) else 0
 
     def text(self) -> str:
         done = f"{len(self.ok)} done" + (f" ({len(self.empty)} with empty objects)" if self.empty else "")
-        lines = [f"{done}, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"]
+        parts = [done, f"{len(self.skipped)} skipped (already done)"]
+        if self.unprompted:
+            parts.append(f"{len(self.unprompted)} skipped (no prompts)")
+        lines = [", ".join([*parts, f"{len(self.failed)} failed"])]
+        if self.unprompted:
+            lines.append("  no prompts (no row of the table names them): " + ", ".join(self.unprompted))
         lines += [f"  {name}: done ({what})" for name, what in self.empty.items()]
         lines += [f"  FAILED {name}: {reason}" for name, reason in self.failed.items()]
         return "\n".join(lines)
@@ -153,7 +166,7 @@ def _run_item(
         return "failed", _describe(exc)
     if isinstance(status, Done):
         return "ok", status.empty
-    return ("skipped", "") if status == "skipped" else ("ok", "")
+    return (status, "") if status in ("skipped", UNPROMPTED) else ("ok", "")
 
 
 def output_exists(item: BatchItem) -> bool:
@@ -245,6 +258,8 @@ def _record(summary: BatchSummary, item: BatchItem, status: str, message: str, b
             bar.write(f"napari-sam: {item.name} done ({message})", file=sys.stderr)
     elif status == "skipped":
         summary.skipped.append(item.name)
+    elif status == UNPROMPTED:
+        summary.unprompted.append(item.name)
     else:
         summary.failed[item.name] = message
         bar.write(f"napari-sam: {item.name} failed: {message}", file=sys.stderr)
@@ -296,8 +311,9 @@ def _combine(results: list[tuple[str, str]]) -> tuple[str, str]:
     failed = [message for status, message in results if status == "failed"]
     if failed:
         return "failed", failed[0]
-    if all(status == "skipped" for status, _ in results):
-        return "skipped", ""
+    for quiet in ("skipped", UNPROMPTED):
+        if all(status == quiet for status, _ in results):
+            return quiet, ""
     return "ok", next((message for status, message in results if status == "ok" and message), "")
 
 
@@ -355,6 +371,7 @@ def _run_distributed(
     order = {item.name: i for i, item in enumerate(items)}
     summary.ok.sort(key=order.__getitem__)
     summary.skipped.sort(key=order.__getitem__)
+    summary.unprompted.sort(key=order.__getitem__)
     summary.failed = dict(sorted(summary.failed.items(), key=lambda kv: order[kv[0]]))
     summary.empty = dict(sorted(summary.empty.items(), key=lambda kv: order[kv[0]]))
     return summary
@@ -1088,7 +1105,7 @@ class SegmentJob:
                 )
         prompts = dict(self.prompts.get(str(item.source), {}))
         if prompts and all(len(v) == 0 for v in prompts.values()):
-            raise ValueError(f"no prompts for {item.source.name}: no row of the CSV names this file")
+            return UNPROMPTED  # no row of the table names this file: nothing to segment, not a failure
         image = read_image(item.source)
         if prompts:
             _check_prompt_dims(item.source, image, prompts)

@@ -1,16 +1,4 @@
-"""The ``napari-sam`` command.
-
-Examples::
-
-    napari-sam models                       # registered models and where their weights are
-    napari-sam models --verify sam_vit_b_01ec64.pth
-    napari-sam demo --out demo/             # offline demo on synthetic nuclei → PNG + summary
-    napari-sam embed stacks/ --out cache/   # embed every image of a folder (resumable)
-    napari-sam segment stacks/ --boxes boxes.csv --cache cache/ --out labels/
-
-Exit status: 0 all done, 1 some item failed (the others are done), 2 bad arguments, 130 interrupted
-(Ctrl-C; rerun the same command to resume).
-"""
+"""The ``napari-sam`` command: argument parsing and the subcommands; the work is done by the library."""
 
 from __future__ import annotations
 
@@ -28,6 +16,37 @@ from .errors import NapariSamError
 
 if TYPE_CHECKING:
     from .batch import BatchSummary
+
+
+#: The top-level ``--help`` epilog (plain text: argparse prints it as is).
+EPILOG = """
+examples:
+  napari-sam models                       # the models, what they are for, which are on this machine
+  napari-sam models --verify sam_vit_b_01ec64.pth
+  napari-sam demo                         # offline demo on synthetic nuclei: picture + labels
+  napari-sam gui                          # napari with the annotator docked
+  napari-sam embed stacks/ --out cache/   # embed every image of a folder (resumable)
+  napari-sam segment stacks/ --boxes boxes.csv --cache cache/ --out labels/
+
+Each command has its own --help. Exit status: 0 all done, 1 some item failed (the others are
+done), 2 bad arguments, 130 interrupted (Ctrl-C; rerun the same command to resume).
+"""
+
+
+DEVICE_HELP = "auto (CUDA, then MPS, then the CPU), cpu, cuda[:N] or mps"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions and epilogs as written and adds ``(default: …)`` to options that have one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if text is None or "%(default)" in text or "default" in text:
+            return text
+        default = action.default
+        if not action.option_strings or default is None or default is False or default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -198,9 +217,9 @@ def _channels(text: str) -> int | tuple[int, ...]:
     return picks[0] if len(picks) == 1 else picks
 
 
-def _finish(summary: BatchSummary) -> int:
+def _finish(summary: BatchSummary, strict: bool = False) -> int:
     print(summary.text())
-    return summary.exit_code
+    return summary.exit_status(strict)
 
 
 EMBED_EXAMPLES = """
@@ -245,6 +264,8 @@ Outputs and inputs are told apart by that record:
 A prompted object that gets no pixels (a box on background, a duplicated row) does not fail its
 file: the other objects are segmented, the file is done, and its line says which objects are empty,
 e.g. "stack.tif done (objects 4 (slice 2), 7 (slice 5) empty)"; the summary counts such files.
+An input that no row of the table names is skipped ("skipped (no prompts)" in the summary) and
+does not change the exit status, unless --strict.
 
 examples:
     napari-sam segment cells.tif --boxes boxes.csv --out labels/
@@ -258,8 +279,9 @@ boxes.csv for two stacks:
     stack1.tif,3,10,20,60,90
     stack2.tif,0,5,5,40,40
 
-Exit status: 0 all done, 1 some file failed (the others are done), 2 bad arguments, 130 interrupted
-(Ctrl-C: what was finished is kept; rerun the same command to resume).
+Exit status: 0 all done, 1 some file failed (the others are done; with --strict also: some input
+had no prompts), 2 bad arguments, 130 interrupted (Ctrl-C: what was finished is kept; rerun the
+same command to resume).
 """
 
 
@@ -316,12 +338,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         propagate=args.propagate,
     )
-    return _finish(summary)
+    return _finish(summary, strict=args.strict)
 
 
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="nano", help="nano (default), vit_b/l/h or a weights path")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N], mps")
+    parser.add_argument("--model", default="nano", help="nano, vit_b/l/h or a weights path")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--channel",
         type=_channels,
@@ -338,31 +360,45 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-sam",
-        description="Segment Anything for microscopy.",
-        epilog=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Segment Anything for microscopy: embed, segment and fine-tune from the shell.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"napari-sam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    models = sub.add_parser("models", help="list registered models, download or verify weights")
+    models = sub.add_parser(
+        "models",
+        help="list registered models, download or verify weights",
+        description="List every model name this version knows: what it is for, where its weights\n"
+        "are, whether they are on this machine. Download an official file, or check a weights file.",
+        formatter_class=HelpFormatter,
+    )
     models.add_argument("--download", metavar="NAME", help="download NAME's weights (checks sha256)")
     models.add_argument("--verify", metavar="FILE", help="read FILE, name its architecture and hash")
     models.set_defaults(func=_cmd_models)
 
-    demo = sub.add_parser("demo", help="segment synthetic nuclei offline and write a picture")
-    demo.add_argument("--model", default="auto", help="model name or weights path (default: auto)")
-    demo.add_argument("--out", default="napari-sam-demo", help="output folder")
+    demo = sub.add_parser(
+        "demo",
+        help="segment synthetic nuclei offline and write a picture",
+        description="Make a synthetic image of nuclei, segment every nucleus from its box with the\n"
+        "shipped nano model (offline), print the mean IoU with the true nuclei and write\n"
+        "OUT/demo.png (truth | model, the boxes drawn) and OUT/labels.tif.",
+        formatter_class=HelpFormatter,
+    )
+    demo.add_argument("--model", default="auto", help="auto (the shipped nano), a name or a weights path")
+    demo.add_argument("--out", default="napari-sam-demo", help="output folder (created)")
     demo.add_argument("--size", type=_demo_size, default=512, help="image side in pixels (16 to 8192)")
     demo.add_argument("--objects", type=_non_negative_int, default=25, help="number of nuclei")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="auto")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the synthetic image")
+    demo.add_argument("--device", default="auto", help=DEVICE_HELP)
     demo.set_defaults(func=_cmd_demo)
 
     gui = sub.add_parser(
         "gui",
         help="open napari with sample data (or your images) and the annotator docked",
         description="Open napari with the Annotator docked, on synthetic nuclei or on the given images.",
+        formatter_class=HelpFormatter,
     )
     gui.add_argument("images", nargs="*", metavar="IMAGE", help="images to open instead of the sample")
     gui.add_argument(
@@ -375,19 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune a model on a folder of image/label pairs",
         description="Fine-tune a model (SAM-style interactive training) on your annotated images.",
         epilog=TRAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     train.add_argument("data", help="folder of image/label pairs")
     train.add_argument("--model", default="nano", help="starting model: nano, vit_b/l/h or a weights path")
     train.add_argument("--out", required=True, help="output folder (checkpoint, history, model)")
-    train.add_argument("--steps", type=_non_negative_int, default=500)
-    train.add_argument("--batch-images", type=_positive_int, default=4)
+    train.add_argument("--steps", type=_non_negative_int, default=500, help="optimizer steps in all")
+    train.add_argument("--batch-images", type=_positive_int, default=4, help="images per optimizer step")
     train.add_argument("--objects", type=_positive_int, default=8, help="objects prompted per image and step")
     train.add_argument("--crop", type=_positive_int, default=256, help="crop side on the canvas (nano only)")
-    train.add_argument("--lr", type=_positive_float, default=1e-4)
+    train.add_argument("--lr", type=_positive_float, default=1e-4, help="peak learning rate (AdamW)")
     train.add_argument("--freeze-encoder", action="store_true", help="train prompt encoder + decoder only")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto")
+    train.add_argument("--seed", type=int, default=0, help="random seed (crops, prompts, initial order)")
+    train.add_argument("--device", default="auto", help=DEVICE_HELP)
     train.set_defaults(func=_cmd_train)
 
     embed = sub.add_parser(
@@ -395,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute embedding caches of images and stacks (resumable, batch)",
         description="Compute the image embeddings of every input into a zarr cache, one slice at a time.",
         epilog=EMBED_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     embed.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     embed.add_argument("--out", required=True, metavar="DIR", help="folder of the caches (created)")
@@ -403,11 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile",
         type=_non_negative_int,
         metavar="SIZE",
-        help="tile slices larger than SIZE px (0: never tile)",
+        help="tile slices larger than SIZE px (0: never; default: over 2048 px, in 1024 px tiles)",
     )
-    embed.add_argument("--halo", type=_non_negative_int, metavar="PX", help="tile overlap on each side")
+    embed.add_argument(
+        "--halo", type=_non_negative_int, metavar="PX", help="tile overlap (default: 128, ≤ SIZE / 8)"
+    )
     embed.add_argument("--batch-size", type=_positive_int, default=1, help="slices per encoder call")
-    embed.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    embed.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="encoder arithmetic; auto: bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere",
+    )
     embed.add_argument(
         "--slices-per-task",
         type=_non_negative_int,
@@ -423,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment images from box / point tables, or automatically (batch)",
         description="Segment every input from prompt tables (CSV) or automatically; write labels.",
         epilog=SEGMENT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     segment.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     prompts = segment.add_mutually_exclusive_group(required=True)
@@ -441,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="3D stacks: follow each prompted object up and down the stack (default); --no-propagate: "
         "segment the prompted slices only. With --auto: link the slices' objects into 3D objects",
+    )
+    segment.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit status 1 when an input has no prompts (by default it is skipped, exit 0)",
     )
     _add_batch_options(segment)
     segment.set_defaults(func=_cmd_segment)
