@@ -645,7 +645,7 @@ class EmbedJob:
             return [self]
         from .engine.embeddings import image_layout
 
-        layout = image_layout(read_image(item.source))
+        layout = image_layout(read_image(item.source), channel=self.channel)
         n, k = layout.n_slices, self.slices_per_task
         if not layout.is_volume or n <= k:
             return [self]
@@ -1108,7 +1108,7 @@ class SegmentJob:
             return UNPROMPTED  # no row of the table names this file: nothing to segment, not a failure
         image = read_image(item.source)
         if prompts:
-            _check_prompt_dims(item.source, image, prompts)
+            _check_prompt_dims(item.source, image, prompts, self.channel)
         options: dict[str, Any] = {}
         if self.cache_dir is not None:
             options["cache"] = cache_path(self.cache_dir, item.source)
@@ -1149,13 +1149,15 @@ def _empty_text(found: Sequence[EmptyObjectsWarning]) -> str:
     return f"object{'s' if len(names) != 1 else ''} {', '.join(names)} empty"
 
 
-def _check_prompt_dims(source: Path, image: Any, prompts: Mapping[str, np.ndarray]) -> None:
+def _check_prompt_dims(
+    source: Path, image: Any, prompts: Mapping[str, np.ndarray], channel: int | tuple[int, ...] | None
+) -> None:
     """Stacks need prompts with a slice (``z``) column, 2D images prompts without."""
     from .engine.embeddings import image_layout
 
     values = prompts["boxes"] if "boxes" in prompts else prompts["points"]
     has_z = values.shape[1] in (3, 6)
-    is_volume = image_layout(image).is_volume
+    is_volume = image_layout(image, channel=channel).is_volume
     if is_volume and not has_z:
         raise ValueError(
             f"{source.name} is a 3D stack of shape {tuple(image.shape)}: its CSV needs a z column (the "

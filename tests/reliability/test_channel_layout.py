@@ -121,3 +121,41 @@ def test_a_five_slice_stack_is_segmented_as_a_stack(model):
 def test_a_channel_that_cannot_apply_is_a_clear_error(shape, channel, match):
     with pytest.raises(ValueError, match=match):
         image_layout(np.zeros(shape, np.uint16), channel=channel)
+
+
+def test_propagate_reads_a_many_channel_stack_with_channel(five, model):
+    stack = np.stack([five, five, five])  # (3, 56, 64, 5): the same plane three times
+    seed = np.zeros((56, 64), np.uint32)
+    seed[14:36, 16:40] = 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LayoutWarning)
+        result = ns.propagate(stack, seed, z=1, channel=2, model=model)
+    expected = ns.propagate(np.ascontiguousarray(stack[..., 2]), seed, z=1, model=model)
+    assert result.labels.shape == (3, 56, 64)
+    np.testing.assert_array_equal(result.labels, expected.labels)
+
+
+def test_a_batch_of_many_channel_images_with_channel(five, tmp_path):
+    import tifffile
+
+    from napari_sam.batch import read_prompts_csv, segment_files
+    from tests.conftest import GOLDEN
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tifffile.imwrite(folder / "cells.tif", five)
+    table = tmp_path / "boxes.csv"
+    table.write_text("file,min_row,min_col,max_row,max_col\ncells.tif,10,12,40,44\n")
+    weights = str(GOLDEN / "small_a" / "weights.pth")
+    summary = segment_files(
+        [folder],
+        tmp_path / "out",
+        boxes=read_prompts_csv(table, "boxes"),
+        channel=3,
+        model=weights,
+        progress=False,
+    )
+    assert summary.ok == ["cells.tif"], summary.text()
+    labels = tifffile.imread(tmp_path / "out" / "cells_labels.tif")
+    expected = ns.segment(five[..., 3], boxes=BOX, model=weights)
+    np.testing.assert_array_equal(labels, expected)

@@ -177,7 +177,7 @@ def _as_volume(volume: Any, embeddings: Any, model: ModelLike, device: DeviceLik
                 "propagate needs a 3D stack (Z, Y, X[, C]) or its VolumeEmbeddings; got the embeddings "
                 "of a 2D image"
             )
-        layout = image_layout(volume, options.get("channel_axis"))
+        layout = image_layout(volume, options.get("channel_axis"), channel=options.get("channel"))
         if not layout.is_volume:
             raise ValueError(
                 "propagate needs a 3D stack (Z, Y, X[, C]); got a 2D image of shape "
@@ -190,7 +190,7 @@ def _as_volume(volume: Any, embeddings: Any, model: ModelLike, device: DeviceLik
             f"embeddings must be the VolumeEmbeddings of a stack, got {type(embeddings).__name__}"
         )
     if volume is not embeddings and hasattr(volume, "shape"):
-        layout = image_layout(volume, options.get("channel_axis"))
+        layout = image_layout(volume, options.get("channel_axis"), channel=options.get("channel"))
         if tuple(layout.spatial_shape) != tuple(embeddings.shape):
             raise ValueError(
                 f"embeddings are of a stack of shape {embeddings.shape}, but the volume has spatial shape "
@@ -478,9 +478,9 @@ def _mask_prompt_fn(sam: Any, slice_emb: Any) -> Callable[[np.ndarray], np.ndarr
 class _Planes:
     """Gray ``(Y, X)`` float32 slices of the image for the contrast rule (None without an image)."""
 
-    def __init__(self, image: Any, channel_axis: int | None) -> None:
+    def __init__(self, image: Any, channel_axis: int | None, channel: Any = None) -> None:
         self.image = image
-        self.layout = None if image is None else image_layout(image, channel_axis)
+        self.layout = None if image is None else image_layout(image, channel_axis, channel=channel)
         self.cache: dict[int, np.ndarray] = {}
 
     def __call__(self, z: int) -> np.ndarray | None:
@@ -632,7 +632,7 @@ def iter_propagate(
 
     if image is None and not isinstance(volume, VolumeEmbeddings):
         image = volume
-    planes = _Planes(image, embedding_options.get("channel_axis"))
+    planes = _Planes(image, embedding_options.get("channel_axis"), embedding_options.get("channel"))
     if planes.layout is not None and tuple(planes.layout.spatial_shape) != shape:
         raise ValueError(
             f"image has spatial shape {tuple(planes.layout.spatial_shape)}, the embeddings {shape}"
