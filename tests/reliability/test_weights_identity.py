@@ -8,6 +8,7 @@ changed object back.
 
 from __future__ import annotations
 
+import functools
 import json
 import textwrap
 from collections import OrderedDict
@@ -68,6 +69,7 @@ def fresh_models(monkeypatch):
     monkeypatch.setattr(loading, "_CACHE", OrderedDict())
 
 
+@functools.cache
 def _shipped_fingerprint() -> str:
     return weights_fingerprint(build_sam(shipped_nano_path()).state_dict())
 
