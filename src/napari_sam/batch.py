@@ -1121,11 +1121,11 @@ class SegmentJob:
         self, image: Any, prompts: Mapping[str, np.ndarray], options: Mapping[str, Any]
     ) -> tuple[np.ndarray, list[EmptyObjectsWarning]]:
         """:func:`napari_sam.segment` and the :class:`EmptyObjectsWarning` it gave (reported per
-        file instead); its other warnings go on as usual."""
+        file instead, gathered for this thread only); its other warnings go on as usual."""
         from .api import segment
+        from .engine.prompted import collect_empty_objects
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", EmptyObjectsWarning)
+        with collect_empty_objects() as empty:
             labels = segment(
                 image,
                 model=self.model,
@@ -1135,10 +1135,6 @@ class SegmentJob:
                 **prompts,
                 **options,
             )
-        empty = [w.message for w in caught if isinstance(w.message, EmptyObjectsWarning)]
-        for w in caught:
-            if not isinstance(w.message, EmptyObjectsWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         return labels, empty
 
 

@@ -290,17 +290,13 @@ def _segment_plane(
     :class:`~napari_sam.errors.EmptyObjectsWarning` so that the caller names them by their number in
     the stack; other warnings pass on (duplicates are said by :func:`segment_from_prompts`)."""
     from .api import segment
-    from .errors import DuplicateBoxesWarning, EmptyObjectsWarning
+    from .engine.prompted import collect_empty_objects
+    from .errors import DuplicateBoxesWarning
 
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
+    with collect_empty_objects() as reports, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DuplicateBoxesWarning)
         labels = segment(image, points=points, point_labels=point_labels, boxes=boxes, embeddings=embeddings)
-    empty: tuple[int, ...] = ()
-    for w in seen:
-        if isinstance(w.message, EmptyObjectsWarning):
-            empty = w.message.objects
-        elif not isinstance(w.message, DuplicateBoxesWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    empty = tuple(k for report in reports for k in report.objects)
     return labels, empty
 
 

@@ -156,3 +156,29 @@ def test_the_napari_message_names_the_empty_objects(nuclei):
     text = propagation_message(result, 123, "labels")
     assert text.startswith("propagated 2 objects: 123 pixels added to 'labels'")
     assert f"no mask for object 3 (slice {Z})" in text
+
+
+def test_empty_object_reports_are_gathered_per_thread():
+    """A batch worker runs files in threads: each file's report must stay with that file."""
+    import threading
+
+    from napari_sam.engine.prompted import collect_empty_objects, warn_empty_objects
+
+    both_inside = threading.Barrier(2)
+    found: dict[int, list] = {}
+
+    def work(label: int) -> None:
+        with collect_empty_objects() as reports:
+            both_inside.wait(timeout=10)
+            warn_empty_objects({label: 3})
+            both_inside.wait(timeout=10)
+        found[label] = [(r.objects, r.slices) for r in reports]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (4, 7)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found == {4: [((4,), (3,))], 7: [((7,), (3,))]}
+    with pytest.warns(EmptyObjectsWarning, match="9"):  # outside a collector it is a warning again
+        warn_empty_objects({9: None})

@@ -8,7 +8,9 @@ already there. :mod:`napari_sam.engine.propagate` seeds its objects through :fun
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ from .tiling import TiledEmbeddings, localize
 
 __all__ = [
     "ObjectPrompt",
+    "collect_empty_objects",
     "decode_into",
     "empty_objects",
     "paint_by_score",
@@ -224,8 +227,35 @@ def empty_objects(labels: np.ndarray, expected: Mapping[int, int | None]) -> dic
     return {label: z for label, z in sorted(expected.items()) if label not in present[z]}
 
 
+#: The list that :func:`collect_empty_objects` gathers reports into, per thread (None: warn).
+_EMPTY_REPORTS: ContextVar[list[EmptyObjectsWarning] | None] = ContextVar("empty_reports", default=None)
+
+
+@contextmanager
+def collect_empty_objects() -> Iterator[list[EmptyObjectsWarning]]:
+    """Gather the empty-object reports of the calls inside the block instead of warning them.
+
+    The reports of this thread only (a :class:`contextvars.ContextVar`), so that a batch worker running
+    several files in threads attributes each report to its own file; ``warnings.catch_warnings``
+    would catch every thread's warnings.
+
+    Yields
+    ------
+    list of EmptyObjectsWarning
+        Filled as the calls in the block report objects without pixels.
+    """
+    found: list[EmptyObjectsWarning] = []
+    token = _EMPTY_REPORTS.set(found)
+    try:
+        yield found
+    finally:
+        _EMPTY_REPORTS.reset(token)
+
+
 def warn_empty_objects(empty: Mapping[int, int | None], stacklevel: int = 2) -> None:
     """Emit one :class:`~napari_sam.errors.EmptyObjectsWarning` naming ``empty`` (nothing when it is empty).
+
+    Inside :func:`collect_empty_objects` the report goes to its list instead.
 
     Parameters
     ----------
@@ -236,7 +266,11 @@ def warn_empty_objects(empty: Mapping[int, int | None], stacklevel: int = 2) -> 
     """
     if empty:
         warning = EmptyObjectsWarning(list(empty), list(empty.values()))
-        warnings.warn(warning, stacklevel=stacklevel + 1)
+        collector = _EMPTY_REPORTS.get()
+        if collector is not None:
+            collector.append(warning)
+        else:
+            warnings.warn(warning, stacklevel=stacklevel + 1)
 
 
 def _as_slice_index(values: np.ndarray, n_slices: int, what: str) -> np.ndarray:
