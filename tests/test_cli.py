@@ -22,6 +22,25 @@ def test_models_lists_the_registry(capsys):
     out = capsys.readouterr().out
     for name in ("vit_b", "vit_l", "vit_h", "sam_vit_b_01ec64.pth"):
         assert name in out
+    lines = out.splitlines()
+    names = [line.split()[0] for line in lines[2:] if not line.startswith(" ")]
+    assert names == ["nano", "vit_b", "vit_l", "vit_h"]  # every registered model, nano first
+    nano = lines.index(next(line for line in lines if line.startswith("nano ")))
+    assert "nano.safetensors (shipped, sha256 ok)" in lines[nano]
+    assert "offline" in lines[nano + 1] and "nuclei" in lines[nano + 1]  # what it is for
+    vit_b = next(line for line in lines if line.startswith("vit_b "))
+    assert "napari-sam models --download vit_b" in vit_b  # not on this machine: how to get it
+
+
+def test_models_flags_a_damaged_nano(tmp_path, monkeypatch, capsys):
+    import napari_sam.model.registry as registry
+
+    fake = tmp_path / "nano.safetensors"
+    fake.write_bytes(b"not the shipped weights")
+    monkeypatch.setattr(registry, "shipped_nano_path", lambda: fake)
+    assert main(["models"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("nano "))
+    assert "WRONG HASH" in line and "reinstall" in line
 
 
 def test_models_finds_weights_in_napari_sam_weights(tmp_path, monkeypatch, capsys):

@@ -50,15 +50,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .model import OFFICIAL_WEIGHTS
-    from .model.registry import cache_dir, local_weights_status
+    from .model.registry import cache_dir, model_catalogue
 
     if args.verify:
         return _verify(Path(args.verify))
-    print(f"weights cache: {cache_dir()}")
-    print(f"{'name':8} {'file':24} {'local copy'}")
-    for name, info in OFFICIAL_WEIGHTS.items():
-        print(f"{name:8} {info.filename:24} {local_weights_status(info)}")
+    print(f"weights cache: {cache_dir()} (folders in NAPARI_SAM_WEIGHTS are searched first)")
+    print(f"{'name':8} on this machine / what it is for")
+    for entry in model_catalogue():
+        here = entry.status
+        if here == "-":
+            here = f"not here: napari-sam models --download {entry.name} (or see NAPARI_SAM_WEIGHTS)"
+        print(f"{entry.name:8} {here}")
+        print(f"{'':8} {entry.purpose}; weights: {entry.weights}")
     if args.download:
         from .model import fetch_weights
 

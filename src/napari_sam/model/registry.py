@@ -177,6 +177,54 @@ def local_weights_status(info: WeightsInfo) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of :func:`model_catalogue`: a name ``model=`` accepts, what it is for, its weights."""
+
+    name: str
+    purpose: str
+    weights: str  # the file name (and its size where it is downloaded)
+    status: str  # where it is on this machine and whether its sha256 is the published one
+
+
+#: What each registered model is for, in one line (facts of the published models; nano is ours).
+PURPOSES = {
+    "nano": "offline, fast on a CPU; trained on synthetic fluorescence nuclei only",
+    "vit_b": "official SAM ViT-B: general purpose, the usual choice on a GPU",
+    "vit_l": "official SAM ViT-L: larger and slower than vit_b, a little better",
+    "vit_h": "official SAM ViT-H: the largest and slowest, the best official masks",
+}
+#: Download sizes of the official files.
+DOWNLOAD_SIZES = {"vit_b": "375 MB", "vit_l": "1.25 GB", "vit_h": "2.56 GB"}
+
+
+def shipped_nano_status() -> str:
+    """``"PATH (shipped, sha256 ok)"``, or what is wrong with this installation's nano weights."""
+    path = shipped_nano_path()
+    if not path.is_file():
+        return f"MISSING from this installation ({path}): reinstall napari-sam-pipeline"
+    if remembered_sha256(path) != NANO_SHA256:
+        return f"{path} (WRONG HASH: this installation is damaged; reinstall napari-sam-pipeline)"
+    return f"{path} (shipped, sha256 ok)"
+
+
+def model_catalogue() -> list[ModelEntry]:
+    """Every registered model name: what it is for, its weights file and its state on this machine.
+
+    Returns
+    -------
+    list of ModelEntry
+        nano first, then the official models in :data:`OFFICIAL_WEIGHTS` order. Official files are
+        hashed once and remembered (see :func:`remembered_sha256`).
+    """
+    rows = [ModelEntry("nano", PURPOSES["nano"], f"{NANO_FILENAME} (in the package)", shipped_nano_status())]
+    for name, info in OFFICIAL_WEIGHTS.items():
+        size = DOWNLOAD_SIZES.get(name)
+        weights = f"{info.filename} ({size} download)" if size else info.filename
+        rows.append(ModelEntry(name, PURPOSES.get(name, ""), weights, local_weights_status(info)))
+    return rows
+
+
 def verify_sha256(path: Path, expected: str) -> None:
     """Raise :class:`WeightsHashError` unless ``path`` has sha256 ``expected``."""
     actual = file_sha256(path)
