@@ -55,6 +55,7 @@ def test_window_fits_the_screen_and_the_image_fits_the_canvas(gui, qtbot):
         assert _camera(viewer).zoom * max(rows / canvas_height, cols / canvas_width) > 0.8  # and fills it
         dock = next(w for name, w in viewer.window.dock_widgets.items() if "Annotator" in name)
         assert dock.width() <= 0.35 * window.width()
+        assert dock._scroll.horizontalScrollBar().maximum() == 0  # no panel is cut off on the right
     finally:
         viewer.close()
 

@@ -128,13 +128,12 @@ class AnnotatorWidget(QWidget):
             layout.addWidget(widget)
         layout.addStretch(1)
         # the panels scroll vertically, so that the dock never makes the window taller than the screen
-        scroll = QScrollArea()
+        scroll = self._scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         scroll.setWidget(content)
-        bar = scroll.verticalScrollBar().sizeHint().width()
-        scroll.setMinimumWidth(content.minimumSizeHint().width() + bar)
+        self._fit_width()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
@@ -165,6 +164,18 @@ class AnnotatorWidget(QWidget):
         self._on_image()
 
     # ------------------------------------------------------------------ messages
+
+    def _fit_width(self) -> None:
+        """As wide as the panels need (no horizontal scrolling), however high: they scroll vertically."""
+        content = self._scroll.widget()
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        self._scroll.setMinimumWidth(content.minimumSizeHint().width() + bar + 4)
+
+    def showEvent(self, event: Any) -> None:
+        # napari's style sheet, applied once the dock is shown, widens the panels
+        self._fit_width()
+        super().showEvent(event)
+
     def say(self, text: str, *, warning: bool = False, popup: bool = True) -> None:
         """Status line of the widget and viewer (and a notification unless ``popup`` is False)."""
         self.status_label.setText(text)
