@@ -116,6 +116,26 @@ def test_peak_numpy_memory_is_bounded_not_a_float_copy_of_the_image(model, tmp_p
     assert open_store(tmp_path / "c.zarr").is_complete
 
 
+def test_a_cached_big_image_is_checked_and_read_back_tile_by_tile(tmp_path):
+    """nano on a 4096² uint8 tif (25 tiles of 256 × 64 × 64 features): a second call finds every tile
+    in the cache, checks them and returns the embeddings without holding all tiles' features at once."""
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, _pattern((4096, 4096), seed=4, dtype=np.uint8))
+    image = read_image(path)
+    sam = ns.load_model("nano", "cpu")
+    first = ns.compute_embeddings(image, sam, cache=tmp_path / "c.zarr")
+    assert len(first) == 25
+    all_features = 25 * 256 * 64 * 64 * 4  # float32: 100 MiB
+    tracemalloc.start()
+    try:
+        again = ns.compute_embeddings(image, sam, cache=tmp_path / "c.zarr")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < all_features / 5, f"peak {peak / 2**20:.0f} MiB, all tiles {all_features / 2**20:.0f} MiB"
+    np.testing.assert_array_equal(again[24].features.numpy(), first[24].features.numpy())
+
+
 # ------------------------------------------------------------------------------------ same result
 
 

@@ -939,7 +939,7 @@ class _Embedder:
             params = self._slice_params(z)
             return self._embeddings(rec["features"], rec["input_size"], rec["original_size"], params)
         params = self._slice_params(z)
-        store.read_slice(z)  # checks the whole slice once
+        store.check_slice(z)  # every tile once, one at a time
 
         def load_tile(t: int) -> Embeddings:
             rec = store.read_slice(z, tile=t)

@@ -751,10 +751,35 @@ class EmbeddingStore:
     def verify_slice(self, z: int) -> bool:
         """Whether slice ``z`` is marked done and every one of its chunks reads back intact."""
         try:
-            self.read_slice(z)
+            self.check_slice(z)
         except CorruptSliceError:
             return False
         return True
+
+    def check_slice(self, z: int) -> None:
+        """Read every chunk of slice ``z`` back, one tile at a time (a tiled slice is never held whole).
+
+        Raises
+        ------
+        CorruptSliceError
+            As :meth:`read_slice`: the slice is not done, a chunk fails its checksum or was never
+            written.
+        """
+        if self.n_tiles is None:
+            self.read_slice(z)
+            return
+        self.read_slice(z, tile=0)  # the flag, the per-slice arrays and the first tile
+        for t in range(1, self.n_tiles):
+            try:
+                features = np.asarray(self.array("embeddings")[int(z), t])
+            except Exception as exc:
+                raise CorruptSliceError(
+                    f"slice {z} of the embedding cache {self.path} is damaged: tile {t}: {exc}"
+                ) from exc
+            if np.isnan(features).any():
+                raise CorruptSliceError(
+                    f"slice {z} of the embedding cache {self.path} has missing chunks (tile {t})"
+                )
 
     # ------------------------------------------------------------------ reading / writing
     def read_slice(self, z: int, tile: int | None = None) -> dict[str, Any]:
