@@ -7,15 +7,19 @@ progress and stop between slices when cancelled.
 
 from __future__ import annotations
 
+import queue
+import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .errors import AnnotatorError
 from .prompts import image_spatial_shape
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,39 @@ def compute_steps(
     return _steps(_level0(layer), list(planes), settings.model, record, options, compute_embeddings)
 
 
+def in_steps(
+    call: Callable[[Callable[[int, int], None], threading.Event], T],
+) -> Generator[tuple[int, int], None, T]:
+    """Run ``call(progress, cancel)`` in a thread and yield its ``(done, total)`` reports as they come.
+
+    Returns (``yield from``) what ``call`` returned, or raises what it raised. Closing the generator
+    early (a cancelled napari worker) sets ``cancel`` and waits for ``call`` to stop.
+    """
+    reports: queue.Queue[tuple[int, int] | None] = queue.Queue()
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call(lambda done, total: reports.put((done, total)), cancel)
+        except BaseException as exc:  # handed to the generator's caller below
+            outcome["error"] = exc
+        finally:
+            reports.put(None)
+
+    thread = threading.Thread(target=run, name="napari-sam-embed", daemon=True)
+    thread.start()
+    try:
+        while (report := reports.get()) is not None:
+            yield report
+    finally:
+        cancel.set()
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def _steps(
     data: Any,
     planes: list[int | None],
@@ -157,13 +194,17 @@ def _steps(
     record: LayerEmbeddings,
     options: dict[str, Any],
     compute: Any,
-) -> Iterator[tuple[int, int]]:
+) -> Generator[tuple[int, int], None, None]:
     total = len(planes)
     for done, plane in enumerate(planes, start=1):
         key = _key(plane)
         if key not in record.slices:
             if plane is None:
-                record.slices[key] = compute(np.asarray(data), model, **options)
+                # a 2D image: its progress counts tiles (one for a normal-size image); the source is
+                # passed as it is, so that a big memory-mapped / zarr / dask image is read tile by tile
+                record.slices[key] = yield from in_steps(
+                    lambda progress, cancel: compute(data, model, progress=progress, cancel=cancel, **options)
+                )
             else:
                 if record.volume is None:
                     record.volume = compute(data, model, slices=[], **options)
