@@ -104,8 +104,23 @@ def embed_child(args: argparse.Namespace) -> None:
         "device": str(sam.device),
         "torch": torch.__version__,
         "napari_sam": os.path.dirname(ns.__file__),
+        "vm_hwm_mib": _own_peak_mib(),
     }
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def _own_peak_mib() -> float | None:
+    """This process image's peak resident memory (Linux ``VmHWM``); None elsewhere.
+
+    ``ru_maxrss`` of a child starts at its parent's resident size when it was forked, so the child
+    reports its own peak as well.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            line = next(ln for ln in status if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) / 1024
 
 
 def run_child(tif: Path, cache: Path, args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
@@ -130,7 +145,8 @@ def run_child(tif: Path, cache: Path, args: argparse.Namespace, src: Path | None
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"child failed ({proc.returncode}):\n{stdout}\n{stderr}")
     res = json.loads(line[len("RESULT ") :])
-    res["peak_rss_mib"] = usage.ru_maxrss / 1024  # kilobytes on Linux
+    own = res.pop("vm_hwm_mib", None)
+    res["peak_rss_mib"] = own if own is not None else usage.ru_maxrss / 1024  # kilobytes on Linux
     return res
 
 

@@ -190,21 +190,25 @@ SEGMENT_NODE = [
         "nodes.segment_from_prompts", "points-outside", sfp(points=[[1e12, 1]]), ValueError, r"points outside"
     ),
     bad(
-        "nodes.segment_from_prompts", "3d-points-on-2d", sfp(points=[[0, 1, 2]]), ValueError, r"points have 3"
+        "nodes.segment_from_prompts",
+        "3d-points-on-2d",
+        sfp(points=[[0, 1, 2]]),
+        ValueError,
+        r"^points are 3D",
     ),
     bad(
         "nodes.segment_from_prompts",
         "3d-negative-points-on-2d",
         sfp(points=[[1, 2]], negative_points=[[0, 1, 2]]),
         ValueError,
-        r"negative_points have 3 coordinates",
+        r"^negative_points are 3D \(z, row, col\) but the image is 2D",
     ),
     bad(
         "nodes.segment_from_prompts",
         "2d-points-on-3d",
         stack_sfp(points=[[1, 2]]),
         ValueError,
-        r"points have 2",
+        r"^points are 2D \(row, col\) but the image is 3D",
     ),
     bad(
         "nodes.segment_from_prompts",
