@@ -22,6 +22,7 @@ from napari_sam.engine import loading
 from napari_sam.engine.loading import load_model, model_weights_id
 from napari_sam.model import build_sam
 from napari_sam.model.checkpoint import weights_fingerprint
+from napari_sam.model.identity import state_tensors
 from napari_sam.model.registry import NANO_SHA256, shipped_nano_path
 from tests._faults import spawn
 
@@ -84,7 +85,7 @@ def test_weights_id_follows_an_in_place_change(fresh_models, change):
     CHANGES[change](model)
     changed = model_weights_id(model)
     assert changed != NANO_SHA256
-    assert changed == weights_fingerprint(model.state_dict())  # the weights actually held
+    assert changed == weights_fingerprint(state_tensors(model))  # the weights actually held
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
@@ -125,6 +126,23 @@ def test_predict_refuses_embeddings_made_before_the_model_changed(fresh_models):
     _optimizer_step(model)
     with pytest.raises(ValueError, match="not the model these embeddings were computed with"):
         ns.predict(embeddings, points=[[32, 32]])
+
+
+def test_models_differing_only_in_pixel_mean_get_different_ids(fresh_models, tmp_path):
+    """``pixel_mean`` is a non-persistent buffer: not in ``state_dict()``, yet it changes the input."""
+    import napari_sam as ns
+    from napari_sam.errors import CacheMismatchError
+
+    brighter, darker = loading.open_model("nano"), loading.open_model("nano")
+    with torch.no_grad():
+        brighter.pixel_mean.add_(40.0)
+        darker.pixel_mean.sub_(40.0)
+    assert model_weights_id(brighter) != model_weights_id(darker)
+    assert NANO_SHA256 not in (model_weights_id(brighter), model_weights_id(darker))
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    ns.compute_embeddings(image, brighter, device="cpu", cache=tmp_path / "c.zarr")
+    with pytest.raises(CacheMismatchError, match="model weights"):
+        ns.compute_embeddings(image, darker, device="cpu", cache=tmp_path / "c.zarr")
 
 
 # ------------------------------------------------------------------------------------- two processes

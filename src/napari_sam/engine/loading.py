@@ -11,6 +11,7 @@ import torch
 
 from ..model import CONFIGS, OFFICIAL_WEIGHTS, Sam, build_sam, fetch_weights
 from ..model.checkpoint import weights_fingerprint
+from ..model.identity import state_tensors
 from .device import DeviceLike, resolve_device
 
 ModelLike = str | Path | Sam
@@ -124,9 +125,10 @@ def model_weights_id(model: Sam, *, check_content: bool = True) -> str:
 
     The sha256 of the file the model was loaded from while the model still holds that file's
     weights; once they changed (an optimizer step, ``load_state_dict``, ``parameter.data.add_()``
-    …), a fingerprint of the tensors (:func:`~napari_sam.model.checkpoint.weights_fingerprint`),
-    computed once per change. Embedding caches record this id, and embeddings are only decoded by
-    a model with the same id.
+    …), a fingerprint of the tensors (:func:`~napari_sam.model.checkpoint.weights_fingerprint` of
+    :func:`~napari_sam.model.identity.state_tensors`: every parameter and buffer, persistent or not,
+    so ``pixel_mean`` / ``pixel_std`` count too), computed once per change. Embedding caches record
+    this id, and embeddings are only decoded by a model with the same id.
 
     Parameters
     ----------
@@ -145,6 +147,6 @@ def model_weights_id(model: Sam, *, check_content: bool = True) -> str:
     """
     weights_id = model.weights_id(check_content=check_content)
     if weights_id is None:
-        weights_id = weights_fingerprint(model.state_dict())
+        weights_id = weights_fingerprint(state_tensors(model))
         model.weights_sha256 = weights_id
     return weights_id

@@ -34,6 +34,29 @@ def _state_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from module.named_buffers()
 
 
+def state_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor that makes up ``module``'s computation, by qualified name.
+
+    Unlike ``module.state_dict()``, this includes non-persistent buffers (such as a Sam's
+    ``pixel_mean`` and ``pixel_std``, which change what the encoder sees but are not saved in
+    weights files), so a fingerprint of it covers everything :func:`content_digest` and
+    :func:`state_token` cover.
+
+    Parameters
+    ----------
+    module
+        Any ``nn.Module``.
+
+    Returns
+    -------
+    dict
+        Name → tensor (not copied); a tensor shared under several names appears under each.
+    """
+    tensors = dict(module.named_parameters(remove_duplicate=False))
+    tensors.update(module.named_buffers(remove_duplicate=False))
+    return tensors
+
+
 def state_token(module: nn.Module) -> tuple[Hashable, ...]:
     """A cheap value that changes when any parameter or buffer of ``module`` is changed in place.
 
