@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -46,6 +47,34 @@ def test_digest_tells_dtypes_names_and_swapped_blocks_apart():
     assert content_digest(_module(v=values.clone())) != base
     swapped = torch.cat([values[2048:], values[:2048]])  # two 4 KiB blocks swapped
     assert content_digest(_module(w=swapped)) != base
+
+
+def _swap_two(words: torch.Tensor) -> None:
+    first = words[0].clone()
+    words[0] = words[1]
+    words[1] = first
+
+
+def _reverse_block(words: torch.Tensor) -> None:
+    words[:1024] = words[:1024].flip(0).clone()
+
+
+def _opposite_ulps(words: torch.Tensor) -> None:
+    words[0] += 1
+    words[5] -= 1
+
+
+def _opposite_big_steps(words: torch.Tensor) -> None:
+    words[0] += 2**22  # about ×2 and ÷2 of two floats: the same block sum
+    words[1] -= 2**22
+
+
+@pytest.mark.parametrize("change", [_swap_two, _reverse_block, _opposite_ulps, _opposite_big_steps])
+def test_digest_sees_changes_that_keep_a_block_sum(change):
+    module = _module(w=torch.randn(4096))
+    before = content_digest(module)
+    change(module.w.data.view(torch.int32))  # inside the first 4 KiB block, behind the token
+    assert content_digest(module) != before
 
 
 def test_digest_of_odd_tensors():

@@ -100,6 +100,18 @@ def test_load_model_does_not_hand_out_a_changed_model(fresh_models, change):
     assert weights_fingerprint(model.state_dict()) != _shipped_fingerprint()  # the user's copy is theirs
 
 
+def test_load_model_sees_values_swapped_inside_one_block(fresh_models):
+    """Two values of one 4 KiB block swapped through ``.data``: the block's plain sum stays."""
+    model = load_model("nano", device="cpu")
+    weight = next(p for p in model.parameters() if p.is_contiguous() and p.numel() >= 2048)
+    flat = weight.data.view(-1)
+    first = flat[0].clone()
+    flat[0] = flat[1]
+    flat[1] = first
+    assert model_weights_id(model) != NANO_SHA256
+    assert load_model("nano", device="cpu") is not model
+
+
 def test_unchanged_model_is_shared_and_keeps_the_file_id(fresh_models):
     model = load_model("nano", device="cpu")
     model.to(torch.float64).to(torch.float32)  # new tensors, same values

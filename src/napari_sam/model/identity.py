@@ -8,11 +8,12 @@ the weights the model holds *now*. Two checks tell whether they changed since th
   identity, version counter, data pointer, shape and dtype. PyTorch bumps a tensor's version on
   every in-place operation through it — optimizer steps, ``load_state_dict`` (a ``copy_``),
   ``p.mul_()`` — and replacing or moving a tensor changes its identity or data pointer.
-- a **content digest** (one read of every tensor on its own device, about 1/10 of a sha256): a
-  hash of exact integer block sums of the tensors' bytes. It catches what the token cannot see —
-  in-place changes through ``p.data``, whose version counter is not the parameter's — and tells a
-  model that was only moved (``.to("cuda")``, a dtype round trip, ``copy.deepcopy``) from one whose
-  values changed: the same bytes give the same digest on any device.
+- a **content digest** (one read of every tensor on its own device, a fraction of a sha256): a
+  hash of two exact integer sums per 4 KiB block of the tensors' bytes, the plain sum of its words
+  and their sum weighted by position. It catches what the token cannot see — in-place changes
+  through ``p.data``, whose version counter is not the parameter's — and tells a model that was
+  only moved (``.to("cuda")``, a dtype round trip, ``copy.deepcopy``) from one whose values
+  changed: the same bytes give the same digest on any device.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-#: Bytes summed into one number by :func:`content_digest` (as 1024 int32 words).
+#: Bytes summed into two numbers by :func:`content_digest` (as 1024 int32 words).
 _BLOCK_BYTES = 4096
+#: Blocks widened to int64 at a time by :func:`_block_sums` (8 MiB of scratch memory).
+_CHUNK_BLOCKS = 1024
 
 
 def _state_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -95,14 +98,50 @@ def _as_words(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return words.view(-1, _BLOCK_BYTES // 4), tail
 
 
+def _block_sums(words: torch.Tensor) -> torch.Tensor:
+    """Two exact sums per block of ``(blocks, n)`` int32 words, on their device.
+
+    Parameters
+    ----------
+    words
+        ``(blocks, n)`` int32.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(blocks, 2)`` int64: each block's sum ``Σ w[i]`` and position-weighted sum
+        ``Σ (i + 1) · w[i]``. Both are exact (at most ``2**31 · n (n + 1) / 2``, well inside int64
+        for ``n = 1024``), so they are the same on every device and in every summation order.
+        Together they see any one changed word, two words swapped, and two words changed by
+        opposite amounts (``±1`` ulp): such a change moves the weighted sum by ``(i - j) · d != 0``.
+    """
+    n_blocks, n = words.shape
+    sums = torch.empty((n_blocks, 2), dtype=torch.int64, device=words.device)
+    if n_blocks == 0:
+        return sums
+    weights = torch.arange(1, n + 1, dtype=torch.int64, device=words.device)
+    scratch = torch.empty((min(n_blocks, _CHUNK_BLOCKS), n), dtype=torch.int64, device=words.device)
+    for start in range(0, n_blocks, _CHUNK_BLOCKS):
+        chunk = words[start : start + _CHUNK_BLOCKS]
+        wide = scratch[: chunk.shape[0]]
+        wide.copy_(chunk)
+        sums[start : start + chunk.shape[0], 0] = wide.sum(dim=1)
+        wide.mul_(weights)
+        sums[start : start + chunk.shape[0], 1] = wide.sum(dim=1)
+    return sums
+
+
 def content_digest(module: nn.Module) -> str:
     """A hash of the names, shapes, dtypes and values of every parameter and buffer of ``module``.
 
-    Each 4 KiB block of a tensor's bytes is summed as int32 words (wrapping, so exact and the same
-    on every device and in every order) on the tensor's own device; the block sums, the few trailing
-    bytes and the names, shapes and dtypes are hashed with blake2b. Any change of a value changes its
-    block's sum (a change that leaves every block sum equal — values swapped within one block — is
-    not seen).
+    Each 4 KiB block of a tensor's bytes, read as 1024 int32 words, gives two exact int64 numbers
+    on the tensor's own device: the sum of its words and their position-weighted sum (see
+    :func:`_block_sums`); those numbers, the few trailing bytes and the names, shapes and dtypes
+    are hashed with blake2b. The same bytes give the same digest on every device. Any change of one
+    value, two values swapped within a block, a block reversed (unless it reads the same backwards)
+    and a pair of opposite changes (``+1`` and ``-1`` ulp) change the digest; a change is missed
+    only when it keeps both sums of every block, which takes at least three values changed in one
+    block in a balanced pattern (such as ``+d``, ``-2d``, ``+d`` at three consecutive words).
 
     Parameters
     ----------
@@ -119,8 +158,8 @@ def content_digest(module: nn.Module) -> str:
     for name, tensor in _state_tensors(module):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         words, tail = _as_words(tensor)
-        sums = words.sum(dim=1, dtype=torch.int32)
-        pieces.setdefault(tensor.device, []).extend((sums, tail.to(torch.int32)))
+        sums = _block_sums(words).reshape(-1)
+        pieces.setdefault(tensor.device, []).extend((sums, tail.to(torch.int64)))
     for device in sorted(pieces, key=str):
         values = torch.cat(pieces[device]).cpu()
         digest.update(f"{len(values)}|".encode())

@@ -89,7 +89,8 @@ class Sam(nn.Module):
             False: compare the state token only (about a millisecond; sees optimizer steps,
             ``load_state_dict``, in-place operations on parameters and buffers, replaced tensors).
             True: also compare the content digest (one read of every tensor; sees changes made
-            through ``parameter.data`` too). See :mod:`napari_sam.model.identity`.
+            through ``parameter.data`` too, unless they keep both exact sums of every 4 KiB block —
+            see :func:`~napari_sam.model.identity.content_digest`).
 
         Returns
         -------
