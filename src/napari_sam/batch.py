@@ -775,6 +775,10 @@ _BOX_LAYOUTS = {
     3: ("min_z", "min_row", "min_col", "max_z", "max_row", "max_col"),
 }
 PromptKind = Literal["boxes", "points"]
+_KIND_COLUMNS = {
+    "boxes": "box tables need columns [file,]min_row,min_col,max_row,max_col",
+    "points": "point tables need columns [file,][z,]row,col[,label]",
+}
 
 CSV_HELP = """\
 Prompt tables (CSV with a header row; column order free, names case-insensitive):
@@ -784,16 +788,20 @@ Prompt tables (CSV with a header row; column order free, names case-insensitive)
   points       file,[z,]row,col[,label]                        (label 1 = object, 0 = background)
 Coordinates are pixels in napari order (rows first, y before x); boxes are half-open like
 scikit-image's regionprops bbox. 'file' names an input by file name (cells.tif), name without
-suffix (cells) or path (absolute, or relative to the CSV); one CSV serves a whole batch. Without a
-'file' column every row applies to every input. y / x are accepted for row / col; a label may also
-be positive / negative or true / false.
-Separators: comma, semicolon or tab (the one the lines agree on); with semicolons or tabs a decimal
-comma is read as a point (2,5 = 2.5). Trailing separators, a UTF-8 BOM and lines starting with #
-are ignored.
-napari Points-layer exports (File > Save Selected Layers: index,axis-0,axis-1[,axis-2][,features])
-are point tables for one image: axis-0, axis-1 are row, col in 2D, axis-0 is z in 3D; a 'label'
-feature gives the point labels (else all 1), other columns are ignored. With no 'file' column,
-such a table is only valid when a single image is segmented."""
+suffix (cells) or path (absolute, or relative to the CSV), matched exactly (case too); one CSV
+serves a whole batch.
+Without a 'file' column every row applies to every input. y / x are accepted for row / col; a
+label may also be positive / negative or true / false.
+Separators: comma, semicolon or tab (the one the lines agree on, or the one an Excel "sep=;"
+first line names); with semicolons or tabs a decimal comma is read as a point (2,5 = 2.5).
+Trailing separators, a UTF-8 BOM and lines starting with # are ignored.
+napari layers saved as CSV (File > Save Selected Layers) are read as they are:
+  Points (--points):  index,axis-0,axis-1[,axis-2][,features]: axis-0, axis-1 are row, col in 2D,
+      axis-0 is z in 3D; a 'label' feature gives the point labels (else all 1).
+  Shapes (--boxes):   index,shape-type,vertex-index,axis-0,axis-1[,axis-2]: each rectangle (the
+      rows of one index) is one box around the pixels whose centres it covers, as the napari
+      annotator reads it; 3D rectangles lie on one slice; other shapes are an error.
+Such an export prompts one image, unless a 'file' column added to it names each row's image."""
 
 
 @dataclass(frozen=True)
@@ -812,7 +820,10 @@ class PromptTable:
     path
         The CSV file.
     napari_export
-        The table is a napari Points-layer export: it prompts one image only.
+        The table is a napari layer export without a 'file' column: it prompts one image only.
+    napari_layer
+        ``"Points"`` or ``"Shapes"`` for a napari layer export (with or without a 'file' column),
+        ``""`` for other tables.
     """
 
     kind: PromptKind
@@ -820,6 +831,7 @@ class PromptTable:
     rows: Mapping[str | None, np.ndarray]
     path: Path
     napari_export: bool = False
+    napari_layer: str = ""
 
     def match(self, sources: Sequence[Path]) -> tuple[dict[Path, np.ndarray], list[str]]:
         """Prompts of each source (an empty array for a source no row names), and the file names of
@@ -857,6 +869,8 @@ def _file_keys(source: Path) -> set[str]:
 
 
 _SEPARATORS = ",;\t"
+#: Excel's first line naming the separator (``sep=;``), sometimes quoted.
+_EXCEL_SEPARATOR = re.compile(r'"?sep=(.)"?', re.IGNORECASE)
 _NAPARI_AXIS = re.compile(r"axis-(\d+)")
 _NAPARI_LAYOUTS = {2: ("row", "col"), 3: ("z", "row", "col")}
 _LABEL_WORDS = {"positive": 1.0, "true": 1.0, "negative": 0.0, "false": 0.0}
@@ -909,7 +923,10 @@ def _table_lines(text: str) -> tuple[list[tuple[int, list[str]]], str]:
         for number, line in enumerate(text.splitlines(), start=1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    separator = _separator([line for _, line in numbered])
+    hint = _EXCEL_SEPARATOR.fullmatch(numbered[0][1].strip()) if numbered else None
+    if hint is not None:  # Excel's "sep=;" line names the separator; it is not the header
+        numbered = numbered[1:]
+    separator = hint[1] if hint is not None else _separator([line for _, line in numbered])
     return [(n, next(csv.reader([line], delimiter=separator), [])) for n, line in numbered], separator
 
 
@@ -929,30 +946,46 @@ class _Columns:
     layout: tuple[str, ...]
     ndim: int
     file_col: int | None
-    napari_export: bool
+    #: ``"Points"`` / ``"Shapes"`` for a napari layer export, ``""`` otherwise.
+    napari_layer: str = ""
+
+
+def _file_column(names: Sequence[str]) -> int | None:
+    """Where the file names are (a ``file``, ``filename``, ``image`` or ``path`` column), or None."""
+    return next((i for i, n in enumerate(names) if n in _FILE_COLUMNS), None)
+
+
+def _napari_axes(names: Sequence[str], source: Path, layer: str) -> tuple[dict[str, int], tuple[str, ...]]:
+    """``{coordinate: column}`` and the layout (row, col or z, row, col) of a napari export's axes."""
+    axes = {int(m[1]): i for i, n in enumerate(names) if (m := _NAPARI_AXIS.fullmatch(n))}
+    if sorted(axes) not in ([0, 1], [0, 1, 2]):
+        raise UsageError(
+            f"{source} is a napari {layer}-layer export with columns "
+            f"{', '.join(f'axis-{k}' for k in sorted(axes))}; only 2D (axis-0, axis-1: row, col) and 3D "
+            "(axis-0, axis-1, axis-2: z, row, col) coordinates can prompt an image"
+        )
+    layout = _NAPARI_LAYOUTS[len(axes)]
+    return {name: axes[k] for k, name in enumerate(layout)}, layout
 
 
 def _napari_columns(names: list[str], kind: PromptKind, source: Path) -> _Columns | None:
-    """The columns of a napari Points-layer export (``index,axis-0,axis-1[,axis-2],features``)."""
-    axes = {int(m[1]): i for i, n in enumerate(names) if (m := _NAPARI_AXIS.fullmatch(n))}
-    if not axes or "index" not in names:
+    """The columns of a napari Points-layer export (``index,axis-0,axis-1[,axis-2],features``) or
+    Shapes-layer export (``index,shape-type,vertex-index,axis-0,axis-1[,axis-2]``); None for others.
+
+    A ``file`` column (added by hand, or a feature of that name) says which image each row prompts.
+    """
+    if "index" not in names or not any(_NAPARI_AXIS.fullmatch(n) for n in names):
         return None
-    if kind == "boxes":
+    layer = "Shapes" if "shape-type" in names else "Points"
+    wanted = {"Shapes": ("boxes", "--boxes (boxes=)"), "Points": ("points", "--points (points=)")}[layer]
+    if kind != wanted[0]:
         raise UsageError(
-            f"{source} is a napari Points-layer export: pass it with --points (points=); box tables "
-            "need columns [file,]min_row,min_col,max_row,max_col"
+            f"{source} is a napari {layer}-layer export: pass it with {wanted[1]}; {_KIND_COLUMNS[kind]}"
         )
-    if sorted(axes) not in ([0, 1], [0, 1, 2]):
-        raise UsageError(
-            f"{source} is a napari Points-layer export with columns "
-            f"{', '.join(f'axis-{k}' for k in sorted(axes))}; only 2D (axis-0, axis-1: row, col) and 3D "
-            "(axis-0, axis-1, axis-2: z, row, col) points can prompt an image"
-        )
-    layout = _NAPARI_LAYOUTS[len(axes)]
-    index = {name: axes[k] for k, name in enumerate(layout)}
-    if "label" in names:
-        index["label"] = names.index("label")
-    return _Columns(index, layout, len(layout), None, True)
+    index, layout = _napari_axes(names, source, layer)
+    extras = ("label",) if layer == "Points" else ("index", "shape-type")
+    index.update({name: names.index(name) for name in extras if name in names})
+    return _Columns(index, layout, len(layout), _file_column(names), layer)
 
 
 def _columns(header: list[str], kind: PromptKind, source: Path) -> _Columns:
@@ -961,7 +994,7 @@ def _columns(header: list[str], kind: PromptKind, source: Path) -> _Columns:
     napari = _napari_columns(names, kind, source)
     if napari is not None:
         return napari
-    file_col = next((i for i, n in enumerate(names) if n in _FILE_COLUMNS), None)
+    file_col = _file_column(names)
     present = {n for i, n in enumerate(names) if i != file_col}
     layout, ndim = _layout(kind, present, source)
     unknown = present - set(layout) - {"z", "label"}
@@ -972,14 +1005,17 @@ def _columns(header: list[str], kind: PromptKind, source: Path) -> _Columns:
             f"{', '.join(('file', *layout))} (see --help)"
         )
     index = {n: i for i, n in enumerate(names) if i != file_col}
-    return _Columns(index, layout, ndim, file_col, False)
+    return _Columns(index, layout, ndim, file_col)
 
 
 def read_prompts_csv(path: str | os.PathLike[str], kind: PromptKind) -> PromptTable:
     """Read a box or point prompt table (the format is in ``CSV_HELP``).
 
     Comma-, semicolon- and tab-separated tables are read (with semicolons or tabs a decimal comma
-    counts as a decimal point), as are napari Points-layer exports (``index,axis-0,axis-1[,axis-2]``).
+    counts as a decimal point; an Excel ``sep=;`` first line names the separator), as are napari
+    Points-layer exports (``index,axis-0,axis-1[,axis-2]``, as points) and Shapes-layer exports
+    (``index,shape-type,vertex-index,axis-0,axis-1[,axis-2]``, each rectangle as a box), with or
+    without a ``file`` column.
 
     Parameters
     ----------
@@ -996,7 +1032,8 @@ def read_prompts_csv(path: str | os.PathLike[str], kind: PromptKind) -> PromptTa
     ------
     UsageError
         A ``ValueError`` naming the file, line and column: missing file, unknown or missing columns,
-        non-numbers, empty boxes, labels other than 0 / 1, a table without rows.
+        non-numbers, empty boxes, labels other than 0 / 1, a table without rows, a napari export
+        given as the other kind, shapes other than rectangles, a rectangle across slices.
     """
     if kind not in ("boxes", "points"):
         raise ValueError(f"kind must be 'boxes' or 'points', got {kind!r}")
@@ -1006,23 +1043,88 @@ def read_prompts_csv(path: str | os.PathLike[str], kind: PromptKind) -> PromptTa
         raise UsageError(f"{source} is empty; expected a header row, see --help")
     header = _without_trailing_empties(lines[0][1])
     columns = _columns(header, kind, source)
-    width = len(header)
-    by_file: dict[str | None, list[list[float]]] = {}
-    for line, cells in lines[1:]:
+    rows = _data_rows(lines[1:], columns, len(header), source)
+    decimal_comma = separator != ","
+    if columns.napari_layer == "Shapes":
+        by_file = _shape_boxes(rows, columns, source, decimal_comma)
+    else:
+        by_file = {}
+        for line, key, row in rows:
+            values = _row_values(row, columns, kind, line=line, source=source, decimal_comma=decimal_comma)
+            by_file.setdefault(key, []).append(values)
+    if not by_file:
+        raise UsageError(f"{source} has a header but no {kind}")
+    return PromptTable(
+        kind=kind,
+        ndim=columns.ndim,
+        rows={k: np.asarray(v, dtype=float) for k, v in by_file.items()},
+        path=source,
+        napari_export=bool(columns.napari_layer) and columns.file_col is None,
+        napari_layer=columns.napari_layer,
+    )
+
+
+def _data_rows(
+    lines: Sequence[tuple[int, list[str]]], columns: _Columns, width: int, source: Path
+) -> list[tuple[int, str | None, list[str]]]:
+    """``[(line number, file key, cells)]`` of the data lines (the key is None without a file column)."""
+    rows = []
+    for line, cells in lines:
         row = _without_trailing_empties(cells, keep=width)
         if len(row) != width:
             raise UsageError(f"{source}, line {line}: {len(row)} values for {width} columns")
         key = row[columns.file_col].strip() if columns.file_col is not None else None
         if key == "":
             raise UsageError(f"{source}, line {line}: empty file name")
-        values = _row_values(row, columns, kind, line=line, source=source, decimal_comma=separator != ",")
-        by_file.setdefault(key, []).append(values)
-    if not by_file:
-        raise UsageError(f"{source} has a header but no {kind}")
-    rows = {k: np.asarray(v, dtype=float) for k, v in by_file.items()}
-    return PromptTable(
-        kind=kind, ndim=columns.ndim, rows=rows, path=source, napari_export=columns.napari_export
-    )
+        rows.append((line, key, row))
+    return rows
+
+
+def _shape_boxes(
+    rows: Sequence[tuple[int, str | None, list[str]]], columns: _Columns, source: Path, decimal_comma: bool
+) -> dict[str | None, list[list[float]]]:
+    """The boxes of a napari Shapes-layer export, by file: each rectangle (the vertices of one
+    ``index``) is one box, read as the napari nodes read a Shapes layer
+    (:func:`napari_sam.nodes.shapes_to_boxes`)."""
+    shapes: dict[tuple[str | None, str], list[tuple[int, str, list[float]]]] = {}
+    for line, key, row in rows:
+        vertex = [_number(row[columns.index[c]], c, line, source, decimal_comma) for c in columns.layout]
+        kind = row[columns.index["shape-type"]].strip().lower()
+        shapes.setdefault((key, row[columns.index["index"]].strip()), []).append((line, kind, vertex))
+    by_file: dict[str | None, list[list[float]]] = {}
+    for (key, number), vertices in shapes.items():
+        by_file.setdefault(key, []).append(_rectangle_box(number, vertices, source))
+    return by_file
+
+
+def _rectangle_box(
+    number: str, vertices: Sequence[tuple[int, str, list[float]]], source: Path
+) -> list[float]:
+    """One rectangle's ``(line, shape type, vertex)`` rows → its half-open box (z first in 3D)."""
+    from .nodes import shapes_to_boxes
+
+    line = vertices[0][0]
+    kind = next((k for _, k, _ in vertices if k != "rectangle"), "rectangle")
+    if kind != "rectangle":
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise UsageError(
+            f"{source}, line {line}: shape {number} is {article} {kind}; only rectangles are boxes "
+            "(delete the other shapes from the layer, or draw boxes with the rectangle tool)"
+        )
+    points = np.array([v for _, _, v in vertices], dtype=float)
+    if points.shape[1] == 3 and np.ptp(points[:, 0]) > 1e-6:
+        raise UsageError(
+            f"{source}, line {line}: rectangle {number} has vertices on slices {points[:, 0].min():g} to "
+            f"{points[:, 0].max():g}; a box is drawn on one slice"
+        )
+    box = shapes_to_boxes([points])[0]
+    half = len(box) // 2
+    if np.any(box[half:] <= box[:half]):
+        raise UsageError(
+            f"{source}, line {line}: rectangle {number} covers no pixel centre (vertices from "
+            f"{points.min(axis=0).tolist()} to {points.max(axis=0).tolist()})"
+        )
+    return box.tolist()
 
 
 def _row_values(

@@ -148,3 +148,113 @@ def test_a_napari_export_for_several_images_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "napari Points-layer export" in err and "2 inputs" in err and "file" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_napari_export_with_a_file_column_prompts_each_image(tmp_path, small_weights, capsys, monkeypatch):
+    """Issue F1: the 'file' column of a napari export is read: each image gets its own points."""
+    monkeypatch.setenv("NAPARI_SAM_CACHE", str(tmp_path / "weights-cache"))
+    export = tmp_path / "clicks.csv"
+    export.write_text("index,axis-0,axis-1,file,label\n0,20,30,a.tif,positive\n1,40,5,b.tif,positive\n")
+    table = read_prompts_csv(export, "points")
+    assert not table.napari_export and sorted(table.rows) == ["a.tif", "b.tif"]
+    np.testing.assert_array_equal(table.rows["b.tif"], [[40, 5, 1]])
+
+    a, b = _image(tmp_path / "a.tif"), _image(tmp_path / "b.tif")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("file,row,col\na.tif,20,30\nb.tif,40,5\n")
+    model = ["--model", str(small_weights), "--device", "cpu", "-q"]
+    for csv_file, out in ((export, "from_napari"), (plain, "from_plain")):
+        argv = ["segment", str(a), str(b), "--points", str(csv_file), "--out", str(tmp_path / out), *model]
+        assert main(argv) == 0, capsys.readouterr().err
+    for name in ("a_labels.tif", "b_labels.tif"):
+        np.testing.assert_array_equal(
+            tifffile.imread(tmp_path / "from_napari" / name), tifffile.imread(tmp_path / "from_plain" / name)
+        )
+    # one input, rows for two: only its own rows prompt it
+    argv = ["segment", str(b), "--points", str(export), "--out", str(tmp_path / "only_b"), *model]
+    assert main(argv) == 0
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "only_b" / "b_labels.tif"),
+        tifffile.imread(tmp_path / "from_plain" / "b_labels.tif"),
+    )
+
+
+def _shapes_export(path: Path, shapes: list, kinds: list[str] | None = None) -> Path:
+    """The CSV napari's own Shapes writer (File > Save Selected Layer) makes."""
+    writer = pytest.importorskip("napari_builtins.io._write")
+    data = [np.asarray(s, dtype=float) for s in shapes]
+    meta = {"shape_type": kinds or ["rectangle"] * len(data)}
+    assert writer.napari_write_shapes(str(path), data, meta) == str(path)
+    return path
+
+
+RECTANGLES = [[[10, 20], [10, 60], [40, 60], [40, 20]], [[2.5, 3], [2.5, 9], [7, 9], [7, 3]]]
+
+
+def test_a_napari_shapes_export_is_a_box_table(tmp_path):
+    """Issue F2: each rectangle of a Shapes-layer export is one box, as the napari nodes read it."""
+    from napari_sam.nodes import shapes_to_boxes
+
+    flat = _shapes_export(tmp_path / "flat.csv", RECTANGLES)
+    assert flat.read_text().splitlines()[0] == "index,shape-type,vertex-index,axis-0,axis-1"
+    table = read_prompts_csv(flat, "boxes")
+    assert table.ndim == 2 and list(table.rows) == [None] and table.napari_export
+    np.testing.assert_array_equal(table.rows[None], shapes_to_boxes(RECTANGLES))
+
+    on_slices = [[[3, *v] for v in RECTANGLES[0]], [[5, *v] for v in RECTANGLES[1]]]
+    table = read_prompts_csv(_shapes_export(tmp_path / "stack.csv", on_slices), "boxes")
+    assert table.ndim == 3
+    np.testing.assert_array_equal(table.rows[None], shapes_to_boxes(on_slices))
+    assert table.rows[None][:, 0].tolist() == [3, 5] and table.rows[None][:, 3].tolist() == [4, 6]
+
+    with pytest.raises(UsageError, match="pass it with --boxes"):
+        read_prompts_csv(flat, "points")
+
+
+@pytest.mark.parametrize(
+    ("shapes", "kinds", "message"),
+    [
+        (RECTANGLES, ["rectangle", "ellipse"], "shape 1 is an ellipse"),
+        ([[[1, 1], [9, 9]]], ["line"], "shape 0 is a line"),
+        (
+            [[[3, *v] for v in RECTANGLES[0][:2]] + [[4, *v] for v in RECTANGLES[0][2:]]],
+            None,
+            "slices 3 to 4",
+        ),
+        ([[[5.5, 5], [5.5, 9], [5.5, 9], [5.5, 5]]], None, "no pixel"),
+    ],
+    ids=["ellipse", "line", "across-slices", "flat"],
+)
+def test_a_napari_shapes_export_that_is_not_boxes(tmp_path, shapes, kinds, message):
+    path = _shapes_export(tmp_path / "shapes.csv", shapes, kinds)
+    with pytest.raises(UsageError, match=message):
+        read_prompts_csv(path, "boxes")
+
+
+def test_segment_takes_a_napari_shapes_export_as_boxes(tmp_path, small_weights, capsys, monkeypatch):
+    monkeypatch.setenv("NAPARI_SAM_CACHE", str(tmp_path / "weights-cache"))
+    image = _image(tmp_path / "cells.tif")
+    export = _shapes_export(tmp_path / "boxes.csv", [[[12, 20], [12, 43], [29, 43], [29, 20]]])
+    plain = tmp_path / "plain.csv"
+    plain.write_text("min_row,min_col,max_row,max_col\n12,20,30,44\n")
+    model = ["--model", str(small_weights), "--device", "cpu", "-q"]
+    for table, out in ((export, "from_napari"), (plain, "from_plain")):
+        argv = ["segment", str(image), "--boxes", str(table), "--out", str(tmp_path / out), *model]
+        assert main(argv) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "from_napari" / "cells_labels.tif"),
+        tifffile.imread(tmp_path / "from_plain" / "cells_labels.tif"),
+    )
+    argv = ["segment", str(image), "--points", str(export), "--out", str(tmp_path / "o"), *model]
+    assert main(argv) == 2
+    assert "Shapes-layer export: pass it with --boxes" in capsys.readouterr().err
+
+
+def test_an_excel_separator_line(tmp_path):
+    """Excel's ``sep=;`` first line names the separator; it is not the header."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"sep=;\r\nfile;min_row;min_col;max_row;max_col\r\na.tif;1;2,5;10;20\r\n")
+    table = read_prompts_csv(path, "boxes")
+    np.testing.assert_array_equal(table.rows["a.tif"], [[1, 2.5, 10, 20]])
+    path.write_text("sep=,\nrow,col\n1,2\n")
+    np.testing.assert_array_equal(read_prompts_csv(path, "points").rows[None], [[1, 2, 1]])
