@@ -9,7 +9,9 @@ write the outputs themselves, so inputs and outputs must be on storage every wor
 :func:`embed_files` and :func:`segment_files` are the batches behind ``napari-sam embed`` and
 ``napari-sam segment``; :func:`read_prompts_csv` reads their prompt tables. Every labels output of
 :func:`segment_files` gets a record beside it (:func:`record_path`, written by :func:`write_output`)
-naming its input: that is how an output is told from an input (:func:`foreign_output`).
+naming its input: that is how an output is told from an input (:func:`foreign_output`). The record
+also holds how the labels were made (the input's fingerprint, the prompts, mode, model and
+options), so that labels count as done only for the same request (:func:`outdated_output`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -54,6 +57,10 @@ __all__ = [
     "cache_path",
     "embed_files",
     "foreign_output",
+    "input_fingerprint",
+    "model_identity",
+    "outdated_output",
+    "prompts_digest",
     "read_prompts_csv",
     "record_path",
     "run_batch",
@@ -380,8 +387,13 @@ def _run_distributed(
 # ---------------------------------------------------------------------------------------------- items
 
 
-def _check_output_folder(folder: Path, what: str) -> Path:
-    """Create ``folder`` if needed and check that files can be written in it."""
+def _check_output_folder(folder: Path, what: str, sources: Sequence[Path] = ()) -> Path:
+    """Create ``folder`` if needed and check that files can be written in it.
+
+    A folder that is one of ``sources`` or lies inside one (an OME-Zarr input, say) is refused before
+    anything is created: napari-sam never writes into an input.
+    """
+    _refuse_folder_in_inputs(folder, sources, what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -397,6 +409,24 @@ def _check_output_folder(folder: Path, what: str) -> Path:
     return folder
 
 
+def _comparable(path: Path) -> Path:
+    """``path`` resolved (it need not exist), in the case the file system compares names in."""
+    return Path(os.path.normcase(str(path.expanduser().resolve())))
+
+
+def _refuse_folder_in_inputs(folder: Path, sources: Sequence[Path], what: str) -> None:
+    """A :class:`UsageError` when ``folder`` is one of ``sources`` or lies inside one."""
+    target = _comparable(folder)
+    for source in sources:
+        place = _comparable(source)
+        if target == place or place in target.parents:
+            where = "is the input" if target == place else "is inside the input"
+            raise UsageError(
+                f"the {what} folder {folder} {where} {source}; napari-sam never writes into an input: "
+                "choose a folder outside it"
+            )
+
+
 def _unique_names(sources: Sequence[Path]) -> None:
     seen: dict[str, Path] = {}
     for source in sources:
@@ -409,13 +439,55 @@ def _unique_names(sources: Sequence[Path]) -> None:
         seen[name] = source
 
 
-def _expand(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+def _input_list(inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Any]:
+    """``inputs`` as a list: one path (a ``str`` or ``Path``) is a list of one."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    return list(inputs)
+
+
+def _distinct(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` without repeats (one file named twice, or once by a folder and once by name)."""
+    seen: set[tuple[Any, ...]] = set()
+    kept = []
+    for path in paths:
+        keys = _identity(path)
+        if keys.isdisjoint(seen):
+            kept.append(path)
+        seen |= keys
+    return kept
+
+
+def _not_outputs(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` without the labels napari-sam wrote (those with a valid record), with a note for each.
+
+    A folder scan leaves them out already; this drops those named one by one (a shell glob over a
+    folder that is also ``--out``), so that rerunning the same command resumes.
+    """
+    kept = []
+    for path in paths:
+        record = output_record(path)
+        if record is None:
+            kept.append(path)
+        else:
+            print(
+                f"napari-sam: {path.name}: labels napari-sam wrote for {record.get('input')}, not an input",
+                file=sys.stderr,
+            )
+    return kept
+
+
+def _expand(inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Path]:
+    """The input images: folders expanded, repeats and napari-sam's own labels left out."""
     try:
-        sources = find_images(inputs)
+        found = _distinct(find_images(_input_list(inputs)))
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+    sources = _not_outputs(found)
     if not sources:
-        raise UsageError("no input images given")
+        raise UsageError(
+            "no input images given" if not found else "every input is labels napari-sam wrote, not an image"
+        )
     _unique_names(sources)
     return sources
 
@@ -423,13 +495,19 @@ def _expand(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- outputs
 #
 # Outputs and inputs are told apart by a record: beside every labels file or folder it writes,
-# ``segment`` writes ``<output>.napari-sam.json`` naming the input it came from and the output's size
-# and modification time. An existing output is "already done" only when its record names this input
-# and the output is unchanged since; anything else at an output path is left alone unless
-# ``overwrite``, and a path that is one of the run's inputs (or inside one) is never written.
+# ``segment`` writes ``<output>.napari-sam.json`` naming the input it came from, the output's size
+# and modification time, the input's fingerprint and what was asked (prompts, mode, model …). An
+# existing output is "already done" only when its record names this input, the output is unchanged
+# since, and the input and the request are the same as now; anything else at an output path is left
+# alone unless ``overwrite``, and a path that is one of the run's inputs, lies inside one or holds
+# one is never written.
 
-#: Version of the record's fields.
-RECORD_FORMAT = 1
+#: Version of the record's fields (1: without the input's fingerprint and the request).
+RECORD_FORMAT = 2
+#: Input files up to this size are hashed whole for their fingerprint; bigger ones by their ends.
+WHOLE_HASH_BYTES = 2 << 20
+#: How much of each end of a bigger input file is hashed.
+END_HASH_BYTES = 1 << 20
 
 
 def record_path(output: str | os.PathLike[str]) -> Path:
@@ -447,33 +525,43 @@ def _identity(path: Path) -> set[tuple[Any, ...]]:
     return keys
 
 
+def _conflict(output: Path, source: Path, owners: set[tuple[Any, ...]]) -> str | None:
+    """How ``output`` collides with the input ``source`` (whose identity keys are ``owners``), or None."""
+    if not owners.isdisjoint(_identity(output)):
+        return "is one of the inputs"
+    target, place = _comparable(output), _comparable(source)
+    if place in target.parents:
+        return f"is inside the input {source}"
+    if target in place.parents:
+        return f"holds the input {source}"
+    return None
+
+
 def _input_conflicts(items: Sequence[BatchItem], sources: Sequence[Path]) -> dict[str, str]:
-    """``{output: input}`` for the items whose output is one of ``sources`` or lies inside one."""
-    owners: dict[tuple[Any, ...], Path] = {}
-    for source in sources:
-        owners |= dict.fromkeys(_identity(source), source)
-    folders = {key[1]: owners[key] for key in owners if key[0] == "path"}
+    """``{output: how}`` for the items whose output is one of ``sources``, lies inside one or holds one
+    (``how``: ``"is one of the inputs"``, ``"is inside the input …"``, ``"holds the input …"``)."""
+    owners = [(source, _identity(source)) for source in sources]
     conflicts = {}
     for item in items:
-        hit = next((owners[key] for key in _identity(item.output) if key in owners), None)
-        if hit is None:
-            parents = (os.path.normcase(str(p)) for p in item.output.resolve().parents)
-            hit = next((folders[p] for p in parents if p in folders), None)
-        if hit is not None:
-            conflicts[str(item.output)] = str(hit)
+        how = next((h for s, keys in owners if (h := _conflict(item.output, s, keys))), None)
+        if how is not None:
+            conflicts[str(item.output)] = how
     return conflicts
 
 
 def _refuse_inputs(item: BatchItem, conflicts: Mapping[str, str]) -> None:
-    """Raise when ``item.output`` is one of the run's inputs (found by :func:`_input_conflicts`)."""
-    source = conflicts.get(str(item.output))
-    if source is None:
+    """Raise when ``item.output`` is, lies in or holds one of the run's inputs (see
+    :func:`_input_conflicts`): never written, with or without ``overwrite``."""
+    how = conflicts.get(str(item.output))
+    if how is None:
         return
-    where = "is one of the inputs" if Path(source) == item.output else f"is inside the input {source}"
-    raise FileExistsError(
-        f"not written: its output {item.output} {where} (an image of this run, not labels napari-sam "
-        "wrote); choose another output folder"
-    )
+    if how == "is one of the inputs":
+        why = " (an image of this run, not labels napari-sam wrote)"
+    elif how.startswith("holds"):
+        why = ", which napari-sam never deletes (not even with --overwrite)"
+    else:
+        why = ""
+    raise FileExistsError(f"not written: its output {item.output} {how}{why}; choose another output folder")
 
 
 def _fingerprint(path: Path) -> dict[str, int]:
@@ -487,6 +575,43 @@ def _fingerprint(path: Path) -> dict[str, int]:
     }
 
 
+def _ends_sha256(path: Path, size: int) -> str:
+    """sha256 of a file up to :data:`WHOLE_HASH_BYTES`, else of its first and last :data:`END_HASH_BYTES`."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        if size <= WHOLE_HASH_BYTES:
+            digest.update(file.read())
+        else:
+            digest.update(file.read(END_HASH_BYTES))
+            file.seek(size - END_HASH_BYTES)
+            digest.update(file.read(END_HASH_BYTES))
+    return digest.hexdigest()
+
+
+def input_fingerprint(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """What tells one version of an input from another, as recorded with its labels.
+
+    Size and modification time (ns) of the file, or of a folder's (zarr store's) files with their
+    number; for a file also the sha256 of its content (whole up to 2 MiB, else of its first and last
+    MiB), which tells apart another image of the same size copied with its timestamp kept.
+
+    Parameters
+    ----------
+    source
+        An input file or folder.
+
+    Returns
+    -------
+    dict
+        ``files``, ``bytes``, ``mtime_ns`` and, for a file, ``sha256_ends``.
+    """
+    path = Path(source)
+    found: dict[str, Any] = dict(_fingerprint(path))
+    if path.is_file():
+        found["sha256_ends"] = _ends_sha256(path, found["bytes"])
+    return found
+
+
 def _input_reference(source: Path, folder: Path) -> str:
     """``source`` as a path relative to ``folder`` (absolute when there is none), with ``/``."""
     try:
@@ -495,8 +620,28 @@ def _input_reference(source: Path, folder: Path) -> str:
         return source.resolve().as_posix()
 
 
+def _load_record(output: Path) -> tuple[dict[str, Any] | None, str]:
+    """The record of ``output``, or None and what is wrong with it (a phrase after "exists and")."""
+    path = record_path(output)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, f"was not written by napari-sam (no {path.name} beside it)"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"its record {path.name} cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return None, f"its record {path.name} cannot be read (not valid JSON: {exc})"
+    if not isinstance(data, dict) or "napari_sam_output" not in data:
+        return None, f"{path.name} beside it is not a napari-sam record"
+    if data.get("output") != output.name:
+        return None, f"its record {path.name} is the record of another output, {data.get('output')}"
+    return data, ""
+
+
 def foreign_output(item: BatchItem) -> str | None:
-    """Why the existing ``item.output`` is not this item's finished output, or None when it is.
+    """Why the existing ``item.output`` is not labels napari-sam made for ``item.source``, or None.
 
     Parameters
     ----------
@@ -507,12 +652,14 @@ def foreign_output(item: BatchItem) -> str | None:
     -------
     str or None
         None when its record names ``item.source`` and it is unchanged since it was written;
-        otherwise a sentence saying what is there.
+        otherwise a sentence saying what is there (no record, a damaged record, labels of another
+        input, labels edited since). Whether they were made from the same prompts, model and
+        version of the input is :func:`outdated_output`'s question.
     """
     output = item.output
-    record = output_record(output)
+    record, problem = _load_record(output)
     if record is None:
-        return f"{output} exists and was not written by napari-sam (no {record_path(output).name} beside it)"
+        return f"{output} exists and {problem}"
     named = output.parent / str(record.get("input", ""))
     if _identity(named).isdisjoint(_identity(item.source)):
         return f"{output} was written by napari-sam for another input, {record.get('input')}"
@@ -523,6 +670,110 @@ def foreign_output(item: BatchItem) -> str | None:
     if not unchanged:
         return f"{output} was changed since napari-sam wrote it"
     return None
+
+
+def outdated_output(item: BatchItem, request: Mapping[str, Any]) -> str | None:
+    """What differs between how ``item.output`` was made and what is asked now, or None.
+
+    Parameters
+    ----------
+    item
+        ``item.output`` exists and is labels napari-sam made for ``item.source``
+        (:func:`foreign_output` is None).
+    request
+        What is asked now (:meth:`SegmentJob.request`): prompts digest, mode, model, propagate,
+        channel, format.
+
+    Returns
+    -------
+    str or None
+        None when the record holds the same request and the input's fingerprint
+        (:func:`input_fingerprint`) is the same as now; otherwise ``"<output>: labels were made from
+        other prompts, with another model (…)"`` naming every difference. Records of earlier
+        versions, which hold neither, are "made with unknown settings".
+    """
+    record, _ = _load_record(item.output)
+    if record is None or not isinstance(record.get("request"), dict):
+        written_by = (record or {}).get("written_by") or "an earlier napari-sam"
+        return f"{item.output}: labels were made with unknown settings (recorded by {written_by})"
+    changes = _request_changes(record["request"], _as_json(request))
+    try:
+        now = input_fingerprint(item.source)
+    except OSError:
+        now = {}
+    changes += _input_changes(record.get("input_fingerprint"), now, item.source)
+    if not changes:
+        return None
+    return f"{item.output}: labels were made {', '.join(changes)}"
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from a record (tuples as lists …)."""
+    return json.loads(json.dumps(value))
+
+
+_MODES = {"auto": "automatic", "boxes": "boxes", "points": "points"}
+
+
+def _model_name(request: Mapping[str, Any]) -> str:
+    """A model's name, or its weights file's name."""
+    return Path(str(request.get("model"))).name
+
+
+def _same_model(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Same weights (by sha256 when both records know it, else by name or path)."""
+    if old.get("weights_sha256") and new.get("weights_sha256"):
+        return bool(old["weights_sha256"] == new["weights_sha256"])
+    return bool(old.get("model") == new.get("model"))
+
+
+def _request_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Phrases (after "labels were made") for each difference between two requests."""
+    changes = []
+    if old.get("mode") != new.get("mode"):
+        changes.append(
+            f"in another mode ({_MODES.get(str(old.get('mode')), old.get('mode'))}; now "
+            f"{_MODES.get(str(new.get('mode')), new.get('mode'))})"
+        )
+    elif old.get("prompts_sha256") != new.get("prompts_sha256"):
+        changes.append("from other prompts (this file's rows of the table changed)")
+    if not _same_model(old, new):
+        changes.append(f"with another model ({_model_name(old)}; now {_model_name(new)})")
+    if old.get("propagate") != new.get("propagate"):
+        flag = {True: "--propagate", False: "--no-propagate"}
+        then, now = flag.get(old.get("propagate"), "?"), flag.get(new.get("propagate"), "?")
+        changes.append(f"with {then} (now {now})")
+    if old.get("channel") != new.get("channel"):
+        then, now = (_channel_text(r.get("channel")) for r in (old, new))
+        changes.append(f"from another channel ({then}; now {now})")
+    if old.get("format") != new.get("format"):
+        changes.append(f"in another format ({old.get('format')}; now {new.get('format')})")
+    return changes
+
+
+def _channel_text(channel: Any) -> str:
+    """``--channel`` as written on the command line (``"none"`` when not given)."""
+    if channel is None:
+        return "none"
+    return ",".join(map(str, channel)) if isinstance(channel, list) else str(channel)
+
+
+_FINGERPRINT_PARTS = {
+    "bytes": "size",
+    "mtime_ns": "modification time",
+    "files": "number of files",
+    "sha256_ends": "content",
+}
+
+
+def _input_changes(old: Any, new: Mapping[str, Any], source: Path) -> list[str]:
+    """``["from another version of the image (a.tif changed since: size, content)"]``, or ``[]``."""
+    if not isinstance(old, dict):
+        return [f"from an unknown version of the image ({source.name}'s fingerprint is not recorded)"]
+    parts = [name for key, name in _FINGERPRINT_PARTS.items() if old.get(key) != new.get(key)]
+    if not parts:
+        return []
+    return [f"from another version of the image ({source.name} changed since: {', '.join(parts)})"]
 
 
 def _write_record(item: BatchItem, written: Path, command: str, details: Mapping[str, Any]) -> None:
@@ -632,7 +883,7 @@ class EmbedJob:
     overwrite: bool = False
     slices_per_task: int = 0
     slices: tuple[int, ...] | None = None
-    #: ``{output: input}``: items whose cache path is an input of the run (never written).
+    #: ``{output: how}``: items whose cache path is, lies in or holds an input (never written).
     conflicts: Mapping[str, str] = field(default_factory=dict)
 
     def split(self, item: BatchItem) -> list[EmbedJob]:
@@ -685,7 +936,7 @@ class EmbedJob:
 
 
 def embed_files(
-    inputs: Iterable[str | os.PathLike[str]],
+    inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
     model: str = "nano",
@@ -704,9 +955,11 @@ def embed_files(
     Parameters
     ----------
     inputs
-        Image files and folders of images (see :func:`napari_sam.io.find_images`).
+        Image files and folders of images (see :func:`napari_sam.io.find_images`), or one path. An
+        input named twice is embedded once; labels napari-sam wrote (files with a record) are left
+        out, with a note.
     out
-        Folder of the caches (created).
+        Folder of the caches (created; not inside an input).
     model, device, channel, tile, batch_size, precision
         As in :func:`napari_sam.compute_embeddings` (``channel``: the channel, or up to three mapped to
         RGB, of multi-channel images).
@@ -749,7 +1002,7 @@ def embed_files(
     ):
         raise UsageError(f"slices_per_task must be an integer >= 0, got {slices_per_task!r}")
     sources = _expand(inputs)
-    folder = _check_output_folder(Path(out).expanduser(), "output")
+    folder = _check_output_folder(Path(out).expanduser(), "output", sources)
     items = [BatchItem(source, cache_path(folder, source)) for source in sources]
     job = EmbedJob(
         conflicts=_input_conflicts(items, sources),
@@ -789,7 +1042,7 @@ Prompt tables (CSV with a header row; column order free, names case-insensitive)
 Coordinates are pixels in napari order (rows first, y before x); boxes are half-open like
 scikit-image's regionprops bbox. 'file' names an input by file name (cells.tif), name without
 suffix (cells) or path (absolute, or relative to the CSV), matched exactly (case too); one CSV
-serves a whole batch.
+serves a whole batch. A table with a 'file' column that names none of the inputs is an error.
 Without a 'file' column every row applies to every input. y / x are accepted for row / col; a
 label may also be positive / negative or true / false.
 Separators: comma, semicolon or tab (the one the lines agree on, or the one an Excel "sep=;"
@@ -1180,6 +1433,45 @@ def _box_values(values: list[float], layout: tuple[str, ...], line: int, source:
 # ---------------------------------------------------------------------------------------------- segment
 
 
+def prompts_digest(prompts: Mapping[str, Any]) -> str | None:
+    """sha256 of one file's prompts (the keyword arrays of :func:`napari_sam.segment`), or None for none.
+
+    The exact values count (as float64, in their order: it numbers the objects); how the table
+    wrote them (``20`` or ``20.0``, separators) does not.
+    """
+    if not prompts:
+        return None
+    digest = hashlib.sha256()
+    for key in sorted(prompts):
+        values = np.ascontiguousarray(prompts[key], dtype="<f8")
+        digest.update(f"{key}{values.shape}".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def model_identity(model: str | os.PathLike[str]) -> dict[str, str | None]:
+    """How the labels' model is recorded: ``{"model": name or weights path, "weights_sha256": …}``.
+
+    A registered name gives its published (or shipped) sha256, a weights file its own (remembered
+    by path, size and modification time, see :func:`napari_sam.model.registry.remembered_sha256`);
+    two records name the same model when their sha256 agree. Nothing is downloaded.
+    """
+    from .model.registry import NANO_SHA256, OFFICIAL_WEIGHTS, remembered_sha256
+
+    name = str(model)
+    if name == "nano":
+        return {"model": name, "weights_sha256": NANO_SHA256}
+    if name in OFFICIAL_WEIGHTS:
+        return {"model": name, "weights_sha256": OFFICIAL_WEIGHTS[name].sha256}
+    path = Path(name).expanduser()
+    if path.is_file():
+        try:
+            return {"model": str(path.resolve()), "weights_sha256": remembered_sha256(path)}
+        except OSError:
+            pass
+    return {"model": name, "weights_sha256": None}
+
+
 @dataclass(frozen=True)
 class SegmentJob:
     """Segment one image from its prompts and write its labels; see :func:`segment_files`."""
@@ -1191,23 +1483,39 @@ class SegmentJob:
     cache_dir: str | None = None
     overwrite: bool = False
     propagate: bool = True
-    #: ``{output: input}``: items whose labels path is an input of the run (never written).
+    #: ``{output: how}``: items whose labels path is, lies in or holds an input (never written).
     conflicts: Mapping[str, str] = field(default_factory=dict)
+    #: The model as recorded: ``model`` and ``weights_sha256`` (see :func:`model_identity`).
+    model_id: Mapping[str, Any] = field(default_factory=dict)
+
+    def request(self, item: BatchItem, prompts: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """What is asked of ``item``, as recorded with its labels and compared on a rerun.
+
+        ``mode`` (boxes, points or auto), ``prompts_sha256`` (the exact prompt values of this file
+        after reading the table), the model, ``propagate``, ``channel`` and ``format``.
+        """
+        mode = "boxes" if "boxes" in prompts else "points" if "points" in prompts else "auto"
+        return _as_json(
+            {
+                "mode": mode,
+                "prompts_sha256": prompts_digest(prompts),
+                "model": self.model_id.get("model", self.model),
+                "weights_sha256": self.model_id.get("weights_sha256"),
+                "propagate": self.propagate,
+                "channel": self.channel,
+                "format": item.output.suffix.lstrip(".").lower(),
+            }
+        )
 
     def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str | Done:
-        _refuse_inputs(item, self.conflicts)
-        if item.output.exists() or item.output.is_symlink():
-            problem = foreign_output(item)
-            if problem is None and not self.overwrite:
-                return "skipped"
-            if problem is not None and not self.overwrite:
-                raise FileExistsError(
-                    f"{problem}; it is kept: pass --overwrite (overwrite=True) to replace it, or choose "
-                    "another output folder"
-                )
         prompts = dict(self.prompts.get(str(item.source), {}))
         if prompts and all(len(v) == 0 for v in prompts.values()):
             return UNPROMPTED  # no row of the table names this file: nothing to segment, not a failure
+        _refuse_inputs(item, self.conflicts)
+        request = self.request(item, prompts)
+        if (item.output.exists() or item.output.is_symlink()) and self._done(item, request):
+            return "skipped"
+        fingerprint = input_fingerprint(item.source)  # before reading: a change meanwhile shows next time
         image = read_image(item.source)
         if prompts:
             _check_prompt_dims(item.source, image, prompts, self.channel)
@@ -1216,8 +1524,33 @@ class SegmentJob:
             options["cache"] = cache_path(self.cache_dir, item.source)
         labels, empty = self._segment(image, prompts, options)
         like = item.source if is_ome_zarr(item.source) else None
-        write_output(item, labels, like=like, details={"model": self.model})
+        details = {"input_fingerprint": fingerprint, "request": request}
+        write_output(item, labels, like=like, details=details)
         return Done(empty=_empty_text(empty)) if empty else "ok"
+
+    def _done(self, item: BatchItem, request: Mapping[str, Any]) -> bool:
+        """Whether the existing ``item.output`` is done: True to skip it, False to (re)do it.
+
+        Raises
+        ------
+        FileExistsError
+            Without ``overwrite``: it is not labels napari-sam made for this input, or they were made
+            another way (other prompts, model … or another version of the input); it is kept.
+        """
+        if self.overwrite:
+            return False
+        problem = foreign_output(item)
+        if problem is not None:
+            raise FileExistsError(
+                f"{problem}; it is kept: pass --overwrite (overwrite=True) to replace it, or choose "
+                "another output folder"
+            )
+        outdated = outdated_output(item, request)
+        if outdated is not None:
+            raise FileExistsError(
+                f"{outdated}; they are kept: pass --overwrite (overwrite=True) to redo them"
+            )
+        return True
 
     def _segment(
         self, image: Any, prompts: Mapping[str, np.ndarray], options: Mapping[str, Any]
@@ -1268,13 +1601,32 @@ def _check_prompt_dims(
 
 
 def _check_single_image_table(table: PromptTable, sources: Sequence[Path]) -> None:
-    """A napari Points-layer export names no file: it prompts a run of one image only."""
+    """A napari export without a 'file' column names no file: it prompts a run of one image only."""
     if table.napari_export and len(sources) > 1:
         raise UsageError(
-            f"{table.path} is a napari Points-layer export (no 'file' column), so it prompts one image, "
-            f"but {len(sources)} inputs were given; segment them one at a time, or add a 'file' column "
-            "naming each point's image"
+            f"{table.path} is a napari {table.napari_layer}-layer export without a 'file' column, so it "
+            f"prompts one image, but {len(sources)} inputs were given; segment them one at a time, or "
+            "add a 'file' column naming each row's image"
         )
+
+
+def _few(names: Sequence[str], at_most: int = 5) -> str:
+    """``"a, b, c"``, or the first ``at_most`` names and ``…``."""
+    return ", ".join(names[:at_most]) + (" …" if len(names) > at_most else "")
+
+
+def _check_table_names_an_input(
+    table: PromptTable, matched: Mapping[Path, np.ndarray], sources: Sequence[Path]
+) -> None:
+    """A table with a file column none of whose rows names an input is a usage error (a typo, most
+    likely: everything would be "skipped (no prompts)")."""
+    if None in table.rows or any(len(values) for values in matched.values()):
+        return
+    raise UsageError(
+        f"{table.path} names none of the inputs: its files are {_few([str(k) for k in table.rows])}; "
+        f"the inputs are {_few([s.name for s in sources])}. Names are matched exactly (case too): "
+        "the file name (cells.tif), the name without suffix (cells) or the path"
+    )
 
 
 def _labels_path(folder: Path, source: Path, fmt: str | None) -> Path:
@@ -1286,7 +1638,7 @@ def _labels_path(folder: Path, source: Path, fmt: str | None) -> Path:
 
 
 def segment_files(
-    inputs: Iterable[str | os.PathLike[str]],
+    inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
     boxes: PromptTable | str | os.PathLike[str] | None = None,
@@ -1307,24 +1659,30 @@ def segment_files(
     Parameters
     ----------
     inputs
-        Image files and folders of images.
+        Image files and folders of images, or one path. An input named twice (or by its folder and
+        by name) is segmented once. Labels napari-sam wrote (files with a record) are not inputs: a
+        folder scan leaves them out, and those named one by one are left out with a note.
     out
-        Folder of the labels (created). Beside each labels file goes a record,
-        ``<labels>.napari-sam.json``, naming its input. Labels whose record names this input and
-        that are unchanged since are skipped (already done) unless ``overwrite``; any other file at
-        a labels path fails that item unless ``overwrite``. A labels path that is one of the inputs
-        (or inside one) is never written. Outputs with a record are not inputs when a folder is
-        scanned, so ``out`` may be the input folder.
+        Folder of the labels (created; not inside an input). Beside each labels file goes a record,
+        ``<labels>.napari-sam.json``, naming its input and how they were made (the input's
+        fingerprint, :func:`input_fingerprint`; the request, :meth:`SegmentJob.request`). Labels
+        whose record names this input, unchanged since and made from the same version of it with
+        the same prompts, mode, model, ``propagate``, ``channel`` and format are skipped (already
+        done) unless ``overwrite``; labels made another way, and any other file at a labels path,
+        fail that item with a line saying why unless ``overwrite``. A labels path that is one of
+        the inputs, lies inside one or holds one is never written. ``out`` may be the input folder.
     boxes, points
         Prompt tables (paths of CSV files, see ``CSV_HELP``, or :class:`PromptTable`); one of them,
-        or ``auto=True``.
+        or ``auto=True``. A table with a file column that names none of the inputs is a
+        :class:`UsageError`.
     auto
         Automatic segmentation: :func:`napari_sam.segment` without prompts.
     format
         ``"tif"`` or ``"zarr"``; default zarr for zarr inputs, tif otherwise. Labels of an OME-Zarr
         input in zarr format are an OME-Zarr label image with the input's axes and scale.
     cache
-        Folder of embedding caches (as made by :func:`embed_files`), reused and completed per image.
+        Folder of embedding caches (as made by :func:`embed_files`), reused and completed per image
+        (not inside an input).
     model, device, channel
         As in :func:`napari_sam.segment`; use the ``channel`` the caches were made with.
     overwrite
@@ -1372,15 +1730,18 @@ def segment_files(
             table = read_prompts_csv(table, "boxes" if boxes is not None else "points")
         _check_single_image_table(table, sources)
         matched, unmatched = table.match(sources)
+        _check_table_names_an_input(table, matched, sources)
         if unmatched:
             names = ", ".join(unmatched[:5]) + (" …" if len(unmatched) > 5 else "")
             warnings.warn(f"{table.path} names files that are not among the inputs: {names}", stacklevel=2)
         for source, values in matched.items():
             prompts[str(source)] = table.prompts(values)
-    folder = _check_output_folder(Path(out).expanduser(), "output")
+    if cache is not None:
+        _refuse_folder_in_inputs(Path(cache).expanduser(), sources, "cache")
+    folder = _check_output_folder(Path(out).expanduser(), "output", sources)
     cache_dir = None
     if cache is not None:
-        cache_dir = str(_check_output_folder(Path(cache).expanduser(), "cache"))
+        cache_dir = str(_check_output_folder(Path(cache).expanduser(), "cache", sources))
     items = [BatchItem(source, _labels_path(folder, source, format)) for source in sources]
     job = SegmentJob(
         conflicts=_input_conflicts(items, sources),
@@ -1391,5 +1752,6 @@ def segment_files(
         cache_dir=cache_dir,
         overwrite=overwrite,
         propagate=bool(propagate),
+        model_id=model_identity(model),
     )
     return run_batch(items, job, is_done=None, scheduler=scheduler, progress=progress, desc="segment")

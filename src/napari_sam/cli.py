@@ -230,7 +230,7 @@ Each input gets one cache, OUT/NAME.embeddings.zarr (zarr v3, one chunk per slic
 stopped (Ctrl-C, kill, crash) resumes where it stopped when started again; slices whose image content
 changed are recomputed; a cache made with another model or preprocessing is an error for that file
 unless --overwrite. A cache path that is one of the inputs, or a folder there that is not a cache, is
-never written, even with --overwrite.
+never written, even with --overwrite; an OUT folder inside an input (an OME-Zarr store) is refused.
 
 Inputs: tif / OME-TIFF, zarr / OME-Zarr (full-resolution level), png / jpg; folders are expanded to
 the images directly inside them.
@@ -254,21 +254,30 @@ SEGMENT_EXAMPLES = f"""
 
 Labels are written to OUT/NAME_labels.tif (or .zarr); for an OME-Zarr input with --format zarr they
 are an OME-Zarr label image (multiscales + image-label metadata, the input's axes and scale).
-Beside each goes OUT/NAME_labels.tif.napari-sam.json, a record of the input it was made from.
+Beside each goes OUT/NAME_labels.tif.napari-sam.json, a record of how it was made: the input (and
+its size, modification time and a hash of its content), the prompts, the mode (boxes, points or
+auto), the model, --propagate, --channel and the format.
 
 Outputs and inputs are told apart by that record:
-  * labels whose record names this input, unchanged since, are skipped (a stopped batch resumes);
+  * labels whose record names this input, unchanged since, made from the same version of the
+    input with the same prompts, mode, model and options, are skipped (a stopped batch resumes);
     --overwrite redoes them;
+  * labels made another way (other prompts, mode or model, another version of the image, or
+    unknown settings: records of earlier versions) are kept and that input fails with one line
+    saying what changed; --overwrite redoes them;
   * any other file at a labels path (no record, another input's labels, labels edited since) is
     kept and that input fails with one error line; --overwrite replaces it;
-  * a labels path that is one of the inputs is never written, even with --overwrite;
-  * labels with a record are not inputs when a folder is scanned, so OUT may be the input folder.
+  * a labels path that is one of the inputs, lies inside one or holds one is never written, even
+    with --overwrite; an OUT or --cache folder inside an input is refused (exit 2);
+  * labels with a record are not inputs: a folder scan leaves them out, and named on the command
+    line (a shell glob over OUT) they are dropped with a note, so OUT may be the input folder.
 
 A prompted object that gets no pixels (a box on background, a duplicated row) does not fail its
 file: the other objects are segmented, the file is done, and its line says which objects are empty,
 e.g. "stack.tif done (objects 4 (slice 2), 7 (slice 5) empty)"; the summary counts such files.
 An input that no row of the table names is skipped ("skipped (no prompts)" in the summary) and
-does not change the exit status, unless --strict.
+does not change the exit status, unless --strict; a table that names none of the inputs is an
+error (exit 2). The same input given twice (or by its folder and by name) is segmented once.
 
 examples:
     napari-sam segment cells.tif --boxes boxes.csv --out labels/
@@ -353,7 +362,7 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         metavar="C[,C,C]",
         help="multi-channel images: the channel to use, or up to 3 mapped to red, green, blue",
     )
-    parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist (never an input)")
     parser.add_argument(
         "--scheduler", metavar="ADDRESS", help="dask.distributed scheduler: run every file as a task there"
     )
@@ -480,7 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument(
         "--format", choices=["tif", "zarr"], help="labels format (default: zarr for zarr inputs, else tif)"
     )
-    segment.add_argument("--cache", metavar="DIR", help="embedding caches (from napari-sam embed) to reuse")
+    segment.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="folder of embedding caches (from napari-sam embed) to reuse; not inside an input",
+    )
     segment.add_argument(
         "--propagate",
         action=argparse.BooleanOptionalAction,
