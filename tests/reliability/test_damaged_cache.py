@@ -74,7 +74,8 @@ def _features(emb: Any) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "name", ["done", "embeddings", "slice_hash", "input_size", "original_size", "contrast_limits"]
+    "name",
+    ["done", "embeddings", "slice_hash", "input_size", "original_size", "contrast_limits", "limit_residuals"],
 )
 def test_a_missing_array_names_the_cache_the_array_and_overwrite(tmp_path, caches, model, stack, name):
     cache = _copy(caches["stack"], tmp_path / "copy.zarr")
@@ -164,3 +165,36 @@ def test_an_edited_tiling_record_of_an_unfinished_cache_is_refused_before_writin
     with pytest.raises(CacheMismatchError, match=r"tiling record.*9 tiles"):
         ns.compute_embeddings(np.stack([large, large]), model, tile=TILE, cache=cache)
     assert not open_store(caches["tiled_empty"]).done_mask().any()
+
+
+# --------------------------------------------------------------- caches from before limit_residuals
+
+
+def _as_before_limit_residuals(cache: Path) -> None:
+    """Make ``cache`` look as an older napari-sam wrote it: no residuals array, no ``exact_limits``."""
+    shutil.rmtree(cache / "limit_residuals")
+    doc = json.loads((cache / "zarr.json").read_text())
+    del doc["attributes"]["napari_sam_embeddings"]["exact_limits"]
+    (cache / "zarr.json").write_text(json.dumps(doc))
+
+
+def test_a_cache_from_before_limit_residuals_is_still_read(tmp_path, caches, model, large):
+    cache = _copy(caches["tiled"], tmp_path / "copy.zarr")
+    _as_before_limit_residuals(cache)
+    reused = ns.compute_embeddings(large, model, tile=TILE, cache=cache)
+    np.testing.assert_array_equal(_features(reused), _features(ns.open_embeddings(caches["tiled"])))
+    assert not (cache / "limit_residuals").exists()  # reused as it is, not rebuilt
+    ns.predict(ns.open_embeddings(cache, model), box=[60, 40, 250, 220])  # spans tiles
+
+
+def test_a_cache_from_before_limit_residuals_refuses_limits_it_cannot_hold(tmp_path, model, large):
+    """Its rounded record would normalise windows unlike the tiles: rebuilt only with overwrite."""
+    image = large.astype(np.uint64) + np.uint64(2**64 - 70000)
+    cache = tmp_path / "old.zarr"
+    ns.compute_embeddings(np.stack([image, image]), model, tile=TILE, cache=cache, slices=[])
+    _as_before_limit_residuals(cache)
+    with pytest.raises(CacheMismatchError, match=r"older napari-sam.*2\*\*53.*overwrite=True"):
+        ns.compute_embeddings(np.stack([image, image]), model, tile=TILE, cache=cache)
+    assert not open_store(cache).done_mask().any()
+    ns.compute_embeddings(np.stack([image, image]), model, tile=TILE, cache=cache, overwrite=True)
+    assert open_store(cache).exact_limits and open_store(cache).is_complete

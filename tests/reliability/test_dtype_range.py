@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import napari_sam as ns
-from napari_sam.engine.preprocess import normalize_intensity, percentile_limits
+from napari_sam.engine.preprocess import (
+    _rescale,
+    exact_percentile_limits,
+    normalize_intensity,
+    percentile_limits,
+)
 from napari_sam.errors import NoContrastWarning
 from tests.conftest import GOLDEN, Golden
 
@@ -143,6 +148,72 @@ def test_a_dark_object_under_one_percent_of_the_pixels_keeps_its_contrast():
     assert out[12, 12, 0] == 0 and out[40, 40, 0] == 255
 
 
+# -------------------------------------------------------------- tiles and volumes of 64-bit integers
+
+#: Offsets that float64 cannot follow: limits near them round by 1024 to 4096.
+WIDE = {
+    "int64+2**62": lambda x: x.astype(np.int64) + 2**62,
+    "uint64+2**64-1000": lambda x: x.astype(np.uint64) + np.uint64(2**64 - 1000),
+}
+
+
+@pytest.fixture(scope="module")
+def tall() -> np.ndarray:
+    """``(2100, 64)`` int64 in 0..800: a noisy background and five bright disks (tiled at 512 rows)."""
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[:2100, :64]
+    image = rng.integers(0, 100, (2100, 64))
+    for r in (200, 505, 900, 1530, 1800):
+        image = image + ((rows - r) ** 2 + (cols - 32) ** 2 < 20**2) * 700
+    return image.astype(np.int64)
+
+
+@pytest.mark.parametrize("name", list(WIDE))
+def test_tiles_of_wide_integers_are_normalised_like_the_plain_image(name, tall, model):
+    """Each tile is normalised with the slice's exact limits, as the untiled path would."""
+    moved = WIDE[name](tall)
+    ref = ns.compute_embeddings(tall, model, tile=(512, 64))
+    emb = ns.compute_embeddings(moved, model, tile=(512, 64))
+    assert len(emb.tiles) == len(ref.tiles) > 3
+    for tile, plain in zip(emb.tiles, ref.tiles, strict=True):
+        np.testing.assert_array_equal(np.asarray(tile.features), np.asarray(plain.features))
+    low, high = emb.tiles[0].preprocessing.contrast_limits[0]
+    top = np.iinfo(moved.dtype).max
+    assert moved.min() - 4096 <= low < high <= top  # rounded, but never past the dtype's range
+
+
+@pytest.mark.parametrize("name", list(WIDE))
+def test_tiled_wide_integers_give_the_plain_labels(name, tall, model, tmp_path):
+    """Boxes inside one tile and one taller than a tile (embedded from its own window)."""
+    boxes = [[480, 10, 530, 60], [180, 12, 220, 52], [300, 4, 950, 60]]
+    plain = ns.segment(tall, boxes=boxes, model=model, tile=(512, 64))
+    assert all((plain == k).any() for k in (1, 2))
+    moved = WIDE[name](tall)
+    np.testing.assert_array_equal(ns.segment(moved, boxes=boxes, model=model, tile=(512, 64)), plain)
+    # through caches (float16 features): the recorded limits are exact too
+    cached = {}
+    for key, image in (("plain", tall), ("moved", moved)):
+        ns.compute_embeddings(image, model, tile=(512, 64), cache=tmp_path / f"{key}.zarr")
+        cached[key] = ns.segment(
+            image, boxes=boxes, model=model, tile=(512, 64), cache=tmp_path / f"{key}.zarr"
+        )
+    np.testing.assert_array_equal(cached["moved"], cached["plain"])
+
+
+@pytest.mark.parametrize("name", list(WIDE))
+def test_volume_percentiles_of_wide_integers_are_exact(name, tall, model, tmp_path):
+    stack = np.stack([tall[:96, :64], tall[480:576, :64], tall[1490:1586, :64]])
+    moved = WIDE[name](stack)
+    for cached in (False, True):  # in memory, and through caches (float16 features, recorded limits)
+        caches = [tmp_path / f"{k}.zarr" if cached else None for k in ("plain", "moved")]
+        ref = ns.compute_embeddings(stack, model, percentile_scope="volume", cache=caches[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NoContrastWarning)
+            emb = ns.compute_embeddings(moved, model, percentile_scope="volume", cache=caches[1])
+        for z in range(3):
+            np.testing.assert_array_equal(np.asarray(emb[z].features), np.asarray(ref[z].features))
+
+
 # ------------------------------------------------------------------------------------------- properties
 
 FAST = settings(max_examples=60, deadline=None)
@@ -176,3 +247,23 @@ def test_normalised_wide_integers_ignore_any_offset(image, offset, dtype):
     np.testing.assert_allclose(out, base, atol=0.01)  # the uint16 reference runs in float32
     lo, hi = percentile_limits(moved[..., None])[0]
     assert lo < hi
+
+
+@FAST
+@given(
+    hnp.arrays(np.uint16, st.tuples(st.integers(4, 24), st.integers(4, 12))),
+    st.integers(0, 2**64 - 2**16),
+    st.sampled_from([np.int64, np.uint64]),
+    st.integers(1, 23),
+)
+def test_a_part_of_a_wide_integer_image_is_normalised_like_the_whole(image, offset, dtype, cut):
+    """A tile normalised with the whole image's exact limits gets the whole image's values."""
+    if image.min() == image.max():
+        return
+    if dtype is np.int64:
+        offset -= 2**63
+    moved = (image.astype(object) + offset).astype(dtype)[..., None]
+    whole, *_ = normalize_intensity(moved)
+    limits, residuals = exact_percentile_limits(moved)
+    part = moved[cut % moved.shape[0] :]
+    np.testing.assert_allclose(_rescale(part, limits, residuals), whole[cut % moved.shape[0] :], atol=1e-3)

@@ -27,14 +27,16 @@ from .preprocess import (
     AUTO_CHANNELS,
     DEFAULT_PERCENTILES,
     MAX_INFERRED_CHANNELS,
+    Limits,
     NormalizeMode,
     PreprocessParams,
     _rescale,
     as_channels_last_2d,
+    exact_percentile_limits,
     has_no_contrast,
     may_hold_channels,
+    normalize_exact,
     normalize_intensity,
-    percentile_limits,
     preprocess_shape,
     resize_image,
     select_channels,
@@ -382,6 +384,7 @@ class _Prep:
     channel: int | Sequence[int] | None
     channel_axis: int | None  # inside a slice
     fixed_limits: tuple[tuple[float, float], ...] | None = None  # volume-wide percentiles
+    fixed_residuals: Limits | None = None  # what float64 rounding left out of them
 
     def select(self, raw: np.ndarray) -> tuple[np.ndarray, tuple[int, ...] | None]:
         arr = as_channels_last_2d(raw, channel_axis=self.channel_axis)
@@ -394,25 +397,27 @@ class _Prep:
         """
         arr, picks = self.select(raw)
         if self.fixed_limits is not None:
-            params = PreprocessParams("percentile", tuple(self.percentiles), self.fixed_limits, picks)
+            params = PreprocessParams(
+                "percentile", tuple(self.percentiles), self.fixed_limits, picks, self.fixed_residuals
+            )
             if has_no_contrast(self.fixed_limits):
                 warn_no_contrast(arr, "the stack (percentiles over the volume)")
-            return _rescale(arr, self.fixed_limits), params
-        scaled, mode, used, limits = normalize_intensity(
+            return _rescale(arr, self.fixed_limits, self.fixed_residuals), params
+        scaled, mode, used, limits, residuals = normalize_exact(
             arr,
             normalize=self.normalize,
             percentiles=self.percentiles,
             contrast_limits=self.contrast_limits,
             where=where,
         )
-        return scaled, PreprocessParams(mode, used, limits, picks)
+        return scaled, PreprocessParams(mode, used, limits, picks, residuals)
 
     def reapply(self, raw: np.ndarray, params: PreprocessParams) -> np.ndarray:
-        """Normalise ``raw`` exactly as a slice recorded with ``params`` was."""
+        """Normalise ``raw`` (a tile, a window) exactly as a slice recorded with ``params`` was."""
         arr, _ = self.select(raw)
         if params.contrast_limits is None:
             return normalize_intensity(arr, normalize=None)[0]
-        return _rescale(arr, params.contrast_limits)
+        return _rescale(arr, params.contrast_limits, params.limit_residuals)
 
 
 def _resolved_mode(prep: _Prep, dtype: np.dtype, n_channels: int) -> str:
@@ -424,24 +429,39 @@ def _resolved_mode(prep: _Prep, dtype: np.dtype, n_channels: int) -> str:
     return str(mode)
 
 
-def _volume_limits(image: Any, layout: ImageLayout, prep: _Prep) -> tuple[tuple[float, float], ...]:
-    """Percentile limits over evenly spaced sample slices of a stack."""
+def _volume_limits(image: Any, layout: ImageLayout, prep: _Prep) -> tuple[Limits, Limits | None]:
+    """Percentile limits over evenly spaced sample slices of a stack, and their residuals.
+
+    The residuals (see :class:`~napari_sam.engine.preprocess.PreprocessParams`) keep the limits of a
+    64-bit integer stack beyond ``2**53`` exact, so every slice is normalised with the same exact
+    limits (each slice's own minimum is subtracted first).
+    """
     picks = np.unique(np.linspace(0, layout.n_slices - 1, min(layout.n_slices, VOLUME_SAMPLE_SLICES)).round())
     samples = []
     for z in picks.astype(int):
         arr, _ = prep.select(read_slice(image, layout, int(z)))
         step = max(1, int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / _VOLUME_SAMPLE_PIXELS))))
         samples.append(np.asarray(arr[::step, ::step]).reshape(-1, 1, arr.shape[-1]))
-    return percentile_limits(np.concatenate(samples), prep.percentiles)
+    return exact_percentile_limits(np.concatenate(samples), prep.percentiles)
 
 
-def _params_from_record(mode: str, percentiles: Any, limits: np.ndarray, picks: Any) -> PreprocessParams:
-    rows = [tuple(float(v) for v in row) for row in np.asarray(limits) if np.isfinite(row).all()]
+def _params_from_record(
+    mode: str, percentiles: Any, limits: np.ndarray, picks: Any, residuals: np.ndarray | None = None
+) -> PreprocessParams:
+    """A slice's :class:`PreprocessParams` from its recorded ``(3, 2)`` limits and residuals (NaN: unused)."""
+    used = [i for i, row in enumerate(np.asarray(limits)) if np.isfinite(row).all()]
+    rows = tuple(tuple(float(v) for v in limits[i]) for i in used)
+    rest = None
+    if residuals is not None and used:
+        rest = tuple(tuple(float(v) for v in residuals[i]) for i in used)
+        if all(r == (0.0, 0.0) for r in rest):
+            rest = None
     return PreprocessParams(
         normalize=mode,
         percentiles=tuple(percentiles) if percentiles is not None else None,
-        contrast_limits=tuple(rows) if rows else None,
+        contrast_limits=rows or None,
         channel=tuple(picks) if picks is not None else None,
+        limit_residuals=rest,
     )
 
 
@@ -706,10 +726,10 @@ class _Embedder:
         sample = _read_window(self.image, self.layout, z, slice(None, None, step), slice(None, None, step))
         arr, picks = prep.select(sample)
         if prep.fixed_limits is None and _resolved_mode(prep, arr.dtype, arr.shape[-1]) == "percentile":
-            limits = percentile_limits(arr, prep.percentiles)
+            limits, residuals = exact_percentile_limits(arr, prep.percentiles)
             if has_no_contrast(limits):
                 warn_no_contrast(arr, where)
-            return PreprocessParams("percentile", tuple(prep.percentiles), limits, picks)
+            return PreprocessParams("percentile", tuple(prep.percentiles), limits, picks, residuals)
         k = max(1, math.isqrt(arr.shape[0] * arr.shape[1] // _CHECK_SAMPLE_PIXELS))
         return prep.apply(
             sample[_plane_index(self.layout, slice(None, None, k), slice(None, None, k))], where
@@ -862,7 +882,10 @@ class _Embedder:
     def _finish(self, z: int, state: _Pending) -> None:
         if self.store is not None:
             self.store.finish_slice(
-                z, content_hash=state.content_hash, contrast_limits=state.params.contrast_limits
+                z,
+                content_hash=state.content_hash,
+                contrast_limits=state.params.contrast_limits,
+                limit_residuals=state.params.limit_residuals,
             )
             return
         self.params[z] = state.params
@@ -918,8 +941,14 @@ class _Embedder:
             return self.params[z]
         assert self.store is not None
         prep = self.meta["preprocessing"]
-        limits = self.store.read_slice(z, tile=0 if self.windows is not None else None)["contrast_limits"]
-        return _params_from_record(prep["normalize"], prep.get("percentiles"), limits, prep.get("channel"))
+        rec = self.store.read_slice(z, tile=0 if self.windows is not None else None)
+        return _params_from_record(
+            prep["normalize"],
+            prep.get("percentiles"),
+            rec["contrast_limits"],
+            prep.get("channel"),
+            rec["limit_residuals"],
+        )
 
     def _encode_window(self, z: int, bounds: tuple[int, int, int, int]) -> Embeddings:
         """Embed any window of slice ``z`` with the slice's normalisation (objects spanning tiles)."""
@@ -1089,19 +1118,22 @@ def _cache_meta(
     probe, picks = prep.select(np.zeros(probe_shape, dtype=dtype))
     mode = _resolved_mode(prep, dtype, probe.shape[-1])
     windows = tile_windows(layout.plane_shape, spec) if spec is not None else None
+    preprocessing = {
+        "normalize": mode,
+        "percentiles": list(prep.percentiles) if mode == "percentile" else None,
+        "percentile_scope": scope if mode == "percentile" else None,
+        "volume_limits": [list(v) for v in prep.fixed_limits] if prep.fixed_limits else None,
+        "contrast_limits": list(prep.contrast_limits) if prep.contrast_limits is not None else None,
+        "channel": list(picks) if picks is not None else None,
+        "channel_axis": layout.slice_channel_axis,
+        "max_upscale": sam.max_upscale,
+    }
+    if prep.fixed_residuals is not None:  # only where float64 cannot hold the volume's limits
+        preprocessing["volume_residuals"] = [list(v) for v in prep.fixed_residuals]
     return {
         "library_version": __version__,
         "model": {"name": sam.name, "weights_sha256": model_weights_id(sam), "image_size": sam.image_size},
-        "preprocessing": {
-            "normalize": mode,
-            "percentiles": list(prep.percentiles) if mode == "percentile" else None,
-            "percentile_scope": scope if mode == "percentile" else None,
-            "volume_limits": [list(v) for v in prep.fixed_limits] if prep.fixed_limits else None,
-            "contrast_limits": list(prep.contrast_limits) if prep.contrast_limits is not None else None,
-            "channel": list(picks) if picks is not None else None,
-            "channel_axis": layout.slice_channel_axis,
-            "max_upscale": sam.max_upscale,
-        },
+        "preprocessing": preprocessing,
         "image": {
             "shape": list(layout.shape),
             "dtype": dtype.str,
@@ -1254,7 +1286,8 @@ def compute_embeddings(
     if layout.is_volume and percentile_scope == "volume" and contrast_limits is None:
         first, _ = prep.select(_read_window(image, layout, 0, slice(0, 2), slice(0, 2)))  # dtype, channels
         if _resolved_mode(prep, first.dtype, first.shape[-1]) == "percentile":
-            prep = replace(prep, fixed_limits=_volume_limits(image, layout, prep))
+            limits, residuals = _volume_limits(image, layout, prep)
+            prep = replace(prep, fixed_limits=limits, fixed_residuals=residuals)
     store = None
     meta = None
     if cache is not None:

@@ -46,12 +46,19 @@ class PreprocessParams:
         values per selected channel.
     channel
         Selected channel indices mapped to R, G, B (``None``: the image is gray or RGB as given).
+    limit_residuals
+        What rounding ``contrast_limits`` to float64 left out, per channel: the exact limits are
+        ``contrast_limits + limit_residuals``. Only 64-bit integer images beyond ``2**53`` have
+        limits float64 cannot hold (their percentiles are taken after subtracting the minimum
+        exactly); ``None`` when every limit is exact as it is. A tile, a window or a slice of such an
+        image normalised with these limits is normalised exactly as the whole image.
     """
 
     normalize: str
     percentiles: tuple[float, float] | None
     contrast_limits: tuple[tuple[float, float], ...] | None
     channel: tuple[int, ...] | None
+    limit_residuals: tuple[tuple[float, float], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,28 +190,80 @@ class _Window:
 
     ``anchor`` is an exact integer subtracted before any rounding (the channel's minimum for 64-bit
     integers, whose values float64 cannot all hold; 0 otherwise), so a large offset never eats the
-    contrast: ``low`` and ``high`` are float64 offsets from it.
+    contrast: ``low`` and ``high`` are float64 offsets from it. ``top`` is the largest value of a
+    64-bit integer dtype (None otherwise): the rounded :attr:`limits` never go above it.
     """
 
     anchor: int
     low: float
     high: float
+    top: int | None = None
 
     @property
     def limits(self) -> tuple[float, float]:
         """``(low, high)`` in the image's own intensities, rounded to float64.
 
-        ``low == high`` only for a flat channel: a window narrower than float64's step at the
-        anchor's magnitude (64-bit integers) keeps ``high`` one step above ``low``.
+        Rounding never takes a limit past the dtype's largest value (``2**64 - 1`` rounds to
+        ``2**64 - 2048`` for uint64, not to ``2**64``). ``low == high`` only for a flat channel: a
+        window narrower than float64's step at the anchor's magnitude (64-bit integers) keeps the
+        limits one step apart. The exact limits are ``limits + residuals``.
         """
         low, high = _plus(self.anchor, self.low), _plus(self.anchor, self.high)
+        cap = _float_at_most(self.top) if self.top is not None else math.inf
+        low, high = min(low, cap), min(high, cap)
         if self.low < self.high and not low < high:
-            high = float(np.nextafter(low, math.inf))
+            if high < cap:
+                high = float(np.nextafter(low, math.inf))
+            else:
+                low = float(np.nextafter(high, -math.inf))
         return low, high
+
+    @property
+    def residuals(self) -> tuple[float, float]:
+        """What :attr:`limits` leave out: ``limits + residuals`` are the exact limits (0 when exact)."""
+        if self.top is None:  # not a 64-bit integer channel: the limits are float64 values
+            return 0.0, 0.0
+        rounded = self.limits
+        exact = (Fraction(self.anchor) + Fraction(self.low), Fraction(self.anchor) + Fraction(self.high))
+        return float(exact[0] - Fraction(rounded[0])), float(exact[1] - Fraction(rounded[1]))
 
 
 def _plus(anchor: int, value: float) -> float:
     return float(value) if anchor == 0 else float(Fraction(anchor) + Fraction(value))
+
+
+def _float_at_most(value: int) -> float:
+    """The largest float64 not above the integer ``value``."""
+    rounded = float(value)
+    return rounded if Fraction(rounded) <= value else float(np.nextafter(rounded, -math.inf))
+
+
+def _top(dtype: np.dtype) -> int | None:
+    """The largest value of a 64-bit integer dtype; None for other dtypes."""
+    return int(np.iinfo(dtype).max) if _is_wide_int(dtype) else None
+
+
+Limits = tuple[tuple[float, float], ...]
+
+
+def _split_windows(windows: Sequence[_Window]) -> tuple[Limits, Limits | None]:
+    """Per-channel windows → ``(limits, residuals)`` as recorded (see :class:`PreprocessParams`).
+
+    Parameters
+    ----------
+    windows
+        One window per channel.
+
+    Returns
+    -------
+    limits, residuals
+        The float64 limits in the image's intensities, and what rounding left out of them (None
+        when every limit is exact).
+    """
+    limits = tuple(w.limits for w in windows)
+    residuals = tuple(w.residuals for w in windows)
+    exact = all(r == (0.0, 0.0) for r in residuals)
+    return limits, None if exact else residuals
 
 
 def _is_wide_int(dtype: np.dtype) -> bool:
@@ -232,13 +291,21 @@ def _offsets(values: np.ndarray, anchor: int) -> np.ndarray:
     return out
 
 
-def _window_from_limits(channel: np.ndarray, low: float, high: float) -> _Window:
-    """Intensity limits given in the image's units → a :class:`_Window` anchored for ``channel``."""
+def _window_from_limits(
+    channel: np.ndarray, low: float, high: float, residuals: tuple[float, float] = (0.0, 0.0)
+) -> _Window:
+    """Intensity limits given in the image's units → a :class:`_Window` anchored for ``channel``.
+
+    ``low + residuals[0]`` and ``high + residuals[1]`` are the exact limits (see
+    :class:`PreprocessParams`); they are taken relative to ``channel``'s own anchor (its minimum,
+    for 64-bit integers) before any rounding, so a tile is normalised as the whole image was.
+    """
     anchor = _anchor(channel)
-    low, high = float(low), float(high)
-    if anchor == 0:
-        return _Window(0, low, high)
-    return _Window(anchor, float(Fraction(low) - anchor), float(Fraction(high) - anchor))
+    exact_low = Fraction(float(low)) + Fraction(float(residuals[0]))
+    exact_high = Fraction(float(high)) + Fraction(float(residuals[1]))
+    if anchor == 0 and exact_low == float(low) and exact_high == float(high):
+        return _Window(0, float(low), float(high))
+    return _Window(anchor, float(exact_low - anchor), float(exact_high - anchor), _top(channel.dtype))
 
 
 def _percentile_window(channel: np.ndarray, lo_p: float, hi_p: float) -> _Window:
@@ -258,7 +325,7 @@ def _percentile_window(channel: np.ndarray, lo_p: float, hi_p: float) -> _Window
         low, high = (float(v) for v in np.percentile(values, [lo_p, hi_p]))
     if not low < high:  # most pixels share one value: keep the few that differ
         low, high = _finite_range(channel, anchor)
-    return _Window(anchor, low, high)
+    return _Window(anchor, low, high, _top(channel.dtype))
 
 
 def _finite_range(channel: np.ndarray, anchor: int) -> tuple[float, float]:
@@ -290,7 +357,18 @@ def percentile_limits(
     ValueError
         Bad percentiles, or a channel without any finite value.
     """
-    return tuple(w.limits for w in _percentile_windows(image, percentiles))
+    return _split_windows(_percentile_windows(image, percentiles))[0]
+
+
+def exact_percentile_limits(
+    image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+) -> tuple[Limits, Limits | None]:
+    """:func:`percentile_limits` and what float64 rounding left out of them (see :class:`PreprocessParams`).
+
+    Normalising any part of ``image`` with both (``_rescale``) gives the values the whole image
+    gets from :func:`normalize_intensity`, for 64-bit integers beyond ``2**53`` too.
+    """
+    return _split_windows(_percentile_windows(image, percentiles))
 
 
 def _scale_float32(channel: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -349,13 +427,31 @@ def _apply_windows(image: np.ndarray, windows: Sequence[_Window]) -> np.ndarray:
     return out
 
 
-def _rescale(image: np.ndarray, limits: Sequence[tuple[float, float]]) -> np.ndarray:
+def _rescale(
+    image: np.ndarray,
+    limits: Sequence[tuple[float, float]],
+    residuals: Sequence[tuple[float, float]] | None = None,
+) -> np.ndarray:
     """Map each channel's ``(low, high)`` to ``(0, 255)``, clip, NaN → 0; float32 output.
 
-    ``limits`` are in the image's own intensities (given contrast limits, volume percentiles or a
-    recorded slice's); the subtraction happens before any rounding to float32.
+    Parameters
+    ----------
+    image
+        ``(H, W, C)`` array (a whole image, a tile or a window of one).
+    limits
+        Per channel, in the image's own intensities (given contrast limits, volume percentiles or a
+        recorded slice's); the subtraction happens before any rounding to float32.
+    residuals
+        What float64 rounding left out of ``limits`` (64-bit integers beyond ``2**53``; see
+        :class:`PreprocessParams`), or None.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, C)`` float32 in ``[0, 255]``.
     """
-    windows = [_window_from_limits(image[..., c], lo, hi) for c, (lo, hi) in enumerate(limits)]
+    rest = residuals if residuals is not None else [(0.0, 0.0)] * len(limits)
+    windows = [_window_from_limits(image[..., c], lo, hi, rest[c]) for c, (lo, hi) in enumerate(limits)]
     return _apply_windows(image, windows)
 
 
@@ -415,6 +511,33 @@ def normalize_intensity(
         percentiles, an image whose every channel holds a single value (a flat image) gives zeros,
         ``low == high`` limits and one :class:`~napari_sam.errors.NoContrastWarning`.
     """
+    scaled, mode, used, limits, _ = normalize_exact(
+        image, normalize=normalize, percentiles=percentiles, contrast_limits=contrast_limits, where=where
+    )
+    return scaled, mode, used, limits
+
+
+def normalize_exact(
+    image: np.ndarray,
+    *,
+    normalize: NormalizeMode = "auto",
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    contrast_limits: tuple[float, float] | None = None,
+    where: str | None = None,
+) -> tuple[np.ndarray, str, tuple[float, float] | None, Limits | None, Limits | None]:
+    """:func:`normalize_intensity`, and what float64 rounding left out of the limits.
+
+    Parameters
+    ----------
+    image, normalize, percentiles, contrast_limits, where
+        As for :func:`normalize_intensity`.
+
+    Returns
+    -------
+    image, mode, percentiles, limits, residuals
+        As :func:`normalize_intensity`, and the limits' residuals (see :class:`PreprocessParams`;
+        None unless percentile limits of a 64-bit integer image are not float64 values).
+    """
     if contrast_limits is not None:
         lo, hi = (float(v) for v in contrast_limits)
         if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
@@ -424,7 +547,7 @@ def normalize_intensity(
         if image.size and not np.isfinite(_finite_sample(image[..., 0])).any():
             raise ValueError("image has no finite values (all NaN or inf)")
         limits = tuple((lo, hi) for _ in range(image.shape[-1]))
-        return _rescale(image, limits), "contrast_limits", None, limits
+        return _rescale(image, limits), "contrast_limits", None, limits, None
     mode = "none" if normalize is None else normalize
     if mode not in ("auto", "percentile", "none"):
         raise ValueError(f"normalize must be 'auto', 'percentile' or None, got {normalize!r}")
@@ -432,12 +555,12 @@ def normalize_intensity(
         mode = "none" if image.dtype == np.uint8 and image.shape[-1] == 3 else "percentile"
     if mode == "percentile":
         windows = _percentile_windows(image, percentiles)
-        limits = tuple(w.limits for w in windows)
+        limits, residuals = _split_windows(windows)
         if has_no_contrast(limits):
             warn_no_contrast(image, where)
-        return _apply_windows(image, windows), "percentile", tuple(percentiles), limits
+        return _apply_windows(image, windows), "percentile", tuple(percentiles), limits, residuals
     if image.dtype == np.uint8:
-        return image, "none", None, None
+        return image, "none", None, None, None
     finite = _finite_sample(image)
     if finite.size == 0:
         raise ValueError("image has no finite values (all NaN or inf)")
@@ -447,7 +570,7 @@ def normalize_intensity(
             f"{finite.min()}…{finite.max()}; use normalize='percentile' or contrast_limits="
         )
     out = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
-    return out, "none", None, None
+    return out, "none", None, None, None
 
 
 def preprocess_shape(
@@ -542,7 +665,7 @@ def prepare_image(
     """
     arr = as_channels_last_2d(image, channel_axis=channel_axis)
     arr, picks = select_channels(arr, channel)
-    scaled, mode, used_percentiles, limits = normalize_intensity(
+    scaled, mode, used_percentiles, limits, residuals = normalize_exact(
         arr, normalize=normalize, percentiles=percentiles, contrast_limits=contrast_limits
     )
     original_size = (int(arr.shape[0]), int(arr.shape[1]))
@@ -556,6 +679,7 @@ def prepare_image(
         percentiles=used_percentiles,
         contrast_limits=limits,
         channel=picks,
+        limit_residuals=residuals,
     )
     return model_input, input_size, original_size, params
 

@@ -12,6 +12,10 @@ Layout (``Z`` slices, ``T`` tiles per slice when tiled, ``(C, h, w)`` the encode
       input_size/              (Z, [T,] 2) int32 (rows, cols) of the resized image inside the model input
       original_size/           (Z, [T,] 2) int32 (rows, cols) of the slice (of the tile)
       contrast_limits/         (Z, 3, 2) float64 intensities mapped to 0 / 255 per channel (NaN: unused)
+      limit_residuals/         (Z, 3, 2) float64 what rounding to float64 left out of contrast_limits
+                               (non-zero only for 64-bit integers beyond 2**53; NaN: unused); in
+                               stores whose root record has "exact_limits": true (older stores
+                               lack it and were normalised with the rounded limits)
       slice_hash/              (Z,) uint64 content hash of each input slice (blake2b of bytes, shape, dtype)
       tile_done/               (Z, T) bool, tiled stores only: tiles written (resume inside a large slice)
       done/                    (Z,) bool, set last, after everything else of the slice is written
@@ -198,6 +202,15 @@ def _differences(have: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
     return diffs
 
 
+def _per_channel(values: Any) -> np.ndarray:
+    """Per-channel ``(low, high)`` pairs (or None) → the ``(3, 2)`` float64 record, NaN where unused."""
+    out = np.full((3, 2), np.nan)
+    if values is not None:
+        arr = np.asarray(values, dtype=np.float64).reshape(-1, 2)
+        out[: arr.shape[0]] = arr
+    return out
+
+
 _REBUILD = "rerun with --overwrite (napari-sam embed) or overwrite=True (compute_embeddings) to rebuild it"
 
 
@@ -259,6 +272,8 @@ def _expected_shapes(meta: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         "slice_hash": (n,),
         "done": (n,),
     }
+    if meta.get("exact_limits") is True:
+        shapes["limit_residuals"] = (n, 3, 2)
     if tiles:
         shapes["tile_done"] = (n, *tiles)
     return shapes
@@ -527,7 +542,7 @@ class EmbeddingStore:
             else:
                 entry.unlink()
 
-        meta = _jsonable({**meta, "format_version": FORMAT_VERSION})
+        meta = _jsonable({**meta, "format_version": FORMAT_VERSION, "exact_limits": True})
         n_slices = int(meta["image"]["n_slices"])
         feature_shape = tuple(int(v) for v in meta["feature_shape"])
         dtype_name = meta["cache_dtype"]
@@ -555,10 +570,11 @@ class EmbeddingStore:
                     fill_value=0,
                     **codecs,
                 )
-            group.create_array(
-                "contrast_limits", shape=(n_slices, 3, 2), chunks=(1, 3, 2), dtype="float64",
-                fill_value=np.nan, **codecs,
-            )  # fmt: skip
+            for name in ("contrast_limits", "limit_residuals"):
+                group.create_array(
+                    name, shape=(n_slices, 3, 2), chunks=(1, 3, 2), dtype="float64",
+                    fill_value=np.nan, **codecs,
+                )  # fmt: skip
             group.create_array(
                 "slice_hash", shape=(n_slices,), chunks=(1,), dtype="uint64", fill_value=0, **codecs
             )
@@ -715,6 +731,11 @@ class EmbeddingStore:
         return len(self.tiling["windows"]) if self.tiling else None
 
     @property
+    def exact_limits(self) -> bool:
+        """Whether the store records limit residuals (stores made before that array was added do not)."""
+        return self.meta.get("exact_limits") is True
+
+    @property
     def feature_shape(self) -> tuple[int, int, int]:
         c, h, w = (int(v) for v in self.meta["feature_shape"])
         return c, h, w
@@ -790,7 +811,8 @@ class EmbeddingStore:
         dict
             ``features`` ``([T,] C, h, w)`` (one tile: ``(C, h, w)``) float32 numpy, ``input_size`` and
             ``original_size`` ``([T,] 2)`` int, ``contrast_limits`` ``(3, 2)`` float64 (NaN: unused),
-            ``hash`` int.
+            ``limit_residuals`` ``(3, 2)`` float64 (None in stores older than that array), ``hash``
+            int.
 
         Raises
         ------
@@ -809,6 +831,7 @@ class EmbeddingStore:
                 "input_size": np.asarray(self.array("input_size")[index]).astype(int),
                 "original_size": np.asarray(self.array("original_size")[index]).astype(int),
                 "contrast_limits": self._read_small("contrast_limits", z),
+                "limit_residuals": self._read_small("limit_residuals", z) if self.exact_limits else None,
                 "hash": int(self._read_small("slice_hash", z)),
             }
         except CorruptSliceError:
@@ -869,21 +892,39 @@ class EmbeddingStore:
         if tile is not None:
             self.array("tile_done")[index] = True
 
-    def finish_slice(self, z: int, *, content_hash: int, contrast_limits: Any) -> None:
-        """Record the slice's limits and hash, flag it done (the last write of a slice), unlock it."""
+    def finish_slice(
+        self, z: int, *, content_hash: int, contrast_limits: Any, limit_residuals: Any = None
+    ) -> None:
+        """Record the slice's limits and hash, flag it done (the last write of a slice), unlock it.
+
+        ``limit_residuals`` (per channel, what float64 rounding left out of ``contrast_limits``;
+        None: nothing) are recorded beside the limits, as zeros where None.
+        """
         z = int(z)
         try:
             if z not in self._reused:
-                limits = np.full((3, 2), np.nan)
-                if contrast_limits is not None:
-                    arr = np.asarray(contrast_limits, dtype=np.float64).reshape(-1, 2)
-                    limits[: arr.shape[0]] = arr
+                self._check_residuals(limit_residuals)
+                limits = _per_channel(contrast_limits)
                 self.array("contrast_limits")[z] = limits
+                if self.exact_limits:
+                    rest = _per_channel(limit_residuals)
+                    rest[np.isfinite(limits) & np.isnan(rest)] = 0.0
+                    self.array("limit_residuals")[z] = rest
                 self.array("slice_hash")[z] = np.uint64(content_hash)
                 self.array("done")[z] = True
         finally:
             self._reused.discard(z)
             self._release_slice(z)
+
+    def _check_residuals(self, limit_residuals: Any) -> None:
+        """Refuse limits this store cannot record exactly (a store made before ``limit_residuals``)."""
+        if self.exact_limits or limit_residuals is None or not np.any(np.asarray(limit_residuals)):
+            return
+        raise CacheMismatchError(
+            f"the embedding cache at {self.path} was made by an older napari-sam that records intensity "
+            "limits rounded to float64; this image's limits (64-bit integers beyond 2**53) need the "
+            "exact record of this version; pass overwrite=True (--overwrite) to rebuild the cache"
+        )
 
     def write_slice(
         self,
@@ -894,6 +935,7 @@ class EmbeddingStore:
         original_size: Any,
         content_hash: int,
         contrast_limits: Any = None,
+        limit_residuals: Any = None,
     ) -> None:
         """Write a whole slice: ``features`` ``([T,] C, h, w)``, sizes ``([T,] 2)``; then flag it done."""
         self.begin_slice(z)
@@ -908,7 +950,9 @@ class EmbeddingStore:
         except BaseException:
             self._release_slice(int(z))
             raise
-        self.finish_slice(z, content_hash=content_hash, contrast_limits=contrast_limits)
+        self.finish_slice(
+            z, content_hash=content_hash, contrast_limits=contrast_limits, limit_residuals=limit_residuals
+        )
 
     def nbytes_stored(self) -> int:
         """Bytes on disk of the whole store."""
