@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import napari_sam as ns
-from napari_sam.engine.store import open_store
+from napari_sam.engine.store import CorruptSliceError, open_store
 from napari_sam.errors import CacheMismatchError, CorruptCacheError
 from tests.conftest import GOLDEN, Golden
 
@@ -198,3 +198,46 @@ def test_a_cache_from_before_limit_residuals_refuses_limits_it_cannot_hold(tmp_p
     assert not open_store(cache).done_mask().any()
     ns.compute_embeddings(np.stack([image, image]), model, tile=TILE, cache=cache, overwrite=True)
     assert open_store(cache).exact_limits and open_store(cache).is_complete
+
+
+# ------------------------------------------------------------------ a lost chunk of a finished slice
+
+
+def _lose_chunk(cache: Path, name: str) -> None:
+    """Delete the first chunk file of array ``name`` (slice 0): it then reads as its fill value."""
+    chunk = min(p for p in (cache / name / "c").rglob("*") if p.is_file())
+    chunk.unlink()
+
+
+def _first_slice(cache: Path, model: Any) -> Any:
+    """Slice 0 of the cache, opened without the image."""
+    emb = ns.open_embeddings(cache, model)
+    return emb[0] if isinstance(emb, ns.VolumeEmbeddings) else emb
+
+
+@pytest.mark.parametrize("name", ["input_size", "original_size", "contrast_limits", "limit_residuals"])
+@pytest.mark.parametrize("kind", ["stack", "tiled"])
+def test_a_lost_chunk_of_a_done_slice_is_a_corrupt_slice(tmp_path, caches, model, stack, large, kind, name):
+    """Sizes read as 0 and limits as NaN: refused when opened, recomputed when the image is at hand."""
+    cache = _copy(caches[kind], tmp_path / "copy.zarr")
+    _lose_chunk(cache, name)
+    with pytest.raises(CorruptSliceError, match=rf"slice 0 .*{re.escape(str(cache))}.*{name}"):
+        _first_slice(cache, model)
+    image, kwargs = (stack, {}) if kind == "stack" else (large, {"tile": TILE})
+    ns.compute_embeddings(image, model, cache=cache, **kwargs)
+    ns.compute_embeddings(image, model, cache=tmp_path / "fresh.zarr", **kwargs)
+    again, fresh = _first_slice(cache, model), _first_slice(tmp_path / "fresh.zarr", model)
+    np.testing.assert_array_equal(_features(again), _features(fresh))
+    tiles = again.tiles if kind == "tiled" else [again]
+    assert all(min(t.input_size) > 0 and min(t.original_size) > 0 for t in tiles)
+
+
+@pytest.mark.parametrize("name", ["input_size", "contrast_limits"])
+def test_segment_recomputes_a_slice_with_a_lost_chunk(tmp_path, caches, model, large, name):
+    """One object inside a tile; one taller than a tile, embedded from its own window with the limits."""
+    box = [[40, 30, 90, 100], [20, 100, 280, 160]]
+    cache = _copy(caches["tiled"], tmp_path / "copy.zarr")
+    want = ns.segment(large, boxes=box, model=model, tile=TILE, cache=cache)
+    assert want.any()
+    _lose_chunk(cache, name)
+    np.testing.assert_array_equal(ns.segment(large, boxes=box, model=model, tile=TILE, cache=cache), want)

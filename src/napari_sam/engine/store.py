@@ -202,6 +202,14 @@ def _differences(have: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
     return diffs
 
 
+def _sizes_problem(input_size: np.ndarray, original_size: np.ndarray) -> str | None:
+    """What is wrong with recorded ``([T,] 2)`` sizes (None: nothing): a lost chunk reads as 0."""
+    for name, sizes in (("input_size", input_size), ("original_size", original_size)):
+        if not (np.asarray(sizes) > 0).all():
+            return f"its {name} {np.asarray(sizes).tolist()} holds a zero size"
+    return None
+
+
 def _per_channel(values: Any) -> np.ndarray:
     """Per-channel ``(low, high)`` pairs (or None) → the ``(3, 2)`` float64 record, NaN where unused."""
     out = np.full((3, 2), np.nan)
@@ -790,6 +798,15 @@ class EmbeddingStore:
             self.read_slice(z)
             return
         self.read_slice(z, tile=0)  # the flag, the per-slice arrays and the first tile
+        try:
+            sizes = [np.asarray(self.array(name)[int(z)]) for name in ("input_size", "original_size")]
+        except Exception as exc:
+            raise CorruptSliceError(
+                f"slice {z} of the embedding cache {self.path} is damaged: {exc}"
+            ) from exc
+        problem = _sizes_problem(*sizes)
+        if problem is not None:
+            raise CorruptSliceError(f"slice {z} of the embedding cache {self.path} is damaged: {problem}")
         for t in range(1, self.n_tiles):
             try:
                 features = np.asarray(self.array("embeddings")[int(z), t])
@@ -842,8 +859,31 @@ class EmbeddingStore:
             ) from exc
         if np.isnan(features).any():
             raise CorruptSliceError(f"slice {z} of the embedding cache {self.path} has missing chunks")
+        problem = _sizes_problem(out["input_size"], out["original_size"]) or self._limits_problem(
+            out["contrast_limits"], out["limit_residuals"]
+        )
+        if problem is not None:
+            raise CorruptSliceError(
+                f"slice {z} of the embedding cache {self.path} is damaged: {problem} (a lost chunk?)"
+            )
         out["features"] = features.astype(np.float32)
         return out
+
+    def _limits_problem(self, limits: np.ndarray, residuals: np.ndarray | None) -> str | None:
+        """What is wrong with a done slice's recorded limits (None: nothing).
+
+        A slice normalised by percentiles or contrast limits has finite limits for its first channel
+        (a lost ``contrast_limits`` chunk reads as NaN) and, in a store that records them, finite
+        residuals wherever it has limits.
+        """
+        if _lookup(self.meta, "preprocessing.normalize") not in ("percentile", "contrast_limits"):
+            return None
+        used = np.isfinite(limits).all(axis=1)
+        if not used[0]:
+            return "its intensity limits (contrast_limits) are missing"
+        if residuals is not None and not np.isfinite(residuals[used]).all():
+            return "the residuals of its intensity limits (limit_residuals) are missing"
+        return None
 
     def begin_slice(self, z: int, content_hash: int | None = None) -> np.ndarray | None:
         """Lock slice ``z`` (:meth:`lock_slice`) and mark it as not done before (re)writing it.
@@ -872,6 +912,8 @@ class EmbeddingStore:
             for t in np.flatnonzero(keep):
                 try:
                     intact = not np.isnan(np.asarray(self.array("embeddings")[z, int(t)])).any()
+                    sizes = [np.asarray(self.array(n)[z, int(t)]) for n in ("input_size", "original_size")]
+                    intact = intact and _sizes_problem(*sizes) is None
                 except Exception:
                     intact = False
                 keep[t] = intact
