@@ -241,3 +241,23 @@ def test_segment_recomputes_a_slice_with_a_lost_chunk(tmp_path, caches, model, l
     assert want.any()
     _lose_chunk(cache, name)
     np.testing.assert_array_equal(ns.segment(large, boxes=box, model=model, tile=TILE, cache=cache), want)
+
+
+# ------------------------------------------------------------------ other files in a cache folder
+
+
+@pytest.mark.parametrize("root", ["broken", "missing", "intact"])
+def test_rebuilding_a_cache_folder_keeps_files_the_store_did_not_make(tmp_path, caches, model, stack, root):
+    """A broken / missing root record with the lock file: the remains of a killed creation, rebuilt."""
+    cache = _copy(caches["stack"], tmp_path / "copy.zarr")
+    (cache / "notes.txt").write_text("precious")
+    (cache / "figures").mkdir()
+    (cache / "figures" / "a.png").write_bytes(b"png")
+    if root == "broken":
+        (cache / "zarr.json").write_text("{garbage")
+    elif root == "missing":
+        (cache / "zarr.json").unlink()
+    ns.compute_embeddings(stack, model, cache=cache, overwrite=root == "intact")
+    assert (cache / "notes.txt").read_text() == "precious"
+    assert (cache / "figures" / "a.png").read_bytes() == b"png"
+    assert open_store(cache).is_complete

@@ -370,6 +370,31 @@ def _entries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name not in (LOCK_FILE, SLICE_LOCKS)]
 
 
+#: The arrays a store may hold (see the module docstring): the folders it creates.
+STORE_ARRAYS = (
+    "embeddings",
+    "input_size",
+    "original_size",
+    "contrast_limits",
+    "limit_residuals",
+    "slice_hash",
+    "tile_done",
+    "done",
+)
+
+
+def _own_entries(folder: Path) -> list[Path]:
+    """What in ``folder`` a store made: its root record, its array folders, write probes.
+
+    Other files (a user's notes saved into the cache folder, say) are never this module's to delete.
+    """
+    return [
+        p
+        for p in _entries(folder)
+        if p.name == "zarr.json" or p.name in STORE_ARRAYS or p.name.startswith(".napari_sam_write_test_")
+    ]
+
+
 def _store_lock(folder: Path, *, shared: bool, timeout: float | None) -> FileLock:
     """Take the lock of the whole store at ``folder`` (which must exist)."""
     lock = FileLock(folder / LOCK_FILE, shared=shared)
@@ -507,7 +532,9 @@ class EmbeddingStore:
             ``windows``). ``format_version`` is added.
         overwrite
             Replace an existing store at ``path`` (after the processes writing it have finished their
-            slices). A folder that is not a napari-sam store is never deleted.
+            slices). A folder that is not a napari-sam store is never deleted, and when a store is
+            replaced (or the remains of a killed creation are cleared) only what a store creates —
+            its root ``zarr.json`` and its array folders — is removed; other files stay.
         lock_timeout
             See the class attributes.
 
@@ -541,10 +568,11 @@ class EmbeddingStore:
                     f"an embedding cache exists at {folder}; pass overwrite=True to replace it"
                 )
             _check_writable(folder)
-        # an old store, or the remains of a creation that was killed: ours to clear (lock files stay);
-        # the root record goes first, so that nobody takes the folder for a store while it is emptied
+        # an old store, or the remains of a creation that was killed: what the store made is ours to
+        # clear (lock files stay, and anything else in the folder is left alone); the root record
+        # goes first, so that nobody takes the folder for a store while it is emptied
         (folder / "zarr.json").unlink(missing_ok=True)
-        for entry in _entries(folder):
+        for entry in _own_entries(folder):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
