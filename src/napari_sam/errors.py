@@ -84,6 +84,15 @@ class CorruptCacheError(CacheMismatchError):
     (``--overwrite`` on the command line)."""
 
 
+class MissingSliceError(CorruptCacheError, LookupError):
+    """A slice is not in an embedding cache opened without its image (``open_embeddings``).
+
+    It was never finished (a run interrupted before it) or its ``done`` flag was lost. Also a
+    ``LookupError``, as indexing a missing item is. ``compute_embeddings(image, cache=...)`` computes
+    it (and rewrites the flag); ``overwrite=True`` rebuilds the whole cache.
+    """
+
+
 class NoContrastWarning(UserWarning):
     """An image (or a slice of a stack) has no contrast: every finite pixel has the same value.
 

@@ -21,7 +21,8 @@ import pytest
 
 import napari_sam as ns
 from napari_sam.engine.store import CorruptSliceError, open_store
-from napari_sam.errors import CacheMismatchError, CorruptCacheError
+from napari_sam.errors import CacheMismatchError, CorruptCacheError, MissingSliceError
+from napari_sam.model.registry import NANO_SHA256
 from tests.conftest import GOLDEN, Golden
 
 TILE = (128, 16)
@@ -261,3 +262,58 @@ def test_rebuilding_a_cache_folder_keeps_files_the_store_did_not_make(tmp_path, 
     assert (cache / "notes.txt").read_text() == "precious"
     assert (cache / "figures" / "a.png").read_bytes() == b"png"
     assert open_store(cache).is_complete
+
+
+# ------------------------------------------------------------------ a hand-edited root record
+
+
+def _edit_record(cache: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
+    doc = json.loads((cache / "zarr.json").read_text())
+    edit(doc["attributes"]["napari_sam_embeddings"])
+    (cache / "zarr.json").write_text(json.dumps(doc))
+
+
+RECORD_EDITS = {
+    "preprocessing-removed": (lambda m: m.pop("preprocessing"), "preprocessing is None"),
+    "image-size-a-string": (lambda m: m["model"].update(image_size="abc"), "model.image_size is 'abc'"),
+    "model-removed": (lambda m: m.pop("model"), "model is None"),
+    "model-name-of-another-model": (  # a nano cache renamed: would download vit_b to decode
+        lambda m: m["model"].update(name="vit_b", weights_sha256=NANO_SHA256),
+        "model.name is 'vit_b' but model.weights_sha256 is that of 'nano'",
+    ),
+    "weights-id-cut": (lambda m: m["model"].update(weights_sha256="3d700b35"), "model.weights_sha256 is"),
+    "normalize-unknown": (
+        lambda m: m["preprocessing"].update(normalize="zscore"),
+        "preprocessing.normalize is 'zscore'",
+    ),
+    "shape-a-string": (lambda m: m["image"].update(shape="32x40"), "image.shape is '32x40'"),
+    "cache-dtype-int8": (lambda m: m.update(cache_dtype="int8"), "cache_dtype is 'int8'"),
+}
+
+
+@pytest.mark.parametrize(("edit", "says"), RECORD_EDITS.values(), ids=RECORD_EDITS.keys())
+def test_an_edited_root_record_is_refused_before_any_model_is_loaded(
+    tmp_path, caches, model, stack, monkeypatch, edit, says
+):
+    from napari_sam.engine import embeddings
+
+    cache = _copy(caches["stack"], tmp_path / "copy.zarr")
+    _edit_record(cache, edit)
+    loaded = []
+    monkeypatch.setattr(embeddings, "load_model", lambda *a, **k: loaded.append(a))
+    pattern = re.compile(rf"{re.escape(str(cache))}.*damaged record: {re.escape(says)}.*overwrite=True", re.S)
+    with pytest.raises(CorruptCacheError, match=pattern):
+        ns.open_embeddings(cache, model)
+    assert not loaded
+
+
+@pytest.mark.parametrize("kind", ["stack", "tiled"])
+def test_a_lost_done_flag_names_the_cache_the_flag_and_the_way_out(tmp_path, caches, model, kind):
+    cache = _copy(caches[kind], tmp_path / "copy.zarr")
+    _lose_chunk(cache, "done")
+    pattern = re.compile(
+        rf"{re.escape(str(cache))} is incomplete: .*slice 0.*'done' flag.*compute_embeddings", re.S
+    )
+    with pytest.raises(MissingSliceError, match=pattern) as info:
+        _first_slice(cache, model)
+    assert isinstance(info.value, LookupError) and isinstance(info.value, CorruptCacheError)

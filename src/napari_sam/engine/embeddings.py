@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..errors import MissingSliceError
 from ..model import Sam
 from .device import DeviceLike
 from .loading import ModelLike, load_model, model_weights_id
@@ -986,10 +987,7 @@ class _Embedder:
             except CorruptSliceError as exc:
                 if self.image is None:
                     if not self.store.done_mask()[z]:
-                        raise LookupError(
-                            f"slice {z} is not in the embedding cache {self.store.path} (opened without "
-                            "the image, so it cannot be computed); embed it with compute_embeddings(...)"
-                        ) from exc
+                        raise _missing_slice(self.store, z) from exc
                     raise
         self.run([z])
         return self.memory[z] if self.store is None else self._from_store(z)
@@ -1329,7 +1327,17 @@ def open_embeddings(
     Returns
     -------
     Embeddings | TiledEmbeddings | VolumeEmbeddings
-        As :func:`compute_embeddings` would; slices not in the cache raise ``LookupError`` when indexed.
+        As :func:`compute_embeddings` would; a slice not in the cache raises
+        :class:`~napari_sam.errors.MissingSliceError` (a ``LookupError``) when indexed — for a 2D
+        cache, here.
+
+    Raises
+    ------
+    CorruptCacheError
+        The cache's record is damaged (a hand-edited or truncated entry; checked before any model is
+        loaded), or an array is missing or of the wrong shape.
+    CacheMismatchError
+        The cache was written in another format version.
 
     Examples
     --------
@@ -1366,5 +1374,16 @@ def open_embeddings(
     if is_volume:
         return VolumeEmbeddings(embedder)
     if not store.done_mask()[0]:
-        raise LookupError(f"the embedding cache at {store.path} holds no finished slice")
+        raise _missing_slice(store, 0)
     return embedder.get(0)
+
+
+def _missing_slice(store: EmbeddingStore, z: int) -> MissingSliceError:
+    """The error for slice ``z`` of ``store`` not being done, when no image is at hand to compute it."""
+    what = f"slice {z} is" if store.meta["image"]["is_volume"] else "its only slice (slice 0) is"
+    return MissingSliceError(
+        f"the embedding cache at {store.path} is incomplete: {what} not finished (its 'done' flag is "
+        "unset: a run interrupted before it, or the flag was lost), and the cache was opened without "
+        f"the image, so it cannot be computed; run compute_embeddings(image, cache={str(store.path)!r}) "
+        "to finish it, or pass overwrite=True to rebuild the cache"
+    )

@@ -235,6 +235,81 @@ def _int_list(value: Any, length: int | None = None) -> bool:
     )
 
 
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def _model_problem(model: Any) -> str | None:
+    """What is wrong with the root record's ``model`` entry (None: nothing)."""
+    if not isinstance(model, Mapping):
+        return f"model is {model!r}, not a mapping of name, weights_sha256 and image_size"
+    name, sha, size = model.get("name"), model.get("weights_sha256"), model.get("image_size")
+    if not isinstance(name, str) or not name:
+        return f"model.name is {name!r}, not a model name"
+    if not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX64:
+        return f"model.weights_sha256 is {sha!r}, not 64 hex digits"
+    if not _is_int(size) or size <= 0:
+        return f"model.image_size is {size!r}, not a positive integer"
+    from ..model.registry import NANO_SHA256, OFFICIAL_WEIGHTS
+
+    owners = {NANO_SHA256: "nano", **{info.sha256: key for key, info in OFFICIAL_WEIGHTS.items()}}
+    owner = owners.get(sha)
+    if owner is not None and owner != name:
+        return f"model.name is {name!r} but model.weights_sha256 is that of {owner!r}"
+    return None
+
+
+def _preprocessing_problem(prep: Any) -> str | None:
+    """What is wrong with the root record's ``preprocessing`` entry (None: nothing)."""
+    if not isinstance(prep, Mapping):
+        return f"preprocessing is {prep!r}, not a mapping"
+    mode = prep.get("normalize")
+    if mode not in ("percentile", "contrast_limits", "none"):
+        return f"preprocessing.normalize is {mode!r}, not 'percentile', 'contrast_limits' or 'none'"
+    percentiles = prep.get("percentiles")
+    numbers = isinstance(percentiles, list) and len(percentiles) == 2
+    numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in percentiles)
+    if mode == "percentile" and not numbers:
+        return f"preprocessing.percentiles is {percentiles!r}, not two numbers"
+    axis, channel = prep.get("channel_axis"), prep.get("channel")
+    if axis is not None and not _is_int(axis):
+        return f"preprocessing.channel_axis is {axis!r}, not an integer or null"
+    if channel is not None and not _int_list(channel):
+        return f"preprocessing.channel is {channel!r}, not a list of channel numbers or null"
+    return None
+
+
+def _image_problem(image: Any) -> str | None:
+    """What is wrong with the root record's ``image`` entry (None: nothing)."""
+    if not isinstance(image, Mapping):
+        return f"image is {image!r}, not a mapping"
+    shape, spatial = image.get("shape"), image.get("spatial_shape")
+    if not _int_list(shape) or not 2 <= len(shape) <= 4:
+        return f"image.shape is {shape!r}, not 2 to 4 integers"
+    if not _int_list(spatial) or len(spatial) not in (2, 3):
+        return f"image.spatial_shape is {spatial!r}, not 2 or 3 integers"
+    if not isinstance(image.get("is_volume"), bool) or image["is_volume"] != (len(spatial) == 3):
+        return f"image.is_volume is {image.get('is_volume')!r} for a spatial shape of {spatial}"
+    if not isinstance(image.get("dtype"), str):
+        return f"image.dtype is {image.get('dtype')!r}, not a dtype name"
+    return None
+
+
+def _record_problem(meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with the entries of a root record that reading a cache relies on (None: nothing).
+
+    Checked when a cache is opened, before any model is loaded for it: a hand-edited or truncated
+    record is refused with a clear message instead of a ``KeyError`` (or a download of the wrong
+    model) later.
+    """
+    if meta.get("cache_dtype") not in _CACHE_DTYPES:
+        return f"cache_dtype is {meta.get('cache_dtype')!r}, not 'float16' or 'float32'"
+    return (
+        _model_problem(meta.get("model"))
+        or _preprocessing_problem(meta.get("preprocessing"))
+        or _image_problem(meta.get("image"))
+    )
+
+
 def _tiling_problem(meta: Mapping[str, Any]) -> str | None:
     """What is wrong with the root record's ``tiling`` entry (None: nothing)."""
     tiling = meta.get("tiling")
@@ -296,6 +371,12 @@ def _open_arrays(folder: Path, group: Any, meta: Mapping[str, Any]) -> dict[str,
         The record is malformed (a hand-edited ``tiling`` entry …), or an array is missing (an
         interrupted copy), unreadable or of another shape than the record says.
     """
+    problem = _record_problem(meta)
+    if problem is not None:
+        raise CorruptCacheError(
+            f"the embedding cache at {folder} has a damaged record: {problem} (was the record "
+            f"edited?); {_REBUILD}"
+        )
     problem = _tiling_problem(meta)
     if problem is not None:
         raise CorruptCacheError(
@@ -488,7 +569,8 @@ class EmbeddingStore:
         CacheMismatchError
             The store was written in another format version.
         CorruptCacheError
-            An array is missing, unreadable or of the wrong shape, or the ``tiling`` record does not
+            The record is damaged (a malformed ``model``, ``preprocessing``, ``image`` entry …), an
+            array is missing, unreadable or of the wrong shape, or the ``tiling`` record does not
             match the arrays (see :func:`_open_arrays`).
         """
         import zarr
