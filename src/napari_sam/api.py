@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from .engine.device import DeviceLike
-from .engine.embeddings import Embeddings, VolumeEmbeddings, compute_embeddings, image_layout
+from .engine.embeddings import (
+    Embeddings,
+    VolumeEmbeddings,
+    compute_embeddings,
+    image_layout,
+    one_layout_warning,
+)
 from .engine.loading import ModelLike, load_model
 from .engine.predict import as_float_array, validate_boxes, validate_points
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode, has_no_contrast
@@ -26,6 +32,7 @@ def _is_blank(embeddings: Embeddings | TiledEmbeddings) -> bool:
     return params.normalize == "percentile" and has_no_contrast(params.contrast_limits)
 
 
+@one_layout_warning
 def segment(
     image: Any,
     points: Any = None,

@@ -105,7 +105,9 @@ class LayoutWarning(UserWarning):
     """An array's shape fits two layouts; the message says which one was assumed and how to choose.
 
     A ``(Y, X, C)`` image with a few channels (5 to 16) has the shape of a ``(Z, Y, X)`` stack of
-    narrow slices: without ``channel=`` or ``channel_axis=`` it is read as a stack.
+    narrow slices: without ``channel=`` or ``channel_axis=`` it is read as a stack. Emitted once
+    per call of :func:`napari_sam.segment` or :func:`napari_sam.propagate`, however often the call
+    reads the shape.
     """
 
 

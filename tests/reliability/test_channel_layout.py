@@ -82,6 +82,17 @@ def test_without_channel_it_is_read_as_a_stack_and_a_warning_says_so(five):
         assert not image_layout(five, channel_axis=-1).is_volume
 
 
+@pytest.mark.parametrize("propagate", [False, True])
+def test_one_segment_call_warns_once(five, model, propagate):
+    """segment reads the layout, then compute_embeddings and propagate read it again: one warning."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        ns.segment(five, boxes=[[10, 0, 0, 11, 64, 5]], model=model, propagate=propagate)
+        ns.propagate(five, boxes=[[10, 0, 0, 11, 64, 5]], model=model)
+    said = [w for w in record if issubclass(w.category, LayoutWarning)]
+    assert len(said) == 2, [f"{w.filename}:{w.lineno}" for w in said]  # once per call
+
+
 def test_a_2d_entry_point_says_how_to_pick_a_channel(five, model):
     with pytest.raises(ValueError, match=r"5 channels; pass channel="):
         ns.automatic(five, model=model, points_per_side=2)

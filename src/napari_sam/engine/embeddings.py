@@ -9,12 +9,14 @@ stacks slice by slice (:class:`VolumeEmbeddings`), in memory or through the zarr
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -331,6 +333,54 @@ def _layout_with_channel_axis(shape: tuple[int, ...], channel_axis: Any) -> Imag
     )
 
 
+#: Shapes a LayoutWarning was given for in the current public call (None: outside of one).
+_LAYOUT_WARNED: ContextVar[set[tuple[int, ...]] | None] = ContextVar("napari_sam_layout_warned", default=None)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def one_layout_warning(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Make one call of ``func`` give at most one :class:`~napari_sam.errors.LayoutWarning` per shape.
+
+    A public function that reads the image's layout in several places (``segment`` through
+    ``compute_embeddings`` and ``propagate``) would otherwise say the same thing several times.
+    Nested decorated calls share the outer call's record.
+
+    Parameters
+    ----------
+    func
+        The function to wrap.
+
+    Returns
+    -------
+    Callable
+        ``func`` with the same signature and docstring.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if _LAYOUT_WARNED.get() is not None:
+            return func(*args, **kwargs)
+        token = _LAYOUT_WARNED.set(set())
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _LAYOUT_WARNED.reset(token)
+
+    return wrapper
+
+
+def _first_layout_warning(shape: tuple[int, ...]) -> bool:
+    """Whether a LayoutWarning for ``shape`` is due (not given yet in this call); records it."""
+    warned = _LAYOUT_WARNED.get()
+    if warned is None:
+        return True
+    if shape in warned:
+        return False
+    warned.add(shape)
+    return True
+
+
 def _stack_layout(shape: tuple[int, ...], channel: Any, picks: tuple[int, ...] | None) -> ImageLayout:
     """A 3D array read as a ``(Z, Y, X)`` stack of gray slices; says so when it may be channels."""
     if picks is not None and any(p not in (0, -1) for p in picks):
@@ -338,7 +388,7 @@ def _stack_layout(shape: tuple[int, ...], channel: Any, picks: tuple[int, ...] |
             f"channel={channel!r} given, but an image of shape {shape} is read as a (Z, Y, X) stack of "
             f"gray slices (channel 0 only); if its last axis holds channels, pass channel_axis=-1"
         )
-    if channel is None and may_hold_channels(shape):
+    if channel is None and may_hold_channels(shape) and _first_layout_warning(shape):
         from ..errors import LayoutWarning
 
         warnings.warn(

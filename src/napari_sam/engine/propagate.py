@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .device import DeviceLike
-from .embeddings import VolumeEmbeddings, compute_embeddings, image_layout
+from .embeddings import VolumeEmbeddings, compute_embeddings, image_layout, one_layout_warning
 from .loading import ModelLike, load_model
 from .prompted import empty_objects, segment_stack, warn_empty_objects
 from .propagate_steps import (
@@ -693,6 +693,7 @@ def _prompt_arguments(labels_or_prompts: Any, points: Any, point_labels: Any, bo
     return points, point_labels, boxes
 
 
+@one_layout_warning
 def propagate(
     volume: Any,
     labels_or_prompts: Any = None,
