@@ -148,6 +148,33 @@ def test_a_dark_object_under_one_percent_of_the_pixels_keeps_its_contrast():
     assert out[12, 12, 0] == 0 and out[40, 40, 0] == 255
 
 
+@pytest.mark.parametrize(
+    "how", [{}, {"contrast_limits": (0.0, 4000.0)}, {"normalize": None}], ids=["percentile", "limits", "none"]
+)
+def test_nan_and_minus_inf_are_black_plus_inf_is_white(how):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 250, (32, 32)).astype(np.float64)
+    image[8:20, 8:20] += 3 if how.get("normalize", "x") is None else 3000
+    ref, *_ = normalize_intensity(image[..., None], **how)
+    odd = image.copy()
+    odd[0, 0], odd[0, 1], odd[1, 1] = np.nan, -np.inf, np.inf
+    out, *_ = normalize_intensity(odd[..., None], **how)
+    assert (out[0, 0, 0], out[0, 1, 0], out[1, 1, 0]) == (0.0, 0.0, 255.0)
+    rest = np.ones(image.shape, bool)
+    rest[0, 0] = rest[0, 1] = rest[1, 1] = False
+    np.testing.assert_allclose(out[..., 0][rest], ref[..., 0][rest], atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("limits", [(0.0, 1e300), (-1e300, 1e300), (0.0, 1e-40), (0.0, 3e38)])
+def test_extreme_contrast_limits_warn_about_nothing(dtype, limits):
+    image = np.arange(64 * 64).reshape(64, 64, 1).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, *_ = normalize_intensity(image, contrast_limits=limits)
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 255
+
+
 # -------------------------------------------------------------- tiles and volumes of 64-bit integers
 
 #: Offsets that float64 cannot follow: limits near them round by 1024 to 4096.

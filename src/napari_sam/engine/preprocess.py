@@ -181,7 +181,10 @@ def _finite_sample(channel: np.ndarray) -> np.ndarray:
 _FLOAT32_EXACT = frozenset(
     np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float16, np.float32)
 )
-_F32 = np.finfo(np.float32)
+#: float32's largest and smallest normal magnitudes, as Python floats (comparing a float64 with a
+#: numpy float32 casts it to float32, which warns about overflow for values such as 1e300).
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
@@ -403,10 +406,10 @@ def _fits_float32(dtype: np.dtype, window: _Window) -> bool:
     if window.anchor != 0 or dtype not in _FLOAT32_EXACT:
         return False
     low, high = window.low, window.high
-    if not (abs(low) <= _F32.max and abs(high) <= _F32.max):
+    if not (abs(low) <= _F32_MAX and abs(high) <= _F32_MAX):
         return False
     span = high - low
-    return span <= 0 or (span >= _F32.tiny and float(np.float32(255.0 / span)) < _F32.max)
+    return span <= 0 or (span >= _F32_TINY and 255.0 / span < _F32_MAX)
 
 
 def _scale_channel(channel: np.ndarray, window: _Window, out: np.ndarray) -> None:
@@ -432,7 +435,7 @@ def _rescale(
     limits: Sequence[tuple[float, float]],
     residuals: Sequence[tuple[float, float]] | None = None,
 ) -> np.ndarray:
-    """Map each channel's ``(low, high)`` to ``(0, 255)``, clip, NaN → 0; float32 output.
+    """Map each channel's ``(low, high)`` to ``(0, 255)``, clip (+inf → 255), NaN → 0; float32 output.
 
     Parameters
     ----------
@@ -491,7 +494,9 @@ def normalize_intensity(
     Parameters
     ----------
     image
-        ``(H, W, C)`` array of any integer or floating dtype; NaN / inf pixels become 0.
+        ``(H, W, C)`` array of any integer or floating dtype. NaN and ±inf pixels are left out of
+        the percentiles; NaN and -inf pixels become 0 (black) and +inf pixels 255 (white: a
+        saturated or overflowed pixel stays as bright as it can be), in every mode.
     normalize
         ``"auto"``: uint8 RGB as is (the official path), everything else by percentiles.
         ``"percentile"``: per-channel ``percentiles`` → 0 and 255 (see :func:`percentile_limits`).
