@@ -317,3 +317,10 @@ def test_a_lost_done_flag_names_the_cache_the_flag_and_the_way_out(tmp_path, cac
     with pytest.raises(MissingSliceError, match=pattern) as info:
         _first_slice(cache, model)
     assert isinstance(info.value, LookupError) and isinstance(info.value, CorruptCacheError)
+
+
+def test_a_renamed_model_is_not_a_damaged_record(tmp_path, caches, model):
+    """Only a registered name with another registered model's weights is a contradiction."""
+    cache = _copy(caches["stack"], tmp_path / "copy.zarr")
+    _edit_record(cache, lambda m: m["model"].update(name="my nano", weights_sha256=NANO_SHA256))
+    assert ns.open_embeddings(cache, model).shape == (3, 32, 40)

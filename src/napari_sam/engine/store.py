@@ -251,9 +251,11 @@ def _model_problem(model: Any) -> str | None:
         return f"model.image_size is {size!r}, not a positive integer"
     from ..model.registry import NANO_SHA256, OFFICIAL_WEIGHTS
 
+    # a registered model's name with another registered model's weights: decoding by name would
+    # load (or download) the wrong model; other names (a renamed model) are the caller's own
     owners = {NANO_SHA256: "nano", **{info.sha256: key for key, info in OFFICIAL_WEIGHTS.items()}}
     owner = owners.get(sha)
-    if owner is not None and owner != name:
+    if owner is not None and name in owners.values() and owner != name:
         return f"model.name is {name!r} but model.weights_sha256 is that of {owner!r}"
     return None
 
