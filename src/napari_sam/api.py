@@ -14,7 +14,7 @@ from .engine.embeddings import (
     VolumeEmbeddings,
     compute_embeddings,
     image_layout,
-    one_layout_warning,
+    layout_warnings_once,
 )
 from .engine.loading import ModelLike, load_model
 from .engine.predict import as_float_array, validate_boxes, validate_points
@@ -32,7 +32,6 @@ def _is_blank(embeddings: Embeddings | TiledEmbeddings) -> bool:
     return params.normalize == "percentile" and has_no_contrast(params.contrast_limits)
 
 
-@one_layout_warning
 def segment(
     image: Any,
     points: Any = None,
@@ -132,107 +131,117 @@ def segment(
 
     >>> labels = ns.segment(image, boxes=[[0, 55, 29, 95]], model="vit_b")  # doctest: +SKIP
     """
-    layout = image_layout(image, channel_axis, channel=channel)
-    channel_axis = layout.channel_axis  # given, or inferred from channel= for 5 to 16 channels
-    if points is None and boxes is None:  # no prompts: automatic segmentation, slice by slice
-        from .engine.automatic import automatic_labels
+    with layout_warnings_once():  # one LayoutWarning per call, however often the layout is read
+        layout = image_layout(image, channel_axis, channel=channel)
+        channel_axis = layout.channel_axis  # given, or inferred from channel= for 5 to 16 channels
+        if points is None and boxes is None:  # no prompts: automatic segmentation, slice by slice
+            from .engine.automatic import automatic_labels
 
-        stack = layout.is_volume
-        auto_labels = automatic_labels(
-            image,
-            stack=stack,
-            model=model,
-            device=device,
-            embeddings=embeddings if isinstance(embeddings, Embeddings) else None,
-            normalize=normalize,
-            percentiles=percentiles,
-            contrast_limits=contrast_limits,
-            channel=channel,
-            channel_axis=channel_axis,
-            precision=precision,
-        )
-        if stack and propagate:
-            from .engine.linking import link_slices
-
-            return link_slices(auto_labels)
-        return auto_labels
-    if multimask not in ("auto", True, False):
-        raise ValueError(f"multimask must be 'auto', True or False, got {multimask!r}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-    embed_options: dict[str, Any] = {
-        "normalize": normalize,
-        "percentiles": percentiles,
-        "contrast_limits": contrast_limits,
-        "channel": channel,
-        "channel_axis": channel_axis,
-        "cache": cache,
-        "overwrite": overwrite,
-        "tile": tile,
-        "tile_threshold": tile_threshold,
-        "precision": precision,
-    }
-    given_model = getattr(embeddings, "model", None)
-    sam = given_model if given_model is not None else load_model(model, device)
-    if layout.is_volume and propagate:
-        from .engine.propagate import propagate as propagate_stack
-
-        return propagate_stack(
-            image,
-            points=points,
-            point_labels=point_labels,
-            boxes=boxes,
-            model=sam,
-            embeddings=embeddings,
-            **(propagate_options or {}),
-            **embed_options,
-        ).labels
-    if layout.is_volume:
-        return segment_stack(
-            image, layout, points, point_labels, boxes, sam, embeddings, multimask, batch_size, embed_options
-        )
-    if embeddings is None:
-        embeddings = compute_embeddings(image, sam, **embed_options)
-    if not isinstance(embeddings, (Embeddings, TiledEmbeddings)):
-        raise TypeError(
-            "embeddings for a 2D image must be Embeddings or TiledEmbeddings, got "
-            f"{type(embeddings).__name__}"
-        )
-    shape = tuple(embeddings.original_size)
-    if layout.plane_shape != shape:
-        raise ValueError(
-            f"embeddings are of an image of shape {shape}, but image has shape {np.shape(image)}"
-        )
-
-    pts = labs = bxs = None
-    if points is not None:
-        pts_arr = as_float_array(points, "points")
-        if pts_arr.ndim != 2 or pts_arr.shape[1] != 2:
-            raise ValueError(
-                f"points must have shape (N, 2) rows (row, col) for a 2D image, got {pts_arr.shape}"
+            stack = layout.is_volume
+            auto_labels = automatic_labels(
+                image,
+                stack=stack,
+                model=model,
+                device=device,
+                embeddings=embeddings if isinstance(embeddings, Embeddings) else None,
+                normalize=normalize,
+                percentiles=percentiles,
+                contrast_limits=contrast_limits,
+                channel=channel,
+                channel_axis=channel_axis,
+                precision=precision,
             )
-        if pts_arr.shape[0]:
-            p3, l3 = validate_points(pts_arr, point_labels, shape)
-            pts, labs = p3[0], l3[0]
-    elif point_labels is not None:
-        raise ValueError("point_labels given without points")
-    if boxes is not None:
-        box_arr = as_float_array(boxes, "boxes")
-        if box_arr.ndim != 2 or box_arr.shape[1] != 4:
-            raise ValueError(
-                f"boxes must have shape (M, 4) rows (min_row, min_col, max_row, max_col) for a 2D "
-                f"image, got {box_arr.shape}"
-            )
-        if box_arr.shape[0]:
-            bxs = validate_boxes(box_arr, shape, name="boxes")
+            if stack and propagate:
+                from .engine.linking import link_slices
 
-    objects = plan_objects(pts, labs, bxs)
-    labels = np.zeros(shape, dtype=np.uint32)
-    if _is_blank(embeddings):  # a flat image: nothing to find (NoContrastWarning said so)
+                return link_slices(auto_labels)
+            return auto_labels
+        if multimask not in ("auto", True, False):
+            raise ValueError(f"multimask must be 'auto', True or False, got {multimask!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+        embed_options: dict[str, Any] = {
+            "normalize": normalize,
+            "percentiles": percentiles,
+            "contrast_limits": contrast_limits,
+            "channel": channel,
+            "channel_axis": channel_axis,
+            "cache": cache,
+            "overwrite": overwrite,
+            "tile": tile,
+            "tile_threshold": tile_threshold,
+            "precision": precision,
+        }
+        given_model = getattr(embeddings, "model", None)
+        sam = given_model if given_model is not None else load_model(model, device)
+        if layout.is_volume and propagate:
+            from .engine.propagate import propagate as propagate_stack
+
+            return propagate_stack(
+                image,
+                points=points,
+                point_labels=point_labels,
+                boxes=boxes,
+                model=sam,
+                embeddings=embeddings,
+                **(propagate_options or {}),
+                **embed_options,
+            ).labels
+        if layout.is_volume:
+            return segment_stack(
+                image,
+                layout,
+                points,
+                point_labels,
+                boxes,
+                sam,
+                embeddings,
+                multimask,
+                batch_size,
+                embed_options,
+            )
+        if embeddings is None:
+            embeddings = compute_embeddings(image, sam, **embed_options)
+        if not isinstance(embeddings, (Embeddings, TiledEmbeddings)):
+            raise TypeError(
+                "embeddings for a 2D image must be Embeddings or TiledEmbeddings, got "
+                f"{type(embeddings).__name__}"
+            )
+        shape = tuple(embeddings.original_size)
+        if layout.plane_shape != shape:
+            raise ValueError(
+                f"embeddings are of an image of shape {shape}, but image has shape {np.shape(image)}"
+            )
+
+        pts = labs = bxs = None
+        if points is not None:
+            pts_arr = as_float_array(points, "points")
+            if pts_arr.ndim != 2 or pts_arr.shape[1] != 2:
+                raise ValueError(
+                    f"points must have shape (N, 2) rows (row, col) for a 2D image, got {pts_arr.shape}"
+                )
+            if pts_arr.shape[0]:
+                p3, l3 = validate_points(pts_arr, point_labels, shape)
+                pts, labs = p3[0], l3[0]
+        elif point_labels is not None:
+            raise ValueError("point_labels given without points")
+        if boxes is not None:
+            box_arr = as_float_array(boxes, "boxes")
+            if box_arr.ndim != 2 or box_arr.shape[1] != 4:
+                raise ValueError(
+                    f"boxes must have shape (M, 4) rows (min_row, min_col, max_row, max_col) for a 2D "
+                    f"image, got {box_arr.shape}"
+                )
+            if box_arr.shape[0]:
+                bxs = validate_boxes(box_arr, shape, name="boxes")
+
+        objects = plan_objects(pts, labs, bxs)
+        labels = np.zeros(shape, dtype=np.uint32)
+        if _is_blank(embeddings):  # a flat image: nothing to find (NoContrastWarning said so)
+            return labels
+        decode_into(labels, embeddings, objects, list(range(1, len(objects) + 1)), sam, multimask, batch_size)
         return labels
-    decode_into(labels, embeddings, objects, list(range(1, len(objects) + 1)), sam, multimask, batch_size)
-    return labels
 
 
 @dataclass

@@ -9,14 +9,13 @@ stacks slice by slice (:class:`VolumeEmbeddings`), in memory or through the zarr
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -335,39 +334,26 @@ def _layout_with_channel_axis(shape: tuple[int, ...], channel_axis: Any) -> Imag
 
 #: Shapes a LayoutWarning was given for in the current public call (None: outside of one).
 _LAYOUT_WARNED: ContextVar[set[tuple[int, ...]] | None] = ContextVar("napari_sam_layout_warned", default=None)
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
-def one_layout_warning(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Make one call of ``func`` give at most one :class:`~napari_sam.errors.LayoutWarning` per shape.
+@contextlib.contextmanager
+def layout_warnings_once() -> Iterator[None]:
+    """Within the block, at most one :class:`~napari_sam.errors.LayoutWarning` per shape.
 
     A public function that reads the image's layout in several places (``segment`` through
     ``compute_embeddings`` and ``propagate``) would otherwise say the same thing several times.
-    Nested decorated calls share the outer call's record.
-
-    Parameters
-    ----------
-    func
-        The function to wrap.
-
-    Returns
-    -------
-    Callable
-        ``func`` with the same signature and docstring.
+    A ``with`` block inside the function, not a decorator: a wrapper's frame would shift where the
+    package's other warnings point (their ``stacklevel`` counts frames up to the user's call).
+    Nested blocks share the outer block's record.
     """
-
-    @functools.wraps(func)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if _LAYOUT_WARNED.get() is not None:
-            return func(*args, **kwargs)
-        token = _LAYOUT_WARNED.set(set())
-        try:
-            return func(*args, **kwargs)
-        finally:
-            _LAYOUT_WARNED.reset(token)
-
-    return wrapper
+    if _LAYOUT_WARNED.get() is not None:
+        yield
+        return
+    token = _LAYOUT_WARNED.set(set())
+    try:
+        yield
+    finally:
+        _LAYOUT_WARNED.reset(token)
 
 
 def _first_layout_warning(shape: tuple[int, ...]) -> bool:

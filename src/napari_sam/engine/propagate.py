@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .device import DeviceLike
-from .embeddings import VolumeEmbeddings, compute_embeddings, image_layout, one_layout_warning
+from .embeddings import VolumeEmbeddings, compute_embeddings, image_layout, layout_warnings_once
 from .loading import ModelLike, load_model
 from .prompted import empty_objects, segment_stack, warn_empty_objects
 from .propagate_steps import (
@@ -693,7 +693,6 @@ def _prompt_arguments(labels_or_prompts: Any, points: Any, point_labels: Any, bo
     return points, point_labels, boxes
 
 
-@one_layout_warning
 def propagate(
     volume: Any,
     labels_or_prompts: Any = None,
@@ -829,36 +828,37 @@ def propagate(
     >>> result.seeds
     {1: [1]}
     """
-    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
-        raise TypeError(f"cancel must be a threading.Event (or have is_set()), got {cancel!r}")
-    steps = iter_propagate(
-        volume,
-        labels_or_prompts,
-        z=z,
-        seed_slices=seed_slices,
-        objects=objects,
-        points=points,
-        point_labels=point_labels,
-        boxes=boxes,
-        z_range=z_range,
-        prompt=prompt,
-        n_points=n_points,
-        box_margin=box_margin,
-        multimask=multimask,
-        iou_threshold=iou_threshold,
-        min_area=min_area,
-        max_area_change=max_area_change,
-        max_centroid_shift=max_centroid_shift,
-        min_contrast=min_contrast,
-        min_intensity=min_intensity,
-        clip_to_box=clip_to_box,
-        connected=connected,
-        image=image,
-        model=model,
-        device=device,
-        embeddings=embeddings,
-        **embedding_options,
-    )
-    result = drain_steps(steps, progress=progress, cancel=cancel, what="propagation")
-    warn_empty_objects(result.empty_objects)
-    return result
+    with layout_warnings_once():  # one LayoutWarning per call, however often the layout is read
+        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+            raise TypeError(f"cancel must be a threading.Event (or have is_set()), got {cancel!r}")
+        steps = iter_propagate(
+            volume,
+            labels_or_prompts,
+            z=z,
+            seed_slices=seed_slices,
+            objects=objects,
+            points=points,
+            point_labels=point_labels,
+            boxes=boxes,
+            z_range=z_range,
+            prompt=prompt,
+            n_points=n_points,
+            box_margin=box_margin,
+            multimask=multimask,
+            iou_threshold=iou_threshold,
+            min_area=min_area,
+            max_area_change=max_area_change,
+            max_centroid_shift=max_centroid_shift,
+            min_contrast=min_contrast,
+            min_intensity=min_intensity,
+            clip_to_box=clip_to_box,
+            connected=connected,
+            image=image,
+            model=model,
+            device=device,
+            embeddings=embeddings,
+            **embedding_options,
+        )
+        result = drain_steps(steps, progress=progress, cancel=cancel, what="propagation")
+        warn_empty_objects(result.empty_objects)
+        return result
