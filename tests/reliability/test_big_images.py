@@ -214,3 +214,20 @@ def test_the_cli_progress_bar_says_tile(tmp_path, small_weights, capsys):
     err = capsys.readouterr().err
     assert re.search(r"\b4/9 \[.*tile", err), err[-600:]  # moved tile by tile, in tiles
     assert "slice" not in err
+
+
+def test_volume_percentiles_read_only_their_strided_sample():
+    """percentile_scope="volume" samples a stack's slices on a stride: only those pixels are read,
+    and the limits are those of the same pixels of the whole slices."""
+    from napari_sam.engine.embeddings import _Prep, _volume_limits, image_layout
+
+    stack = np.stack([_pattern((1100, 1000), seed=k) for k in range(3)])
+    source = Recording(stack)
+    layout = image_layout(stack)
+    prep = _Prep("percentile", (1.0, 99.8), None, None, None)
+    limits, _ = _volume_limits(source, layout, prep)
+    slice_bytes = stack[0].nbytes
+    assert source.reads and max(source.reads) < slice_bytes / 3  # a strided sample, never a whole slice
+    step = int(np.ceil(np.sqrt(1100 * 1000 / emb_mod._VOLUME_SAMPLE_PIXELS)))
+    sample = stack[:, ::step, ::step].reshape(-1)
+    np.testing.assert_allclose(limits, [np.percentile(sample, [1.0, 99.8])])

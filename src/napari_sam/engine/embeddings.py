@@ -474,11 +474,12 @@ def _volume_limits(image: Any, layout: ImageLayout, prep: _Prep) -> tuple[Limits
     limits (each slice's own minimum is subtracted first).
     """
     picks = np.unique(np.linspace(0, layout.n_slices - 1, min(layout.n_slices, VOLUME_SAMPLE_SLICES)).round())
+    rows, cols = layout.plane_shape
+    every = slice(None, None, max(1, int(np.ceil(np.sqrt(rows * cols / _VOLUME_SAMPLE_PIXELS)))))
     samples = []
-    for z in picks.astype(int):
-        arr, _ = prep.select(read_slice(image, layout, int(z)))
-        step = max(1, int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / _VOLUME_SAMPLE_PIXELS))))
-        samples.append(np.asarray(arr[::step, ::step]).reshape(-1, 1, arr.shape[-1]))
+    for z in picks.astype(int):  # only the strided sample is read, not the whole slice
+        arr, _ = prep.select(_read_window(image, layout, int(z), every, every))
+        samples.append(arr.reshape(-1, 1, arr.shape[-1]))
     return exact_percentile_limits(np.concatenate(samples), prep.percentiles)
 
 
