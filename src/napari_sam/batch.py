@@ -416,13 +416,12 @@ def _comparable(path: Path) -> Path:
 
 def _refuse_folder_in_inputs(folder: Path, sources: Sequence[Path], what: str) -> None:
     """A :class:`UsageError` when ``folder`` is one of ``sources`` or lies inside one."""
-    target = _comparable(folder)
     for source in sources:
-        place = _comparable(source)
-        if target == place or place in target.parents:
-            where = "is the input" if target == place else "is inside the input"
+        how = _conflict(folder, source, _identity(source))
+        if how is not None and not how.startswith("holds"):  # a folder holding inputs is fine
+            where = f"is the input {source}" if how == "is one of the inputs" else how
             raise UsageError(
-                f"the {what} folder {folder} {where} {source}; napari-sam never writes into an input: "
+                f"the {what} folder {folder} {where}; napari-sam never writes into an input: "
                 "choose a folder outside it"
             )
 
