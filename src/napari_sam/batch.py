@@ -1043,7 +1043,7 @@ scikit-image's regionprops bbox. 'file' names an input by file name (cells.tif),
 suffix (cells) or path (absolute, or relative to the CSV), matched exactly (case too); one CSV
 serves a whole batch. A table with a 'file' column that names none of the inputs is an error.
 Without a 'file' column every row applies to every input. y / x are accepted for row / col; a
-label may also be positive / negative or true / false.
+label may also be positive / negative, true / false, fg / bg (as napari's Points layers spell it).
 Separators: comma, semicolon or tab (the one the lines agree on, or the one an Excel "sep=;"
 first line names); with semicolons or tabs a decimal comma is read as a point (2,5 = 2.5).
 Trailing separators, a UTF-8 BOM and lines starting with # are ignored.
@@ -1125,7 +1125,6 @@ _SEPARATORS = ",;\t"
 _EXCEL_SEPARATOR = re.compile(r'"?sep=(.)"?', re.IGNORECASE)
 _NAPARI_AXIS = re.compile(r"axis-(\d+)")
 _NAPARI_LAYOUTS = {2: ("row", "col"), 3: ("z", "row", "col")}
-_LABEL_WORDS = {"positive": 1.0, "true": 1.0, "negative": 0.0, "false": 0.0}
 
 
 def _number(text: str, column: str, line: int, path: Path, decimal_comma: bool = False) -> float:
@@ -1142,9 +1141,12 @@ def _number(text: str, column: str, line: int, path: Path, decimal_comma: bool =
 
 
 def _label(text: str, line: int, path: Path, decimal_comma: bool) -> float:
-    """A point label: 1 / 0, or positive / negative, true / false (any case)."""
-    word = _LABEL_WORDS.get(text.strip().lower())
-    label = word if word is not None else _number(text, "label", line, path, decimal_comma)
+    """A point label: 1 / 0, or a word of :data:`~napari_sam.engine.coords.POINT_KIND_WORDS` (any case:
+    positive / negative, true / false …), as napari's Points layers spell it."""
+    from .engine.coords import point_kind
+
+    word = point_kind(text)
+    label = float(word) if word is not None else _number(text, "label", line, path, decimal_comma)
     if label not in (0.0, 1.0):
         raise UsageError(f"{path}, line {line}: label must be 1 (object) or 0 (background), got {text!r}")
     return label

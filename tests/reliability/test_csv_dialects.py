@@ -102,6 +102,22 @@ def test_napari_points_export_2d_and_3d(tmp_path):
     np.testing.assert_array_equal(table.rows[None], [[2, 10, 20, 1], [2, 15, 25, 0], [3, 5, 6, 1]])
 
 
+def test_point_kinds_are_read_as_the_annotator_reads_them(tmp_path):
+    """A napari export carries the layer's own spellings of the kind (fg / bg …); the table reads
+    every spelling the annotator accepts, and nothing else."""
+    from napari_sam._napari.prompts import label_value
+    from napari_sam.engine.coords import POINT_KIND_WORDS
+
+    words = list(POINT_KIND_WORDS)
+    labels = {"label": np.array([w.upper() if k % 2 else w for k, w in enumerate(words)])}
+    data = np.array([[float(k), 2.0] for k in range(len(words))])
+    table = read_prompts_csv(_napari_export(tmp_path / "kinds.csv", data, labels), "points")
+    assert table.rows[None][:, -1].tolist() == [label_value(w) for w in labels["label"]]
+    odd = _napari_export(tmp_path / "odd.csv", np.array([[1.0, 2.0]]), {"label": np.array(["maybe"])})
+    with pytest.raises(UsageError, match="label"):
+        read_prompts_csv(odd, "points")
+
+
 def test_napari_points_export_with_other_features_and_too_many_axes(tmp_path):
     features = {"confidence": np.array([0.5, 0.9])}
     table = read_prompts_csv(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.coords import POINT_KIND_WORDS, point_kind
 from .errors import AnnotatorError
 
 #: the Points feature holding each point's kind
@@ -22,8 +23,8 @@ LABEL_FEATURE = "label"
 POSITIVE = "positive"
 NEGATIVE = "negative"
 #: spellings of the ``label`` feature (case and surrounding spaces do not matter)
-POSITIVE_WORDS = frozenset({POSITIVE, "pos", "foreground", "fg", "1", "true"})
-NEGATIVE_WORDS = frozenset({NEGATIVE, "neg", "background", "bg", "0", "false"})
+POSITIVE_WORDS = frozenset(word for word, kind in POINT_KIND_WORDS.items() if kind == 1)
+NEGATIVE_WORDS = frozenset(word for word, kind in POINT_KIND_WORDS.items() if kind == 0)
 #: how a missing value reads back from a text feature column (pandas writes NaN as "nan")
 MISSING_WORDS = frozenset({"nan", "none", "<na>"})
 
@@ -127,8 +128,7 @@ def label_value(value: Any) -> int | None:
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, str):
-        word = value.strip().lower()
-        return 1 if word in POSITIVE_WORDS else 0 if word in NEGATIVE_WORDS else None
+        return point_kind(value)
     if isinstance(value, numbers.Real) and float(value) in (0.0, 1.0):
         return int(value)
     return None

@@ -10,6 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Words that name a point's kind, to its label (1: on the object, 0: background); read in any case,
+#: surrounding spaces aside. napari's Points layers, their CSV exports and the prompt tables share them.
+POINT_KIND_WORDS: dict[str, int] = {
+    **dict.fromkeys(("positive", "pos", "foreground", "fg", "1", "true"), 1),
+    **dict.fromkeys(("negative", "neg", "background", "bg", "0", "false"), 0),
+}
+
+
+def point_kind(word: str) -> int | None:
+    """1 or 0 for a word of :data:`POINT_KIND_WORDS` (any case, spaces around ignored), else None."""
+    return POINT_KIND_WORDS.get(word.strip().lower())
+
 
 def points_rc_to_xy(points: np.ndarray) -> np.ndarray:
     """``(..., 2)`` ``(row, col)`` → ``(..., 2)`` ``(x, y)`` float64."""
