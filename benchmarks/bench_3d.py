@@ -8,7 +8,7 @@ in training). Embeddings go through a zarr cache (``--cache``, default a tempora
 with other options reuse them. Measured, per volume, then averaged over objects / volumes:
 
 - ``one box``: every object gets the box of its true mask on its middle slice; the boxes are decoded
-  on their slices (``napari_sam.engine.propagate.seed_labels``, as ``propagate(boxes=...)`` does) and
+  on their slices (``napari_sam.engine.volume.propagate.seed_labels``, as ``propagate(boxes=...)`` does) and
   all objects of a volume propagated by one ``napari_sam.propagate`` call; mean 3D IoU of each
   object with its truth (0 if its box gave nothing);
 - ``two boxes``: boxes on the slices at one and two thirds of each object's extent (one box when
@@ -16,7 +16,7 @@ with other options reuse them. Measured, per volume, then averaged over objects 
 - ``box on every slice``: a reference without propagation — every object gets its true box on every
   slice it spans; the 3D IoU this reaches is about what the model's 2D masks allow;
 - ``automatic``: ``napari_sam.automatic`` (preset ``"nuclei"``) on every slice, linked across slices by
-  ``napari_sam.engine.linking.link_slices``; F1 of 3D objects matched at IoU >= 0.5;
+  ``napari_sam.engine.volume.linking.link_slices``; F1 of 3D objects matched at IoU >= 0.5;
 - ``baseline``: Otsu threshold of the Gaussian-smoothed stack + 3D distance-transform watershed
   (scikit-image, z sampling taken into account); same F1.
 """
@@ -36,9 +36,9 @@ import torch
 
 import napari_sam as ns
 from napari_sam.data.synthetic import nuclei_3d
-from napari_sam.engine.linking import link_slices
-from napari_sam.engine.propagate import seed_labels
-from napari_sam.engine.propagate_steps import summarize
+from napari_sam.engine.volume.linking import link_slices
+from napari_sam.engine.volume.propagate import seed_labels
+from napari_sam.engine.volume.steps import summarize
 
 
 def object_ious(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ import torch
 
 import napari_sam
 from napari_sam.data.synthetic import preset as synthetic_preset
-from napari_sam.engine.automatic import PRESETS, automatic
+from napari_sam.engine.automatic.amg import PRESETS, automatic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,7 +183,7 @@ def run_tune(args: argparse.Namespace) -> dict[str, Any]:
     """Decode every grid point once per image with no filtering, then sweep the filters offline."""
     from itertools import product
 
-    from napari_sam.engine.nms import nms, nms_overlaps
+    from napari_sam.engine.automatic.nms import nms, nms_overlaps
 
     cached = _candidates(args)
     names = (
@@ -246,7 +246,7 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None], runs: int) -> tuple[
 
 
 def run_speed(args: argparse.Namespace) -> dict[str, Any]:
-    from napari_sam.engine.embeddings import compute_embeddings
+    from napari_sam.engine.embed.embeddings import compute_embeddings
     from napari_sam.engine.loading import load_model
 
     device = torch.device(

@@ -76,7 +76,7 @@ def embed_child(args: argparse.Namespace) -> None:
     import torch
 
     import napari_sam as ns
-    import napari_sam.engine.embeddings as emb_mod
+    import napari_sam.engine.embed.embeddings as emb_mod
     from napari_sam.io import read_image
 
     image = read_image(args.tif)
@@ -151,7 +151,8 @@ def run_child(tif: Path, cache: Path, args: argparse.Namespace, src: Path | None
 
 
 def n_tiles(size: int) -> int:
-    from napari_sam.engine.tiling import TileSpec, tile_windows
+    from napari_sam.engine.embed.tiling import tile_windows
+    from napari_sam.engine.types import TileSpec
 
     return len(tile_windows((size, size), TileSpec()))
 

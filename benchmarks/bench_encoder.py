@@ -34,8 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference import device_name, napari_sam, random_pair
 
-from napari_sam.engine.compile import warm_up
-from napari_sam.engine.embeddings import autocast, encode_images, resolve_precision
+from napari_sam.engine.embed.encoder import autocast, encode_images, resolve_precision, warm_up
 from napari_sam.engine.loading import load_model
 
 SIDE = 1024

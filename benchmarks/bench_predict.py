@@ -36,8 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference import device_name, napari_sam, random_pair, segment_anything
 
-from napari_sam.engine.embeddings import compute_embeddings
-from napari_sam.engine.predict import predict
+from napari_sam.engine.decode.predict import predict
+from napari_sam.engine.embed.embeddings import compute_embeddings
 
 IMAGE_SIDE = 1024
 AGREEMENT_POINTS = 5

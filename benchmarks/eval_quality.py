@@ -7,7 +7,7 @@ Held-out sets (never seen in training):
 - ``nuclei``: the richer generator's default preset (napari_sam.data.synthetic), another appearance;
 - ``wide``: the richer generator's evaluation preset: wider size, density, shape and noise ranges.
 
-Protocol (napari_sam.engine.evaluate): box = the object's bounding box; 1 point = its most interior
+Protocol (napari_sam.engine.training.evaluate): box = the object's bounding box; 1 point = its most interior
 pixel (best of 3 masks); clicks = correction clicks on the largest error region, up to 3.
 """
 
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from train_nano import training_source  # noqa: E402
 
 from napari_sam.data.synthetic import preset  # noqa: E402
-from napari_sam.engine.evaluate import evaluate_prompts  # noqa: E402
 from napari_sam.engine.loading import load_model  # noqa: E402
+from napari_sam.engine.training.evaluate import evaluate_prompts  # noqa: E402
 
 
 def held_out_sets(images: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from napari_sam.data.basic import basic_nuclei_2d
-from napari_sam.engine.evaluate import evaluate_prompts
-from napari_sam.engine.train import TrainConfig, train_model
+from napari_sam.engine.training.evaluate import evaluate_prompts
+from napari_sam.engine.training.train import TrainConfig, train_model
 from napari_sam.model import build_sam, save_safetensors
 from napari_sam.model.checkpoint import sha256_file
 

@@ -14,7 +14,7 @@ SMALL_CONFIGS = ("small_a", "small_b")
 
 def official_prompts_to_ours(case: dict[str, np.ndarray]) -> dict[str, object]:
     """Official prompts of a golden case ((x, y) points, inclusive boxes) → ``predict`` keywords."""
-    from napari_sam.engine.coords import boxes_xyxy_to_rc, points_xy_to_rc
+    from napari_sam.engine.decode.coords import boxes_xyxy_to_rc, points_xy_to_rc
 
     kwargs: dict[str, object] = {"multimask": bool(case["multimask"])}
     if "points" in case:

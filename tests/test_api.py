@@ -10,7 +10,7 @@ import pytest
 
 import napari_sam as ns
 from napari_sam.api import plan_objects
-from napari_sam.engine.tiling import TiledEmbeddings
+from napari_sam.engine.types import TiledEmbeddings
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def stack(image):
 
 
 def test_segment_stack_with_prompts_on_their_slices(stack, small_model, tmp_path):
-    from napari_sam.engine.store import open_store
+    from napari_sam.engine.embed.store import open_store
 
     boxes = [[2, 70, 108, 3, 110, 158], [0, 20, 30, 1, 60, 80]]
     points = [[2, 40, 60], [0, 90, 120], [2, 100, 130]]  # the last one refines box 0 (slice 2)
@@ -209,7 +209,7 @@ def test_segment_stack_bad_prompts(stack, small_model, kwargs, message):
 
 
 def test_segment_with_a_cache_embeds_once(image, small_model, tmp_path, monkeypatch):
-    import napari_sam.engine.embeddings as emb_mod
+    import napari_sam.engine.embed.embeddings as emb_mod
 
     calls = []
     real = emb_mod.encode_images

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sam.batch import BatchItem, PromptTable, UsageError, read_prompts_csv, run_batch
+from napari_sam.batch import BatchItem, PromptTable, read_prompts_csv, run_batch
+from napari_sam.errors import UsageError
 
 
 @dataclass(frozen=True)

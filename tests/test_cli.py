@@ -341,7 +341,7 @@ def test_embed_batch_resumes_and_reports_bad_files(tmp_path, small_weights, caps
     import zarr
 
     from napari_sam.data.synthetic import nuclei_2d, nuclei_3d
-    from napari_sam.engine.store import open_store
+    from napari_sam.engine.embed.store import open_store
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -389,7 +389,7 @@ def test_embed_killed_halfway_then_rerun_gives_identical_embeddings(tmp_path, sm
     import time
 
     from napari_sam.data.synthetic import nuclei_3d
-    from napari_sam.engine.store import is_embedding_store, open_store
+    from napari_sam.engine.embed.store import is_embedding_store, open_store
 
     n_slices = 16
     stack, _ = nuclei_3d((n_slices, 96, 96), n_objects=6, seed=3)
@@ -445,7 +445,7 @@ def test_batch_on_a_local_dask_cluster(tmp_path, small_weights, nuclei_files, ca
     pytest.importorskip("distributed")
     from distributed import LocalCluster
 
-    from napari_sam.engine.store import open_store
+    from napari_sam.engine.embed.store import open_store
 
     folder, boxes = nuclei_files
     (folder / "broken.tif").unlink()

@@ -12,7 +12,7 @@ from napari_sam.cli import main
 @pytest.fixture(scope="module")
 def stack_and_box():
     from napari_sam.data.synthetic import nuclei_3d
-    from napari_sam.engine.propagate_steps import summarize
+    from napari_sam.engine.volume.steps import summarize
 
     stack, truth = nuclei_3d((5, 256, 256), n_objects=4, diameter=(40.0, 60.0), seed=20300)
     z = 2

@@ -9,7 +9,8 @@ import pytest
 import tifffile
 import zarr
 
-from napari_sam.io import NotAnImageError, find_images, image_name, read_image, write_labels
+from napari_sam.errors import NotAnImageError
+from napari_sam.io import find_images, image_name, read_image, write_labels
 
 AXES_TCZYX = [
     {"name": "t", "type": "time"},

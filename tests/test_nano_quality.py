@@ -6,7 +6,7 @@ import pytest
 
 import napari_sam as ns
 from napari_sam.data.synthetic import preset
-from napari_sam.engine.evaluate import evaluate_prompts
+from napari_sam.engine.training.evaluate import evaluate_prompts
 from napari_sam.errors import WeightsHashError
 from napari_sam.model.registry import NANO_SHA256, file_sha256, shipped_nano_path
 

@@ -78,7 +78,7 @@ def test_segment_from_prompts_bad_input(sample):
 
 
 def test_compute_embeddings_to_cache_writes_a_reusable_store(sample, tmp_path):
-    from napari_sam.engine.store import is_embedding_store, open_store
+    from napari_sam.engine.embed.store import is_embedding_store, open_store
 
     image, _ = sample
     path = tmp_path / "nuclei.zarr"

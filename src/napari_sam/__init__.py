@@ -18,18 +18,18 @@ _LAZY = {
     "segment": "napari_sam.api",
     "train": "napari_sam.api",
     "load_model": "napari_sam.engine.loading",
-    "compute_embeddings": "napari_sam.engine.embeddings",
-    "predict": "napari_sam.engine.predict",
-    "Embeddings": "napari_sam.engine.embeddings",
-    "VolumeEmbeddings": "napari_sam.engine.embeddings",
-    "open_embeddings": "napari_sam.engine.embeddings",
-    "TiledEmbeddings": "napari_sam.engine.tiling",
-    "TileSpec": "napari_sam.engine.tiling",
-    "Prediction": "napari_sam.engine.predict",
-    "automatic": "napari_sam.engine.automatic",
-    "AutomaticResult": "napari_sam.engine.automatic",
-    "propagate": "napari_sam.engine.propagate",
-    "PropagationResult": "napari_sam.engine.propagate",
+    "compute_embeddings": "napari_sam.engine.embed.embeddings",
+    "predict": "napari_sam.engine.decode.predict",
+    "Embeddings": "napari_sam.engine.types",
+    "VolumeEmbeddings": "napari_sam.engine.embed.embeddings",
+    "open_embeddings": "napari_sam.engine.embed.embeddings",
+    "TiledEmbeddings": "napari_sam.engine.types",
+    "TileSpec": "napari_sam.engine.types",
+    "Prediction": "napari_sam.engine.decode.predict",
+    "automatic": "napari_sam.engine.automatic.amg",
+    "AutomaticResult": "napari_sam.engine.automatic.amg",
+    "propagate": "napari_sam.engine.volume.propagate",
+    "PropagationResult": "napari_sam.engine.volume.propagate",
 }
 
 __all__ = [
@@ -53,12 +53,12 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import segment, train
-    from .engine.automatic import AutomaticResult, automatic
-    from .engine.embeddings import Embeddings, VolumeEmbeddings, compute_embeddings, open_embeddings
+    from .engine.automatic.amg import AutomaticResult, automatic
+    from .engine.decode.predict import Prediction, predict
+    from .engine.embed.embeddings import VolumeEmbeddings, compute_embeddings, open_embeddings
     from .engine.loading import load_model
-    from .engine.predict import Prediction, predict
-    from .engine.propagate import PropagationResult, propagate
-    from .engine.tiling import TiledEmbeddings, TileSpec
+    from .engine.types import Embeddings, TiledEmbeddings, TileSpec
+    from .engine.volume.propagate import PropagationResult, propagate
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,7 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[Laye
     source = _single(path)
     if source is None or not source.is_dir():
         return None
-    from .engine.store import is_embedding_store
+    from .engine.embed.store import is_embedding_store
     from .io import is_ome_zarr
 
     if is_embedding_store(source):
@@ -44,7 +44,7 @@ def read_embedding_cache(path: PathLike | Sequence[PathLike]) -> list[LayerData]
     image shape it serves.
     """
     from ._napari.embeddings import remember_cache
-    from .engine.store import open_store
+    from .engine.embed.store import open_store
 
     source = _single(path)
     store = open_store(source)

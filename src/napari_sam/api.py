@@ -8,19 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from .engine.decode.objects import decode_into, plan_objects, segment_stack
+from .engine.decode.predict import as_float_array, validate_boxes, validate_points
 from .engine.device import DeviceLike
-from .engine.embeddings import (
-    Embeddings,
-    VolumeEmbeddings,
-    compute_embeddings,
-    image_layout,
-    layout_warnings_once,
-)
+from .engine.embed.embeddings import VolumeEmbeddings, compute_embeddings, image_layout, layout_warnings_once
 from .engine.loading import ModelLike, load_model
-from .engine.predict import as_float_array, validate_boxes, validate_points
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode, has_no_contrast
-from .engine.prompted import decode_into, plan_objects, segment_stack
-from .engine.tiling import DEFAULT_TILE_THRESHOLD, TiledEmbeddings
+from .engine.types import DEFAULT_TILE_THRESHOLD, Embeddings, TiledEmbeddings
 
 __all__ = ["TrainResult", "plan_objects", "segment", "train"]
 
@@ -82,7 +76,7 @@ def segment(
         points give one mask. True / False force either.
     embeddings
         Precomputed embeddings of ``image`` to reuse (skips the encoder): :class:`Embeddings` or
-        :class:`~napari_sam.engine.tiling.TiledEmbeddings` for an image, :class:`VolumeEmbeddings`
+        :class:`~napari_sam.engine.embed.tiling.TiledEmbeddings` for an image, :class:`VolumeEmbeddings`
         for a stack.
     normalize, percentiles, contrast_limits, channel, channel_axis
         Preprocessing, see :func:`napari_sam.engine.preprocess.prepare_image`. Channels are last
@@ -101,7 +95,7 @@ def segment(
         the stack from its slice (:func:`napari_sam.propagate`; prompts are decoded with ``"auto"``
         multimask); False segments only the prompted slices. Without prompts: True links the
         per-slice automatic objects across slices into 3D objects
-        (:func:`napari_sam.engine.linking.link_slices`); False keeps one label per slice object.
+        (:func:`napari_sam.engine.volume.linking.link_slices`); False keeps one label per slice object.
     propagate_options
         Keywords for :func:`napari_sam.propagate` (``z_range``, ``iou_threshold``, ``prompt`` …).
 
@@ -135,7 +129,7 @@ def segment(
         layout = image_layout(image, channel_axis, channel=channel)
         channel_axis = layout.channel_axis  # given, or inferred from channel= for 5 to 16 channels
         if points is None and boxes is None:  # no prompts: automatic segmentation, slice by slice
-            from .engine.automatic import automatic_labels
+            from .engine.automatic.amg import automatic_labels
 
             stack = layout.is_volume
             auto_labels = automatic_labels(
@@ -152,7 +146,7 @@ def segment(
                 precision=precision,
             )
             if stack and propagate:
-                from .engine.linking import link_slices
+                from .engine.volume.linking import link_slices
 
                 return link_slices(auto_labels)
             return auto_labels
@@ -176,7 +170,7 @@ def segment(
         given_model = getattr(embeddings, "model", None)
         sam = given_model if given_model is not None else load_model(model, device)
         if layout.is_volume and propagate:
-            from .engine.propagate import propagate as propagate_stack
+            from .engine.volume.propagate import propagate as propagate_stack
 
             return propagate_stack(
                 image,
@@ -330,10 +324,10 @@ def train(
     import torch
 
     from .engine.device import resolve_device
-    from .engine.embeddings import _check_int
+    from .engine.embed.embeddings import _check_int
     from .engine.loading import open_model
-    from .engine.train import TrainConfig, train_model
-    from .engine.train_data import folder_source
+    from .engine.training.data import folder_source
+    from .engine.training.train import TrainConfig, train_model
     from .model import Sam, save_safetensors
 
     if not callable(data) and not isinstance(data, (str, os.PathLike)):

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._version import __version__
-from .errors import EmptyObjectsWarning
+from .errors import EmptyObjectsWarning, UsageError
 from .io import (
     OUTPUT_RECORD_SUFFIX,
     find_images,
@@ -80,10 +80,6 @@ UNPROMPTED = "no prompts"
 CACHE_SUFFIX = ".embeddings.zarr"
 #: How long to try to reach a dask scheduler before giving up.
 CONNECT_TIMEOUT = "10s"
-
-
-class UsageError(ValueError):
-    """The request cannot run as given (bad arguments, unusable output folder, no cluster)."""
 
 
 # ---------------------------------------------------------------------------------------------- runner
@@ -893,7 +889,7 @@ class EmbedJob:
         """
         if self.slices_per_task <= 0:
             return [self]
-        from .engine.embeddings import image_layout
+        from .engine.embed.embeddings import image_layout
 
         layout = image_layout(read_image(item.source), channel=self.channel)
         n, k = layout.n_slices, self.slices_per_task
@@ -910,8 +906,8 @@ class EmbedJob:
         ]
 
     def __call__(self, item: BatchItem, progress: ProgressFn | None = None) -> str:
-        from .engine.embeddings import compute_embeddings
-        from .engine.store import is_embedding_store, open_store
+        from .engine.embed.embeddings import compute_embeddings
+        from .engine.embed.store import is_embedding_store, open_store
 
         _refuse_inputs(item, self.conflicts)
         was_complete = (
@@ -1141,9 +1137,9 @@ def _number(text: str, column: str, line: int, path: Path, decimal_comma: bool =
 
 
 def _label(text: str, line: int, path: Path, decimal_comma: bool) -> float:
-    """A point label: 1 / 0, or a word of :data:`~napari_sam.engine.coords.POINT_KIND_WORDS` (any case:
+    """A point label: 1 / 0, or a word of :data:`~napari_sam.engine.decode.coords.POINT_KIND_WORDS` (any case:
     positive / negative, true / false …), as napari's Points layers spell it."""
-    from .engine.coords import point_kind
+    from .engine.decode.coords import point_kind
 
     word = point_kind(text)
     label = float(word) if word is not None else _number(text, "label", line, path, decimal_comma)
@@ -1559,7 +1555,7 @@ class SegmentJob:
         """:func:`napari_sam.segment` and the :class:`EmptyObjectsWarning` it gave (reported per
         file instead, gathered for this thread only); its other warnings go on as usual."""
         from .api import segment
-        from .engine.prompted import collect_empty_objects
+        from .engine.decode.objects import collect_empty_objects
 
         with collect_empty_objects() as empty:
             labels = segment(
@@ -1585,7 +1581,7 @@ def _check_prompt_dims(
     source: Path, image: Any, prompts: Mapping[str, np.ndarray], channel: int | tuple[int, ...] | None
 ) -> None:
     """Stacks need prompts with a slice (``z``) column, 2D images prompts without."""
-    from .engine.embeddings import image_layout
+    from .engine.embed.embeddings import image_layout
 
     values = prompts["boxes"] if "boxes" in prompts else prompts["points"]
     has_z = values.shape[1] in (3, 6)

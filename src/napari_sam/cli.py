@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .batch import CSV_HELP, UsageError
-from .errors import NapariSamError
+from .batch import CSV_HELP
+from .errors import NapariSamError, UsageError
 
 if TYPE_CHECKING:
     from .batch import BatchSummary

@@ -135,9 +135,9 @@ def run_demo(
     from skimage.measure import regionprops
 
     from .api import segment
-    from .engine.embeddings import compute_embeddings
-    from .engine.evaluate import masks_iou
+    from .engine.embed.embeddings import compute_embeddings
     from .engine.loading import load_model
+    from .engine.training.evaluate import masks_iou
 
     chosen, weights = _resolve_demo_model(model)
     sam = load_model(chosen, device)

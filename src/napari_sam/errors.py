@@ -137,3 +137,26 @@ class DuplicateBoxesWarning(UserWarning):
 
     def __reduce__(self) -> tuple[object, ...]:
         return type(self), (str(self), self.pairs)
+
+
+class Cancelled(NapariSamError, RuntimeError):
+    """Long work (embedding, propagation, automatic segmentation) was stopped through ``cancel=``.
+
+    What finished before is kept (embedded slices stay in the cache).
+    """
+
+
+class CorruptSliceError(NapariSamError, RuntimeError):
+    """A slice of the store is missing, unfinished or fails its checksum."""
+
+
+class UsageError(NapariSamError, ValueError):
+    """The request cannot run as given (bad arguments, unusable output folder, no cluster)."""
+
+
+class NotAnImageError(NapariSamError, ValueError):
+    """A path that :func:`napari_sam.io.read_image` cannot read as an image."""
+
+
+class AnnotatorError(NapariSamError, ValueError):
+    """Something the user can fix in the viewer: a missing layer, a point off the image, …"""

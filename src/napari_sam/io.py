@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NapariSamError
+from .errors import NotAnImageError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -48,10 +48,6 @@ _CHUNK_SIDE = 1024
 _SPATIAL = "ZYX"
 
 
-class NotAnImageError(NapariSamError, ValueError):
-    """A path that :func:`read_image` cannot read as an image."""
-
-
 # ---------------------------------------------------------------------------------------------- names
 
 
@@ -73,7 +69,7 @@ def _looks_like_image(path: Path) -> bool:
     if path.name.startswith("."):
         return False
     if path.suffix.lower() == ".zarr" or _is_zarr_dir(path):
-        from .engine.store import is_embedding_store
+        from .engine.embed.store import is_embedding_store
 
         return path.is_dir() and not is_embedding_store(path)
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES

@@ -66,7 +66,7 @@ def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
         return np.zeros((0, 4))
     if isinstance(shapes, np.ndarray) and shapes.ndim == 2:
         shapes = [shapes]
-    from .engine.predict import as_float_array
+    from .engine.decode.predict import as_float_array
 
     out = []
     for vertices in shapes:
@@ -88,7 +88,7 @@ def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
 
 
 def _points(points: Any, name: str) -> np.ndarray | None:
-    from .engine.predict import as_float_array
+    from .engine.decode.predict import as_float_array
 
     if points is None:
         return None
@@ -239,8 +239,8 @@ def _segment_prompts(
 ) -> np.ndarray:
     """:func:`segment_from_prompts` on checked prompts: a 2D image at once, a stack slice by slice."""
     from .api import segment
-    from .engine.embeddings import compute_embeddings
-    from .engine.prompted import plan_objects, warn_empty_objects
+    from .engine.decode.objects import plan_objects, warn_empty_objects
+    from .engine.embed.embeddings import compute_embeddings
 
     ndim = len(spatial)
     all_points = [p for p in (pos, neg) if p is not None]
@@ -290,7 +290,7 @@ def _segment_plane(
     :class:`~napari_sam.errors.EmptyObjectsWarning` so that the caller names them by their number in
     the stack; other warnings pass on (duplicates are said by :func:`segment_from_prompts`)."""
     from .api import segment
-    from .engine.prompted import collect_empty_objects
+    from .engine.decode.objects import collect_empty_objects
     from .errors import DuplicateBoxesWarning
 
     with collect_empty_objects() as reports, warnings.catch_warnings():
@@ -371,7 +371,7 @@ def automatic_segmentation(
     >>> labels.shape, labels.dtype
     ((128, 128), dtype('uint32'))
     """
-    from .engine.automatic import automatic_labels
+    from .engine.automatic.amg import automatic_labels
 
     arr = np.asarray(image)
     rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4
@@ -427,6 +427,6 @@ def compute_embeddings_to_cache(
     >>> emb.original_size
     (128, 128)
     """
-    from .engine.embeddings import compute_embeddings
+    from .engine.embed.embeddings import compute_embeddings
 
     compute_embeddings(image, model, device=device, cache=Path(cache), overwrite=overwrite)

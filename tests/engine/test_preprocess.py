@@ -232,9 +232,9 @@ def test_max_upscale_limits_only_enlargement(shape, max_upscale, expected):
 
 def test_nano_embeds_small_images_at_most_twice_enlarged_and_prompts_follow():
     from napari_sam.data.synthetic import preset
-    from napari_sam.engine.embeddings import compute_embeddings
+    from napari_sam.engine.decode.predict import predict
+    from napari_sam.engine.embed.embeddings import compute_embeddings
     from napari_sam.engine.loading import open_model
-    from napari_sam.engine.predict import predict
 
     sample = preset("nuclei", shape=(200, 160)).sample(4)
     nano = open_model("nano")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.engine.coords import boxes_xyxy_to_rc
-from napari_sam.engine.embeddings import compute_embeddings
-from napari_sam.engine.predict import predict
+from napari_sam.engine.decode.coords import boxes_xyxy_to_rc
+from napari_sam.engine.decode.predict import predict
+from napari_sam.engine.embed.embeddings import compute_embeddings
 from napari_sam.model.transformer import Attention
 from tests.conftest import official_prompts_to_ours
 
@@ -143,7 +143,7 @@ def test_prepared_image_decodes_like_the_plain_path(golden):
 
 
 def test_predict_reuses_the_prepared_image_and_respects_mask_prompts(golden):
-    from napari_sam.engine import predict as predict_module
+    from napari_sam.engine.decode import predict as predict_module
 
     emb = compute_embeddings(golden.arrays["image"], golden.model(), normalize=None)
     first = predict_module.prepared_image(emb, emb.model)
@@ -154,7 +154,7 @@ def test_predict_reuses_the_prepared_image_and_respects_mask_prompts(golden):
 
 
 def test_prepared_images_are_kept_for_a_few_recent_embeddings_only(golden):
-    from napari_sam.engine import predict as predict_module
+    from napari_sam.engine.decode import predict as predict_module
 
     model = golden.model()
     image = golden.arrays["image"]

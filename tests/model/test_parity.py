@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.engine.coords import boxes_xyxy_to_rc
-from napari_sam.engine.embeddings import compute_embeddings
-from napari_sam.engine.predict import predict
+from napari_sam.engine.decode.coords import boxes_xyxy_to_rc
+from napari_sam.engine.decode.predict import predict
+from napari_sam.engine.embed.embeddings import compute_embeddings
 from napari_sam.engine.preprocess import resize_image
 from tests.conftest import official_prompts_to_ours
 

@@ -18,11 +18,11 @@ from napari_sam._napari.automatic import (
     run_automatic,
 )
 from napari_sam._napari.embeddings import EmbeddingSettings, stored
-from napari_sam._napari.errors import AnnotatorError
 from napari_sam.data.synthetic import nuclei_2d, nuclei_3d
-from napari_sam.engine.automatic import PRESETS, automatic
-from napari_sam.engine.embeddings import compute_embeddings
-from napari_sam.engine.linking import link_slices
+from napari_sam.engine.automatic.amg import PRESETS, automatic
+from napari_sam.engine.embed.embeddings import compute_embeddings
+from napari_sam.engine.volume.linking import link_slices
+from napari_sam.errors import AnnotatorError
 
 layers = pytest.importorskip("napari.layers")
 
@@ -95,8 +95,8 @@ def test_controller_stack_modes_match_the_engine_and_reuse_embeddings(stack, sma
     def no_embedding(*_a, **_k):
         raise AssertionError("embedded again")
 
-    monkeypatch.setattr("napari_sam.engine.embeddings.compute_embeddings", no_embedding)
-    monkeypatch.setattr("napari_sam.engine.automatic.compute_embeddings", no_embedding)
+    monkeypatch.setattr("napari_sam.engine.embed.embeddings.compute_embeddings", no_embedding)
+    monkeypatch.setattr("napari_sam.engine.automatic.amg.compute_embeddings", no_embedding)
     linked = run_automatic(plan_automatic(layer, embedding, AutomaticSettings(**OPEN, whole_stack=True)))
     np.testing.assert_array_equal(linked.labels, link_slices(reference))
     assert linked.features == {}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_sam._napari.embeddings import EmbeddingSettings, LayerEmbeddings, _steps, in_steps
-from napari_sam.engine.embeddings import compute_embeddings
+from napari_sam.engine.embed.embeddings import compute_embeddings
 from tests.conftest import GOLDEN, Golden
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam._napari.errors import AnnotatorError
 from napari_sam._napari.labels import combine_masks, next_free_label, write_masks
+from napari_sam.errors import AnnotatorError
 
 Labels = pytest.importorskip("napari.layers").Labels
 

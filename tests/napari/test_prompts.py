@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam._napari.errors import AnnotatorError
 from napari_sam._napari.prompts import image_spatial_shape, prompts_from_layers
+from napari_sam.errors import AnnotatorError
 
 layers = pytest.importorskip("napari.layers")
 

@@ -80,7 +80,7 @@ def test_trim_box_reaches_propagation(make_napari_viewer, qtbot, monkeypatch):
     import napari_sam._widgets.propagate as panel_mod
     from napari_sam._widgets import AnnotatorWidget
     from napari_sam.data.synthetic import nuclei_3d
-    from napari_sam.engine.propagate_steps import PropagateOptions
+    from napari_sam.engine.volume.steps import PropagateOptions
 
     asked: list[float] = []
     real = panel_mod.propagation_steps

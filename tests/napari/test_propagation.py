@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_sam._napari.embeddings import EmbeddingSettings
-from napari_sam._napari.errors import AnnotatorError
 from napari_sam._napari.propagation import propagation_steps, stack_embeddings, write_propagated
+from napari_sam.errors import AnnotatorError
 
 layers = pytest.importorskip("napari.layers")
 

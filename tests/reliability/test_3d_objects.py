@@ -162,7 +162,7 @@ def test_empty_object_reports_are_gathered_per_thread():
     """A batch worker runs files in threads: each file's report must stay with that file."""
     import threading
 
-    from napari_sam.engine.prompted import collect_empty_objects, warn_empty_objects
+    from napari_sam.engine.decode.objects import collect_empty_objects, warn_empty_objects
 
     both_inside = threading.Barrier(2)
     found: dict[int, list] = {}

@@ -32,8 +32,7 @@ import numpy as np
 import pytest
 
 import napari_sam as ns
-from napari_sam.engine.store import CorruptSliceError
-from napari_sam.errors import CacheMismatchError, CheckpointError, NapariSamError
+from napari_sam.errors import CacheMismatchError, CheckpointError, CorruptSliceError, NapariSamError
 
 from .conftest import Env
 

@@ -18,10 +18,12 @@ import pytest
 import tifffile
 
 import napari_sam as ns
-import napari_sam.engine.embeddings as emb_mod
+import napari_sam.engine.embed.embeddings as emb_mod
+from napari_sam.engine.embed.store import open_store, slice_hash
+from napari_sam.engine.embed.tiling import tile_windows
 from napari_sam.engine.preprocess import percentile_limits
-from napari_sam.engine.store import open_store, slice_hash
-from napari_sam.engine.tiling import TiledEmbeddings, TileSpec, tile_windows
+from napari_sam.engine.types import TiledEmbeddings, TileSpec
+from napari_sam.errors import Cancelled
 from napari_sam.io import read_image
 from tests.conftest import GOLDEN, Golden
 
@@ -194,7 +196,7 @@ def test_cancel_stops_between_tiles_and_resume_counts_the_kept_ones(model, tmp_p
             cancel.set()
 
     cache = tmp_path / "c.zarr"
-    with pytest.raises(emb_mod.Cancelled, match="after 4 of 9 tiles"):
+    with pytest.raises(Cancelled, match="after 4 of 9 tiles"):
         ns.compute_embeddings(image, model, tile=TILE, cache=cache, progress=progress, cancel=cancel)
     assert int(np.asarray(open_store(cache).array("tile_done")[0]).sum()) == 4
     calls.clear()
@@ -219,7 +221,7 @@ def test_the_cli_progress_bar_says_tile(tmp_path, small_weights, capsys):
 def test_volume_percentiles_read_only_their_strided_sample():
     """percentile_scope="volume" samples a stack's slices on a stride: only those pixels are read,
     and the limits are those of the same pixels of the whole slices."""
-    from napari_sam.engine.embeddings import _Prep, _volume_limits, image_layout
+    from napari_sam.engine.embed.embeddings import _Prep, _volume_limits, image_layout
 
     stack = np.stack([_pattern((1100, 1000), seed=k) for k in range(3)])
     source = Recording(stack)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sam.batch import UsageError, read_prompts_csv
+from napari_sam.batch import read_prompts_csv
 from napari_sam.cli import main
+from napari_sam.errors import UsageError
 
 BOXES = [["a.tif", "3", "1", "2.5", "10", "20"], ["b.tif", "0", "5", "5", "9", "9.25"]]
 BOX_HEADER = ["file", "z", "min_row", "min_col", "max_row", "max_col"]
@@ -106,7 +107,7 @@ def test_point_kinds_are_read_as_the_annotator_reads_them(tmp_path):
     """A napari export carries the layer's own spellings of the kind (fg / bg …); the table reads
     every spelling the annotator accepts, and nothing else."""
     from napari_sam._napari.prompts import label_value
-    from napari_sam.engine.coords import POINT_KIND_WORDS
+    from napari_sam.engine.decode.coords import POINT_KIND_WORDS
 
     words = list(POINT_KIND_WORDS)
     labels = {"label": np.array([w.upper() if k % 2 else w for k, w in enumerate(words)])}

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import napari_sam as ns
-from napari_sam.engine.store import CorruptSliceError, open_store
-from napari_sam.errors import CacheMismatchError, CorruptCacheError, MissingSliceError
+from napari_sam.engine.embed.store import open_store
+from napari_sam.errors import CacheMismatchError, CorruptCacheError, CorruptSliceError, MissingSliceError
 from napari_sam.model.registry import NANO_SHA256
 from tests.conftest import GOLDEN, Golden
 
@@ -295,7 +295,7 @@ RECORD_EDITS = {
 def test_an_edited_root_record_is_refused_before_any_model_is_loaded(
     tmp_path, caches, model, stack, monkeypatch, edit, says
 ):
-    from napari_sam.engine import embeddings
+    from napari_sam.engine.embed import embeddings
 
     cache = _copy(caches["stack"], tmp_path / "copy.zarr")
     _edit_record(cache, edit)

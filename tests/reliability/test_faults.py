@@ -31,7 +31,7 @@ def _arrays(path) -> dict[str, np.ndarray]:
 
 
 def _assert_same_cache(path, reference) -> None:
-    from napari_sam.engine.store import open_store
+    from napari_sam.engine.embed.store import open_store
 
     store = open_store(path)
     assert store.is_complete
@@ -48,7 +48,7 @@ EMBED_WHEN_TOLD = """
     import sys, time
     from pathlib import Path
     import numpy as np
-    from napari_sam.engine import embeddings as E
+    from napari_sam.engine.embed import embeddings as E
 
     encoded = []
     original = E._Embedder._encode
@@ -95,7 +95,7 @@ def test_two_processes_embedding_one_new_cache_compute_each_slice_once(tmp_path)
 
 
 HOLD_SLICE = """
-    from napari_sam.engine.store import open_store
+    from napari_sam.engine.embed.store import open_store
 
     store = open_store({cache!r}, mode="r+")
     store.begin_slice(2)
@@ -109,7 +109,7 @@ def test_a_writer_that_waits_too_long_fails_cleanly_and_a_killed_holder_frees_th
     tmp_path, monkeypatch
 ):
     from napari_sam import compute_embeddings, open_embeddings
-    from napari_sam.engine.store import EmbeddingStore, open_store
+    from napari_sam.engine.embed.store import EmbeddingStore, open_store
     from napari_sam.errors import CacheLockedError
 
     stack = np.random.default_rng(2).integers(0, 4000, (4, 32, 40), dtype=np.uint16)
@@ -174,7 +174,7 @@ def test_kill_9_while_creating_the_cache_then_rerun(tmp_path):
     """The remains of a creation that was killed are recognised as ours and replaced (not refused as
     a foreign folder)."""
     from napari_sam import compute_embeddings
-    from napari_sam.engine.store import is_embedding_store
+    from napari_sam.engine.embed.store import is_embedding_store
 
     stack = np.random.default_rng(3).integers(0, 4000, (3, 32, 40), dtype=np.uint16)
     np.save(tmp_path / "stack.npy", stack)
@@ -252,8 +252,8 @@ def test_segment_batch_killed_while_writing_an_output_then_rerun(tmp_path):
 
 TRAIN = """
     import torch
-    from napari_sam.engine import train as T
-    from napari_sam.engine.train_data import folder_source
+    from napari_sam.engine.training import train as T
+    from napari_sam.engine.training.data import folder_source
     from napari_sam.model import build_sam
 
     original = T.Trainer.train_step
@@ -275,8 +275,8 @@ def test_training_killed_after_a_checkpoint_resumes_to_identical_weights(tmp_pat
     import torch
 
     from napari_sam.data.synthetic import nuclei_2d
-    from napari_sam.engine.train import TrainConfig, train_model
-    from napari_sam.engine.train_data import folder_source
+    from napari_sam.engine.training.data import folder_source
+    from napari_sam.engine.training.train import TrainConfig, train_model
     from napari_sam.model import build_sam
 
     data = tmp_path / "data"

@@ -36,7 +36,7 @@ def _stack(path: Path, n_slices: int = 24) -> Path:
 
 
 def _slices_done(cache: Path) -> int:
-    from napari_sam.engine.store import is_embedding_store, open_store
+    from napari_sam.engine.embed.store import is_embedding_store, open_store
 
     if not is_embedding_store(cache):
         return 0

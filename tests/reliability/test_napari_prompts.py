@@ -19,8 +19,8 @@ import pytest
 
 import napari_sam as ns
 from napari_sam import nodes
-from napari_sam._napari.errors import AnnotatorError
 from napari_sam._napari.prompts import prompts_from_layers
+from napari_sam.errors import AnnotatorError
 
 from .conftest import Env
 

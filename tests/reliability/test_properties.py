@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of the pieces every result goes through.
 
-- coordinates: napari ``(row, col)`` ↔ SAM ``(x, y)`` (:mod:`napari_sam.engine.coords`, the one place
+- coordinates: napari ``(row, col)`` ↔ SAM ``(x, y)`` (:mod:`napari_sam.engine.decode.coords`, the one place
   that flips them) round-trips, boxes keep their pixels, and the scale to the model input matches the
   resize of :func:`~napari_sam.engine.preprocess.preprocess_shape` for any image shape;
 - preprocessing: normalised intensities stay finite and within the model's 0–255 scale for any
@@ -27,21 +27,21 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from napari_sam._napari.labels import combine_masks, write_index, write_masks
-from napari_sam.engine.amg_masks import paint_first_hit
-from napari_sam.engine.coords import (
+from napari_sam.engine.automatic.masks import paint_first_hit
+from napari_sam.engine.decode.coords import (
     boxes_rc_to_xyxy,
     boxes_xyxy_to_rc,
     points_rc_to_xy,
     points_xy_to_rc,
     scale_xy,
 )
+from napari_sam.engine.decode.objects import paint_by_score
 from napari_sam.engine.preprocess import (
     mask_to_prompt_logits,
     normalize_intensity,
     preprocess_shape,
     upscale_logits,
 )
-from napari_sam.engine.prompted import paint_by_score
 
 FAST = settings(max_examples=60, deadline=None)
 coord = st.floats(-1e6, 1e6, allow_nan=False, width=64)
@@ -277,7 +277,8 @@ def test_amg_painting_fills_only_free_pixels_with_the_first_covering_mask(case):
 @FAST
 @given(st.integers(1, 3000), st.integers(1, 3000), st.integers(16, 1024), st.data())
 def test_tile_cores_partition_the_image_and_sit_inside_their_windows(rows, cols, tile_size, data):
-    from napari_sam.engine.tiling import TileSpec, tile_windows
+    from napari_sam.engine.embed.tiling import tile_windows
+    from napari_sam.engine.types import TileSpec
 
     halo = data.draw(st.integers(0, (tile_size - 1) // 2))
     windows = tile_windows((rows, cols), TileSpec(tile_size, halo))
@@ -303,7 +304,7 @@ def test_tile_cores_partition_the_image_and_sit_inside_their_windows(rows, cols,
     st.lists(st.tuples(st.integers(0, 69), st.integers(0, 69), st.integers(0, 1)), max_size=6),
 )
 def test_object_plan_follows_the_contract(raw_boxes, raw_points):
-    from napari_sam.engine.prompted import plan_objects
+    from napari_sam.engine.decode.objects import plan_objects
 
     boxes = np.array([[r, c, r + h, c + w] for r, c, h, w in raw_boxes], float).reshape(-1, 4)
     points = np.array([p[:2] for p in raw_points], float).reshape(-1, 2)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import AnnotatorError
 from .embeddings import EmbeddingSettings, compute_steps, image_plane, lookup
-from .errors import AnnotatorError
 from .labels import write_index
 from .prompts import (
     LABEL_FEATURE,
@@ -103,7 +103,7 @@ def predict_single(
     A lone positive point has the model's 3 multimask candidates (best first); any other prompt has the
     single-output mask first, then the 3 multimask candidates. ``candidate`` picks one (modulo the count).
     """
-    from ..engine.predict import predict
+    from ..engine.decode.predict import predict
 
     if len(prompts.boxes) > 1:
         raise AnnotatorError(

@@ -9,8 +9,8 @@ Plan on the UI thread, run anywhere, write on the UI thread::
 
 The embeddings the annotator keeps for the layer (:mod:`napari_sam._napari.embeddings`) are reused, and
 the slices embedded here are kept there for the annotator. Each slice is segmented by
-:func:`napari_sam.engine.automatic.iter_automatic`; a stack's slices are numbered on from one another
-and, optionally, linked into 3D objects by :func:`napari_sam.engine.linking.link_slices` — as
+:func:`napari_sam.engine.automatic.amg.iter_automatic`; a stack's slices are numbered on from one another
+and, optionally, linked into 3D objects by :func:`napari_sam.engine.volume.linking.link_slices` — as
 ``segment(volume)`` without prompts does.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import AnnotatorError
 from .embeddings import EmbeddingSettings, LayerEmbeddings, compute_steps, preprocessing_of, stored
-from .errors import AnnotatorError
 from .prompts import image_spatial_shape
 
 RESULT_NAME = "SAM automatic"
@@ -37,7 +37,7 @@ SHOWN_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh",
 def engine_preset(preset: str | None, model: str) -> str | None:
     """The engine preset for ``preset``: ``"auto"`` is ``"nuclei"`` for the shipped nano model, else the
     official defaults (``None``) — as ``segment()`` without prompts does."""
-    from ..engine.automatic import auto_preset
+    from ..engine.automatic.amg import auto_preset
 
     if preset == "auto":
         return auto_preset(model)
@@ -48,7 +48,7 @@ def engine_preset(preset: str | None, model: str) -> str | None:
 
 def preset_values(preset: str | None, model: str = "nano") -> dict[str, Any]:
     """The values of :data:`SHOWN_OPTIONS` under ``preset`` (official defaults where it sets none)."""
-    from ..engine.automatic import resolve_options
+    from ..engine.automatic.amg import resolve_options
 
     options = resolve_options(engine_preset(preset, model))
     return {name: getattr(options, name) for name in SHOWN_OPTIONS}
@@ -80,8 +80,8 @@ class AutomaticSettings:
     link_3d: bool = True
 
     def engine_options(self, model: str) -> dict[str, Any]:
-        """Keywords for :func:`~napari_sam.engine.automatic.iter_automatic`, checked (AnnotatorError)."""
-        from ..engine.automatic import resolve_options
+        """Keywords for :func:`~napari_sam.engine.automatic.amg.iter_automatic`, checked (AnnotatorError)."""
+        from ..engine.automatic.amg import resolve_options
 
         chosen = {name: getattr(self, name) for name in SHOWN_OPTIONS}
         preset = engine_preset(self.preset, model)
@@ -135,7 +135,7 @@ class AutomaticJob:
     def steps_per_plane(self) -> int:
         """Progress steps of one slice: embedding it, then the engine's steps (a whole-image run decodes
         ``ceil(points² / points_per_batch)`` batches after its embedding step)."""
-        from ..engine.automatic import resolve_options
+        from ..engine.automatic.amg import resolve_options
 
         opts = resolve_options(**self.options)
         return 1 + 1 + math.ceil(opts.points_per_side**2 / opts.points_per_batch)
@@ -176,7 +176,7 @@ class AutomaticJob:
             offset += int(result.labels.max())
         features = _features(tables)
         if stack and len(self.planes) > 1 and self.link_3d:
-            from ..engine.linking import link_slices
+            from ..engine.volume.linking import link_slices
 
             labels = link_slices(labels)
             features = {}
@@ -188,8 +188,9 @@ class AutomaticJob:
     def _one_plane(
         self, plane: int | None, base: int, per_plane: int, total: int
     ) -> Generator[tuple[int, int], None, Any]:
-        from ..engine.automatic import iter_automatic
-        from ..engine.embeddings import Embeddings, compute_embeddings
+        from ..engine.automatic.amg import iter_automatic
+        from ..engine.embed.embeddings import compute_embeddings
+        from ..engine.types import Embeddings
 
         image = np.asarray(self.data if plane is None else self.data[plane])
         if image.size == 0 or float(image.min()) == float(image.max()):
@@ -244,7 +245,7 @@ def _features(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def _embeds_whole(shape: tuple[int, ...]) -> bool:
     """Whether the embedding registry embeds a slice of ``shape`` untiled (what the engine's AMG uses)."""
-    from ..engine.tiling import DEFAULT_TILE_THRESHOLD
+    from ..engine.types import DEFAULT_TILE_THRESHOLD
 
     return max(shape[-2:]) <= DEFAULT_TILE_THRESHOLD
 
@@ -310,9 +311,9 @@ def plan_automatic(
 
 def run_automatic(job: AutomaticJob) -> AutomaticOutput:
     """Run ``job`` to the end here (scripts and tests; the widget uses :meth:`AutomaticJob.steps`)."""
-    from ..engine.steps import drain_steps
+    from ..engine.steps import run_steps
 
-    return drain_steps(job.steps())
+    return run_steps(job.steps())
 
 
 def add_result_layer(

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import AnnotatorError
+from ..errors import AnnotatorError
 from .prompts import image_spatial_shape
 
 T = TypeVar("T")
@@ -40,7 +40,8 @@ class EmbeddingSettings:
 class LayerEmbeddings:
     """The embeddings computed so far for one image layer (key ``0`` for a 2D image, else ``z``).
 
-    ``volume`` is the lazily computing :class:`~napari_sam.engine.embeddings.VolumeEmbeddings` of a stack.
+    ``volume`` is the lazily computing
+    :class:`~napari_sam.engine.embed.embeddings.VolumeEmbeddings` of a stack.
     """
 
     settings: EmbeddingSettings
@@ -81,7 +82,7 @@ def stored(layer: Any, settings: EmbeddingSettings | None = None) -> LayerEmbedd
 
 
 def lookup(layer: Any, plane: int | None = None, settings: EmbeddingSettings | None = None) -> Any:
-    """The :class:`~napari_sam.engine.embeddings.Embeddings` of ``layer`` (on ``plane``), or None."""
+    """The :class:`~napari_sam.engine.embed.embeddings.Embeddings` of ``layer`` (on ``plane``), or None."""
     record = stored(layer, settings)
     return None if record is None else record.slices.get(_key(plane))
 
@@ -131,7 +132,7 @@ def compute_steps(
     it are read instead of computed. Stopping the generator early keeps the slices finished so far.
     Call this on the UI thread (it reads the layer's contrast limits); iterate it anywhere.
     """
-    from ..engine.embeddings import compute_embeddings
+    from ..engine.embed.embeddings import compute_embeddings
 
     shape = image_spatial_shape(layer)
     for plane in planes:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnnotatorError
+from ..errors import AnnotatorError
 
 
 def next_free_label(data: Any) -> int:

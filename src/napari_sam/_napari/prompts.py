@@ -2,7 +2,7 @@
 
 Points and Shapes layers may carry their own scale / translate: coordinates go through world space
 into the image layer's data coordinates, so a prompt lands on the pixel it is drawn on. No flip to
-SAM's (x, y) happens here; :mod:`napari_sam.engine.coords` does that.
+SAM's (x, y) happens here; :mod:`napari_sam.engine.decode.coords` does that.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.coords import POINT_KIND_WORDS, point_kind
-from .errors import AnnotatorError
+from ..engine.decode.coords import POINT_KIND_WORDS, point_kind
+from ..errors import AnnotatorError
 
 #: the Points feature holding each point's kind
 LABEL_FEATURE = "label"

@@ -1,7 +1,7 @@
 """Propagating the objects of the current slice through a stack, for the annotator.
 
 :func:`propagation_steps` is a generator (yields ``(done, total)``, returns a
-:class:`~napari_sam.engine.propagate.PropagationResult`) for napari's ``thread_worker``;
+:class:`~napari_sam.engine.volume.propagate.PropagationResult`) for napari's ``thread_worker``;
 :func:`write_propagated` then writes the new pixels into the labels layer as one undo step, never
 over pixels that already hold a label.
 """
@@ -13,18 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import AnnotatorError
 from .embeddings import EmbeddingSettings, cache_for, preprocessing_of, stored
-from .errors import AnnotatorError
 from .prompts import image_spatial_shape
 
 
 def stack_embeddings(image_layer: Any, settings: EmbeddingSettings) -> Any:
-    """The lazily computing :class:`~napari_sam.engine.embeddings.VolumeEmbeddings` of a stack layer.
+    """The lazily computing :class:`~napari_sam.engine.embed.embeddings.VolumeEmbeddings` of a stack layer.
 
     Reuses the annotator's record when it has one (same settings); call on the UI thread (reads the
     layer's contrast limits). Nothing is embedded here.
     """
-    from ..engine.embeddings import compute_embeddings
+    from ..engine.embed.embeddings import compute_embeddings
     from .embeddings import _REGISTRY, LayerEmbeddings
 
     shape = image_spatial_shape(image_layer)
@@ -79,7 +79,7 @@ def propagation_steps(
     PropagationResult
         Through ``StopIteration.value`` (the worker's ``returned`` signal).
     """
-    from ..engine.propagate import iter_propagate
+    from ..engine.volume.propagate import iter_propagate
 
     labels = np.asarray(labels)
     if objects is None:
@@ -144,7 +144,7 @@ def propagation_message(result: Any, written: int, target: str) -> str:
     Parameters
     ----------
     result
-        The :class:`~napari_sam.engine.propagate.PropagationResult`.
+        The :class:`~napari_sam.engine.volume.propagate.PropagationResult`.
     written
         Pixels written into the labels layer (from :func:`write_propagated`).
     target

@@ -25,8 +25,8 @@ from qtpy.QtWidgets import (
 )
 
 from .._napari.annotator import PREVIEW_NAME, Annotator
-from .._napari.errors import AnnotatorError
 from .._napari.prompts import LABEL_FEATURE, NEGATIVE, POSITIVE
+from ..errors import AnnotatorError
 from ._messages import reported, tell, unwrap_viewer
 from .automatic import AutomaticPanel
 from .embeddings import EmbeddingWidget

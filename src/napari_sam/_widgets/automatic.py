@@ -31,8 +31,8 @@ from .._napari.automatic import (
     plan_automatic,
     preset_values,
 )
-from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
+from ..errors import AnnotatorError
 from ._messages import failure_text, reported
 from ._worker import start_steps
 

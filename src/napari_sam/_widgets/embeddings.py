@@ -19,8 +19,8 @@ from qtpy.QtWidgets import (
 )
 
 from .._napari.embeddings import EmbeddingSettings, compute_steps, stored
-from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
+from ..errors import AnnotatorError
 from ._messages import reported, tell, unwrap_viewer
 
 MODELS = ("nano", "vit_b", "vit_l", "vit_h")

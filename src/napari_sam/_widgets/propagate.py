@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._napari.errors import AnnotatorError
 from .._napari.prompts import image_spatial_shape
 from .._napari.propagation import (
     propagation_message,
@@ -28,7 +27,8 @@ from .._napari.propagation import (
     stack_embeddings,
     write_propagated,
 )
-from ..engine.propagate_steps import PropagateOptions
+from ..engine.volume.steps import PropagateOptions
+from ..errors import AnnotatorError
 from ._messages import failure_text, reported
 from ._worker import start_steps
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from .types import Limits, PreprocessParams
 
 NormalizeMode = Literal["auto", "percentile", "none"] | None
 
@@ -29,39 +31,6 @@ DEFAULT_PERCENTILES = (1.0, 99.8)
 _PERCENTILE_SAMPLE = 1 << 22
 #: Magnitude of the logits a binary mask prompt is turned into.
 MASK_PROMPT_LOGIT = 10.0
-
-
-@dataclass(frozen=True)
-class PreprocessParams:
-    """How an image was turned into model input (recorded with every embedding).
-
-    Attributes
-    ----------
-    normalize
-        ``"percentile"``, ``"contrast_limits"`` or ``"none"`` (resolved; never ``"auto"``).
-    percentiles
-        ``(low, high)`` percentiles, when ``normalize == "percentile"``.
-    contrast_limits
-        ``(low, high)`` intensities mapped to 0 and 1: the given limits, or the computed percentile
-        values per selected channel.
-    channel
-        Selected channel indices mapped to R, G, B (``None``: the image is gray or RGB as given).
-    limit_residuals
-        What rounding ``contrast_limits`` to float64 left out, per channel: the exact limits are
-        ``contrast_limits + limit_residuals``. Only 64-bit integer images beyond ``2**53`` have
-        limits float64 cannot hold (their percentiles are taken after subtracting the minimum
-        exactly); ``None`` when every limit is exact as it is. A tile, a window or a slice of such an
-        image normalised with these limits is normalised exactly as the whole image.
-    """
-
-    normalize: str
-    percentiles: tuple[float, float] | None
-    contrast_limits: tuple[tuple[float, float], ...] | None
-    channel: tuple[int, ...] | None
-    limit_residuals: tuple[tuple[float, float], ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _check_dtype(image: np.ndarray) -> None:
@@ -181,6 +150,7 @@ def _finite_sample(channel: np.ndarray) -> np.ndarray:
 _FLOAT32_EXACT = frozenset(
     np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float16, np.float32)
 )
+
 #: float32's largest and smallest normal magnitudes, as Python floats (comparing a float64 with a
 #: numpy float32 casts it to float32, which warns about overflow for values such as 1e300).
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -244,9 +214,6 @@ def _float_at_most(value: int) -> float:
 def _top(dtype: np.dtype) -> int | None:
     """The largest value of a 64-bit integer dtype; None for other dtypes."""
     return int(np.iinfo(dtype).max) if _is_wide_int(dtype) else None
-
-
-Limits = tuple[tuple[float, float], ...]
 
 
 def _split_windows(windows: Sequence[_Window]) -> tuple[Limits, Limits | None]:

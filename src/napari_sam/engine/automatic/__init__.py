@@ -1,0 +1,1 @@
+"""Automatic instance segmentation: the mask generator (AMG), its point grids, clean-up and NMS."""

@@ -1,0 +1,1 @@
+"""Prompts → masks: prompt normalisation, predict, tiled decoding, object planning, coordinates."""

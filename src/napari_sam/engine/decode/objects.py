@@ -1,0 +1,393 @@
+"""Prompts → labels on one slice or a stack: the decoding behind :func:`napari_sam.segment`.
+
+Prompts are grouped into objects (:func:`plan_objects`), objects with the same prompt layout are
+decoded together, and masks are painted into a labels array where their predicted IoU beats what is
+already there. :mod:`napari_sam.engine.volume.propagate` seeds its objects through :func:`segment_stack`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import DuplicateBoxesWarning, EmptyObjectsWarning
+from ..embed.embeddings import VolumeEmbeddings, compute_embeddings
+from ..types import Embeddings, ImageLayout, TiledEmbeddings
+from .predict import as_float_array, predict, validate_boxes, validate_points
+from .tiled import localize
+
+__all__ = [
+    "ObjectPrompt",
+    "collect_empty_objects",
+    "decode_into",
+    "empty_objects",
+    "paint_by_score",
+    "plan_objects",
+    "segment_stack",
+    "warn_empty_objects",
+]
+
+
+@dataclass
+class ObjectPrompt:
+    """The prompts of one object: an optional box and its points (napari coordinates)."""
+
+    box: np.ndarray | None = None  # (4,) half-open (min_row, min_col, max_row, max_col)
+    points: list[np.ndarray] = field(default_factory=list)  # (2,) (row, col) each
+    labels: list[int] = field(default_factory=list)
+
+    @property
+    def group_key(self) -> tuple[bool, int]:
+        """Objects with equal keys are decoded together in one batch."""
+        return (self.box is not None, len(self.points))
+
+
+def plan_objects(
+    points: np.ndarray | None, point_labels: np.ndarray | None, boxes: np.ndarray | None
+) -> list[ObjectPrompt]:
+    """Group validated prompts into objects, following the library's contract.
+
+    Each box is one object; a point inside a box (half-open) belongs to the smallest box containing it
+    and refines that object; every other foreground point is an object of its own; background points
+    outside all boxes are negative points for every point-object. Objects are ordered boxes first
+    (box order), then foreground points (point order).
+
+    Parameters
+    ----------
+    points
+        ``(N, 2)`` ``(row, col)`` or None.
+    point_labels
+        ``(N,)`` 0/1 or None.
+    boxes
+        ``(M, 4)`` half-open ``(min_row, min_col, max_row, max_col)`` or None.
+    """
+    objects = [ObjectPrompt(box=b) for b in (boxes if boxes is not None else [])]
+    free_pos: list[np.ndarray] = []
+    free_neg: list[np.ndarray] = []
+    if points is not None and point_labels is not None:
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) if boxes is not None else None
+        for point, label in zip(points, point_labels, strict=True):
+            owner = None
+            if boxes is not None and areas is not None:
+                r, c = point
+                inside = (boxes[:, 0] <= r) & (r < boxes[:, 2]) & (boxes[:, 1] <= c) & (c < boxes[:, 3])
+                if inside.any():
+                    candidates = np.flatnonzero(inside)
+                    owner = int(candidates[np.argmin(areas[candidates])])
+            if owner is not None:
+                objects[owner].points.append(point)
+                objects[owner].labels.append(int(label))
+            elif label == 1:
+                free_pos.append(point)
+            else:
+                free_neg.append(point)
+    for point in free_pos:
+        objects.append(ObjectPrompt(points=[point, *free_neg], labels=[1] + [0] * len(free_neg)))
+    return objects
+
+
+def paint_by_score(
+    labels: np.ndarray, best: np.ndarray, masks: np.ndarray, scores: np.ndarray, ids: Sequence[int]
+) -> None:
+    """Write masks into ``labels`` where their score beats the score already there."""
+    for mask, score, label in zip(masks, scores, ids, strict=True):
+        win = mask & (score > best)
+        labels[win] = label
+        best[win] = score
+
+
+def merge_identical_boxes(
+    objects: Sequence[ObjectPrompt], ids: Sequence[int]
+) -> tuple[list[ObjectPrompt], list[int]]:
+    """Drop the objects that are a copy of an earlier object's box (no points of their own).
+
+    The first of identical boxes makes the object; a copy would only repeat its mask, and used to
+    leave its label silently missing. One :class:`~napari_sam.errors.DuplicateBoxesWarning` names
+    each ``(kept, dropped)`` pair by label (the box's number in :func:`napari_sam.segment`).
+    """
+    first: dict[bytes, int] = {}
+    pairs: list[tuple[int, int]] = []
+    kept: list[int] = []
+    for k, (obj, label) in enumerate(zip(objects, ids, strict=True)):
+        key = None if obj.box is None else np.asarray(obj.box, dtype=np.float64).tobytes()
+        if key is not None and key in first and not obj.points:
+            pairs.append((first[key], int(label)))
+            continue
+        if key is not None:
+            first.setdefault(key, int(label))
+        kept.append(k)
+    if pairs:
+        said = "; ".join(
+            f"boxes {a} and {b} are identical: merged into one object (label {a}), label {b} is not used"
+            for a, b in pairs
+        )
+        warnings.warn(DuplicateBoxesWarning(said, pairs), stacklevel=4)
+    return [objects[k] for k in kept], [int(ids[k]) for k in kept]
+
+
+def decode_into(
+    labels: np.ndarray,
+    embeddings: Embeddings | TiledEmbeddings,
+    objects: Sequence[ObjectPrompt],
+    ids: Sequence[int],
+    sam: Any,
+    multimask: bool | str,
+    batch_size: int,
+    *,
+    report_empty: bool = True,
+) -> None:
+    """Decode ``objects`` on one slice and paint them into ``labels`` ``(Y, X)`` with labels ``ids``.
+
+    On tiled embeddings each object is decoded on its tile (or a window centred on it) and painted
+    into that window. Objects left without pixels (no mask, one entirely covered by other objects,
+    or a merged copy of an identical box) are absent; with ``report_empty`` one
+    :class:`~napari_sam.errors.EmptyObjectsWarning` names them all (as the caller's caller's
+    warning: :func:`napari_sam.segment`'s on a 2D image).
+    """
+    if not objects:
+        return
+    wanted = dict.fromkeys(int(v) for v in ids)  # a merged copy's label is missing too: reported
+    objects, ids = merge_identical_boxes(objects, ids)
+    _decode_groups(labels, embeddings, objects, ids, sam, multimask, batch_size)
+    if report_empty:
+        warn_empty_objects(empty_objects(labels, wanted), stacklevel=3)
+
+
+def _decode_groups(
+    labels: np.ndarray,
+    embeddings: Embeddings | TiledEmbeddings,
+    objects: Sequence[ObjectPrompt],
+    ids: Sequence[int],
+    sam: Any,
+    multimask: bool | str,
+    batch_size: int,
+) -> None:
+    """:func:`decode_into`'s work: objects with one prompt layout (and window) decoded in batches."""
+    best = np.full(labels.shape, -np.inf, dtype=np.float32)
+    # (embeddings, window slices, has box, points per object) -> [(label, box, points, point labels)]
+    groups: dict[tuple[Any, ...], list[tuple[int, Any, Any, Any]]] = {}
+    window_embeddings: dict[Any, Any] = {}
+    for obj, label in zip(objects, ids, strict=True):
+        obj_points = np.stack(obj.points) if obj.points else None
+        obj_labels = np.asarray(obj.labels) if obj.points else None
+        if isinstance(embeddings, TiledEmbeddings):
+            local = localize(embeddings, obj.box, obj_points, obj_labels)
+            if local is None:
+                continue
+            bounds, box, obj_points, obj_labels = local.bounds, local.box, local.points, local.labels
+            window_embeddings[bounds] = local.embeddings
+        else:
+            bounds, box = None, obj.box
+        n_points = 0 if obj_points is None else len(obj_points)
+        groups.setdefault((bounds, box is not None, n_points), []).append(
+            (label, box, obj_points, obj_labels)
+        )
+    for (bounds, has_box, n_points), members in groups.items():
+        emb = embeddings if bounds is None else window_embeddings[bounds]
+        region = (
+            (slice(None), slice(None))
+            if bounds is None
+            else (slice(bounds[0], bounds[2]), slice(bounds[1], bounds[3]))
+        )
+        lone_point = not has_box and n_points == 1
+        use_multi = lone_point if multimask == "auto" else bool(multimask)
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            kwargs: dict[str, Any] = {}
+            if has_box:
+                kwargs["box"] = np.stack([m[1] for m in chunk])
+            if n_points:
+                kwargs["points"] = np.stack([m[2] for m in chunk])
+                kwargs["point_labels"] = np.stack([m[3] for m in chunk])
+            pred = predict(emb, multimask=use_multi, best_only=True, model=sam, **kwargs)
+            paint_by_score(
+                labels[region], best[region], pred.masks[:, 0], pred.iou_scores[:, 0], [m[0] for m in chunk]
+            )
+
+
+def empty_objects(labels: np.ndarray, expected: Mapping[int, int | None]) -> dict[int, int | None]:
+    """The expected objects that got no pixel: ``{label: slice}``, in label order.
+
+    Parameters
+    ----------
+    labels
+        ``(Y, X)`` or ``(Z, Y, X)`` integer labels.
+    expected
+        ``{label: slice}`` of the prompted objects; the slice indexes the first axis of a stack, None
+        looks at the whole of ``labels`` (a 2D image).
+    """
+    present: dict[int | None, set[int]] = {}  # labels found on each slice, one scan per slice
+    for z in set(expected.values()):
+        present[z] = set(np.unique(labels if z is None else labels[z]).tolist())
+    return {label: z for label, z in sorted(expected.items()) if label not in present[z]}
+
+
+#: The list that :func:`collect_empty_objects` gathers reports into, per thread (None: warn).
+_EMPTY_REPORTS: ContextVar[list[EmptyObjectsWarning] | None] = ContextVar("empty_reports", default=None)
+
+
+@contextmanager
+def collect_empty_objects() -> Iterator[list[EmptyObjectsWarning]]:
+    """Gather the empty-object reports of the calls inside the block instead of warning them.
+
+    The reports of this thread only (a :class:`contextvars.ContextVar`), so that a batch worker running
+    several files in threads attributes each report to its own file; ``warnings.catch_warnings``
+    would catch every thread's warnings.
+
+    Yields
+    ------
+    list of EmptyObjectsWarning
+        Filled as the calls in the block report objects without pixels.
+    """
+    found: list[EmptyObjectsWarning] = []
+    token = _EMPTY_REPORTS.set(found)
+    try:
+        yield found
+    finally:
+        _EMPTY_REPORTS.reset(token)
+
+
+def warn_empty_objects(empty: Mapping[int, int | None], stacklevel: int = 2) -> None:
+    """Emit one :class:`~napari_sam.errors.EmptyObjectsWarning` naming ``empty`` (nothing when it is empty).
+
+    Inside :func:`collect_empty_objects` the report goes to its list instead.
+
+    Parameters
+    ----------
+    empty
+        ``{label: slice or None}`` as returned by :func:`empty_objects`.
+    stacklevel
+        As :func:`warnings.warn`'s, counted from the caller of this function.
+    """
+    if empty:
+        warning = EmptyObjectsWarning(list(empty), list(empty.values()))
+        collector = _EMPTY_REPORTS.get()
+        if collector is not None:
+            collector.append(warning)
+        else:
+            warnings.warn(warning, stacklevel=stacklevel + 1)
+
+
+def _as_slice_index(values: np.ndarray, n_slices: int, what: str) -> np.ndarray:
+    """Integer slice numbers from float ``values``; clear errors for fractions and out-of-range slices."""
+    rounded = np.round(values)
+    if not np.allclose(values, rounded, atol=1e-6):
+        raise ValueError(
+            f"{what} must name whole slice numbers, got {values[~np.isclose(values, rounded)][:3]}"
+        )
+    out = rounded.astype(np.int64)
+    bad = (out < 0) | (out >= n_slices)
+    if bad.any():
+        raise ValueError(f"{what} {out[bad][:3].tolist()} out of range for a stack of {n_slices} slices")
+    return out
+
+
+def _inside_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: point ``(row, col)`` lies in at least one half-open box (as :func:`plan_objects`)."""
+    if len(boxes) == 0 or len(points) == 0:
+        return np.zeros(len(points), dtype=bool)
+    r, c = points[:, 0:1], points[:, 1:2]
+    inside = (
+        (boxes[None, :, 0] <= r)
+        & (r < boxes[None, :, 2])
+        & (boxes[None, :, 1] <= c)
+        & (c < boxes[None, :, 3])
+    )
+    return inside.any(axis=1)
+
+
+def segment_stack(
+    image: Any,
+    layout: ImageLayout,
+    points: Any,
+    point_labels: Any,
+    boxes: Any,
+    sam: Any,
+    embeddings: Any,
+    multimask: bool | str,
+    batch_size: int,
+    embed_options: dict[str, Any],
+    *,
+    report_empty: bool = True,
+) -> np.ndarray:
+    """:func:`napari_sam.segment` on a ``(Z, Y, X[, C])`` stack with prompts that each name their slice.
+
+    Returns ``(Z, Y, X)`` uint32 labels, objects on their prompted slices. Objects left without pixels
+    (no mask, or one entirely covered by other objects) are absent; with ``report_empty`` one
+    :class:`~napari_sam.errors.EmptyObjectsWarning` names them and their slices.
+    """
+    n_slices, rows, cols = (int(v) for v in layout.spatial_shape)
+    plane = (rows, cols)
+    pts = np.zeros((0, 3))
+    labs = np.zeros(0, dtype=np.int64)
+    if points is not None:
+        pts = as_float_array(points, "points")
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(
+                f"points must have shape (N, 3) rows (z, row, col) for a 3D stack, got {pts.shape}"
+            )
+        if len(pts):
+            _, l3 = validate_points(pts[:, 1:], point_labels, plane)
+            labs = l3[0]
+    elif point_labels is not None:
+        raise ValueError("point_labels given without points")
+    bxs = np.zeros((0, 6))
+    if boxes is not None:
+        bxs = as_float_array(boxes, "boxes")
+        if bxs.ndim != 2 or bxs.shape[1] != 6:
+            raise ValueError(
+                "boxes must have shape (M, 6) rows (min_z, min_row, min_col, max_z, max_row, max_col) for "
+                f"a 3D stack, got {bxs.shape}"
+            )
+        if len(bxs) and not np.allclose(bxs[:, 3], bxs[:, 0] + 1):
+            bad = bxs[~np.isclose(bxs[:, 3], bxs[:, 0] + 1)][0]
+            raise ValueError(
+                f"every 3D box must lie on one slice (max_z == min_z + 1), got {bad.tolist()}; objects "
+                "are followed through the stack by propagation (segment(..., propagate=True), "
+                "napari_sam.propagate), not by boxes spanning slices"
+            )
+    point_z = _as_slice_index(pts[:, 0], n_slices, "points z") if len(pts) else np.zeros(0, np.int64)
+    box_z = _as_slice_index(bxs[:, 0], n_slices, "boxes min_z") if len(bxs) else np.zeros(0, np.int64)
+    plane_boxes = validate_boxes(bxs[:, [1, 2, 4, 5]], plane, name="boxes") if len(bxs) else np.zeros((0, 4))
+
+    # global object numbering: boxes first (given order), then free foreground points (given order)
+    box_ids = np.arange(1, len(bxs) + 1)
+    free = np.zeros(len(pts), dtype=bool)
+    for z in np.unique(point_z):
+        on = point_z == z
+        free[on] = (labs[on] == 1) & ~_inside_boxes(pts[on, 1:], plane_boxes[box_z == z])
+    point_ids = np.zeros(len(pts), dtype=np.int64)
+    point_ids[free] = len(bxs) + np.arange(1, int(free.sum()) + 1)
+
+    prompted = sorted(set(point_z.tolist()) | set(box_z.tolist()))
+    if embeddings is None:
+        embeddings = compute_embeddings(image, sam, slices=prompted, **embed_options)
+    elif not isinstance(embeddings, VolumeEmbeddings):
+        raise TypeError(
+            f"embeddings for a 3D stack must be VolumeEmbeddings, got {type(embeddings).__name__}"
+        )
+    if tuple(embeddings.shape) != tuple(layout.spatial_shape):
+        raise ValueError(
+            f"embeddings are of a stack of shape {embeddings.shape}, but image has shape {layout.shape}"
+        )
+    labels = np.zeros(layout.spatial_shape, dtype=np.uint32)
+    for z in prompted:
+        on_p, on_b = point_z == z, box_z == z
+        objects = plan_objects(
+            pts[on_p, 1:] if on_p.any() else None,
+            labs[on_p] if on_p.any() else None,
+            plane_boxes[on_b] if on_b.any() else None,
+        )
+        ids = [*box_ids[on_b].tolist(), *point_ids[on_p & free].tolist()]
+        decode_into(labels[z], embeddings[z], objects, ids, sam, multimask, batch_size, report_empty=False)
+    if report_empty:
+        expected = {int(k): int(z) for k, z in zip(box_ids, box_z, strict=True)}
+        expected.update((int(k), int(z)) for k, z in zip(point_ids[free], point_z[free], strict=True))
+        warn_empty_objects(empty_objects(labels, expected), stacklevel=3)
+    return labels

@@ -1,0 +1,1 @@
+"""Image → embeddings: the encoder runner, the embedding pipeline, tiling and the zarr store."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: the training loop, training data and evaluation metrics."""
