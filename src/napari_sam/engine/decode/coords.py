@@ -56,3 +56,33 @@ def scale_xy(
     coords[..., 0] *= input_size[1] / original_size[1]
     coords[..., 1] *= input_size[0] / original_size[0]
     return coords
+
+
+def mask_to_box(mask: np.ndarray) -> np.ndarray:
+    """The half-open bounding box of a 2D mask, in this library's box convention.
+
+    Parameters
+    ----------
+    mask
+        ``(Y, X)`` array; its nonzero (True) pixels are the object.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4,)`` int64 ``(min_row, min_col, max_row, max_col)``, half-open (the last row and column of
+        the object are ``max_row - 1`` and ``max_col - 1``), as ``skimage.measure.regionprops(...).bbox``;
+        :func:`boxes_rc_to_xyxy` turns it into SAM's inclusive ``(x0, y0, x1, y1)``.
+
+    Raises
+    ------
+    ValueError
+        When ``mask`` is not 2D or has no pixel set (an empty mask has no box).
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask_to_box needs a (Y, X) mask, got shape {mask.shape}")
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        raise ValueError("mask_to_box needs a non-empty mask (an empty mask has no box)")
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], dtype=np.int64)

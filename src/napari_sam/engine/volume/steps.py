@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..decode.coords import mask_to_box
+
 PROMPT_KINDS = ("box", "points", "mask")
 
 #: Why an object's propagation ended in one direction.
@@ -157,16 +159,11 @@ class MaskSummary:
 
 def summarize(mask: np.ndarray) -> MaskSummary | None:
     """:class:`MaskSummary` of a ``(Y, X)`` bool mask; None when it is empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
     rr, cc = np.nonzero(mask)
-    return MaskSummary(
-        area=int(rr.size),
-        centroid=np.array([rr.mean(), cc.mean()]),
-        bbox=(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1),
-    )
+    if rr.size == 0:
+        return None
+    r0, c0, r1, c1 = (int(v) for v in mask_to_box(mask))
+    return MaskSummary(area=int(rr.size), centroid=np.array([rr.mean(), cc.mean()]), bbox=(r0, c0, r1, c1))
 
 
 def grown_box(summary: MaskSummary, margin: float, shape: tuple[int, int]) -> np.ndarray:
