@@ -8,6 +8,8 @@ half-open like ``skimage.measure.regionprops(...).bbox``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Words that name a point's kind, to its label (1: on the object, 0: background); read in any case,
@@ -56,6 +58,37 @@ def scale_xy(
     coords[..., 0] *= input_size[1] / original_size[1]
     coords[..., 1] *= input_size[0] / original_size[0]
     return coords
+
+
+def vertices_to_box(vertices: np.ndarray) -> np.ndarray:
+    """The half-open box of the pixels whose centres lie in the bounding rectangle of a shape's vertices.
+
+    Parameters
+    ----------
+    vertices
+        ``(V, 2)`` ``(row, col)`` or ``(V, 3)`` ``(z, row, col)`` vertices (a napari Shapes layer's
+        rectangle: its 4 corners), numeric and finite.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(4,)`` ``(min_row, min_col, max_row, max_col)``, or ``(6,)`` ``(z, min_row, min_col,
+        z + 1, max_row, max_col)`` for 3D vertices, ``z`` the vertices' mean slice rounded. A side
+        within ``1e-6`` of a pixel centre includes that pixel.
+
+    Examples
+    --------
+    >>> vertices_to_box(np.array([[10, 20], [10, 60], [40, 60], [40, 20]]))
+    array([10., 20., 41., 61.])
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    r0, c0 = math.ceil(lo[-2] - 1e-6), math.ceil(lo[-1] - 1e-6)
+    r1, c1 = math.floor(hi[-2] + 1e-6) + 1, math.floor(hi[-1] + 1e-6) + 1
+    if v.shape[1] == 3:
+        z = round(float(v[:, 0].mean()))
+        return np.array([z, r0, c0, z + 1, r1, c1], dtype=np.float64)
+    return np.array([r0, c0, r1, c1], dtype=np.float64)
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
