@@ -42,26 +42,44 @@ the slice and the holding process; the environment variable ``NAPARI_SAM_LOCK_TI
 every store not given one (``compute_embeddings``, ``napari-sam embed`` …). A store replaced by
 another process (``overwrite=True``) with other parameters is noticed at the next slice:
 :class:`~napari_sam.errors.CacheMismatchError`.
+
+This module holds :class:`EmbeddingStore` (open, create, lock, read and write slices); the root record,
+its checks and the arrays it describes are in :mod:`.store_layout`, the folder's locks in
+:mod:`.store_locks`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..._version import __version__
-from ...errors import CacheLockedError, CacheMismatchError, CorruptCacheError, CorruptSliceError
-from ..types import TileSpec
-from .filelock import FileLock, lock_owner
-from .tiling import tile_windows
+from ...errors import CacheMismatchError, CorruptSliceError
+from .store_layout import (
+    ATTRS_KEY,
+    CACHE_DTYPES,
+    FORMAT_VERSION,
+    create_arrays,
+    differences,
+    hash_blocks,
+    is_embedding_store,
+    jsonable,
+    lookup,
+    open_arrays,
+    root_attrs,
+    slice_hash,
+)
+from .store_locks import (
+    SliceLocks,
+    check_writable,
+    clear_own_entries,
+    lock_new_folder,
+    resolve_lock_timeout,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -73,130 +91,10 @@ __all__ = [
     "slice_hash",
 ]
 
-#: Version of the on-disk layout; a store of another version is not reused.
-FORMAT_VERSION = 1
-#: Key of the root attributes that marks a folder as a napari-sam embedding store.
-ATTRS_KEY = "napari_sam_embeddings"
-_CACHE_DTYPES = {"float16": np.float16, "float32": np.float32}
-#: Lock file of the whole store, and folder of the per-slice lock files (see the module docstring).
-LOCK_FILE = ".napari_sam.lock"
-SLICE_LOCKS = ".napari_sam_locks"
-#: Metadata entries that must be equal for a store to be reused, with how a mismatch is described.
-_CHECKED = {
-    "format_version": "format version",
-    "model.weights_sha256": "model weights",
-    "model.image_size": "model input size",
-    "feature_shape": "feature shape",
-    "image.shape": "image shape",
-    "image.dtype": "image dtype",
-    "preprocessing": "preprocessing",
-    "tiling.tile_size": "tile size",
-    "tiling.halo": "tile halo",
-    "cache_dtype": "cache dtype",
-}
-
-
-def slice_hash(array: np.ndarray) -> int:
-    """Content hash of one input slice: 64-bit blake2b of its bytes, shape and dtype."""
-    arr = np.ascontiguousarray(array)
-    return hash_blocks(arr.shape, [arr])
-
-
-def hash_blocks(shape: Sequence[int], blocks: Iterable[np.ndarray]) -> int:
-    """:func:`slice_hash` of an array of ``shape`` read in pieces, without holding all of it.
-
-    Parameters
-    ----------
-    shape
-        The whole array's shape.
-    blocks
-        Consecutive pieces of the array in C order (row bands, say), of one dtype: their bytes put
-        end to end are the array's bytes. Read one at a time.
-
-    Returns
-    -------
-    int
-        The same value :func:`slice_hash` gives for the whole array.
-    """
-    h = hashlib.blake2b(digest_size=8)
-    dtype = None
-    for block in blocks:
-        arr = np.ascontiguousarray(block)
-        if dtype is None:
-            dtype = arr.dtype
-            h.update(f"{tuple(int(v) for v in shape)}|{dtype.str}|".encode())
-        elif arr.dtype != dtype:
-            raise ValueError(f"blocks of one array must share a dtype, got {dtype} and {arr.dtype}")
-        h.update(memoryview(arr).cast("B"))
-    if dtype is None:
-        raise ValueError("hash_blocks needs at least one block")
-    return int.from_bytes(h.digest(), "little")
-
-
-def _root_attrs(path: Path) -> dict[str, Any] | None:
-    meta = path / "zarr.json"
-    try:
-        doc = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("node_type") != "group":
-        return None
-    attrs = doc.get("attributes", {})
-    value = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
-    return value if isinstance(value, dict) else None
-
-
-def is_embedding_store(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder holding a napari-sam embedding store (cheap: reads one JSON file)."""
-    try:
-        folder = Path(path)
-        return folder.is_dir() and _root_attrs(folder) is not None
-    except (OSError, TypeError, ValueError):
-        return False
-
 
 def open_store(path: str | os.PathLike[str], mode: str = "r") -> EmbeddingStore:
     """Open an existing embedding store; ``mode`` ``"r"`` (read only) or ``"r+"``."""
     return EmbeddingStore.open(path, mode=mode)
-
-
-def _lookup(meta: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = meta
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples → lists recursively, so metadata compares equal to what JSON gives back."""
-    return json.loads(json.dumps(value))
-
-
-def _check_writable(folder: Path) -> None:
-    """Raise PermissionError unless a file can be created in ``folder``."""
-    # unique per call: threads of one process (a dask worker) may probe the same folder at once
-    probe = folder / f".napari_sam_write_test_{os.getpid()}_{uuid.uuid4().hex}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(
-            f"cannot write the embedding cache at {folder}: {exc.strerror or exc}; choose a writable "
-            "cache= folder"
-        ) from exc
-
-
-def _differences(have: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
-    """The checked metadata entries in which a store's ``have`` differs from the requested ``meta``."""
-    wanted = _jsonable({**meta, "format_version": FORMAT_VERSION})
-    diffs = []
-    for key, what in _CHECKED.items():
-        value, want = _lookup(have, key), _lookup(wanted, key)
-        if value != want:
-            diffs.append(f"{what}: cache has {value!r}, requested {want!r}")
-    return diffs
 
 
 def _sizes_problem(input_size: np.ndarray, original_size: np.ndarray) -> str | None:
@@ -214,305 +112,6 @@ def _per_channel(values: Any) -> np.ndarray:
         arr = np.asarray(values, dtype=np.float64).reshape(-1, 2)
         out[: arr.shape[0]] = arr
     return out
-
-
-_REBUILD = "rerun with --overwrite (napari-sam embed) or overwrite=True (compute_embeddings) to rebuild it"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_list(value: Any, length: int | None = None) -> bool:
-    """Whether ``value`` is a list of ints (of ``length`` items)."""
-    return (
-        isinstance(value, list)
-        and (length is None or len(value) == length)
-        and all(_is_int(v) for v in value)
-    )
-
-
-_HEX64 = frozenset("0123456789abcdef")
-
-
-def _model_problem(model: Any) -> str | None:
-    """What is wrong with the root record's ``model`` entry (None: nothing)."""
-    if not isinstance(model, Mapping):
-        return f"model is {model!r}, not a mapping of name, weights_sha256 and image_size"
-    name, sha, size = model.get("name"), model.get("weights_sha256"), model.get("image_size")
-    if not isinstance(name, str) or not name:
-        return f"model.name is {name!r}, not a model name"
-    if not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX64:
-        return f"model.weights_sha256 is {sha!r}, not 64 hex digits"
-    if not _is_int(size) or size <= 0:
-        return f"model.image_size is {size!r}, not a positive integer"
-    from ...model.registry import NANO_SHA256, OFFICIAL_WEIGHTS
-
-    # a registered model's name with another registered model's weights: decoding by name would
-    # load (or download) the wrong model; other names (a renamed model) are the caller's own
-    owners = {NANO_SHA256: "nano", **{info.sha256: key for key, info in OFFICIAL_WEIGHTS.items()}}
-    owner = owners.get(sha)
-    if owner is not None and name in owners.values() and owner != name:
-        return f"model.name is {name!r} but model.weights_sha256 is that of {owner!r}"
-    return None
-
-
-def _preprocessing_problem(prep: Any) -> str | None:
-    """What is wrong with the root record's ``preprocessing`` entry (None: nothing)."""
-    if not isinstance(prep, Mapping):
-        return f"preprocessing is {prep!r}, not a mapping"
-    mode = prep.get("normalize")
-    if mode not in ("percentile", "contrast_limits", "none"):
-        return f"preprocessing.normalize is {mode!r}, not 'percentile', 'contrast_limits' or 'none'"
-    percentiles = prep.get("percentiles")
-    numbers = isinstance(percentiles, list) and len(percentiles) == 2
-    numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in percentiles)
-    if mode == "percentile" and not numbers:
-        return f"preprocessing.percentiles is {percentiles!r}, not two numbers"
-    axis, channel = prep.get("channel_axis"), prep.get("channel")
-    if axis is not None and not _is_int(axis):
-        return f"preprocessing.channel_axis is {axis!r}, not an integer or null"
-    if channel is not None and not _int_list(channel):
-        return f"preprocessing.channel is {channel!r}, not a list of channel numbers or null"
-    return None
-
-
-def _image_problem(image: Any) -> str | None:
-    """What is wrong with the root record's ``image`` entry (None: nothing)."""
-    if not isinstance(image, Mapping):
-        return f"image is {image!r}, not a mapping"
-    shape, spatial = image.get("shape"), image.get("spatial_shape")
-    if not _int_list(shape) or not 2 <= len(shape) <= 4:
-        return f"image.shape is {shape!r}, not 2 to 4 integers"
-    if not _int_list(spatial) or len(spatial) not in (2, 3):
-        return f"image.spatial_shape is {spatial!r}, not 2 or 3 integers"
-    if not isinstance(image.get("is_volume"), bool) or image["is_volume"] != (len(spatial) == 3):
-        return f"image.is_volume is {image.get('is_volume')!r} for a spatial shape of {spatial}"
-    if not isinstance(image.get("dtype"), str):
-        return f"image.dtype is {image.get('dtype')!r}, not a dtype name"
-    return None
-
-
-def _record_problem(meta: Mapping[str, Any]) -> str | None:
-    """What is wrong with the entries of a root record that reading a cache relies on (None: nothing).
-
-    Checked when a cache is opened, before any model is loaded for it: a hand-edited or truncated
-    record is refused with a clear message instead of a ``KeyError`` (or a download of the wrong
-    model) later.
-    """
-    if meta.get("cache_dtype") not in _CACHE_DTYPES:
-        return f"cache_dtype is {meta.get('cache_dtype')!r}, not 'float16' or 'float32'"
-    return (
-        _model_problem(meta.get("model"))
-        or _preprocessing_problem(meta.get("preprocessing"))
-        or _image_problem(meta.get("image"))
-    )
-
-
-def _tiling_problem(meta: Mapping[str, Any]) -> str | None:
-    """What is wrong with the root record's ``tiling`` entry (None: nothing)."""
-    tiling = meta.get("tiling")
-    if tiling is None:
-        return None
-    if not isinstance(tiling, Mapping):
-        return f"it is {type(tiling).__name__} {tiling!r}, not a mapping or null"
-    size, halo = tiling.get("tile_size"), tiling.get("halo")
-    if not _is_int(size) or not _is_int(halo):
-        return f"tile_size and halo must be integers, the record has {size!r} and {halo!r}"
-    try:
-        spec = TileSpec(size, halo)
-    except ValueError as exc:
-        return str(exc)
-    shape = _lookup(meta, "image.spatial_shape")
-    if not _int_list(shape) or len(shape) not in (2, 3):
-        return f"the image's spatial_shape {shape!r} is not 2 or 3 integers"
-    expected = tile_windows(shape[-2:], spec)
-    grid = f"{shape[-2]} × {shape[-1]} image in tiles of {size} with halo {halo}"
-    for key, want in (
-        ("windows", [list(w.bounds) for w in expected]),
-        ("cores", [list(w.core) for w in expected]),
-    ):
-        have = tiling.get(key)
-        if not isinstance(have, list) or not all(_int_list(v, 4) for v in have):
-            return f"{key} must be a list of [min_row, min_col, max_row, max_col] integers, not {have!r:.80}"
-        if len(have) != len(want):
-            return f"it lists {len(have)} {key} but a {grid} has {len(want)} tiles"
-        if have != want:
-            return f"its {key} are not the tiles of a {grid}"
-    return None
-
-
-def _expected_shapes(meta: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The arrays a store described by ``meta`` holds, with their shapes (``meta`` checked first)."""
-    n = int(meta["image"]["n_slices"])
-    tiles = (len(meta["tiling"]["windows"]),) if meta.get("tiling") else ()
-    shapes = {
-        "embeddings": (n, *tiles, *(int(v) for v in meta["feature_shape"])),
-        "input_size": (n, *tiles, 2),
-        "original_size": (n, *tiles, 2),
-        "contrast_limits": (n, 3, 2),
-        "slice_hash": (n,),
-        "done": (n,),
-    }
-    if meta.get("exact_limits") is True:
-        shapes["limit_residuals"] = (n, 3, 2)
-    if tiles:
-        shapes["tile_done"] = (n, *tiles)
-    return shapes
-
-
-def _open_arrays(folder: Path, group: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Open every array of the store and check it against the root record.
-
-    Raises
-    ------
-    CorruptCacheError
-        The record is malformed (a hand-edited ``tiling`` entry …), or an array is missing (an
-        interrupted copy), unreadable or of another shape than the record says.
-    """
-    problem = _record_problem(meta)
-    if problem is not None:
-        raise CorruptCacheError(
-            f"the embedding cache at {folder} has a damaged record: {problem} (was the record "
-            f"edited?); {_REBUILD}"
-        )
-    problem = _tiling_problem(meta)
-    if problem is not None:
-        raise CorruptCacheError(
-            f"the embedding cache at {folder} has a tiling record that does not match its image and arrays: "
-            f"{problem} "
-            f"(was the record edited?); {_REBUILD}"
-        )
-    if not _is_int(_lookup(meta, "image.n_slices")) or not _int_list(meta.get("feature_shape"), 3):
-        raise CorruptCacheError(
-            f"the embedding cache at {folder} has a damaged record (image.n_slices "
-            f"{_lookup(meta, 'image.n_slices')!r}, feature_shape {meta.get('feature_shape')!r}); {_REBUILD}"
-        )
-    arrays = {}
-    for name, shape in _expected_shapes(meta).items():
-        if not (folder / name / "zarr.json").is_file():
-            raise CorruptCacheError(
-                f"the embedding cache at {folder} is incomplete: its array {name!r} ({folder / name}) is "
-                f"missing (an interrupted copy?); {_REBUILD}"
-            )
-        try:
-            array = group[name]
-        except Exception as exc:
-            raise CorruptCacheError(
-                f"the embedding cache at {folder} is damaged: its array {name!r} cannot be opened ({exc}); "
-                f"{_REBUILD}"
-            ) from exc
-        if tuple(array.shape) != shape:
-            raise CorruptCacheError(
-                f"the embedding cache at {folder} is damaged: its array {name!r} has shape "
-                f"{tuple(array.shape)}, the record says {shape}; {_REBUILD}"
-            )
-        arrays[name] = array
-    return arrays
-
-
-def _lock_new_folder(folder: Path, timeout: float | None) -> FileLock:
-    """Make the store folder (refusing foreign folders) and take its exclusive lock."""
-    # a folder holding our lock file but no store is the remains of a killed creation: ours
-    foreign = folder.exists() and (
-        not folder.is_dir()
-        or (not is_embedding_store(folder) and not (folder / LOCK_FILE).exists() and _entries(folder))
-    )
-    if foreign:
-        raise FileExistsError(
-            f"{folder} exists and is not a napari-sam embedding cache; it is left alone — "
-            "choose another cache= path"
-        )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PermissionError(
-            f"cannot create the embedding cache folder {folder}: {exc.strerror or exc}"
-        ) from exc
-    return _store_lock(folder, shared=False, timeout=_lock_timeout(timeout))
-
-
-def _lock_timeout(value: float | None) -> float | None:
-    """``value``, or ``NAPARI_SAM_LOCK_TIMEOUT`` (seconds) when None and set."""
-    if value is not None:
-        return float(value)
-    text = os.environ.get("NAPARI_SAM_LOCK_TIMEOUT", "").strip()
-    if not text:
-        return None
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        raise ValueError(f"NAPARI_SAM_LOCK_TIMEOUT must be a number of seconds, got {text!r}") from None
-
-
-def _entries(folder: Path) -> list[Path]:
-    """What ``folder`` holds besides this module's lock files."""
-    return [p for p in folder.iterdir() if p.name not in (LOCK_FILE, SLICE_LOCKS)]
-
-
-#: The arrays a store may hold (see the module docstring): the folders it creates.
-STORE_ARRAYS = (
-    "embeddings",
-    "input_size",
-    "original_size",
-    "contrast_limits",
-    "limit_residuals",
-    "slice_hash",
-    "tile_done",
-    "done",
-)
-
-
-def _own_entries(folder: Path) -> list[Path]:
-    """What in ``folder`` a store made: its root record, its array folders, write probes.
-
-    Other files (a user's notes saved into the cache folder, say) are never this module's to delete.
-    """
-    return [
-        p
-        for p in _entries(folder)
-        if p.name == "zarr.json" or p.name in STORE_ARRAYS or p.name.startswith(".napari_sam_write_test_")
-    ]
-
-
-def _store_lock(folder: Path, *, shared: bool, timeout: float | None) -> FileLock:
-    """Take the lock of the whole store at ``folder`` (which must exist)."""
-    lock = FileLock(folder / LOCK_FILE, shared=shared)
-    try:
-        acquired = lock.acquire(timeout)
-    except OSError as exc:
-        raise PermissionError(
-            f"cannot write the embedding cache at {folder}: {exc.strerror or exc}; choose a writable "
-            "cache= folder"
-        ) from exc
-    if not acquired:
-        busy = _slice_owners(folder)
-        if busy:
-            owners = ", ".join(sorted({who for _, who in busy}))
-            doing = f"is being written by {owners} (slices {[z for z, _ in busy]})"
-        else:
-            doing = f"is being created or replaced by {lock_owner(lock.path) or 'another process'}"
-        raise CacheLockedError(
-            f"the embedding cache at {folder} {doing}; gave up after {timeout} s — retry later, or use "
-            "another cache= path"
-        )
-    return lock
-
-
-def _slice_owners(folder: Path) -> list[tuple[int, str]]:
-    """``(z, holder)`` of the slices of the store at ``folder`` locked right now (slow: tries each)."""
-    owners = []
-    for path in sorted((folder / SLICE_LOCKS).glob("*")):
-        probe = FileLock(path, shared=True)
-        try:
-            if probe.try_acquire():
-                probe.release()
-                continue
-        except OSError:
-            continue
-        if path.name.isdigit():
-            owners.append((int(path.name), lock_owner(path) or "another process"))
-    return owners
 
 
 class EmbeddingStore:
@@ -540,10 +139,9 @@ class EmbeddingStore:
         self._group = group
         self.meta = meta
         self.mode = mode
-        self.lock_timeout = _lock_timeout(lock_timeout)
+        self.lock_timeout = resolve_lock_timeout(lock_timeout)
         self._arrays: dict[str, Any] = {}
-        self._slice_locks: dict[int, FileLock] = {}
-        self._writer_lock: FileLock | None = None
+        self._locks = SliceLocks(path)
         self._reused: set[int] = set()
 
     def array(self, name: str) -> Any:
@@ -570,7 +168,7 @@ class EmbeddingStore:
         CorruptCacheError
             The record is damaged (a malformed ``model``, ``preprocessing``, ``image`` entry …), an
             array is missing, unreadable or of the wrong shape, or the ``tiling`` record does not
-            match the arrays (see :func:`_open_arrays`).
+            match the arrays (see :func:`.store_layout.open_arrays`).
         """
         import zarr
 
@@ -579,7 +177,7 @@ class EmbeddingStore:
         folder = Path(path)
         if not folder.exists():
             raise FileNotFoundError(f"no embedding cache at {folder}")
-        meta = _root_attrs(folder)
+        meta = root_attrs(folder)
         if meta is None:
             raise ValueError(f"{folder} is not a napari-sam embedding cache (no {ATTRS_KEY!r} attributes)")
         version = meta.get("format_version")
@@ -591,7 +189,7 @@ class EmbeddingStore:
             )
         group = zarr.open_group(str(folder), mode=mode, zarr_format=3)
         store = cls(folder, group, meta, mode, lock_timeout)
-        store._arrays.update(_open_arrays(folder, group, meta))
+        store._arrays.update(open_arrays(folder, group, meta))
         return store
 
     @classmethod
@@ -629,7 +227,7 @@ class EmbeddingStore:
             Other processes kept the store locked for longer than ``lock_timeout``.
         """
         folder = Path(path)
-        lock = _lock_new_folder(folder, lock_timeout)
+        lock = lock_new_folder(folder, lock_timeout)
         try:
             return cls._create_locked(folder, meta, overwrite, lock_timeout)
         finally:
@@ -640,71 +238,16 @@ class EmbeddingStore:
         cls, folder: Path, meta: Mapping[str, Any], overwrite: bool, lock_timeout: float | None
     ) -> EmbeddingStore:
         """:meth:`create`, with the store's exclusive lock held by the caller."""
-        import zarr
-        from zarr.codecs import Crc32cCodec, ZstdCodec
-
         if is_embedding_store(folder):
             if not overwrite:
                 raise FileExistsError(
                     f"an embedding cache exists at {folder}; pass overwrite=True to replace it"
                 )
-            _check_writable(folder)
-        # an old store, or the remains of a creation that was killed: what the store made is ours to
-        # clear (lock files stay, and anything else in the folder is left alone); the root record
-        # goes first, so that nobody takes the folder for a store while it is emptied
-        (folder / "zarr.json").unlink(missing_ok=True)
-        for entry in _own_entries(folder):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-
-        meta = _jsonable({**meta, "format_version": FORMAT_VERSION, "exact_limits": True})
-        n_slices = int(meta["image"]["n_slices"])
-        feature_shape = tuple(int(v) for v in meta["feature_shape"])
-        dtype_name = meta["cache_dtype"]
-        if dtype_name not in _CACHE_DTYPES:
-            raise ValueError(f"cache_dtype must be 'float16' or 'float32', got {dtype_name!r}")
-        tiling = meta.get("tiling")
-        tiles = (len(tiling["windows"]),) if tiling else ()
+            check_writable(folder)
+        clear_own_entries(folder)
+        meta = jsonable({**meta, "format_version": FORMAT_VERSION, "exact_limits": True})
         try:
-            group = zarr.open_group(str(folder), mode="a", zarr_format=3)
-            codecs = {"compressors": [ZstdCodec(level=1), Crc32cCodec()]}
-            group.create_array(
-                "embeddings",
-                shape=(n_slices, *tiles, *feature_shape),
-                chunks=(1, *(1 for _ in tiles), *feature_shape),
-                dtype=dtype_name,
-                fill_value=np.nan,
-                **codecs,
-            )
-            for name in ("input_size", "original_size"):
-                group.create_array(
-                    name,
-                    shape=(n_slices, *tiles, 2),
-                    chunks=(1, *tiles, 2),
-                    dtype="int32",
-                    fill_value=0,
-                    **codecs,
-                )
-            for name in ("contrast_limits", "limit_residuals"):
-                group.create_array(
-                    name, shape=(n_slices, 3, 2), chunks=(1, 3, 2), dtype="float64",
-                    fill_value=np.nan, **codecs,
-                )  # fmt: skip
-            group.create_array(
-                "slice_hash", shape=(n_slices,), chunks=(1,), dtype="uint64", fill_value=0, **codecs
-            )
-            group.create_array(
-                "done", shape=(n_slices,), chunks=(1,), dtype="bool", fill_value=False, **codecs
-            )
-            if tiles:
-                group.create_array(
-                    "tile_done", shape=(n_slices, *tiles), chunks=(1, *tiles), dtype="bool",
-                    fill_value=False, **codecs,
-                )  # fmt: skip
-            # the marker goes last: a folder with it is a structurally complete store
-            group.attrs[ATTRS_KEY] = meta
+            group = create_arrays(folder, meta)
         except OSError as exc:
             raise PermissionError(f"cannot write the embedding cache at {folder}: {exc}") from exc
         return cls(folder, group, meta, "r+", lock_timeout)
@@ -743,7 +286,7 @@ class EmbeddingStore:
         store = existing()
         if store is not None:
             return store
-        lock = _lock_new_folder(folder, lock_timeout)
+        lock = lock_new_folder(folder, lock_timeout)
         try:
             store = existing()  # made by another process meanwhile?
             return store if store is not None else cls._create_locked(folder, meta, overwrite, lock_timeout)
@@ -758,7 +301,7 @@ class EmbeddingStore:
         CacheMismatchError
             Listing every difference.
         """
-        diffs = _differences(self.meta, meta)
+        diffs = differences(self.meta, meta)
         if diffs:
             raise CacheMismatchError(
                 f"the embedding cache at {self.path} was made for another image, model or preprocessing ("
@@ -770,7 +313,7 @@ class EmbeddingStore:
         """This store opened for writing (checks that its folder can be written)."""
         if self.mode == "r+":
             return self
-        _check_writable(self.path)
+        check_writable(self.path)
         return EmbeddingStore.open(self.path, mode="r+", lock_timeout=self.lock_timeout)
 
     # ------------------------------------------------------------------ locks
@@ -788,50 +331,27 @@ class EmbeddingStore:
             Another process replaced the store by one with other parameters meanwhile.
         """
         z = int(z)
-        if z in self._slice_locks:
+        if z in self._locks:
             return
         if not 0 <= z < self.n_slices:
             raise IndexError(f"slice {z} out of range for a cache of {self.n_slices} slice(s)")
-        if self._writer_lock is None:
-            self._writer_lock = _store_lock(self.path, shared=True, timeout=self.lock_timeout)
+        self._locks.acquire(z, self.lock_timeout)
         try:
-            folder = self.path / SLICE_LOCKS
-            folder.mkdir(exist_ok=True)
-            lock = FileLock(folder / str(z))
-            if not lock.acquire(self.lock_timeout):
-                who = lock_owner(lock.path) or "another process"
-                raise CacheLockedError(
-                    f"slice {z} of the embedding cache at {self.path} is being written by {who}; gave "
-                    f"up after {self.lock_timeout} s — retry later, or use another cache= path"
-                )
-            self._slice_locks[z] = lock
             # nobody could replace the store while we held no lock at all: check it is still ours
-            diffs = _differences(_root_attrs(self.path) or {}, self.meta)
+            diffs = differences(root_attrs(self.path) or {}, self.meta)
             if diffs:
                 raise CacheMismatchError(
                     f"the embedding cache at {self.path} was replaced by another process with other "
                     "parameters (" + "; ".join(diffs) + ")"
                 )
         except BaseException:
-            self._release_slice(z)
+            self._locks.release(z)
             raise
-
-    def _release_slice(self, z: int) -> None:
-        lock = self._slice_locks.pop(z, None)
-        if lock is not None:
-            lock.release()
-        if not self._slice_locks and self._writer_lock is not None:
-            self._writer_lock.release()
-            self._writer_lock = None
 
     def release_locks(self) -> None:
         """Drop every lock this object holds (slices begun and not finished stay not done)."""
-        for z in list(self._slice_locks):
-            self._release_slice(z)
+        self._locks.release_all()
         self._reused.clear()
-        if self._writer_lock is not None:
-            self._writer_lock.release()
-            self._writer_lock = None
 
     # ------------------------------------------------------------------ shape
     @property
@@ -985,7 +505,7 @@ class EmbeddingStore:
         (a lost ``contrast_limits`` chunk reads as NaN) and, in a store that records them, finite
         residuals wherever it has limits.
         """
-        if _lookup(self.meta, "preprocessing.normalize") not in ("percentile", "contrast_limits"):
+        if lookup(self.meta, "preprocessing.normalize") not in ("percentile", "contrast_limits"):
             return None
         used = np.isfinite(limits).all(axis=1)
         if not used[0]:
@@ -1036,7 +556,7 @@ class EmbeddingStore:
     ) -> None:
         """Write the features of slice ``z`` (of one of its tiles): ``(C, h, w)`` float."""
         index: tuple[int, ...] = (int(z),) if tile is None else (int(z), int(tile))
-        dtype = _CACHE_DTYPES[self.meta["cache_dtype"]]
+        dtype = CACHE_DTYPES[self.meta["cache_dtype"]]
         self.array("embeddings")[index] = np.asarray(features, dtype=dtype)
         self.array("input_size")[index] = np.asarray(input_size, dtype=np.int32)
         self.array("original_size")[index] = np.asarray(original_size, dtype=np.int32)
@@ -1065,7 +585,7 @@ class EmbeddingStore:
                 self.array("done")[z] = True
         finally:
             self._reused.discard(z)
-            self._release_slice(z)
+            self._locks.release(z)
 
     def _check_residuals(self, limit_residuals: Any) -> None:
         """Refuse limits this store cannot record exactly (a store made before ``limit_residuals``)."""
@@ -1076,38 +596,6 @@ class EmbeddingStore:
             "limits rounded to float64; this image's limits (64-bit integers beyond 2**53) need the "
             "exact record of this version; pass overwrite=True (--overwrite) to rebuild the cache"
         )
-
-    def write_slice(
-        self,
-        z: int,
-        features: np.ndarray,
-        *,
-        input_size: Any,
-        original_size: Any,
-        content_hash: int,
-        contrast_limits: Any = None,
-        limit_residuals: Any = None,
-    ) -> None:
-        """Write a whole slice: ``features`` ``([T,] C, h, w)``, sizes ``([T,] 2)``; then flag it done."""
-        self.begin_slice(z)
-        try:
-            if self.n_tiles is None:
-                self.write_tile(z, None, features, input_size, original_size)
-            else:
-                sizes_in = np.broadcast_to(np.asarray(input_size), (self.n_tiles, 2))
-                sizes_orig = np.broadcast_to(np.asarray(original_size), (self.n_tiles, 2))
-                for t in range(self.n_tiles):
-                    self.write_tile(z, t, features[t], sizes_in[t], sizes_orig[t])
-        except BaseException:
-            self._release_slice(int(z))
-            raise
-        self.finish_slice(
-            z, content_hash=content_hash, contrast_limits=contrast_limits, limit_residuals=limit_residuals
-        )
-
-    def nbytes_stored(self) -> int:
-        """Bytes on disk of the whole store."""
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
     def __repr__(self) -> str:
         done = int(self.done_mask().sum())
