@@ -87,11 +87,6 @@ def lookup(layer: Any, plane: int | None = None, settings: EmbeddingSettings | N
     return None if record is None else record.slices.get(_key(plane))
 
 
-def forget(layer: Any) -> None:
-    """Drop every embedding of ``layer``."""
-    _REGISTRY.pop(layer, None)
-
-
 def _level0(layer: Any) -> Any:
     return layer.data[0] if layer.multiscale else layer.data
 
