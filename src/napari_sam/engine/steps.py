@@ -49,6 +49,9 @@ class Progress:
     what
         What the work is (``"embedding"``, ``"propagation"`` …), for the bar and the
         :class:`~napari_sam.errors.Cancelled` message.
+    nested
+        With ``progress=True``: the bar sits below another one (an outer loop's, such as a batch's bar
+        of files) and is removed when closed.
 
     Raises
     ------
@@ -57,7 +60,14 @@ class Progress:
     """
 
     def __init__(
-        self, progress: ProgressLike, total: int, *, cancel: Any = None, unit: str = "step", what: str = "run"
+        self,
+        progress: ProgressLike,
+        total: int,
+        *,
+        cancel: Any = None,
+        unit: str = "step",
+        what: str = "run",
+        nested: bool = False,
     ) -> None:
         if not (progress is None or isinstance(progress, bool) or callable(progress)):
             raise TypeError(f"progress must be a bool or a callable(done, total), got {progress!r}")
@@ -69,7 +79,8 @@ class Progress:
         if progress is True:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, desc=what, unit=unit)
+            below = {"leave": False, "position": 1} if nested else {}
+            self.bar = tqdm(total=self.total, desc=what, unit=unit, **below)
         if self.callback is not None:
             if hasattr(self.callback, "unit"):
                 with contextlib.suppress(AttributeError, TypeError):
