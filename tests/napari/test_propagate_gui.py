@@ -80,7 +80,7 @@ def test_trim_box_reaches_propagation(make_napari_viewer, qtbot, monkeypatch):
     import napari_sam._widgets.propagate as panel_mod
     from napari_sam._widgets import AnnotatorWidget
     from napari_sam.data.synthetic import nuclei_3d
-    from napari_sam.engine.volume.steps import PropagateOptions
+    from napari_sam.engine.volume.steps import PropagationOptions
 
     asked: list[float] = []
     real = panel_mod.propagation_steps
@@ -105,4 +105,4 @@ def test_trim_box_reaches_propagation(make_napari_viewer, qtbot, monkeypatch):
         panel.trim.setChecked(checked)
         assert panel.start() is not None
         qtbot.waitUntil(lambda: not panel.is_running(), timeout=WAIT_MS)
-    assert asked == [PropagateOptions.min_intensity, 0.0]
+    assert asked == [PropagationOptions.min_intensity, 0.0]

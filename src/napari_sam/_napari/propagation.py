@@ -79,7 +79,7 @@ def propagation_steps(
     PropagationResult
         Through ``StopIteration.value`` (the worker's ``returned`` signal).
     """
-    from ..engine.volume.propagate import iter_propagate
+    from ..engine.volume.propagate import PropagationOptions, iter_propagate
 
     labels = np.asarray(labels)
     if objects is None:
@@ -94,8 +94,7 @@ def propagation_steps(
             seed_slices=[plane],
             objects=objects,
             z_range=z_range,
-            iou_threshold=iou_threshold,
-            min_intensity=min_intensity,
+            options=PropagationOptions(iou_threshold=iou_threshold, min_intensity=min_intensity),
             image=image,
         )
     )

@@ -27,7 +27,7 @@ from .._napari.propagation import (
     stack_embeddings,
     write_propagated,
 )
-from ..engine.volume.steps import PropagateOptions
+from ..engine.volume.steps import PropagationOptions
 from ..errors import AnnotatorError
 from ._messages import failure_text, reported
 from ._worker import start_steps
@@ -142,7 +142,7 @@ class PropagatePanel(QWidget):
                 plane,
                 z_range=(first, last + 1),
                 iou_threshold=self.threshold.value(),
-                min_intensity=PropagateOptions.min_intensity if self.trim.isChecked() else 0.0,
+                min_intensity=PropagationOptions.min_intensity if self.trim.isChecked() else 0.0,
                 image=data,
             )
             next(steps)  # checks the seeds now (clear errors on the UI thread), yields (0, total)

@@ -17,7 +17,7 @@ import napari_sam.engine.embed.embeddings as emb_mod
 from napari_sam.engine.decode.predict import Prediction
 from napari_sam.engine.embed.embeddings import compute_embeddings
 from napari_sam.engine.volume.linking import link_slices
-from napari_sam.engine.volume.propagate import iter_propagate, propagate
+from napari_sam.engine.volume.propagate import PropagationOptions, iter_propagate, propagate
 from napari_sam.errors import Cancelled
 
 SHAPE = (10, 48, 48)
@@ -262,7 +262,8 @@ def test_two_seeds_fill_the_gap_from_the_nearer_end(oracle, volume_embeddings, t
 
 
 def test_progress_and_cancel(oracle, volume_embeddings, truth):
-    steps = iter_propagate(volume_embeddings, truth[4], z=4, prompt="box", **PERMISSIVE)
+    options = PropagationOptions(prompt="box", **PERMISSIVE)
+    steps = iter_propagate(volume_embeddings, truth[4], z=4, options=options)
     seen = []
     while True:
         try:

@@ -16,19 +16,9 @@ from ..decode.coords import mask_to_box
 
 PROMPT_KINDS = ("box", "points", "mask")
 
-#: Why an object's propagation ended in one direction.
-STOP_REASONS = {
-    "score": "predicted IoU below iou_threshold",
-    "vanished": "mask smaller than min_area",
-    "area": "area changed by more than max_area_change",
-    "centroid": "centroid moved by more than max_centroid_shift",
-    "contrast": "image contrast inside the mask fell below min_contrast of its best so far",
-    "range": "reached the end of z_range, a seed slice, or the part filled from the other end",
-}
-
 
 @dataclass(frozen=True)
-class PropagateOptions:
+class PropagationOptions:
     """How each slice is prompted from the previous one, and when an object stops.
 
     Attributes
@@ -95,7 +85,8 @@ class PropagateOptions:
         unknown = [k for k in kinds if k not in PROMPT_KINDS]
         if not kinds or unknown or len(set(kinds)) != len(kinds):
             raise ValueError(
-                f"prompt must be a non-empty selection of {PROMPT_KINDS} without repeats, got {self.prompt!r}"
+                f"prompt must be a non-empty selection of {PROMPT_KINDS} without repeats, got "
+                f"{self.prompt if isinstance(self.prompt, str) else kinds!r}"
             )
         object.__setattr__(self, "prompt", kinds)
         _integer(self, "n_points", 1)
@@ -111,7 +102,7 @@ class PropagateOptions:
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
-def _integer(opts: PropagateOptions, name: str, low: int) -> None:
+def _integer(opts: PropagationOptions, name: str, low: int) -> None:
     value = getattr(opts, name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -119,7 +110,7 @@ def _integer(opts: PropagateOptions, name: str, low: int) -> None:
 
 
 def _number(
-    opts: PropagateOptions,
+    opts: PropagationOptions,
     name: str,
     low: float,
     high: float,
@@ -208,7 +199,7 @@ def overlapping_parts(mask: np.ndarray, previous: np.ndarray) -> np.ndarray:
 def step_prompts(
     masks: list[np.ndarray],
     logits: list[np.ndarray | None],
-    opts: PropagateOptions,
+    opts: PropagationOptions,
     *,
     tiled: bool,
     mask_prompt: Any,
@@ -346,10 +337,12 @@ def stop_reason(
     previous: MaskSummary,
     current: MaskSummary | None,
     score: float,
-    opts: PropagateOptions,
+    opts: PropagationOptions,
     contrast_ratio: float | None = None,
 ) -> str | None:
-    """Why an object should stop on this slice (a key of :data:`STOP_REASONS`), or None to go on.
+    """Why an object should stop on this slice, or None to go on.
+
+    The reason is a key of :data:`~napari_sam.engine.volume.result.STOP_REASONS`.
 
     ``contrast_ratio`` is the object's contrast here over its best so far (None: not measured).
     """
