@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_sam.engine.preprocess import (
+    Preprocessor,
     as_channels_last_2d,
     mask_to_prompt_logits,
     normalize_intensity,
@@ -253,3 +254,54 @@ def test_nano_embeds_small_images_at_most_twice_enlarged_and_prompts_follow():
     official_like = open_model("nano")
     official_like.max_upscale = None
     assert tuple(compute_embeddings(sample.image, official_like).input_size) == (1024, 819)
+
+
+# ------------------------------------------------------------------------------------------ Preprocessor
+
+
+class _Geometry:
+    """What Preprocessor.canvas reads of a model: its canvas and pixel statistics."""
+
+    image_size, max_upscale, device = 64, None, torch.device("cpu")
+    pixel_mean, pixel_std = MEAN, STD
+
+
+def test_the_preprocessor_prepares_as_prepare_image_does():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 4000, size=(40, 56, 2)).astype(np.uint16)
+    pre = Preprocessor(percentiles=(2.0, 98.0), channel=(1, 0))
+    inp, input_size, original_size, params = pre.prepare(image, _Geometry())
+    ref = prep(image, percentiles=(2.0, 98.0), channel=(1, 0))
+    torch.testing.assert_close(inp, ref[0], rtol=0, atol=0)
+    assert (input_size, original_size, params) == ref[1:]
+    assert params.channel == (1, 0) and params.normalize == "percentile"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"normalize": "zscore"}, "normalize must be"),
+        ({"percentiles": (99, 1)}, "percentiles must satisfy"),
+        ({"contrast_limits": (5, 1)}, "contrast_limits must be finite"),
+    ],
+)
+def test_the_preprocessor_checks_its_options_when_made(options, message):
+    with pytest.raises(ValueError, match=message):
+        Preprocessor(**options)
+
+
+def test_a_tile_normalised_as_recorded_matches_the_whole_image():
+    rng = np.random.default_rng(4)
+    image = rng.normal(1e12, 50.0, size=(64, 64))
+    pre = Preprocessor()
+    whole, params = pre.normalized(image)
+    tile = pre.normalized_as(image[8:40, 16:48], params)
+    np.testing.assert_allclose(tile, whole[8:40, 16:48], atol=1e-3)
+
+
+def test_volume_limits_are_used_for_every_slice_and_recorded():
+    pre = Preprocessor().with_volume_limits(((0.0, 510.0),), None)
+    scaled, params = pre.normalized(np.full((8, 8), 255, dtype=np.uint16))
+    assert np.allclose(scaled, 127.5) and params.contrast_limits == ((0.0, 510.0),)
+    assert pre.mode_for(np.dtype(np.uint8), 3) == "none"
+    assert Preprocessor().mode_for(np.dtype(np.uint16), 1) == "percentile"

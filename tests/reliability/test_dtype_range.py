@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import napari_sam as ns
+from napari_sam.engine.intensity import rescale as _rescale
 from napari_sam.engine.preprocess import (
-    _rescale,
     exact_percentile_limits,
     normalize_intensity,
     percentile_limits,

@@ -1,8 +1,11 @@
 """Microscopy images (any dtype, gray or multi-channel) → Segment Anything model input, and back.
 
-Steps: pick channels → normalise intensities to [0, 1] (percentiles or given contrast limits) → RGB on
-a 0–255 scale → resize the longest side to the model's ``image_size`` (Pillow bilinear, antialiased)
-→ subtract the pixel mean, divide by the pixel std → zero-pad bottom/right to a square.
+:class:`Preprocessor` is the one way there, built once from the preprocessing options: pick channels →
+normalise intensities to the model's 0–255 scale (percentiles or given contrast limits; the exact
+arithmetic for every dtype is in :mod:`napari_sam.engine.intensity`) → RGB → resize the longest side to
+the model's ``image_size`` (Pillow bilinear, antialiased) → subtract the pixel mean, divide by the pixel
+std → zero-pad bottom/right to a square; and back: mask logits → the image's size. The functions here are
+its steps (:func:`prepare_image` runs them for a model given by its geometry).
 
 A uint8 RGB image with ``normalize=None`` (or the default ``"auto"``) goes through exactly the
 official ``segment_anything`` path (Pillow resize of the uint8 image).
@@ -10,25 +13,62 @@ official ``segment_anything`` path (Pillow resize of the uint8 image).
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .types import Limits, PreprocessParams
+from .intensity import (
+    exact_percentile_limits,
+    has_no_contrast,
+    normalize_exact,
+    normalize_intensity,
+    percentile_limits,
+    rescale,
+    warn_no_contrast,
+)
+from .types import (
+    DEFAULT_PERCENTILES,
+    EmbedOptions,
+    Limits,
+    NormalizeMode,
+    PreprocessParams,
+    check_contrast_limits,
+    check_normalize,
+    check_percentiles,
+)
 
-NormalizeMode = Literal["auto", "percentile", "none"] | None
+if TYPE_CHECKING:
+    from ..model import Sam
 
-#: Percentiles used by default for intensity normalisation (low, high).
-DEFAULT_PERCENTILES = (1.0, 99.8)
-#: Above this many pixels, percentiles are estimated on a regular subsample.
-_PERCENTILE_SAMPLE = 1 << 22
+__all__ = [
+    "AUTO_CHANNELS",
+    "DEFAULT_PERCENTILES",
+    "MASK_PROMPT_LOGIT",
+    "MAX_INFERRED_CHANNELS",
+    "NormalizeMode",
+    "Preprocessor",
+    "as_channels_last_2d",
+    "exact_percentile_limits",
+    "fit_to_canvas",
+    "has_no_contrast",
+    "mask_to_prompt_logits",
+    "may_hold_channels",
+    "normalize_exact",
+    "normalize_intensity",
+    "percentile_limits",
+    "prepare_image",
+    "preprocess_shape",
+    "resize_image",
+    "select_channels",
+    "to_model_input",
+    "upscale_logits",
+    "warn_no_contrast",
+]
+
 #: Magnitude of the logits a binary mask prompt is turned into.
 MASK_PROMPT_LOGIT = 10.0
 
@@ -138,413 +178,6 @@ def select_channels(
     return rgb, picks
 
 
-def _finite_sample(channel: np.ndarray) -> np.ndarray:
-    step = max(1, math.isqrt(channel.size // _PERCENTILE_SAMPLE))
-    sample = channel[::step, ::step]
-    if np.issubdtype(sample.dtype, np.floating):
-        sample = sample[np.isfinite(sample)]
-    return sample
-
-
-#: dtypes float32 holds exactly: normalised in float32 (one multiply-add per pixel, half the memory).
-_FLOAT32_EXACT = frozenset(
-    np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float16, np.float32)
-)
-
-#: float32's largest and smallest normal magnitudes, as Python floats (comparing a float64 with a
-#: numpy float32 casts it to float32, which warns about overflow for values such as 1e300).
-_F32_MAX = float(np.finfo(np.float32).max)
-_F32_TINY = float(np.finfo(np.float32).tiny)
-
-
-@dataclass(frozen=True)
-class _Window:
-    """One channel's intensity window: ``anchor + low`` maps to 0 and ``anchor + high`` to 255.
-
-    ``anchor`` is an exact integer subtracted before any rounding (the channel's minimum for 64-bit
-    integers, whose values float64 cannot all hold; 0 otherwise), so a large offset never eats the
-    contrast: ``low`` and ``high`` are float64 offsets from it. ``top`` is the largest value of a
-    64-bit integer dtype (None otherwise): the rounded :attr:`limits` never go above it.
-    """
-
-    anchor: int
-    low: float
-    high: float
-    top: int | None = None
-
-    @property
-    def limits(self) -> tuple[float, float]:
-        """``(low, high)`` in the image's own intensities, rounded to float64.
-
-        Rounding never takes a limit past the dtype's largest value (``2**64 - 1`` rounds to
-        ``2**64 - 2048`` for uint64, not to ``2**64``). ``low == high`` only for a flat channel: a
-        window narrower than float64's step at the anchor's magnitude (64-bit integers) keeps the
-        limits one step apart. The exact limits are ``limits + residuals``.
-        """
-        low, high = _plus(self.anchor, self.low), _plus(self.anchor, self.high)
-        cap = _float_at_most(self.top) if self.top is not None else math.inf
-        low, high = min(low, cap), min(high, cap)
-        if self.low < self.high and not low < high:
-            if high < cap:
-                high = float(np.nextafter(low, math.inf))
-            else:
-                low = float(np.nextafter(high, -math.inf))
-        return low, high
-
-    @property
-    def residuals(self) -> tuple[float, float]:
-        """What :attr:`limits` leave out: ``limits + residuals`` are the exact limits (0 when exact)."""
-        if self.top is None:  # not a 64-bit integer channel: the limits are float64 values
-            return 0.0, 0.0
-        rounded = self.limits
-        exact = (Fraction(self.anchor) + Fraction(self.low), Fraction(self.anchor) + Fraction(self.high))
-        return float(exact[0] - Fraction(rounded[0])), float(exact[1] - Fraction(rounded[1]))
-
-
-def _plus(anchor: int, value: float) -> float:
-    return float(value) if anchor == 0 else float(Fraction(anchor) + Fraction(value))
-
-
-def _float_at_most(value: int) -> float:
-    """The largest float64 not above the integer ``value``."""
-    rounded = float(value)
-    return rounded if Fraction(rounded) <= value else float(np.nextafter(rounded, -math.inf))
-
-
-def _top(dtype: np.dtype) -> int | None:
-    """The largest value of a 64-bit integer dtype; None for other dtypes."""
-    return int(np.iinfo(dtype).max) if _is_wide_int(dtype) else None
-
-
-def _split_windows(windows: Sequence[_Window]) -> tuple[Limits, Limits | None]:
-    """Per-channel windows → ``(limits, residuals)`` as recorded (see :class:`PreprocessParams`).
-
-    Parameters
-    ----------
-    windows
-        One window per channel.
-
-    Returns
-    -------
-    limits, residuals
-        The float64 limits in the image's intensities, and what rounding left out of them (None
-        when every limit is exact).
-    """
-    limits = tuple(w.limits for w in windows)
-    residuals = tuple(w.residuals for w in windows)
-    exact = all(r == (0.0, 0.0) for r in residuals)
-    return limits, None if exact else residuals
-
-
-def _is_wide_int(dtype: np.dtype) -> bool:
-    return bool(np.issubdtype(dtype, np.integer) and dtype.itemsize >= 8)
-
-
-def _anchor(channel: np.ndarray) -> int:
-    """The exact integer subtracted from ``channel`` first: its minimum for 64-bit integers, else 0."""
-    return int(channel.min()) if _is_wide_int(channel.dtype) and channel.size else 0
-
-
-def _offsets(values: np.ndarray, anchor: int) -> np.ndarray:
-    """``values - anchor`` as float64, exact before the final rounding (``values >= anchor``).
-
-    Only 64-bit integers have a non-zero anchor; they are subtracted in wrap-around uint64
-    arithmetic: the true difference of two values at most ``2**64 - 1`` apart is what remains
-    modulo ``2**64``.
-    """
-    if not _is_wide_int(values.dtype):
-        return values.astype(np.float64, copy=False)
-    # the same bits read as uint64 (no copy; byte order kept for big-endian files)
-    wrapped = values.view(np.dtype(np.uint64).newbyteorder(values.dtype.byteorder))
-    out = np.empty(values.shape, dtype=np.float64)
-    np.subtract(wrapped, np.uint64(anchor % (1 << 64)), out=out, casting="unsafe")
-    return out
-
-
-def _window_from_limits(
-    channel: np.ndarray, low: float, high: float, residuals: tuple[float, float] = (0.0, 0.0)
-) -> _Window:
-    """Intensity limits given in the image's units → a :class:`_Window` anchored for ``channel``.
-
-    ``low + residuals[0]`` and ``high + residuals[1]`` are the exact limits (see
-    :class:`PreprocessParams`); they are taken relative to ``channel``'s own anchor (its minimum,
-    for 64-bit integers) before any rounding, so a tile is normalised as the whole image was.
-    """
-    anchor = _anchor(channel)
-    exact_low = Fraction(float(low)) + Fraction(float(residuals[0]))
-    exact_high = Fraction(float(high)) + Fraction(float(residuals[1]))
-    if anchor == 0 and exact_low == float(low) and exact_high == float(high):
-        return _Window(0, float(low), float(high))
-    return _Window(anchor, float(exact_low - anchor), float(exact_high - anchor), _top(channel.dtype))
-
-
-def _percentile_window(channel: np.ndarray, lo_p: float, hi_p: float) -> _Window:
-    """``(H, W)`` channel → its percentile window (NaN / inf ignored; the full range if they meet).
-
-    Raises
-    ------
-    ValueError
-        The channel has no finite value.
-    """
-    sample = _finite_sample(channel)
-    if sample.size == 0:
-        raise ValueError("image has no finite values (all NaN or inf)")
-    anchor = _anchor(channel)
-    values = _offsets(sample, anchor) if _is_wide_int(sample.dtype) else sample
-    with np.errstate(over="ignore", invalid="ignore"):
-        low, high = (float(v) for v in np.percentile(values, [lo_p, hi_p]))
-    if not low < high:  # most pixels share one value: keep the few that differ
-        low, high = _finite_range(channel, anchor)
-    return _Window(anchor, low, high, _top(channel.dtype))
-
-
-def _finite_range(channel: np.ndarray, anchor: int) -> tuple[float, float]:
-    """``(min, max)`` of the finite values of ``channel`` (all of them, not a sample), minus ``anchor``."""
-    values = channel[np.isfinite(channel)] if np.issubdtype(channel.dtype, np.floating) else channel
-    low, high = _offsets(np.array([values.min(), values.max()], dtype=channel.dtype), anchor)
-    return float(low), float(high)
-
-
-def _percentile_windows(image: np.ndarray, percentiles: tuple[float, float]) -> tuple[_Window, ...]:
-    lo_p, hi_p = (float(p) for p in percentiles)
-    if not 0.0 <= lo_p < hi_p <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
-    return tuple(_percentile_window(image[..., c], lo_p, hi_p) for c in range(image.shape[-1]))
-
-
-def percentile_limits(
-    image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
-) -> tuple[tuple[float, float], ...]:
-    """Per-channel ``(low, high)`` intensity percentiles of an ``(H, W, C)`` image (NaN/inf ignored).
-
-    Computed after subtracting the channel's minimum exactly (64-bit integers) and in float64, so
-    they keep their meaning for any offset or scale. When both percentiles fall on one value (a few
-    pixels differ from a flat background), the channel's full finite range is returned instead;
-    ``low == high`` only for a channel with a single value.
-
-    Raises
-    ------
-    ValueError
-        Bad percentiles, or a channel without any finite value.
-    """
-    return _split_windows(_percentile_windows(image, percentiles))[0]
-
-
-def exact_percentile_limits(
-    image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
-) -> tuple[Limits, Limits | None]:
-    """:func:`percentile_limits` and what float64 rounding left out of them (see :class:`PreprocessParams`).
-
-    Normalising any part of ``image`` with both (``_rescale``) gives the values the whole image
-    gets from :func:`normalize_intensity`, for 64-bit integers beyond ``2**53`` too.
-    """
-    return _split_windows(_percentile_windows(image, percentiles))
-
-
-def _scale_float32(channel: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Float32 arithmetic for channels float32 holds exactly and windows it can hold."""
-    channel = channel.astype(np.float32)
-    span = high - low
-    if span > 0:
-        return (channel - np.float32(low)) * np.float32(255.0 / span)
-    return np.where(channel > low, 255.0, 0.0).astype(np.float32)
-
-
-def _scale_float64(values: np.ndarray, low: float, high: float, *, in_place: bool = False) -> np.ndarray:
-    """Float64 arithmetic, safe for any finite ``low``, ``high`` (spans up to ±1.8e308 and subnormals).
-
-    ``(x - low) / span`` overflows only where ``|x - low| > span``: an infinity of the right sign,
-    clipped to 0 or 255 afterwards. A span that itself overflows is computed on halved values.
-    """
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        span = high - low
-        if not math.isfinite(span):
-            values, low, high = values * 0.5, low * 0.5, high * 0.5
-            span = high - low
-        if span > 0:
-            out = np.subtract(values, low, out=values if in_place else None)
-            out /= span
-            out *= 255.0
-            return out
-        return np.where(values > low, 255.0, 0.0)
-
-
-def _fits_float32(dtype: np.dtype, window: _Window) -> bool:
-    if window.anchor != 0 or dtype not in _FLOAT32_EXACT:
-        return False
-    low, high = window.low, window.high
-    if not (abs(low) <= _F32_MAX and abs(high) <= _F32_MAX):
-        return False
-    span = high - low
-    return span <= 0 or (span >= _F32_TINY and 255.0 / span < _F32_MAX)
-
-
-def _scale_channel(channel: np.ndarray, window: _Window, out: np.ndarray) -> None:
-    """Write ``channel`` mapped through ``window`` to 0–255 (clipped) into the float32 ``out``."""
-    if _fits_float32(channel.dtype, window):
-        scaled = _scale_float32(channel, window.low, window.high)
-    else:
-        wide = _is_wide_int(channel.dtype)  # then the offsets are a new array, scaled in place
-        scaled = _scale_float64(_offsets(channel, window.anchor), window.low, window.high, in_place=wide)
-    np.clip(scaled, 0.0, 255.0, out=out, casting="unsafe")
-
-
-def _apply_windows(image: np.ndarray, windows: Sequence[_Window]) -> np.ndarray:
-    out = np.empty(image.shape, dtype=np.float32)
-    for c, window in enumerate(windows):
-        _scale_channel(image[..., c], window, out[..., c])
-    np.nan_to_num(out, copy=False, nan=0.0)
-    return out
-
-
-def _rescale(
-    image: np.ndarray,
-    limits: Sequence[tuple[float, float]],
-    residuals: Sequence[tuple[float, float]] | None = None,
-) -> np.ndarray:
-    """Map each channel's ``(low, high)`` to ``(0, 255)``, clip (+inf → 255), NaN → 0; float32 output.
-
-    Parameters
-    ----------
-    image
-        ``(H, W, C)`` array (a whole image, a tile or a window of one).
-    limits
-        Per channel, in the image's own intensities (given contrast limits, volume percentiles or a
-        recorded slice's); the subtraction happens before any rounding to float32.
-    residuals
-        What float64 rounding left out of ``limits`` (64-bit integers beyond ``2**53``; see
-        :class:`PreprocessParams`), or None.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(H, W, C)`` float32 in ``[0, 255]``.
-    """
-    rest = residuals if residuals is not None else [(0.0, 0.0)] * len(limits)
-    windows = [_window_from_limits(image[..., c], lo, hi, rest[c]) for c, (lo, hi) in enumerate(limits)]
-    return _apply_windows(image, windows)
-
-
-def has_no_contrast(limits: Sequence[tuple[float, float]] | None) -> bool:
-    """Whether percentile ``limits`` (as recorded) say every channel held a single value."""
-    return bool(limits) and all(lo == hi for lo, hi in limits)  # type: ignore[union-attr]
-
-
-def warn_no_contrast(image: np.ndarray, where: str | None = None) -> None:
-    """Emit one :class:`~napari_sam.errors.NoContrastWarning` for a flat ``(H, W, C)`` image."""
-    from ..errors import NoContrastWarning
-
-    finite = _finite_sample(image[..., 0])
-    value = finite.flat[0] if finite.size else float("nan")
-    warnings.warn(
-        f"{where or 'the image'} has no contrast: every pixel is {value} (NaN / inf aside), so "
-        "nothing in it can be segmented; it is embedded as a blank image and gets no objects",
-        NoContrastWarning,
-        stacklevel=3,
-    )
-
-
-def normalize_intensity(
-    image: np.ndarray,
-    *,
-    normalize: NormalizeMode = "auto",
-    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    contrast_limits: tuple[float, float] | None = None,
-    where: str | None = None,
-) -> tuple[np.ndarray, str, tuple[float, float] | None, tuple[tuple[float, float], ...] | None]:
-    """Bring an ``(H, W, C)`` image (C = 1 or 3) to the model's 0–255 intensity scale.
-
-    Any dtype keeps its contrast whatever its offset and scale: 64-bit integers first lose their
-    minimum exactly, and the mapping runs in float64 unless float32 holds the values and the
-    window exactly (uint8, uint16, float32 … in their usual ranges).
-
-    Parameters
-    ----------
-    image
-        ``(H, W, C)`` array of any integer or floating dtype. NaN and ±inf pixels are left out of
-        the percentiles; NaN and -inf pixels become 0 (black) and +inf pixels 255 (white: a
-        saturated or overflowed pixel stays as bright as it can be), in every mode.
-    normalize
-        ``"auto"``: uint8 RGB as is (the official path), everything else by percentiles.
-        ``"percentile"``: per-channel ``percentiles`` → 0 and 255 (see :func:`percentile_limits`).
-        ``None`` / ``"none"``: values are already 0–255 intensities (uint8 stays uint8).
-    percentiles
-        ``(low, high)`` percentiles, ``0 <= low < high <= 100``.
-    contrast_limits
-        ``(low, high)`` intensities mapped to 0 and 255 for every channel (e.g. a napari layer's
-        contrast limits); overrides ``normalize``.
-    where
-        How a :class:`~napari_sam.errors.NoContrastWarning` names the image (e.g. ``"slice 3"``).
-
-    Returns
-    -------
-    image, mode, percentiles, limits
-        ``(H, W, C)`` uint8 (official path) or float32 in [0, 255], and what was done. With
-        percentiles, an image whose every channel holds a single value (a flat image) gives zeros,
-        ``low == high`` limits and one :class:`~napari_sam.errors.NoContrastWarning`.
-    """
-    scaled, mode, used, limits, _ = normalize_exact(
-        image, normalize=normalize, percentiles=percentiles, contrast_limits=contrast_limits, where=where
-    )
-    return scaled, mode, used, limits
-
-
-def normalize_exact(
-    image: np.ndarray,
-    *,
-    normalize: NormalizeMode = "auto",
-    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    contrast_limits: tuple[float, float] | None = None,
-    where: str | None = None,
-) -> tuple[np.ndarray, str, tuple[float, float] | None, Limits | None, Limits | None]:
-    """:func:`normalize_intensity`, and what float64 rounding left out of the limits.
-
-    Parameters
-    ----------
-    image, normalize, percentiles, contrast_limits, where
-        As for :func:`normalize_intensity`.
-
-    Returns
-    -------
-    image, mode, percentiles, limits, residuals
-        As :func:`normalize_intensity`, and the limits' residuals (see :class:`PreprocessParams`;
-        None unless percentile limits of a 64-bit integer image are not float64 values).
-    """
-    if contrast_limits is not None:
-        lo, hi = (float(v) for v in contrast_limits)
-        if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-            raise ValueError(
-                f"contrast_limits must be finite (low, high) with low < high, got {contrast_limits}"
-            )
-        if image.size and not np.isfinite(_finite_sample(image[..., 0])).any():
-            raise ValueError("image has no finite values (all NaN or inf)")
-        limits = tuple((lo, hi) for _ in range(image.shape[-1]))
-        return _rescale(image, limits), "contrast_limits", None, limits, None
-    mode = "none" if normalize is None else normalize
-    if mode not in ("auto", "percentile", "none"):
-        raise ValueError(f"normalize must be 'auto', 'percentile' or None, got {normalize!r}")
-    if mode == "auto":
-        mode = "none" if image.dtype == np.uint8 and image.shape[-1] == 3 else "percentile"
-    if mode == "percentile":
-        windows = _percentile_windows(image, percentiles)
-        limits, residuals = _split_windows(windows)
-        if has_no_contrast(limits):
-            warn_no_contrast(image, where)
-        return _apply_windows(image, windows), "percentile", tuple(percentiles), limits, residuals
-    if image.dtype == np.uint8:
-        return image, "none", None, None, None
-    finite = _finite_sample(image)
-    if finite.size == 0:
-        raise ValueError("image has no finite values (all NaN or inf)")
-    if finite.min() < 0 or finite.max() > 255:
-        raise ValueError(
-            f"normalize=None expects intensities in 0–255 (uint8-like), but the image spans "
-            f"{finite.min()}…{finite.max()}; use normalize='percentile' or contrast_limits="
-        )
-    out = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
-    return out, "none", None, None, None
-
-
 def preprocess_shape(
     height: int, width: int, long_side: int, max_upscale: float | None = None
 ) -> tuple[int, int]:
@@ -605,6 +238,33 @@ def to_model_input(
     return F.pad(x, (0, image_size - w, 0, image_size - h))
 
 
+def fit_to_canvas(
+    scaled: np.ndarray,
+    *,
+    image_size: int,
+    pixel_mean: torch.Tensor,
+    pixel_std: torch.Tensor,
+    max_upscale: float | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(H, W, 1|3)`` image on the 0–255 scale → ``(1, 3, image_size, image_size)`` model input.
+
+    Resizes the longer side to ``image_size`` (a small image enlarged by at most ``max_upscale``, see
+    :func:`preprocess_shape`), then :func:`to_model_input`.
+
+    Returns
+    -------
+    model_input, input_size
+        ``(1, 3, S, S)`` float32 on ``device``, and ``(rows, cols)`` of the resized image inside it.
+    """
+    input_size = preprocess_shape(int(scaled.shape[0]), int(scaled.shape[1]), image_size, max_upscale)
+    resized = resize_image(scaled, input_size)
+    model_input = to_model_input(
+        resized, image_size=image_size, pixel_mean=pixel_mean, pixel_std=pixel_std, device=device
+    )
+    return model_input, input_size
+
+
 def prepare_image(
     image: Any,
     *,
@@ -619,7 +279,7 @@ def prepare_image(
     device: torch.device | str = "cpu",
     max_upscale: float | None = None,
 ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], PreprocessParams]:
-    """Any 2D image → model input.
+    """Any 2D image → model input (:class:`Preprocessor` for a model given by its geometry).
 
     ``max_upscale`` limits how much a small image is enlarged (see :func:`preprocess_shape`); the
     models carry their own value as ``Sam.max_upscale``.
@@ -635,25 +295,17 @@ def prepare_image(
     params
         What was done, for the embedding record.
     """
-    arr = as_channels_last_2d(image, channel_axis=channel_axis)
-    arr, picks = select_channels(arr, channel)
-    scaled, mode, used_percentiles, limits, residuals = normalize_exact(
-        arr, normalize=normalize, percentiles=percentiles, contrast_limits=contrast_limits
+    preprocessor = Preprocessor(normalize, percentiles, contrast_limits, channel, channel_axis)
+    scaled, params = preprocessor.normalized(image)
+    model_input, input_size = fit_to_canvas(
+        scaled,
+        image_size=image_size,
+        pixel_mean=pixel_mean,
+        pixel_std=pixel_std,
+        max_upscale=max_upscale,
+        device=device,
     )
-    original_size = (int(arr.shape[0]), int(arr.shape[1]))
-    input_size = preprocess_shape(*original_size, image_size, max_upscale)
-    resized = resize_image(scaled, input_size)
-    model_input = to_model_input(
-        resized, image_size=image_size, pixel_mean=pixel_mean, pixel_std=pixel_std, device=device
-    )
-    params = PreprocessParams(
-        normalize=mode,
-        percentiles=used_percentiles,
-        contrast_limits=limits,
-        channel=picks,
-        limit_residuals=residuals,
-    )
-    return model_input, input_size, original_size, params
+    return model_input, input_size, (int(scaled.shape[0]), int(scaled.shape[1])), params
 
 
 def upscale_logits(
@@ -702,3 +354,168 @@ def mask_to_prompt_logits(
     t = torch.from_numpy(canvas)[None, None]
     small = F.adaptive_avg_pool2d(t, mask_input_size)
     return (small * 2.0 - 1.0) * MASK_PROMPT_LOGIT
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """The one way from a 2D image to the model's input, and back for masks.
+
+    Built once from the preprocessing options (checked here), then applied to any number of images,
+    slices, tiles or windows:
+
+    1. :meth:`channels`: ``(H, W[, C])`` → ``(H, W, 1|3)``: gray, RGB (uint8 RGBA loses alpha), or
+       the ``channel`` picks (one index → gray, two or three → red, green, blue).
+    2. :meth:`normalized`: intensities → the model's 0–255 scale, by percentiles per channel, by given
+       contrast limits, or as they are; exact for any dtype (see :mod:`napari_sam.engine.intensity`).
+       Returns the :class:`~napari_sam.engine.types.PreprocessParams` that record it;
+       :meth:`normalized_as` repeats a recorded normalisation on a tile or window of the image.
+    3. :meth:`canvas`: → ``(1, 3, S, S)`` model input: gray → RGB, the longer side resized to the
+       model's ``image_size`` (Pillow bilinear; a small image enlarged by at most the model's
+       ``max_upscale``), minus the pixel mean, over the pixel std, zero-padded bottom / right.
+       :meth:`prepare` runs steps 1 to 3.
+    4. :meth:`upscale_logits`: the inverse for masks: low-resolution logits → the image's size.
+
+    A uint8 RGB image with ``normalize="auto"`` (or ``"none"``) takes exactly the official
+    ``segment_anything`` path (Pillow resize of the uint8 image).
+
+    Attributes
+    ----------
+    normalize
+        ``"auto"`` (uint8 RGB as is, everything else by percentiles), ``"percentile"`` or ``"none"``
+        (intensities already 0–255); None is kept as ``"none"``.
+    percentiles
+        ``(low, high)`` percentiles mapped to 0 and 255, ``0 <= low < high <= 100``.
+    contrast_limits
+        ``(low, high)`` intensities mapped to 0 and 255 in every channel; they override ``normalize``.
+    channel
+        None, a channel index, or up to three indices (→ red, green, blue).
+    channel_axis
+        Axis of a 2D image that holds channels, when not the last.
+    volume_limits, volume_residuals
+        Percentile limits (and their residuals) fixed for a whole stack: every slice is normalised
+        with them (see :meth:`with_volume_limits`); None: each image gets its own.
+
+    Raises
+    ------
+    ValueError
+        ``normalize``, ``percentiles`` or ``contrast_limits`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pre = Preprocessor(percentiles=(0.0, 100.0))
+    >>> scaled, params = pre.normalized(np.array([[0, 100], [200, 400]], dtype=np.uint16))
+    >>> scaled[..., 0].tolist(), params.normalize, params.contrast_limits
+    ([[0.0, 63.75], [127.5, 255.0]], 'percentile', ((0.0, 400.0),))
+    """
+
+    normalize: NormalizeMode = "auto"
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+    contrast_limits: tuple[float, float] | None = None
+    channel: int | Sequence[int] | None = None
+    channel_axis: int | None = None
+    volume_limits: Limits | None = None
+    volume_residuals: Limits | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "normalize", check_normalize(self.normalize))
+        check_percentiles(self.percentiles)
+        object.__setattr__(self, "percentiles", tuple(self.percentiles))
+        check_contrast_limits(self.contrast_limits)
+
+    @classmethod
+    def from_options(cls, options: EmbedOptions, channel_axis: int | None = None) -> Preprocessor:
+        """The preprocessing ``options`` ask for; ``channel_axis`` is the channel axis of one 2D slice."""
+        return cls(
+            options.normalize, options.percentiles, options.contrast_limits, options.channel, channel_axis
+        )
+
+    def with_volume_limits(self, limits: Limits, residuals: Limits | None) -> Preprocessor:
+        """This preprocessing with percentile limits fixed for a whole stack (one row per channel)."""
+        return replace(self, volume_limits=limits, volume_residuals=residuals)
+
+    def channels(self, image: Any) -> tuple[np.ndarray, tuple[int, ...] | None]:
+        """``image`` as ``(H, W, 1|3)`` in its own dtype, and the channel picks (None: as given).
+
+        Raises
+        ------
+        ValueError
+            Not a 2D image of a supported dtype, or channels ``channel`` does not name.
+        """
+        arr = as_channels_last_2d(image, channel_axis=self.channel_axis)
+        return select_channels(arr, self.channel)
+
+    def mode_for(self, dtype: np.dtype, n_channels: int) -> str:
+        """How an image of ``dtype`` with ``n_channels`` selected channels is normalised:
+        ``"contrast_limits"``, ``"percentile"`` or ``"none"``."""
+        if self.contrast_limits is not None:
+            return "contrast_limits"
+        if self.normalize == "auto":
+            return "none" if dtype == np.uint8 and n_channels == 3 else "percentile"
+        return str(self.normalize)
+
+    def normalized(self, image: Any, where: str | None = None) -> tuple[np.ndarray, PreprocessParams]:
+        """``image`` → ``(H, W, 1|3)`` on the 0–255 scale (uint8 on the official path, else float32).
+
+        ``where`` names the image in a :class:`~napari_sam.errors.NoContrastWarning` (``"slice 3"``).
+
+        Returns
+        -------
+        scaled, params
+            The normalised image and what was done (its limits, for a percentile normalisation).
+        """
+        arr, picks = self.channels(image)
+        if self.volume_limits is not None:
+            limits, residuals = self.volume_limits, self.volume_residuals
+            if has_no_contrast(limits):
+                warn_no_contrast(arr, "the stack (percentiles over the volume)")
+            params = PreprocessParams("percentile", self.percentiles, limits, picks, residuals)
+            return rescale(arr, limits, residuals), params
+        scaled, mode, used, limits, residuals = normalize_exact(
+            arr,
+            normalize=self.normalize,
+            percentiles=self.percentiles,
+            contrast_limits=self.contrast_limits,
+            where=where,
+        )
+        return scaled, PreprocessParams(mode, used, limits, picks, residuals)
+
+    def normalized_as(self, image: Any, params: PreprocessParams) -> np.ndarray:
+        """``image`` (a tile, a window) normalised exactly as an image recorded with ``params`` was."""
+        arr, _ = self.channels(image)
+        if params.contrast_limits is None:
+            return normalize_intensity(arr, normalize=None)[0]
+        return rescale(arr, params.contrast_limits, params.limit_residuals)
+
+    def canvas(
+        self, scaled: np.ndarray, model: Sam, *, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """A normalised ``(H, W, 1|3)`` image → ``model``'s ``(1, 3, S, S)`` input and its ``input_size``.
+
+        ``device``: where the input is made (default: the model's).
+        """
+        return fit_to_canvas(
+            scaled,
+            image_size=model.image_size,
+            pixel_mean=model.pixel_mean,
+            pixel_std=model.pixel_std,
+            max_upscale=model.max_upscale,
+            device=model.device if device is None else device,
+        )
+
+    def prepare(
+        self, image: Any, model: Sam, *, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], PreprocessParams]:
+        """Any 2D image → ``(model_input, input_size, original_size, params)`` as :func:`prepare_image`."""
+        scaled, params = self.normalized(image)
+        model_input, input_size = self.canvas(scaled, model, device=device)
+        return model_input, input_size, (int(scaled.shape[0]), int(scaled.shape[1])), params
+
+    @staticmethod
+    def upscale_logits(
+        low_res: torch.Tensor, *, input_size: tuple[int, int], original_size: tuple[int, int], image_size: int
+    ) -> torch.Tensor:
+        """The inverse for masks: ``(N, K, 4h, 4w)`` logits → ``(N, K, H, W)``; see :func:`upscale_logits`."""
+        return upscale_logits(
+            low_res, input_size=input_size, original_size=original_size, image_size=image_size
+        )

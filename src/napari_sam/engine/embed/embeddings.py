@@ -23,14 +23,13 @@ import torch
 from ...errors import CorruptSliceError, MissingSliceError
 from ...model import Sam
 from ..device import DeviceLike
+from ..intensity import PERCENTILE_SAMPLE_PIXELS, rescale
 from ..loading import ModelLike, load_model, model_weights_id
 from ..preprocess import (
-    _PERCENTILE_SAMPLE,
     AUTO_CHANNELS,
     DEFAULT_PERCENTILES,
     MAX_INFERRED_CHANNELS,
     NormalizeMode,
-    _rescale,
     as_channels_last_2d,
     exact_percentile_limits,
     has_no_contrast,
@@ -247,7 +246,7 @@ class _Prep:
             )
             if has_no_contrast(self.fixed_limits):
                 warn_no_contrast(arr, "the stack (percentiles over the volume)")
-            return _rescale(arr, self.fixed_limits, self.fixed_residuals), params
+            return rescale(arr, self.fixed_limits, self.fixed_residuals), params
         scaled, mode, used, limits, residuals = normalize_exact(
             arr,
             normalize=self.normalize,
@@ -262,7 +261,7 @@ class _Prep:
         arr, _ = self.select(raw)
         if params.contrast_limits is None:
             return normalize_intensity(arr, normalize=None)[0]
-        return _rescale(arr, params.contrast_limits, params.limit_residuals)
+        return rescale(arr, params.contrast_limits, params.limit_residuals)
 
 
 def _resolved_mode(prep: _Prep, dtype: np.dtype, n_channels: int) -> str:
@@ -391,7 +390,7 @@ def _c_order_regions(shape: Sequence[int], itemsize: int, budget: int) -> Iterat
 def _percentile_step(plane_shape: tuple[int, int]) -> int:
     """The stride of the rows and columns percentiles are taken on (as for a whole slice in memory)."""
     rows, cols = plane_shape
-    return max(1, math.isqrt(rows * cols // _PERCENTILE_SAMPLE))
+    return max(1, math.isqrt(rows * cols // PERCENTILE_SAMPLE_PIXELS))
 
 
 @dataclass
