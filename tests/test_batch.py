@@ -82,9 +82,9 @@ def test_interrupt_stops_the_batch(tmp_path):
 
 def test_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    import napari_sam.batch
+    import napari_sam.batch.runner
 
-    monkeypatch.setattr(napari_sam.batch, "CONNECT_TIMEOUT", "0.5s")
+    monkeypatch.setattr(napari_sam.batch.runner, "CONNECT_TIMEOUT", "0.5s")
     items = make_items(tmp_path, {"a": "1"})
     with pytest.raises(UsageError, match="cannot reach the dask scheduler"):
         run_batch(items, WriteSum(), scheduler="tcp://127.0.0.1:9", progress=False)
@@ -250,7 +250,8 @@ class EmptyWhenOdd:
     """A fake job: writes its output; reports the object named by an odd input number as empty."""
 
     def __call__(self, item: BatchItem, progress=None):
-        from napari_sam.batch import Done, _empty_text
+        from napari_sam.batch import Done
+        from napari_sam.batch.jobs import _empty_text
         from napari_sam.errors import EmptyObjectsWarning
 
         n = int(item.source.read_text())

@@ -158,11 +158,11 @@ SUBCOMMANDS = {
     ),
     "embed": (
         "embed {tmp}/img.tif --out {tmp}/cache --model {w} --device cpu -q",
-        "napari_sam.batch.read_image",
+        "napari_sam.batch.jobs.read_image",
     ),
     "segment": (
         "segment {tmp}/img.tif --points {tmp}/pts.csv --out {tmp}/labels --model {w} --device cpu -q",
-        "napari_sam.batch.read_image",
+        "napari_sam.batch.jobs.read_image",
     ),
     "gui": ("gui {tmp}/img.tif", "napari_sam._widgets.launch.run"),
 }
