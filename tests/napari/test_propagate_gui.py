@@ -80,7 +80,7 @@ def test_trim_box_reaches_propagation(make_napari_viewer, qtbot, monkeypatch):
     import napari_sam._widgets.propagate as panel_mod
     from napari_sam._widgets import AnnotatorWidget
     from napari_sam.data.synthetic import nuclei_3d
-    from napari_sam.engine.volume.steps import PropagationOptions
+    from napari_sam.engine.types import PropagationOptions
 
     asked: list[float] = []
     real = panel_mod.propagation_steps

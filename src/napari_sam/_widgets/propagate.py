@@ -27,7 +27,7 @@ from .._napari.propagation import (
     stack_embeddings,
     write_propagated,
 )
-from ..engine.volume.steps import PropagationOptions
+from ..engine.types import PropagationOptions
 from ..errors import AnnotatorError
 from ._messages import failure_text, reported
 from ._worker import start_steps

@@ -4,6 +4,7 @@
 - :class:`Embeddings`: the image encoder's output for one 2D image; :class:`TiledEmbeddings` for a large
   image embedded in tiles (:class:`TileSpec`, :class:`Window`).
 - :class:`ImageLayout`: where an array keeps its slices and channels.
+- :class:`PropagationOptions`: how 3D propagation prompts each slice and when an object stops.
 """
 
 from __future__ import annotations
@@ -662,3 +663,131 @@ class EmbedOptions:
         check_contrast_limits(self.contrast_limits)
         if self.contrast_limits is not None:
             keep("contrast_limits", tuple(self.contrast_limits))
+
+
+# ------------------------------------------------------------------------------------------- propagation
+
+#: What a propagation step may prompt the decoder with, from the object on the previous slice.
+PROPAGATION_PROMPT_KINDS = ("box", "points", "mask")
+
+
+@dataclass(frozen=True)
+class PropagationOptions:
+    """How each slice is prompted from the previous one, and when an object stops.
+
+    Attributes
+    ----------
+    prompt
+        Prompt kinds taken from the previous slice's mask, any of ``"box"`` (its bounding box grown
+        by ``box_margin``), ``"points"`` (``n_points`` interior points) and ``"mask"`` (the previous
+        prediction's low-resolution logits; a seed's binary mask on the first step).
+    n_points
+        Interior points sampled when ``"points"`` is used, >= 1.
+    box_margin
+        Growth of the box on each side, as a fraction of its extent along that axis (at least 1 pixel
+        when > 0), so that a growing object is not cut by its previous box.
+    multimask
+        Decode 3 candidates and keep the best-scoring one (else a single mask).
+    iou_threshold
+        Stop when the predicted IoU falls below this, in [0, 1].
+    min_area
+        Stop when the mask (the part not owned by other objects) has fewer pixels than this.
+    max_area_change
+        Stop when the area grows or shrinks by more than this factor from one slice to the next, >= 1.
+    max_centroid_shift
+        Stop when the centroid moves by more than this fraction of the previous mask's equivalent
+        diameter (``2 * sqrt(area / pi)``), > 0.
+    min_contrast
+        Stop when the object's contrast on the image (mean intensity inside the mask minus the
+        slice's 5th percentile) falls below this fraction of the highest contrast it had on the slices
+        so far, in [0, 1]; 0 turns the rule off. Out-of-focus light makes objects visible some slices
+        beyond their end (the decoder keeps finding them there); 0.5 cuts them about where their signal
+        halves. Needs the image (not only its embeddings).
+    min_intensity
+        Drop the pixels of each propagated mask whose intensity lies less than this fraction of the
+        way from the object's surroundings to the object itself, both measured on its seed slice
+        (medians inside the seed mask and in a ring around it; see
+        :class:`~napari_sam.engine.volume.steps.SeedIntensity`); holes this opens inside the mask are
+        filled back. Bright and dark objects are both handled; an
+        object not clearly brighter or darker than its ring is left untrimmed. In [0, 1); 0 turns it
+        off. Out-of-focus light makes the slices near an object's end show a blurred, dimmer and
+        larger copy of it, and the decoder follows that halo; 0.5 keeps what is at least
+        half-way bright. Needs the image.
+    clip_to_box
+        With ``"box"`` prompts: drop the parts of a prediction outside its box (the decoder often
+        spills past small or faint objects); growth and drift from slice to slice are then at most
+        ``box_margin`` per side, so it suits objects that shrink away from their seed (off by default).
+    connected
+        Keep only the parts of a prediction (8-connected regions) that overlap the object on the
+        previous slice: pieces that leaked onto other objects are dropped before the checks.
+    """
+
+    prompt: tuple[str, ...] = ("box", "mask")
+    n_points: int = 1
+    box_margin: float = 0.0
+    multimask: bool = False
+    iou_threshold: float = 0.5
+    min_area: int = 4
+    max_area_change: float = 3.0
+    max_centroid_shift: float = 0.5
+    min_contrast: float = 0.5
+    min_intensity: float = 0.5
+    clip_to_box: bool = False
+    connected: bool = True
+
+    def __post_init__(self) -> None:
+        kinds = (self.prompt,) if isinstance(self.prompt, str) else tuple(self.prompt)
+        unknown = [k for k in kinds if k not in PROPAGATION_PROMPT_KINDS]
+        if not kinds or unknown or len(set(kinds)) != len(kinds):
+            raise ValueError(
+                f"prompt must be a non-empty selection of {PROPAGATION_PROMPT_KINDS} without repeats, got "
+                f"{self.prompt if isinstance(self.prompt, str) else kinds!r}"
+            )
+        object.__setattr__(self, "prompt", kinds)
+        _whole_option(self, "n_points", 1)
+        _whole_option(self, "min_area", 1)
+        _number_option(self, "box_margin", 0.0, math.inf)
+        _number_option(self, "iou_threshold", 0.0, 1.0)
+        _number_option(self, "max_area_change", 1.0, math.inf)
+        _number_option(self, "max_centroid_shift", 0.0, math.inf, open_low=True)
+        _number_option(self, "min_contrast", 0.0, 1.0)
+        _number_option(self, "min_intensity", 0.0, 1.0, open_high=True)
+        for name in ("multimask", "clip_to_box", "connected"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _whole_option(opts: Any, name: str, low: int) -> None:
+    """Store ``opts.name`` as an int, or raise ValueError when it is not an integer ``>= low``."""
+    value = getattr(opts, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    object.__setattr__(opts, name, int(value))
+
+
+def _number_option(
+    opts: Any,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    """Store ``opts.name`` as a float, or raise ValueError when it is not a number (NaN is not) from
+    ``low`` to ``high``, each end included unless ``open_low`` / ``open_high`` (an infinite ``high``
+    admits infinity)."""
+    value = getattr(opts, name)
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if ok:
+        value = float(value)
+        ok = (
+            not math.isnan(value)
+            and (value > low if open_low else value >= low)
+            and (value < high if open_high else value <= high)
+        )
+    if not ok:
+        left, right = "(" if open_low else "[", ")" if open_high else "]"
+        bounds = f"{left}{low}, {high}{right}"
+        raise ValueError(f"{name} must be a number in {bounds}, got {getattr(opts, name)!r}")
+    object.__setattr__(opts, name, value)

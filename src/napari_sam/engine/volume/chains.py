@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from ..decode import predict as predict_module
-from ..embed.embeddings import VolumeEmbeddings, image_layout, read_slice
+from ..embed.embeddings import VolumeEmbeddings
+from ..embed.layout import image_layout, read_slice
 from ..preprocess import as_channels_last_2d, mask_to_prompt_logits
-from ..types import ImageLayout, TiledEmbeddings
+from ..types import ImageLayout, PropagationOptions, TiledEmbeddings
 from .steps import (
     MaskSummary,
-    PropagationOptions,
     SeedIntensity,
     contrast,
     overlapping_parts,

@@ -31,14 +31,15 @@ from typing import Any
 
 from ..decode.objects import warn_empty_objects
 from ..device import DeviceLike
-from ..embed.embeddings import VolumeEmbeddings, layout_warnings_once
+from ..embed.embeddings import VolumeEmbeddings
+from ..embed.layout import layout_warnings_once
 from ..loading import ModelLike
 from ..steps import run_steps
+from ..types import PropagationOptions
 from .chains import Planes, Walk, make_chains, walk
 from .inputs import open_volume, seeds_from_labels, slice_range
 from .result import STOP_REASONS, PropagationResult, Stop
 from .seeds import prompt_arguments, seed_labels, seeds_from_prompts
-from .steps import PropagationOptions
 
 __all__ = [
     "STOP_REASONS",
