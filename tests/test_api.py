@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import napari_sam as ns
-from napari_sam.api import plan_objects
+from napari_sam.engine.decode.objects import plan_objects
+from napari_sam.engine.decode.prompts import normalize_prompts
 from napari_sam.engine.types import TiledEmbeddings
 
 
@@ -78,7 +79,9 @@ def test_plan_objects_follows_the_contract():
     boxes = np.array([[0, 0, 50, 50], [10, 10, 20, 20]], float)
     points = np.array([[15, 15], [30, 30], [80, 80], [90, 90], [5, 70]], float)
     labels = np.array([1, 0, 1, 1, 0])
-    objects = plan_objects(points, labels, boxes)
+    objects = plan_objects(
+        normalize_prompts(points=points, point_labels=labels, boxes=boxes, spatial_shape=(100, 100))
+    )
     assert len(objects) == 4
     # point (15, 15) is in both boxes: it goes to the smaller one
     assert objects[1].box is not None and len(objects[1].points) == 1
@@ -91,7 +94,10 @@ def test_plan_objects_follows_the_contract():
 
 
 def test_half_open_boxes_do_not_own_points_on_their_far_edge():
-    objects = plan_objects(np.array([[50.0, 20.0]]), np.array([1]), np.array([[0, 0, 50, 50.0]]))
+    prompts = normalize_prompts(
+        points=[[50.0, 20.0]], point_labels=[1], boxes=[[0, 0, 50, 50.0]], spatial_shape=(99, 99)
+    )
+    objects = plan_objects(prompts)
     assert len(objects) == 2 and not objects[0].points
 
 
@@ -209,7 +215,7 @@ def test_segment_stack_bad_prompts(stack, small_model, kwargs, message):
 
 
 def test_segment_with_a_cache_embeds_once(image, small_model, tmp_path, monkeypatch):
-    import napari_sam.engine.embed.embeddings as emb_mod
+    import napari_sam.engine.embed.pipeline as emb_mod
 
     calls = []
     real = emb_mod.encode_images

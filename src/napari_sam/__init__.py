@@ -25,7 +25,7 @@ _LAZY = {
     "open_embeddings": "napari_sam.engine.embed.embeddings",
     "TiledEmbeddings": "napari_sam.engine.types",
     "TileSpec": "napari_sam.engine.types",
-    "Prediction": "napari_sam.engine.decode.predict",
+    "Prediction": "napari_sam.engine.decode.plain",
     "automatic": "napari_sam.engine.automatic.amg",
     "AutomaticResult": "napari_sam.engine.automatic.amg",
     "propagate": "napari_sam.engine.volume.propagate",
@@ -54,7 +54,8 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .api import segment, train
     from .engine.automatic.amg import AutomaticResult, automatic
-    from .engine.decode.predict import Prediction, predict
+    from .engine.decode.plain import Prediction
+    from .engine.decode.predict import predict
     from .engine.embed.embeddings import VolumeEmbeddings, compute_embeddings, open_embeddings
     from .engine.loading import load_model
     from .engine.types import Embeddings, TiledEmbeddings, TileSpec

@@ -1,4 +1,9 @@
-"""Headless entry points: ``segment()`` turns an image and prompts into a labels array."""
+"""Headless entry points: ``segment()`` turns an image and prompts into a labels array; ``train()``.
+
+:func:`segment` checks its arguments once, before any model is loaded, then runs one of three modes:
+prompts on an image (:func:`segment_image`), prompts on a stack (slice by slice, or propagated), or
+automatic segmentation when there are no prompts.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,16 @@ from typing import Any
 import numpy as np
 
 from .engine.decode.objects import decode_into, plan_objects, segment_stack
-from .engine.decode.predict import as_float_array, validate_boxes, validate_points
+from .engine.decode.prompts import normalize_prompts
 from .engine.device import DeviceLike
-from .engine.embed.embeddings import VolumeEmbeddings, compute_embeddings, image_layout, layout_warnings_once
+from .engine.embed.embeddings import VolumeEmbeddings, compute_embeddings
+from .engine.embed.layout import image_layout, layout_warnings_once
 from .engine.loading import ModelLike, load_model
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode, has_no_contrast
-from .engine.types import DEFAULT_TILE_THRESHOLD, Embeddings, TiledEmbeddings
+from .engine.preprocess import _check_dtype as check_dtype
+from .engine.types import DEFAULT_TILE_THRESHOLD, Embeddings, ImageLayout, Prompts, TiledEmbeddings
 
-__all__ = ["TrainResult", "plan_objects", "segment", "train"]
+__all__ = ["TrainResult", "segment", "segment_image", "train"]
 
 
 def _is_blank(embeddings: Embeddings | TiledEmbeddings) -> bool:
@@ -127,115 +134,210 @@ def segment(
     """
     with layout_warnings_once():  # one LayoutWarning per call, however often the layout is read
         layout = image_layout(image, channel_axis, channel=channel)
-        channel_axis = layout.channel_axis  # given, or inferred from channel= for 5 to 16 channels
-        if points is None and boxes is None:  # no prompts: automatic segmentation, slice by slice
-            from .engine.automatic.amg import automatic_labels
-
-            stack = layout.is_volume
-            auto_labels = automatic_labels(
-                image,
-                stack=stack,
-                model=model,
-                device=device,
-                embeddings=embeddings if isinstance(embeddings, Embeddings) else None,
-                normalize=normalize,
-                percentiles=percentiles,
-                contrast_limits=contrast_limits,
-                channel=channel,
-                channel_axis=channel_axis,
-                precision=precision,
-            )
-            if stack and propagate:
-                from .engine.volume.linking import link_slices
-
-                return link_slices(auto_labels)
-            return auto_labels
-        if multimask not in ("auto", True, False):
-            raise ValueError(f"multimask must be 'auto', True or False, got {multimask!r}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-
         embed_options: dict[str, Any] = {
             "normalize": normalize,
             "percentiles": percentiles,
             "contrast_limits": contrast_limits,
             "channel": channel,
-            "channel_axis": channel_axis,
+            "channel_axis": layout.channel_axis,  # given, or inferred from channel= for 5 to 16 channels
             "cache": cache,
             "overwrite": overwrite,
             "tile": tile,
             "tile_threshold": tile_threshold,
             "precision": precision,
         }
-        given_model = getattr(embeddings, "model", None)
-        sam = given_model if given_model is not None else load_model(model, device)
+        mode_options = {
+            "multimask": multimask,
+            "batch_size": batch_size,
+            "tile": tile,
+            "tile_threshold": tile_threshold,
+            "propagate_options": propagate_options,
+        }
+        if points is None and boxes is None:
+            if point_labels is not None:
+                raise ValueError("point_labels given without points")
+            _refuse_ignored("automatic segmentation (no points or boxes)", mode_options)
+            return _segment_automatic(image, layout, model, device, embeddings, embed_options, propagate)
+        _check_decoding(multimask, batch_size)
+        check_dtype(image if hasattr(image, "dtype") else np.asarray(image))  # before the prompts
+        prompts = normalize_prompts(
+            points=points, point_labels=point_labels, boxes=boxes, spatial_shape=layout.spatial_shape
+        )
         if layout.is_volume and propagate:
-            from .engine.volume.propagate import propagate as propagate_stack
-
-            return propagate_stack(
-                image,
-                points=points,
-                point_labels=point_labels,
-                boxes=boxes,
-                model=sam,
-                embeddings=embeddings,
-                **(propagate_options or {}),
-                **embed_options,
-            ).labels
+            _refuse_ignored("a stack with propagate=True", mode_options)
+            sam = _model_for(embeddings, model, device)
+            return _segment_propagated(image, prompts, sam, embeddings, embed_options, propagate_options)
+        where = "a stack with propagate=False" if layout.is_volume else "a 2D image"
+        _refuse_ignored(where, mode_options)
+        sam = _model_for(embeddings, model, device)
         if layout.is_volume:
             return segment_stack(
-                image,
-                layout,
-                points,
-                point_labels,
-                boxes,
-                sam,
-                embeddings,
-                multimask,
-                batch_size,
-                embed_options,
+                image, layout, prompts, sam, embeddings, multimask, batch_size, embed_options
             )
-        if embeddings is None:
-            embeddings = compute_embeddings(image, sam, **embed_options)
-        if not isinstance(embeddings, (Embeddings, TiledEmbeddings)):
-            raise TypeError(
-                "embeddings for a 2D image must be Embeddings or TiledEmbeddings, got "
-                f"{type(embeddings).__name__}"
-            )
-        shape = tuple(embeddings.original_size)
-        if layout.plane_shape != shape:
-            raise ValueError(
-                f"embeddings are of an image of shape {shape}, but image has shape {np.shape(image)}"
-            )
+        return segment_image(image, layout, prompts, sam, embeddings, multimask, batch_size, embed_options)
 
-        pts = labs = bxs = None
-        if points is not None:
-            pts_arr = as_float_array(points, "points")
-            if pts_arr.ndim != 2 or pts_arr.shape[1] != 2:
-                raise ValueError(
-                    f"points must have shape (N, 2) rows (row, col) for a 2D image, got {pts_arr.shape}"
-                )
-            if pts_arr.shape[0]:
-                p3, l3 = validate_points(pts_arr, point_labels, shape)
-                pts, labs = p3[0], l3[0]
-        elif point_labels is not None:
-            raise ValueError("point_labels given without points")
-        if boxes is not None:
-            box_arr = as_float_array(boxes, "boxes")
-            if box_arr.ndim != 2 or box_arr.shape[1] != 4:
-                raise ValueError(
-                    f"boxes must have shape (M, 4) rows (min_row, min_col, max_row, max_col) for a 2D "
-                    f"image, got {box_arr.shape}"
-                )
-            if box_arr.shape[0]:
-                bxs = validate_boxes(box_arr, shape, name="boxes")
 
-        objects = plan_objects(pts, labs, bxs)
-        labels = np.zeros(shape, dtype=np.uint32)
-        if _is_blank(embeddings):  # a flat image: nothing to find (NoContrastWarning said so)
-            return labels
-        decode_into(labels, embeddings, objects, list(range(1, len(objects) + 1)), sam, multimask, batch_size)
+def segment_image(
+    image: Any,
+    layout: ImageLayout,
+    prompts: Prompts,
+    sam: Any,
+    embeddings: Embeddings | TiledEmbeddings | None,
+    multimask: bool | str,
+    batch_size: int,
+    embed_options: dict[str, Any],
+    *,
+    stacklevel: int = 2,
+) -> np.ndarray:
+    """:func:`segment` on a 2D image with checked prompts: embed (unless ``embeddings`` are given), plan
+    the objects, decode them into labels.
+
+    Parameters
+    ----------
+    image, layout
+        The ``(Y, X[, C])`` image and its layout.
+    prompts
+        Checked flat prompts on the image (``(N, 2)`` points, ``(M, 4)`` boxes).
+    sam
+        The loaded model.
+    embeddings
+        The image's embeddings, or None to compute them with ``embed_options``.
+    multimask, batch_size
+        As in :func:`segment`.
+    embed_options
+        Keywords for :func:`~napari_sam.compute_embeddings`.
+    stacklevel
+        Of the warnings about empty or merged objects, as :func:`warnings.warn`'s counted from the
+        caller of this function (2, the default: the caller's caller, such as the user's line calling
+        :func:`segment`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Y, X)`` uint32 labels, as :func:`segment` returns them.
+    """
+    if embeddings is None:
+        embeddings = compute_embeddings(image, sam, **embed_options)
+    if not isinstance(embeddings, (Embeddings, TiledEmbeddings)):
+        raise TypeError(
+            "embeddings for a 2D image must be Embeddings or TiledEmbeddings, got "
+            f"{type(embeddings).__name__}"
+        )
+    shape = tuple(embeddings.original_size)
+    if layout.plane_shape != shape:
+        raise ValueError(
+            f"embeddings are of an image of shape {shape}, but image has shape {np.shape(image)}"
+        )
+    objects = plan_objects(prompts)
+    labels = np.zeros(shape, dtype=np.uint32)
+    if _is_blank(embeddings):  # a flat image: nothing to find (NoContrastWarning said so)
         return labels
+    ids = list(range(1, len(objects) + 1))
+    decode_into(labels, embeddings, objects, ids, sam, multimask, batch_size, stacklevel=stacklevel + 1)
+    return labels
+
+
+def _segment_automatic(
+    image: Any,
+    layout: ImageLayout,
+    model: ModelLike,
+    device: DeviceLike,
+    embeddings: Any,
+    embed_options: dict[str, Any],
+    link: bool,
+) -> np.ndarray:
+    """:func:`segment` without prompts: automatic segmentation, slice by slice, the objects of a stack
+    linked across slices when ``link``."""
+    from .engine.automatic.amg import automatic_labels
+
+    keys = ("normalize", "percentiles", "contrast_limits", "channel", "channel_axis", "precision")
+    labels = automatic_labels(
+        image,
+        stack=layout.is_volume,
+        model=model,
+        device=device,
+        embeddings=embeddings if isinstance(embeddings, Embeddings) else None,
+        **{key: embed_options[key] for key in keys},
+    )
+    if layout.is_volume and link:
+        from .engine.volume.linking import link_slices
+
+        return link_slices(labels)
+    return labels
+
+
+def _segment_propagated(
+    image: Any,
+    prompts: Prompts,
+    sam: Any,
+    embeddings: Any,
+    embed_options: dict[str, Any],
+    propagate_options: dict[str, Any] | None,
+) -> np.ndarray:
+    """:func:`segment` on a stack with ``propagate=True``: each prompted object followed through the
+    stack from its slice (:func:`napari_sam.propagate`)."""
+    from .engine.volume.propagate import propagate as propagate_stack
+
+    return propagate_stack(
+        image,
+        points=prompts.points if prompts.has_points else None,
+        point_labels=prompts.point_labels if prompts.has_points else None,
+        boxes=prompts.boxes if prompts.has_boxes else None,
+        model=sam,
+        embeddings=embeddings,
+        **(propagate_options or {}),
+        **embed_options,
+    ).labels
+
+
+def _model_for(embeddings: Any, model: ModelLike, device: DeviceLike) -> Any:
+    """The model of ``embeddings`` when they hold one, else ``model`` loaded on ``device``."""
+    given_model = getattr(embeddings, "model", None)
+    return given_model if given_model is not None else load_model(model, device)
+
+
+def _check_decoding(multimask: Any, batch_size: Any) -> None:
+    if multimask not in ("auto", True, False):
+        raise ValueError(f"multimask must be 'auto', True or False, got {multimask!r}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+#: The options of :func:`segment` that some modes ignore, with their defaults; a mode refuses those of
+#: them it ignores when they are given another value.
+_MODE_OPTIONS: dict[str, Any] = {
+    "multimask": "auto",
+    "batch_size": 32,
+    "tile": None,
+    "tile_threshold": DEFAULT_TILE_THRESHOLD,
+    "propagate_options": None,
+}
+
+#: What each mode ignores (the words are those :func:`segment` names the mode with).
+_IGNORED: dict[str, tuple[str, ...]] = {
+    "automatic segmentation (no points or boxes)": tuple(_MODE_OPTIONS),
+    "a stack with propagate=True": ("multimask", "batch_size"),
+    "a stack with propagate=False": ("propagate_options",),
+    "a 2D image": ("propagate_options",),
+}
+
+
+def _refuse_ignored(mode: str, options: dict[str, Any]) -> None:
+    """A ValueError naming the first option in ``options`` that ``mode`` ignores, when it is not at
+    its default."""
+    for name in _IGNORED[mode]:
+        value, default = options[name], _MODE_OPTIONS[name]
+        if not _is_default(value, default):
+            raise ValueError(f"{name}={value!r} does not apply to {mode}; leave it out")
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if value is None or default is None:
+        return value is default
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except (TypeError, ValueError):  # an array compared element-wise
+        return False
 
 
 @dataclass
@@ -324,10 +426,10 @@ def train(
     import torch
 
     from .engine.device import resolve_device
-    from .engine.embed.embeddings import _check_int
     from .engine.loading import open_model
     from .engine.training.data import folder_source
     from .engine.training.train import TrainConfig, train_model
+    from .engine.types import check_int
     from .model import Sam, save_safetensors
 
     if not callable(data) and not isinstance(data, (str, os.PathLike)):
@@ -340,7 +442,7 @@ def train(
         ("batch_images", batch_images, 1),
         ("objects_per_image", objects_per_image, 1),
     ):
-        _check_int(value, name, low)
+        check_int(value, name, low)
     if (
         isinstance(lr, bool)
         or not isinstance(lr, (int, float, np.integer, np.floating))

@@ -9,7 +9,6 @@ result as a new layer. Without napari installed the annotations fall back to ``n
 """
 
 # no ``from __future__ import annotations``: magicgui reads these annotations as objects
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from napari.types import ImageData, LabelsData, LayerDataTuple, PointsData, ShapesData
+
+    from .engine.types import Prompts
 else:
     try:
         from napari.types import ImageData, LabelsData, LayerDataTuple, PointsData, ShapesData
@@ -66,29 +67,25 @@ def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
         return np.zeros((0, 4))
     if isinstance(shapes, np.ndarray) and shapes.ndim == 2:
         shapes = [shapes]
-    from .engine.decode.predict import as_float_array
+    from .engine.decode.coords import vertices_to_box
+    from .engine.decode.prompts import as_float_array
 
     out = []
     for vertices in shapes:
         v = as_float_array(vertices, "boxes: shape vertices")  # numeric and finite
         if v.ndim != 2 or v.shape[1] not in (2, 3) or len(v) == 0:
             raise ValueError(f"boxes: each shape must be (V, 2) or (V, 3) vertices, got shape {v.shape}")
-        lo, hi = v.min(axis=0), v.max(axis=0)
-        r0, c0 = math.ceil(lo[-2] - 1e-6), math.ceil(lo[-1] - 1e-6)
-        r1, c1 = math.floor(hi[-2] + 1e-6) + 1, math.floor(hi[-1] + 1e-6) + 1
-        if v.shape[1] == 3:
-            z = round(float(v[:, 0].mean()))
-            out.append([z, r0, c0, z + 1, r1, c1])
-        else:
-            out.append([r0, c0, r1, c1])
+        out.append(vertices_to_box(v))
     widths = {len(b) for b in out}
     if len(widths) > 1:
         raise ValueError("boxes: mix of 2D and 3D shapes")
     return np.array(out, dtype=np.float64) if out else np.zeros((0, 4))
 
 
-def _points(points: Any, name: str) -> np.ndarray | None:
-    from .engine.decode.predict import as_float_array
+def _layer_points(points: Any, name: str) -> np.ndarray | None:
+    """A Points layer's data as ``(N, 2 | 3)`` float64 (None for none): the layer's own form only;
+    :func:`~napari_sam.engine.decode.prompts.normalize_prompts` checks the prompts."""
+    from .engine.decode.prompts import as_float_array
 
     if points is None:
         return None
@@ -212,8 +209,8 @@ def segment_from_prompts(
     arr = np.asarray(image)
     rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4  # channels last, as segment() reads them
     spatial = _spatial_shape(arr, rgb)
-    pos = _points(points, "points")
-    neg = _points(negative_points, "negative_points")
+    pos = _layer_points(points, "points")
+    neg = _layer_points(negative_points, "negative_points")
     box = shapes_to_boxes(boxes)
     if pos is None and len(box) == 0:
         raise ValueError("segment_from_prompts needs points or boxes (got neither)")
@@ -222,80 +219,77 @@ def segment_from_prompts(
             _check_prompt_dims(name, a.shape[1], spatial)
     if len(box):
         _check_prompt_dims("boxes", box.shape[1] // 2, spatial)
+    prompts = _node_prompts(pos, neg, box, spatial)
     _warn_merged_shapes(_merged_shapes(box))
     with warnings.catch_warnings():  # said above, in the shapes' own numbering
         warnings.simplefilter("ignore", DuplicateBoxesWarning)
-        return _segment_prompts(arr, spatial, pos, neg, box, model, device)
+        return _segment_prompts(arr, prompts, model, device)
 
 
-def _segment_prompts(
-    arr: np.ndarray,
-    spatial: tuple[int, ...],
-    pos: np.ndarray | None,
-    neg: np.ndarray | None,
-    box: np.ndarray,
-    model: str,
-    device: str,
-) -> np.ndarray:
-    """:func:`segment_from_prompts` on checked prompts: a 2D image at once, a stack slice by slice."""
-    from .api import segment
+def _node_prompts(
+    pos: np.ndarray | None, neg: np.ndarray | None, box: np.ndarray, spatial: tuple[int, ...]
+) -> "Prompts":
+    """The layers' points (foreground, background) and boxes as one checked :class:`Prompts`; on a
+    stack each prompt on its nearest slice (napari may place points between slices)."""
+    from .engine.decode.prompts import normalize_prompts
+
+    layers = [(p, kind) for p, kind in ((pos, 1), (neg, 0)) if p is not None]
+    pts = np.concatenate([p for p, _ in layers]) if layers else None
+    labels = np.concatenate([np.full(len(p), kind) for p, kind in layers]) if layers else None
+    if len(spatial) == 3:
+        pts = None if pts is None else np.column_stack([np.round(pts[:, 0]), pts[:, 1:]])
+        on = sorted({int(z) for z in ([] if pts is None else pts[:, 0])} | {int(b[0]) for b in box})
+        outside = [z for z in on if not 0 <= z < spatial[0]]
+        if outside:
+            raise ValueError(f"a prompt lies on slice {outside[0]}, outside the stack of {spatial[0]} slices")
+    return normalize_prompts(
+        points=pts, point_labels=labels, boxes=box if len(box) else None, spatial_shape=spatial
+    )
+
+
+def _segment_prompts(arr: np.ndarray, prompts: "Prompts", model: str, device: str) -> np.ndarray:
+    """:func:`segment_from_prompts` on checked prompts: a 2D image at once, a stack slice by slice
+    (objects numbered on from slice to slice: on each, boxes first, then free foreground points)."""
+    from .api import segment_image
     from .engine.decode.objects import plan_objects, warn_empty_objects
     from .engine.embed.embeddings import compute_embeddings
+    from .engine.embed.layout import image_layout
+    from .engine.loading import load_model
 
-    ndim = len(spatial)
-    all_points = [p for p in (pos, neg) if p is not None]
-    labels_in = [np.full(len(p), 1 if p is pos else 0) for p in all_points]
-    pts = np.concatenate(all_points) if all_points else None
-    lab = np.concatenate(labels_in) if all_points else None
-
-    if ndim == 2:
-        return segment(
-            arr, points=pts, point_labels=lab, boxes=box if len(box) else None, model=model, device=device
-        )
-
-    out = np.zeros(spatial, dtype=np.uint32)
-    planes = set()
-    if pts is not None:
-        planes |= {round(float(z)) for z in pts[:, 0]}
-    planes |= {int(b[0]) for b in box}
+    sam = load_model(model, device)
+    if prompts.points.shape[1] == 2:  # an image (gray or with channels)
+        return segment_image(arr, image_layout(arr), prompts, sam, None, "auto", 32, {}, stacklevel=3)
+    out = np.zeros(arr.shape[:3], dtype=np.uint32)
     numbered = 0  # objects of the slices before: a slice's object k is object numbered + k + 1
     empty: dict[int, int | None] = {}
-    for z in sorted(planes):
-        if not 0 <= z < spatial[0]:
-            raise ValueError(f"a prompt lies on slice {z}, outside the stack of {spatial[0]} slices")
-        on = None if pts is None else np.abs(pts[:, 0] - z) < 0.5
-        p2 = None if pts is None or not on.any() else pts[on][:, 1:]
-        l2 = None if p2 is None else lab[on]
-        b2 = box[box[:, 0] == z][:, [1, 2, 4, 5]] if len(box) else np.zeros((0, 4))
-        if (p2 is None or not (l2 == 1).any()) and len(b2) == 0:
+    for z in prompts.slices:
+        plane_prompts = prompts.on_slice(z)
+        if not (plane_prompts.point_labels == 1).any() and not plane_prompts.has_boxes:
             continue
-        emb = compute_embeddings(arr[z], model, device=device)
-        plane, plane_empty = _segment_plane(arr[z], p2, l2, b2 if len(b2) else None, emb)
+        emb = compute_embeddings(arr[z], sam)
+        plane, plane_empty = _segment_plane(arr[z], plane_prompts, sam, emb)
         out[z] = np.where(plane > 0, plane + numbered, 0)
         empty.update((k + numbered, z) for k in plane_empty)
-        numbered += len(plan_objects(p2, l2, b2 if len(b2) else None))
+        numbered += len(plan_objects(plane_prompts))
     warn_empty_objects(empty, stacklevel=3)
     return out
 
 
 def _segment_plane(
-    image: np.ndarray,
-    points: np.ndarray | None,
-    point_labels: np.ndarray | None,
-    boxes: np.ndarray | None,
-    embeddings: Any,
+    image: np.ndarray, prompts: "Prompts", sam: Any, embeddings: Any
 ) -> tuple[np.ndarray, tuple[int, ...]]:
     """:func:`napari_sam.segment` on one slice of a stack: its ``(Y, X)`` labels (object ``k`` of the
     slice is ``k + 1``) and the slice's objects that got no pixels, taken from its
     :class:`~napari_sam.errors.EmptyObjectsWarning` so that the caller names them by their number in
     the stack; other warnings pass on (duplicates are said by :func:`segment_from_prompts`)."""
-    from .api import segment
+    from .api import segment_image
     from .engine.decode.objects import collect_empty_objects
+    from .engine.embed.layout import image_layout
     from .errors import DuplicateBoxesWarning
 
     with collect_empty_objects() as reports, warnings.catch_warnings():
         warnings.simplefilter("ignore", DuplicateBoxesWarning)
-        labels = segment(image, points=points, point_labels=point_labels, boxes=boxes, embeddings=embeddings)
+        labels = segment_image(image, image_layout(image), prompts, sam, embeddings, "auto", 32, {})
     empty = tuple(k for report in reports for k in report.objects)
     return labels, empty
 

@@ -143,7 +143,7 @@ def test_prepared_image_decodes_like_the_plain_path(golden):
 
 
 def test_predict_reuses_the_prepared_image_and_respects_mask_prompts(golden):
-    from napari_sam.engine.decode import predict as predict_module
+    from napari_sam.engine.decode import plain as predict_module
 
     emb = compute_embeddings(golden.arrays["image"], golden.model(), normalize=None)
     first = predict_module.prepared_image(emb, emb.model)
@@ -154,14 +154,14 @@ def test_predict_reuses_the_prepared_image_and_respects_mask_prompts(golden):
 
 
 def test_prepared_images_are_kept_for_a_few_recent_embeddings_only(golden):
-    from napari_sam.engine.decode import predict as predict_module
+    from napari_sam.engine.decode import plain as predict_module
 
     model = golden.model()
     image = golden.arrays["image"]
     embeddings = [
-        compute_embeddings(image, model, normalize=None) for _ in range(predict_module._PREPARED_MAX + 2)
+        compute_embeddings(image, model, normalize=None) for _ in range(predict_module.PREPARED_KEPT + 2)
     ]
     for emb in embeddings:
         predict_module.prepared_image(emb, model)
     kept = [emb for emb in embeddings if emb in predict_module._PREPARED]
-    assert kept == embeddings[-predict_module._PREPARED_MAX :]
+    assert kept == embeddings[-predict_module.PREPARED_KEPT :]

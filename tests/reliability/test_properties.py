@@ -305,13 +305,12 @@ def test_tile_cores_partition_the_image_and_sit_inside_their_windows(rows, cols,
 )
 def test_object_plan_follows_the_contract(raw_boxes, raw_points):
     from napari_sam.engine.decode.objects import plan_objects
+    from napari_sam.engine.types import Prompts
 
     boxes = np.array([[r, c, r + h, c + w] for r, c, h, w in raw_boxes], float).reshape(-1, 4)
     points = np.array([p[:2] for p in raw_points], float).reshape(-1, 2)
     labels = np.array([p[2] for p in raw_points], int)
-    objects = plan_objects(
-        points if len(points) else None, labels if len(points) else None, boxes if len(boxes) else None
-    )
+    objects = plan_objects(Prompts(points=points, point_labels=labels, boxes=boxes))
 
     def inside(p: np.ndarray, b: np.ndarray) -> bool:
         return bool(b[0] <= p[0] < b[2] and b[1] <= p[1] < b[3])

@@ -18,8 +18,9 @@ import numpy as np
 
 from ...errors import DuplicateBoxesWarning, EmptyObjectsWarning
 from ..embed.embeddings import VolumeEmbeddings, compute_embeddings
-from ..types import Embeddings, ImageLayout, TiledEmbeddings
-from .predict import as_float_array, predict, validate_boxes, validate_points
+from ..types import Embeddings, ImageLayout, Prompts, TiledEmbeddings
+from .plain import predict_plain
+from .prompts import object_prompts
 from .tiled import localize
 
 __all__ = [
@@ -42,16 +43,9 @@ class ObjectPrompt:
     points: list[np.ndarray] = field(default_factory=list)  # (2,) (row, col) each
     labels: list[int] = field(default_factory=list)
 
-    @property
-    def group_key(self) -> tuple[bool, int]:
-        """Objects with equal keys are decoded together in one batch."""
-        return (self.box is not None, len(self.points))
 
-
-def plan_objects(
-    points: np.ndarray | None, point_labels: np.ndarray | None, boxes: np.ndarray | None
-) -> list[ObjectPrompt]:
-    """Group validated prompts into objects, following the library's contract.
+def plan_objects(prompts: Prompts) -> list[ObjectPrompt]:
+    """Group checked prompts on one image into objects, following the library's contract.
 
     Each box is one object; a point inside a box (half-open) belongs to the smallest box containing it
     and refines that object; every other foreground point is an object of its own; background points
@@ -60,33 +54,25 @@ def plan_objects(
 
     Parameters
     ----------
-    points
-        ``(N, 2)`` ``(row, col)`` or None.
-    point_labels
-        ``(N,)`` 0/1 or None.
-    boxes
-        ``(M, 4)`` half-open ``(min_row, min_col, max_row, max_col)`` or None.
+    prompts
+        Flat prompts on a ``(Y, X)`` image: ``(N, 2)`` ``(row, col)`` points with ``(N,)`` 0/1 labels,
+        ``(M, 4)`` half-open ``(min_row, min_col, max_row, max_col)`` boxes.
     """
-    objects = [ObjectPrompt(box=b) for b in (boxes if boxes is not None else [])]
+    boxes = prompts.boxes
+    objects = [ObjectPrompt(box=b) for b in boxes]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     free_pos: list[np.ndarray] = []
     free_neg: list[np.ndarray] = []
-    if points is not None and point_labels is not None:
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) if boxes is not None else None
-        for point, label in zip(points, point_labels, strict=True):
-            owner = None
-            if boxes is not None and areas is not None:
-                r, c = point
-                inside = (boxes[:, 0] <= r) & (r < boxes[:, 2]) & (boxes[:, 1] <= c) & (c < boxes[:, 3])
-                if inside.any():
-                    candidates = np.flatnonzero(inside)
-                    owner = int(candidates[np.argmin(areas[candidates])])
-            if owner is not None:
-                objects[owner].points.append(point)
-                objects[owner].labels.append(int(label))
-            elif label == 1:
-                free_pos.append(point)
-            else:
-                free_neg.append(point)
+    for point, label in zip(prompts.points, prompts.point_labels, strict=True):
+        inside = np.flatnonzero(_inside_boxes(point[None], boxes, each=True)[0])
+        if len(inside):
+            owner = objects[int(inside[np.argmin(areas[inside])])]
+            owner.points.append(point)
+            owner.labels.append(int(label))
+        elif label == 1:
+            free_pos.append(point)
+        else:
+            free_neg.append(point)
     for point in free_pos:
         objects.append(ObjectPrompt(points=[point, *free_neg], labels=[1] + [0] * len(free_neg)))
     return objects
@@ -103,13 +89,14 @@ def paint_by_score(
 
 
 def merge_identical_boxes(
-    objects: Sequence[ObjectPrompt], ids: Sequence[int]
+    objects: Sequence[ObjectPrompt], ids: Sequence[int], stacklevel: int = 3
 ) -> tuple[list[ObjectPrompt], list[int]]:
     """Drop the objects that are a copy of an earlier object's box (no points of their own).
 
     The first of identical boxes makes the object; a copy would only repeat its mask, and used to
     leave its label silently missing. One :class:`~napari_sam.errors.DuplicateBoxesWarning` names
-    each ``(kept, dropped)`` pair by label (the box's number in :func:`napari_sam.segment`).
+    each ``(kept, dropped)`` pair by label (the box's number in :func:`napari_sam.segment`);
+    ``stacklevel`` as :func:`warnings.warn`'s, counted from the caller of this function.
     """
     first: dict[bytes, int] = {}
     pairs: list[tuple[int, int]] = []
@@ -127,7 +114,7 @@ def merge_identical_boxes(
             f"boxes {a} and {b} are identical: merged into one object (label {a}), label {b} is not used"
             for a, b in pairs
         )
-        warnings.warn(DuplicateBoxesWarning(said, pairs), stacklevel=4)
+        warnings.warn(DuplicateBoxesWarning(said, pairs), stacklevel=stacklevel + 1)
     return [objects[k] for k in kept], [int(ids[k]) for k in kept]
 
 
@@ -141,22 +128,24 @@ def decode_into(
     batch_size: int,
     *,
     report_empty: bool = True,
+    stacklevel: int = 2,
 ) -> None:
     """Decode ``objects`` on one slice and paint them into ``labels`` ``(Y, X)`` with labels ``ids``.
 
     On tiled embeddings each object is decoded on its tile (or a window centred on it) and painted
     into that window. Objects left without pixels (no mask, one entirely covered by other objects,
     or a merged copy of an identical box) are absent; with ``report_empty`` one
-    :class:`~napari_sam.errors.EmptyObjectsWarning` names them all (as the caller's caller's
-    warning: :func:`napari_sam.segment`'s on a 2D image).
+    :class:`~napari_sam.errors.EmptyObjectsWarning` names them all. ``stacklevel`` places the
+    warnings as :func:`warnings.warn` does, counted from the caller of this function (2, the default:
+    the caller's caller, such as the user's line calling :func:`napari_sam.segment`).
     """
     if not objects:
         return
     wanted = dict.fromkeys(int(v) for v in ids)  # a merged copy's label is missing too: reported
-    objects, ids = merge_identical_boxes(objects, ids)
+    objects, ids = merge_identical_boxes(objects, ids, stacklevel=stacklevel + 1)
     _decode_groups(labels, embeddings, objects, ids, sam, multimask, batch_size)
     if report_empty:
-        warn_empty_objects(empty_objects(labels, wanted), stacklevel=3)
+        warn_empty_objects(empty_objects(labels, wanted), stacklevel=stacklevel + 1)
 
 
 def _decode_groups(
@@ -199,13 +188,12 @@ def _decode_groups(
         use_multi = lone_point if multimask == "auto" else bool(multimask)
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
-            kwargs: dict[str, Any] = {}
-            if has_box:
-                kwargs["box"] = np.stack([m[1] for m in chunk])
-            if n_points:
-                kwargs["points"] = np.stack([m[2] for m in chunk])
-                kwargs["point_labels"] = np.stack([m[3] for m in chunk])
-            pred = predict(emb, multimask=use_multi, best_only=True, model=sam, **kwargs)
+            prompts = object_prompts(
+                np.stack([m[1] for m in chunk]) if has_box else None,
+                np.stack([m[2] for m in chunk]) if n_points else None,
+                np.stack([m[3] for m in chunk]) if n_points else None,
+            )
+            pred = predict_plain(emb, prompts, multimask=use_multi, best_only=True, model=sam)
             paint_by_score(
                 labels[region], best[region], pred.masks[:, 0], pred.iou_scores[:, 0], [m[0] for m in chunk]
             )
@@ -274,24 +262,9 @@ def warn_empty_objects(empty: Mapping[int, int | None], stacklevel: int = 2) -> 
             warnings.warn(warning, stacklevel=stacklevel + 1)
 
 
-def _as_slice_index(values: np.ndarray, n_slices: int, what: str) -> np.ndarray:
-    """Integer slice numbers from float ``values``; clear errors for fractions and out-of-range slices."""
-    rounded = np.round(values)
-    if not np.allclose(values, rounded, atol=1e-6):
-        raise ValueError(
-            f"{what} must name whole slice numbers, got {values[~np.isclose(values, rounded)][:3]}"
-        )
-    out = rounded.astype(np.int64)
-    bad = (out < 0) | (out >= n_slices)
-    if bad.any():
-        raise ValueError(f"{what} {out[bad][:3].tolist()} out of range for a stack of {n_slices} slices")
-    return out
-
-
-def _inside_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """``(N,)`` bool: point ``(row, col)`` lies in at least one half-open box (as :func:`plan_objects`)."""
-    if len(boxes) == 0 or len(points) == 0:
-        return np.zeros(len(points), dtype=bool)
+def _inside_boxes(points: np.ndarray, boxes: np.ndarray, each: bool = False) -> np.ndarray:
+    """Whether each ``(row, col)`` point lies in the half-open boxes: ``(N,)`` in at least one, or with
+    ``each`` ``(N, M)`` in each one."""
     r, c = points[:, 0:1], points[:, 1:2]
     inside = (
         (boxes[None, :, 0] <= r)
@@ -299,15 +272,34 @@ def _inside_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         & (boxes[None, :, 1] <= c)
         & (c < boxes[None, :, 3])
     )
-    return inside.any(axis=1)
+    return inside if each else inside.any(axis=1)
+
+
+def stack_object_ids(prompts: Prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How :func:`napari_sam.segment` numbers the objects of prompts on a stack: boxes first (given
+    order), then the foreground points outside every box of their slice (given order).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(M,)`` each box's label, ``(N,)`` each point's label (0 for points that make no object of
+        their own), ``(N,)`` bool: the point makes an object.
+    """
+    points, boxes = prompts.points, prompts.boxes
+    free = np.zeros(len(points), dtype=bool)
+    for z in np.unique(points[:, 0]):
+        on = points[:, 0] == z
+        plane_boxes = boxes[boxes[:, 0] == z][:, [1, 2, 4, 5]]
+        free[on] = (prompts.point_labels[on] == 1) & ~_inside_boxes(points[on, 1:], plane_boxes)
+    point_ids = np.zeros(len(points), dtype=np.int64)
+    point_ids[free] = len(boxes) + np.arange(1, int(free.sum()) + 1)
+    return np.arange(1, len(boxes) + 1), point_ids, free
 
 
 def segment_stack(
     image: Any,
     layout: ImageLayout,
-    points: Any,
-    point_labels: Any,
-    boxes: Any,
+    prompts: Prompts,
     sam: Any,
     embeddings: Any,
     multimask: bool | str,
@@ -318,54 +310,31 @@ def segment_stack(
 ) -> np.ndarray:
     """:func:`napari_sam.segment` on a ``(Z, Y, X[, C])`` stack with prompts that each name their slice.
 
-    Returns ``(Z, Y, X)`` uint32 labels, objects on their prompted slices. Objects left without pixels
-    (no mask, or one entirely covered by other objects) are absent; with ``report_empty`` one
-    :class:`~napari_sam.errors.EmptyObjectsWarning` names them and their slices.
+    Parameters
+    ----------
+    image, layout
+        The stack (read only for slices to embed) and its layout.
+    prompts
+        Checked prompts on the stack (``(N, 3)`` points, ``(M, 6)`` boxes).
+    sam, embeddings
+        The model; the stack's :class:`VolumeEmbeddings`, or None to embed the prompted slices.
+    multimask, batch_size
+        As in :func:`napari_sam.segment`.
+    embed_options
+        Keywords for :func:`compute_embeddings` when ``embeddings`` is None.
+    report_empty
+        Warn about objects left without pixels: one
+        :class:`~napari_sam.errors.EmptyObjectsWarning` names them and their slices.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, Y, X)`` uint32 labels, objects on their prompted slices; objects left without pixels (no
+        mask, or one entirely covered by other objects) are absent.
     """
-    n_slices, rows, cols = (int(v) for v in layout.spatial_shape)
-    plane = (rows, cols)
-    pts = np.zeros((0, 3))
-    labs = np.zeros(0, dtype=np.int64)
-    if points is not None:
-        pts = as_float_array(points, "points")
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(
-                f"points must have shape (N, 3) rows (z, row, col) for a 3D stack, got {pts.shape}"
-            )
-        if len(pts):
-            _, l3 = validate_points(pts[:, 1:], point_labels, plane)
-            labs = l3[0]
-    elif point_labels is not None:
-        raise ValueError("point_labels given without points")
-    bxs = np.zeros((0, 6))
-    if boxes is not None:
-        bxs = as_float_array(boxes, "boxes")
-        if bxs.ndim != 2 or bxs.shape[1] != 6:
-            raise ValueError(
-                "boxes must have shape (M, 6) rows (min_z, min_row, min_col, max_z, max_row, max_col) for "
-                f"a 3D stack, got {bxs.shape}"
-            )
-        if len(bxs) and not np.allclose(bxs[:, 3], bxs[:, 0] + 1):
-            bad = bxs[~np.isclose(bxs[:, 3], bxs[:, 0] + 1)][0]
-            raise ValueError(
-                f"every 3D box must lie on one slice (max_z == min_z + 1), got {bad.tolist()}; objects "
-                "are followed through the stack by propagation (segment(..., propagate=True), "
-                "napari_sam.propagate), not by boxes spanning slices"
-            )
-    point_z = _as_slice_index(pts[:, 0], n_slices, "points z") if len(pts) else np.zeros(0, np.int64)
-    box_z = _as_slice_index(bxs[:, 0], n_slices, "boxes min_z") if len(bxs) else np.zeros(0, np.int64)
-    plane_boxes = validate_boxes(bxs[:, [1, 2, 4, 5]], plane, name="boxes") if len(bxs) else np.zeros((0, 4))
-
-    # global object numbering: boxes first (given order), then free foreground points (given order)
-    box_ids = np.arange(1, len(bxs) + 1)
-    free = np.zeros(len(pts), dtype=bool)
-    for z in np.unique(point_z):
-        on = point_z == z
-        free[on] = (labs[on] == 1) & ~_inside_boxes(pts[on, 1:], plane_boxes[box_z == z])
-    point_ids = np.zeros(len(pts), dtype=np.int64)
-    point_ids[free] = len(bxs) + np.arange(1, int(free.sum()) + 1)
-
-    prompted = sorted(set(point_z.tolist()) | set(box_z.tolist()))
+    point_z, box_z = prompts.points[:, 0], prompts.boxes[:, 0]
+    box_ids, point_ids, free = stack_object_ids(prompts)
+    prompted = prompts.slices
     if embeddings is None:
         embeddings = compute_embeddings(image, sam, slices=prompted, **embed_options)
     elif not isinstance(embeddings, VolumeEmbeddings):
@@ -379,11 +348,7 @@ def segment_stack(
     labels = np.zeros(layout.spatial_shape, dtype=np.uint32)
     for z in prompted:
         on_p, on_b = point_z == z, box_z == z
-        objects = plan_objects(
-            pts[on_p, 1:] if on_p.any() else None,
-            labs[on_p] if on_p.any() else None,
-            plane_boxes[on_b] if on_b.any() else None,
-        )
+        objects = plan_objects(prompts.on_slice(z))
         ids = [*box_ids[on_b].tolist(), *point_ids[on_p & free].tolist()]
         decode_into(labels[z], embeddings[z], objects, ids, sam, multimask, batch_size, report_empty=False)
     if report_empty:

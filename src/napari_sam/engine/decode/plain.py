@@ -1,15 +1,15 @@
-"""Prompts → masks on precomputed embeddings. Stateless: every call gets everything it needs.
+"""Prompts → masks on the embeddings of one image (or one tile): :func:`predict_plain`.
 
-Coordinates are napari's: points ``(row, col)``, boxes ``(min_row, min_col, max_row, max_col)``
-half-open, all in pixels of the original image. :mod:`napari_sam.engine.decode.coords` converts them.
+Stateless: every call gets checked :class:`~napari_sam.engine.types.Prompts` (napari coordinates,
+points ``(row, col)``, boxes ``(min_row, min_col, max_row, max_col)`` half-open, in pixels of the
+original image) and everything else it needs. :mod:`napari_sam.engine.decode.coords` converts them.
+:func:`napari_sam.predict` (:mod:`napari_sam.engine.decode.predict`) checks the user's arguments and
+calls this or :func:`~napari_sam.engine.decode.tiled.predict_tiled`.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +17,9 @@ import torch
 from ...model import Sam
 from ...model.transformer import ImageTokens
 from ..loading import load_model, model_weights_id
+from ..lru import LRU
 from ..preprocess import mask_to_prompt_logits, upscale_logits
-from ..types import Embeddings
+from ..types import Embeddings, Prompts
 from .coords import boxes_rc_to_xyxy, points_rc_to_xy, scale_xy
 
 
@@ -60,95 +61,8 @@ class Prediction:
         return self.masks[np.arange(self.masks.shape[0]), self.best_index]
 
 
-def as_float_array(value: Any, name: str) -> np.ndarray:
-    """``value`` as a float64 array; a ValueError naming ``name`` if it is not numeric or not finite."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric, got {value!r}") from exc
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def validate_points(
-    points: Any, point_labels: Any, image_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Check ``(P, 2)`` or ``(N, P, 2)`` ``(row, col)`` points and their labels.
-
-    Returns points as ``(N, P, 2)`` float64 and labels as ``(N, P)`` int64 (default all 1).
-    """
-    pts = as_float_array(points, "points")
-    if pts.ndim == 2 and pts.shape[1] == 2:
-        pts = pts[None]
-    if pts.ndim != 3 or pts.shape[-1] != 2 or pts.shape[1] == 0:
-        raise ValueError(
-            f"points must have shape (P, 2) rows (row, col), or (N, P, 2) for N objects; got "
-            f"{np.shape(points)}"
-        )
-    h, w = image_shape
-    outside = (pts[..., 0] < -0.5) | (pts[..., 0] > h - 0.5) | (pts[..., 1] < -0.5) | (pts[..., 1] > w - 0.5)
-    if outside.any():
-        first = pts[outside][0]
-        raise ValueError(
-            f"points outside the image: {first.tolist()} (row, col) is not within an image of "
-            f"shape {image_shape}; {int(outside.sum())} point(s) outside"
-        )
-    if point_labels is None:
-        labels = np.ones(pts.shape[:2], dtype=np.int64)
-    else:
-        labels = np.asarray(point_labels)
-        if labels.ndim == 1 and pts.shape[0] == 1:
-            labels = labels[None]
-        if labels.shape != pts.shape[:2]:
-            wanted = pts.shape[1:2] if pts.shape[0] == 1 else pts.shape[:2]
-            raise ValueError(
-                f"point_labels must have one label per point, shape {wanted}; "
-                f"got shape {np.shape(point_labels)}"
-            )
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError(
-                f"point_labels must be 1 (foreground) or 0 (background), got values "
-                f"{sorted(set(np.unique(labels).tolist()) - {0, 1})}"
-            )
-        labels = labels.astype(np.int64)
-    return pts, labels
-
-
-def validate_boxes(boxes: Any, image_shape: tuple[int, int], name: str = "box") -> np.ndarray:
-    """Check ``(4,)`` or ``(N, 4)`` half-open ``(min_row, min_col, max_row, max_col)`` boxes.
-
-    Boxes reaching past the image border are clipped to it; a box entirely outside is an error.
-    Returns ``(N, 4)`` float64.
-    """
-    arr = as_float_array(boxes, name)
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(
-            f"{name} must have shape (4,) or (N, 4) rows (min_row, min_col, max_row, max_col); "
-            f"got {np.shape(boxes)}"
-        )
-    bad = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
-    if bad.any():
-        raise ValueError(
-            f"{name} must have min < max on both axes (min_row, min_col, max_row, max_col); got "
-            f"{arr[bad][0].tolist()}"
-        )
-    h, w = image_shape
-    outside = (arr[:, 2] <= 0) | (arr[:, 3] <= 0) | (arr[:, 0] >= h) | (arr[:, 1] >= w)
-    if outside.any():
-        raise ValueError(
-            f"{name} {arr[outside][0].tolist()} lies entirely outside the image of shape {image_shape}"
-        )
-    arr = arr.copy()
-    arr[:, [0, 2]] = np.clip(arr[:, [0, 2]], 0, h)
-    arr[:, [1, 3]] = np.clip(arr[:, [1, 3]], 0, w)
-    return arr
-
-
 def _mask_prompt(
-    mask_input: Any, n_objects: int, embeddings: Embeddings, mask_input_size: tuple[int, int]
+    mask_input: np.ndarray, n_objects: int, embeddings: Embeddings, mask_input_size: tuple[int, int]
 ) -> torch.Tensor:
     arr = np.asarray(mask_input)
     is_binary = arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)
@@ -184,23 +98,10 @@ def _mask_prompt(
     return logits
 
 
-def _object_count(pts: np.ndarray | None, bxs: np.ndarray | None) -> int:
-    if pts is not None and bxs is not None and pts.shape[0] != bxs.shape[0]:
-        if pts.shape[0] == 1:
-            return bxs.shape[0]
-        raise ValueError(
-            f"points describe {pts.shape[0]} objects but box describes {bxs.shape[0]}; "
-            "give the same number, or one set of points for all boxes"
-        )
-    return (pts.shape[0] if pts is not None else 0) or (bxs.shape[0] if bxs is not None else 0)
-
-
-# prompt-independent decoder inputs of recently used embeddings (derived data, never state)
-_PREPARED: weakref.WeakKeyDictionary[Embeddings, tuple[int, str, str, ImageTokens]] = (
-    weakref.WeakKeyDictionary()
-)
-_PREPARED_LOCK = threading.Lock()
-_PREPARED_MAX = 4  # images whose prepared inputs are kept at once (a few slices of a stack)
+#: Images whose prompt-independent decoder inputs are kept at once (a few slices of a stack).
+PREPARED_KEPT = 4
+# embeddings → (model id, weights id, device, decoder inputs): derived data, never state; held weakly
+_PREPARED: LRU[Embeddings, tuple[int, str, str, ImageTokens]] = LRU(PREPARED_KEPT, weak_keys=True)
 
 
 def prepared_image(embeddings: Embeddings, sam: Sam) -> ImageTokens:
@@ -210,8 +111,7 @@ def prepared_image(embeddings: Embeddings, sam: Sam) -> ImageTokens:
     embedding), so repeated prompts on one image skip the image-only part of the decoder's first block.
     """
     key = (id(sam), model_weights_id(sam, check_content=False), str(sam.device))
-    with _PREPARED_LOCK:
-        cached = _PREPARED.get(embeddings)
+    cached = _PREPARED.get(embeddings)
     if cached is not None and cached[:3] == key:
         return cached[3]
     pe = sam.prompt_encoder
@@ -220,106 +120,13 @@ def prepared_image(embeddings: Embeddings, sam: Sam) -> ImageTokens:
         prepared = sam.mask_decoder.prepare_image(
             embeddings.features.to(sam.device), pe.get_dense_pe(), no_mask
         )
-    with _PREPARED_LOCK:
-        _PREPARED.pop(embeddings, None)
-        while len(_PREPARED) >= _PREPARED_MAX:  # oldest first: the weak dict keeps insertion order
-            _PREPARED.pop(next(iter(_PREPARED.keys())), None)
-        _PREPARED[embeddings] = (*key, prepared)
+    _PREPARED.put(embeddings, (*key, prepared))
     return prepared
 
 
-def predict(
-    embeddings: Embeddings,
-    *,
-    points: Any = None,
-    point_labels: Any = None,
-    box: Any = None,
-    mask_input: Any = None,
-    multimask: bool = True,
-    best_only: bool = False,
-    return_logits: bool = False,
-    model: Sam | None = None,
-) -> Prediction:
-    """Predict masks for prompts on precomputed embeddings.
-
-    Parameters
-    ----------
-    embeddings
-        From :func:`napari_sam.compute_embeddings`.
-    points
-        ``(P, 2)`` ``(row, col)`` points describing one object, or ``(N, P, 2)`` for N objects.
-    point_labels
-        ``(P,)`` / ``(N, P)``: 1 foreground, 0 background. Default: all foreground.
-    box
-        ``(4,)`` or ``(N, 4)`` half-open ``(min_row, min_col, max_row, max_col)``. With points, each box
-        is combined with the points of the same object.
-    mask_input
-        Logits from a previous :class:`Prediction` (``low_res_logits[i, k]``, shape ``(4h, 4w)``), or a
-        binary mask of the image's shape; one for all objects or ``(N, ...)``.
-    multimask
-        True: 3 candidate masks per object (good for a single ambiguous point); False: one.
-    best_only
-        With ``multimask``: keep only the best-scoring candidate per object (K = 1); only that one is
-        upsampled to full resolution.
-    return_logits
-        Return float32 logits instead of boolean masks.
-    model
-        The model to decode with; defaults to the one that computed ``embeddings``.
-
-    Returns
-    -------
-    Prediction
-        ``masks`` ``(N, K, H, W)`` at the image's size, ``iou_scores`` ``(N, K)`` and
-        ``low_res_logits`` ``(N, K, 256, 256)``; K = 3 with ``multimask`` (1 with ``best_only``), else 1.
-
-    Examples
-    --------
-    >>> import napari_sam as ns
-    >>> from napari_sam.data.synthetic import nuclei_2d
-    >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
-    >>> emb = ns.compute_embeddings(image)  # once per image; then each prompt takes milliseconds
-    >>> pred = ns.predict(emb, points=[[14, 75]])  # one click at row 14, column 75
-    >>> pred.masks.shape, pred.masks.dtype, pred.iou_scores.shape
-    ((1, 3, 128, 128), dtype('bool'), (1, 3))
-
-    Refine the best candidate with a second click, feeding its logits back:
-
-    >>> best = pred.low_res_logits[0, pred.best_index[0]]
-    >>> better = ns.predict(emb, points=[[14, 75], [20, 90]], point_labels=[1, 0], mask_input=best,
-    ...                     multimask=False)
-    >>> better.masks.shape
-    (1, 1, 128, 128)
-
-    Two objects from two boxes in one call:
-
-    >>> ns.predict(emb, box=[[0, 55, 29, 95], [54, 1, 96, 32]], multimask=False).masks.shape
-    (2, 1, 128, 128)
-    """
-    from ..types import TiledEmbeddings
-    from .tiled import predict_tiled
-
-    for name, flag in (("multimask", multimask), ("best_only", best_only), ("return_logits", return_logits)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
-    if isinstance(embeddings, TiledEmbeddings):
-        return predict_tiled(
-            embeddings,
-            points=points,
-            point_labels=point_labels,
-            box=box,
-            mask_input=mask_input,
-            multimask=multimask,
-            best_only=best_only,
-            return_logits=return_logits,
-            model=model,
-        )
-    if not isinstance(embeddings, Embeddings):
-        is_stack = hasattr(embeddings, "shape")
-        hint = "; index a stack's VolumeEmbeddings by slice: embeddings[z]" if is_stack else ""
-        raise TypeError(
-            f"embeddings must be an Embeddings object from compute_embeddings(), got "
-            f"{type(embeddings).__name__}{hint}"
-        )
+def decoding_model(embeddings: Embeddings, model: Sam | None) -> Sam:
+    """``model``, else the model that computed ``embeddings`` (loaded by name when it is not at hand);
+    a ValueError when its weights are not the ones ``embeddings`` were computed with."""
     sam = model or embeddings.model
     if sam is None:
         sam = load_model(embeddings.model_name)
@@ -328,53 +135,59 @@ def predict(
             f"model {sam.name!r} is not the model these embeddings were computed with "
             f"({embeddings.model_name!r}, weights {embeddings.weights_sha256[:12]}…)"
         )
-    if points is None and point_labels is not None:
-        raise ValueError("point_labels given without points")
-    if points is None and box is None and mask_input is None:
-        raise ValueError("predict needs at least one prompt: points, box or mask_input")
+    return sam
 
-    shape = tuple(embeddings.original_size)
-    pts = labels = bxs = None
-    if points is not None:
-        pts, labels = validate_points(points, point_labels, shape)
-    if box is not None:
-        bxs = validate_boxes(box, shape)
-    n = _object_count(pts, bxs) or 1
 
-    device = sam.device
-    point_arg = box_arg = None
-    if pts is not None and labels is not None:
-        xy = scale_xy(points_rc_to_xy(pts), shape, embeddings.input_size)
-        coords = torch.as_tensor(xy, dtype=torch.float32, device=device)
-        label_t = torch.as_tensor(labels, dtype=torch.int64, device=device)
-        if coords.shape[0] != n:
-            coords, label_t = coords.expand(n, -1, -1), label_t.expand(n, -1)
-        point_arg = (coords, label_t)
-    if bxs is not None:
-        xyxy = boxes_rc_to_xyxy(bxs)
-        xyxy = scale_xy(xyxy.reshape(-1, 2, 2), shape, embeddings.input_size).reshape(-1, 4)
-        box_arg = torch.as_tensor(xyxy, dtype=torch.float32, device=device)
+def predict_plain(
+    embeddings: Embeddings,
+    prompts: Prompts,
+    *,
+    multimask: bool = True,
+    best_only: bool = False,
+    return_logits: bool = False,
+    model: Sam | None = None,
+) -> Prediction:
+    """:func:`napari_sam.predict` on one :class:`Embeddings`, for prompts grouped by object.
+
+    Parameters
+    ----------
+    embeddings
+        Of the image (or window) the prompts are in.
+    prompts
+        Checked prompts with ``per_object`` grouping (``(K, P, 2)`` points, ``(K, 4)`` boxes, masks);
+        at least one of them.
+    multimask, best_only, return_logits, model
+        As in :func:`napari_sam.predict`.
+
+    Returns
+    -------
+    Prediction
+        ``masks`` ``(K, C, H, W)`` at the image's size, C candidates per object (3 with ``multimask``
+        unless ``best_only``, else 1).
+    """
+    sam = decoding_model(embeddings, model)
+    point_arg, box_arg = _point_and_box_tensors(embeddings, prompts, sam.device)
     mask_arg = None
-    if mask_input is not None:
-        mask_arg = _mask_prompt(mask_input, n, embeddings, sam.prompt_encoder.mask_input_size)
-        mask_arg = mask_arg.to(device)
-
+    if prompts.masks is not None:
+        mask_arg = _mask_prompt(
+            prompts.masks, prompts.n_objects, embeddings, sam.prompt_encoder.mask_input_size
+        ).to(sam.device)
     with torch.inference_mode():
         sparse, dense = sam.prompt_encoder(point_arg, box_arg, mask_arg)
         if mask_arg is None:
             image: torch.Tensor | ImageTokens = prepared_image(embeddings, sam)
             image_pe = None
         else:
-            image, image_pe = embeddings.features.to(device), sam.prompt_encoder.get_dense_pe()
+            image, image_pe = embeddings.features.to(sam.device), sam.prompt_encoder.get_dense_pe()
         low_res, iou = sam.mask_decoder(image, image_pe, sparse, dense, multimask_output=multimask)
         if best_only and low_res.shape[1] > 1:
             best = iou.argmax(dim=1)
-            rows = torch.arange(low_res.shape[0], device=device)
+            rows = torch.arange(low_res.shape[0], device=sam.device)
             low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
         full = upscale_logits(
             low_res,
             input_size=embeddings.input_size,
-            original_size=shape,
+            original_size=tuple(embeddings.original_size),
             image_size=embeddings.image_size,
         )
         masks = full if return_logits else full > sam.mask_threshold
@@ -383,3 +196,24 @@ def predict(
         iou_scores=iou.float().cpu().numpy(),
         low_res_logits=low_res.float().cpu().numpy(),
     )
+
+
+def _point_and_box_tensors(
+    embeddings: Embeddings, prompts: Prompts, device: torch.device
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+    """The prompt encoder's point ``((K, P, 2) xy, (K, P) labels)`` and box ``(K, 4)`` xyxy inputs, in
+    the model input's frame; one set of points is repeated for every object."""
+    shape, n = tuple(embeddings.original_size), prompts.n_objects
+    point_arg = box_arg = None
+    if prompts.has_points:
+        xy = scale_xy(points_rc_to_xy(prompts.points), shape, embeddings.input_size)
+        coords = torch.as_tensor(xy, dtype=torch.float32, device=device)
+        label_t = torch.as_tensor(prompts.point_labels, dtype=torch.int64, device=device)
+        if coords.shape[0] != n:
+            coords, label_t = coords.expand(n, -1, -1), label_t.expand(n, -1)
+        point_arg = (coords, label_t)
+    if prompts.has_boxes:
+        xyxy = boxes_rc_to_xyxy(prompts.boxes)
+        xyxy = scale_xy(xyxy.reshape(-1, 2, 2), shape, embeddings.input_size).reshape(-1, 4)
+        box_arg = torch.as_tensor(xyxy, dtype=torch.float32, device=device)
+    return point_arg, box_arg

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..types import Prompts
 
-__all__ = ["Prompts", "as_float_array", "normalize_prompts"]
+__all__ = ["Prompts", "as_float_array", "normalize_prompts", "object_prompts"]
 
 
 def normalize_prompts(
@@ -259,3 +259,21 @@ def _checked_boxes(boxes: Any, image_shape: tuple[int, ...], name: str) -> np.nd
     arr[:, [0, 2]] = np.clip(arr[:, [0, 2]], 0, h)
     arr[:, [1, 3]] = np.clip(arr[:, [1, 3]], 0, w)
     return arr
+
+
+def object_prompts(
+    boxes: np.ndarray | None,
+    points: np.ndarray | None,
+    point_labels: np.ndarray | None,
+    masks: np.ndarray | None = None,
+) -> Prompts:
+    """Prompts grouped by object from parts already checked (one object's share of a tile, a batch of
+    planned objects): ``(K, 4)`` boxes, ``(K, P, 2)`` points, ``(K, P)`` labels; None for none."""
+    return Prompts(
+        points=np.zeros((0, 0, 2)) if points is None else np.asarray(points, dtype=np.float64),
+        point_labels=np.zeros((0, 0), np.int64)
+        if point_labels is None
+        else np.asarray(point_labels, np.int64),
+        boxes=np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=np.float64),
+        masks=masks,
+    )

@@ -1,17 +1,19 @@
 """Decoding on tiled embeddings: each object is routed to the tile (or a window) that holds it.
 
-See :mod:`napari_sam.engine.embed.tiling` for how tiles are laid out and routed.
+See :mod:`napari_sam.engine.embed.tiling` for how tiles are laid out and routed. Each object's share of
+the prompts, in the window's coordinates, is decoded by :func:`~napari_sam.engine.decode.plain.predict_plain`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..types import OUTSIDE_LOGIT, Embeddings, TiledEmbeddings
-from .predict import Prediction, _object_count, predict, validate_boxes, validate_points
+from ..types import OUTSIDE_LOGIT, Embeddings, Prompts, TiledEmbeddings
+from .plain import Prediction, predict_plain
+from .prompts import object_prompts
 
 if TYPE_CHECKING:
     from ...model import Sam
@@ -26,11 +28,6 @@ class LocalPrompt:
     box: np.ndarray | None  # (4,)
     points: np.ndarray | None  # (P, 2)
     labels: np.ndarray | None  # (P,)
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        """Objects with equal keys can be decoded in one batch."""
-        return (self.bounds, self.box is not None, 0 if self.points is None else len(self.points))
 
 
 def object_bbox(box: np.ndarray | None, points: np.ndarray | None, labels: np.ndarray | None) -> np.ndarray:
@@ -75,79 +72,76 @@ def localize(
 
 def predict_tiled(
     tiled: TiledEmbeddings,
+    prompts: Prompts,
     *,
-    points: Any = None,
-    point_labels: Any = None,
-    box: Any = None,
-    mask_input: Any = None,
     multimask: bool = True,
     best_only: bool = False,
     return_logits: bool = False,
     model: Sam | None = None,
 ) -> Prediction:
-    """:func:`napari_sam.predict` on :class:`TiledEmbeddings` (same arguments and result).
+    """:func:`napari_sam.predict` on :class:`TiledEmbeddings`, for prompts grouped by object.
 
     Each object is decoded on its own window (see the module docstring); masks are pasted into
     image-sized arrays (False / :data:`OUTSIDE_LOGIT` outside that window). ``low_res_logits`` refer
-    to the window an object was decoded on; ``mask_input`` must be a binary mask of the image's shape.
+    to the window an object was decoded on; ``prompts.masks`` must be a binary mask of the image's shape.
     """
-    if points is None and point_labels is not None:
-        raise ValueError("point_labels given without points")
-    if points is None and box is None:
+    if not (prompts.has_points or prompts.has_boxes):
         raise ValueError(
             "predict on tiled embeddings needs points or a box (mask_input alone cannot be routed)"
         )
-    shape = tuple(tiled.original_size)
-    pts = labels = bxs = None
-    if points is not None:
-        pts, labels = validate_points(points, point_labels, shape)
-    if box is not None:
-        bxs = validate_boxes(box, shape)
-    n = _object_count(pts, bxs) or 1
-    masks_in = None
-    if mask_input is not None:
-        masks_in = np.asarray(mask_input)
-        if masks_in.shape[-2:] != shape or not (
-            masks_in.dtype == bool or np.issubdtype(masks_in.dtype, np.integer)
-        ):
-            raise ValueError(
-                f"mask_input on tiled embeddings must be a binary mask of the image's shape {shape}; "
-                f"got shape {masks_in.shape}, dtype {masks_in.dtype}"
-            )
-        masks_in = masks_in.reshape(-1, *shape)
-        if masks_in.shape[0] not in (1, n):
-            raise ValueError(
-                f"mask_input holds {masks_in.shape[0]} masks for {n} objects; give one or one per object"
-            )
-
+    shape, n = tuple(tiled.original_size), prompts.n_objects
+    masks_in = None if prompts.masks is None else _binary_masks(prompts.masks, shape, n)
     k = 3 if multimask and not best_only else 1
     fill = OUTSIDE_LOGIT if return_logits else False
     out_masks = np.full((n, k, *shape), fill, dtype=np.float32 if return_logits else bool)
     out_iou = np.zeros((n, k), dtype=np.float32)
-    low_res: list[np.ndarray | None] = [None] * n
+    low_res: list[np.ndarray] = []
     for i in range(n):
-        obj_pts = None if pts is None else pts[min(i, pts.shape[0] - 1)]
-        obj_labels = None if labels is None else labels[min(i, labels.shape[0] - 1)]
-        obj_box = None if bxs is None else bxs[i]
-        local = localize(tiled, obj_box, obj_pts, obj_labels)
+        local = localize(tiled, *_object_share(prompts, i))
         if local is None:
             raise ValueError(f"object {i} has no prompt inside the image")
-        (r0, c0, r1, c1), kwargs = local.bounds, {}
-        if local.box is not None:
-            kwargs["box"] = local.box
-        if local.points is not None:
-            kwargs["points"], kwargs["point_labels"] = local.points, local.labels
+        (r0, c0, r1, c1) = local.bounds
+        mask = None
         if masks_in is not None:
-            kwargs["mask_input"] = masks_in[min(i, masks_in.shape[0] - 1), r0:r1, c0:c1].astype(bool)
-        pred = predict(
+            mask = masks_in[min(i, masks_in.shape[0] - 1), r0:r1, c0:c1].astype(bool)
+        pred = predict_plain(
             local.embeddings,
+            object_prompts(
+                None if local.box is None else local.box[None],
+                None if local.points is None else local.points[None],
+                None if local.labels is None else local.labels[None],
+                mask,
+            ),
             multimask=multimask,
             best_only=best_only,
             return_logits=return_logits,
             model=model or tiled.model,
-            **kwargs,
         )
         out_masks[i, :, r0:r1, c0:c1] = pred.masks[0]
         out_iou[i] = pred.iou_scores[0]
-        low_res[i] = pred.low_res_logits[0]
-    return Prediction(masks=out_masks, iou_scores=out_iou, low_res_logits=np.stack(low_res))  # type: ignore[arg-type]
+        low_res.append(pred.low_res_logits[0])
+    return Prediction(masks=out_masks, iou_scores=out_iou, low_res_logits=np.stack(low_res))
+
+
+def _object_share(prompts: Prompts, i: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Object ``i``'s ``(box, points, labels)`` in image coordinates (one set of points serves all)."""
+    box = prompts.boxes[i] if prompts.has_boxes else None
+    if not prompts.has_points:
+        return box, None, None
+    j = min(i, len(prompts.points) - 1)
+    return box, prompts.points[j], prompts.point_labels[j]
+
+
+def _binary_masks(masks: np.ndarray, shape: tuple[int, ...], n: int) -> np.ndarray:
+    """``(1 or n, H, W)`` mask prompts for the whole image; a ValueError for any other form."""
+    if masks.shape[-2:] != shape or not (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer)):
+        raise ValueError(
+            f"mask_input on tiled embeddings must be a binary mask of the image's shape {shape}; "
+            f"got shape {masks.shape}, dtype {masks.dtype}"
+        )
+    masks = masks.reshape(-1, *shape)
+    if masks.shape[0] not in (1, n):
+        raise ValueError(
+            f"mask_input holds {masks.shape[0]} masks for {n} objects; give one or one per object"
+        )
+    return masks
