@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..engine.types import Precision
 from ..errors import AnnotatorError
 from .prompts import image_spatial_shape
 
@@ -31,7 +32,7 @@ class EmbeddingSettings:
 
     model: str = "nano"
     device: str = "auto"
-    precision: str = "auto"
+    precision: Precision = "auto"
     cache: str | None = None
     channel: int | None = None
 

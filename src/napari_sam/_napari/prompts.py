@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.decode.coords import POINT_KIND_WORDS, point_kind
+from ..engine.decode.coords import POINT_KIND_WORDS, point_kind, vertices_to_box
 from ..errors import AnnotatorError
 
 #: the Points feature holding each point's kind
@@ -130,7 +130,7 @@ def label_value(value: Any) -> int | None:
     if isinstance(value, str):
         return point_kind(value)
     if isinstance(value, numbers.Real) and float(value) in (0.0, 1.0):
-        return int(value)
+        return int(float(value))
     return None
 
 
@@ -245,16 +245,6 @@ def points_from_layer(
     return rc, labels
 
 
-def _box_from_vertices(rc: np.ndarray) -> np.ndarray:
-    """Vertices ``(V, 2)`` → half-open ``(min_row, min_col, max_row, max_col)`` of the pixels whose centres
-    lie inside the rectangle."""
-    lo = rc.min(axis=0)
-    hi = rc.max(axis=0)
-    r0, c0 = math.ceil(lo[0] - 1e-6), math.ceil(lo[1] - 1e-6)
-    r1, c1 = math.floor(hi[0] + 1e-6) + 1, math.floor(hi[1] + 1e-6) + 1
-    return np.array([r0, c0, r1, c1], dtype=np.float64)
-
-
 def boxes_from_layer(
     shapes_layer: Any, image_layer: Any, plane: int | None = None
 ) -> tuple[np.ndarray, int, list[tuple[int, int]]]:
@@ -287,7 +277,7 @@ def boxes_from_layer(
         if kind != "rectangle":
             skipped += 1
             continue
-        box = _box_from_vertices(coords[:, -2:])
+        box = vertices_to_box(coords[:, -2:])
         box[[0, 2]] = np.clip(box[[0, 2]], 0, h)
         box[[1, 3]] = np.clip(box[[1, 3]], 0, w)
         if box[2] <= box[0] or box[3] <= box[1]:

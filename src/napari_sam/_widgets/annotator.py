@@ -152,7 +152,7 @@ class AnnotatorWidget(QWidget):
         self.boxes_button.clicked.connect(self.select_boxes)
         self.batch_check.toggled.connect(self._on_batch)
         self.overwrite_check.toggled.connect(self._on_overwrite)
-        self.live_check.toggled.connect(lambda on: on and self.schedule_preview())
+        self.live_check.toggled.connect(self._on_live)
         self.target_combo.activated.connect(self._on_target)
         self.embedding.image_combo.currentIndexChanged.connect(self._on_image)
         self.embedding.computed.connect(lambda _layer: self.schedule_preview())
@@ -167,9 +167,10 @@ class AnnotatorWidget(QWidget):
 
     def _fit_width(self) -> None:
         """As wide as the panels need (no horizontal scrolling), however high: they scroll vertically."""
-        content = self._scroll.widget()
-        bar = self._scroll.verticalScrollBar().sizeHint().width()
-        self._scroll.setMinimumWidth(content.minimumSizeHint().width() + bar + 4)
+        content, scrollbar = self._scroll.widget(), self._scroll.verticalScrollBar()
+        if content is None or scrollbar is None:  # not built yet
+            return
+        self._scroll.setMinimumWidth(content.minimumSizeHint().width() + scrollbar.sizeHint().width() + 4)
 
     def showEvent(self, event: Any) -> None:
         # napari's style sheet, applied once the dock is shown, widens the panels
@@ -286,6 +287,10 @@ class AnnotatorWidget(QWidget):
             self.schedule_preview()
 
     # ------------------------------------------------------------------ preview
+    def _on_live(self, on: bool) -> None:
+        if on:
+            self.schedule_preview()
+
     def schedule_preview(self, *_: Any) -> None:
         """Recompute the preview shortly (bursts of edits are merged)."""
         if self.live_check.isChecked():

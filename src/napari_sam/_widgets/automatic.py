@@ -11,6 +11,7 @@ from typing import Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -122,16 +123,15 @@ class AutomaticPanel(QWidget):
         self.tuning = QWidget()
         tuning = QGridLayout(self.tuning)
         tuning.setContentsMargins(0, 0, 0, 0)
-        for row, (text, spin) in enumerate(
-            (
-                ("points / side", self.points_spin),
-                ("min area", self.min_region_spin),
-                ("min IoU", self.iou_spin),
-                ("min stability", self.stability_spin),
-            )
-        ):
+        spins: tuple[tuple[str, QAbstractSpinBox], ...] = (
+            ("points / side", self.points_spin),
+            ("min area", self.min_region_spin),
+            ("min IoU", self.iou_spin),
+            ("min stability", self.stability_spin),
+        )
+        for row, (text, field) in enumerate(spins):
             tuning.addWidget(QLabel(text), row, 0)
-            tuning.addWidget(spin, row, 1)
+            tuning.addWidget(field, row, 1)
         tuning.setColumnStretch(1, 1)
         self.tuning.setVisible(False)
         self.tuning_button.toggled.connect(self._show_tuning)

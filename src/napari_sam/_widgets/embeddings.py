@@ -20,12 +20,13 @@ from qtpy.QtWidgets import (
 
 from .._napari.embeddings import EmbeddingSettings, compute_steps, stored
 from .._napari.prompts import image_spatial_shape
+from ..engine.types import Precision
 from ..errors import AnnotatorError
 from ._messages import reported, tell, unwrap_viewer
 
 MODELS = ("nano", "vit_b", "vit_l", "vit_h")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 CHANNELS = ("all (RGB)", "0 (red)", "1 (green)", "2 (blue)")
 CURRENT_SLICE = "current slice"
 WHOLE_STACK = "whole stack"
@@ -158,7 +159,7 @@ class EmbeddingWidget(QWidget):
         return EmbeddingSettings(
             model=model,
             device=self.device_combo.currentText(),
-            precision=self.precision_combo.currentText(),
+            precision=PRECISIONS[self.precision_combo.currentIndex()],
             cache=self.cache_edit.text().strip() or None,
             channel=self._channel(),
         )

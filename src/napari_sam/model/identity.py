@@ -55,7 +55,7 @@ def state_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     dict
         Name → tensor (not copied); a tensor shared under several names appears under each.
     """
-    tensors = dict(module.named_parameters(remove_duplicate=False))
+    tensors: dict[str, torch.Tensor] = dict(module.named_parameters(remove_duplicate=False))
     tensors.update(module.named_buffers(remove_duplicate=False))
     return tensors
 

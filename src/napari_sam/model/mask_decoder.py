@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .common import MLP, LayerNorm2d
 from .transformer import ImageTokens, TwoWayTransformer
+
+#: the layers of ``MaskDecoder.output_upscaling``: conv-transpose, norm, activation, conv-transpose, act.
+_Upscaling = tuple[nn.ConvTranspose2d, LayerNorm2d, nn.Module, nn.ConvTranspose2d, nn.Module]
 
 
 class MaskDecoder(nn.Module):
@@ -196,7 +201,8 @@ class MaskDecoder(nn.Module):
         torch.Tensor
             ``(B, K, 4H, 4W)`` mask logits.
         """
-        up1, norm, act1, up2, act2 = self.output_upscaling
+        up1, norm, act1, up2, act2 = cast(_Upscaling, tuple(self.output_upscaling))
+        assert up1.bias is not None and up2.bias is not None  # built with bias (the checkpoints have it)
         b, (h, w), k = image_tokens.shape[0], grid, hyper_in.shape[1]
         c1, c2 = up1.out_channels, up2.out_channels
         w1 = up1.weight.permute(2, 3, 1, 0).reshape(4 * c1, up1.in_channels)

@@ -6,6 +6,7 @@ All coordinates here are SAM's: ``(x, y)`` pixel indices in the resized (model i
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ PAD_LABEL = -1
 
 class PositionEmbeddingRandom(nn.Module):
     """Positional encoding with random Fourier features (a fixed Gaussian projection)."""
+
+    #: ``(2, num_pos_feats)`` the projection (a buffer, in the state dict)
+    positional_encoding_gaussian_matrix: torch.Tensor
 
     def __init__(self, num_pos_feats: int = 64, scale: float | None = None) -> None:
         super().__init__()
@@ -77,8 +81,8 @@ class PromptEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
-        self.input_image_size = tuple(input_image_size)
-        self.image_embedding_size = tuple(image_embedding_size)
+        self.input_image_size = (input_image_size[0], input_image_size[1])
+        self.image_embedding_size = (image_embedding_size[0], image_embedding_size[1])
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
         # 0: negative point, 1: positive point, 2: box top-left, 3: box bottom-right
         self.num_point_embeddings = 4
@@ -114,6 +118,10 @@ class PromptEncoder(nn.Module):
             self.__dict__["_dense_pe_cache"] = cached
         return cached[1]
 
+    def _point_embedding(self, kind: int) -> torch.Tensor:
+        """``(1, embed_dim)`` the learned embedding of point kind ``kind`` (see ``point_embeddings``)."""
+        return cast(nn.Embedding, self.point_embeddings[kind]).weight
+
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         """``(B, N, 2)`` points ``(x, y)`` and ``(B, N)`` labels → ``(B, N [+1], embed_dim)``."""
         points = points + 0.5  # pixel index → pixel centre
@@ -126,15 +134,15 @@ class PromptEncoder(nn.Module):
         is_pad = (labels == PAD_LABEL)[..., None]
         emb = torch.where(is_pad, torch.zeros_like(emb), emb)
         emb = emb + is_pad * self.not_a_point_embed.weight
-        emb = emb + (labels == 0)[..., None] * self.point_embeddings[0].weight
-        emb = emb + (labels == 1)[..., None] * self.point_embeddings[1].weight
+        emb = emb + (labels == 0)[..., None] * self._point_embedding(0)
+        emb = emb + (labels == 1)[..., None] * self._point_embedding(1)
         return emb
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """``(B, 4)`` boxes ``(x0, y0, x1, y1)`` → ``(B, 2, embed_dim)`` corner embeddings."""
         corners = (boxes + 0.5).reshape(-1, 2, 2)
         emb = self.pe_layer.forward_with_coords(corners, self.input_image_size)
-        corner_type = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
+        corner_type = torch.cat([self._point_embedding(2), self._point_embedding(3)])
         return emb + corner_type
 
     def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:

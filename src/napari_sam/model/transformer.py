@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -315,8 +316,13 @@ class TwoWayTransformer(nn.Module):
             raise ValueError(f"prepare takes one image (1, D, H, W), got {tuple(image_embedding.shape)}")
         keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
-        first = self.layers[0].project_image(keys, key_pe) if project_first_layer and self.layers else None
-        return ImageTokens(keys, key_pe, tuple(image_embedding.shape[-2:]), first)
+        first = self._block(0).project_image(keys, key_pe) if project_first_layer and self.layers else None
+        h, w = image_embedding.shape[-2:]
+        return ImageTokens(keys, key_pe, (h, w), first)
+
+    def _block(self, index: int) -> TwoWayAttentionBlock:
+        """The attention block ``index`` of :attr:`layers`."""
+        return cast(TwoWayAttentionBlock, self.layers[index])
 
     def forward(
         self,
@@ -349,6 +355,10 @@ class TwoWayTransformer(nn.Module):
                 image_embedding.first_layer,
             )
         else:
+            if image_pe is None:
+                raise ValueError(
+                    "image_pe: needed with a (B, D, H, W) image embedding (ImageTokens carry theirs)"
+                )
             keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
             key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
