@@ -96,7 +96,7 @@ def test_controller_stack_modes_match_the_engine_and_reuse_embeddings(stack, sma
         raise AssertionError("embedded again")
 
     monkeypatch.setattr("napari_sam.engine.embed.embeddings.compute_embeddings", no_embedding)
-    monkeypatch.setattr("napari_sam.engine.automatic.amg.compute_embeddings", no_embedding)
+    monkeypatch.setattr("napari_sam.engine.automatic.generate.compute_embeddings", no_embedding)
     linked = run_automatic(plan_automatic(layer, embedding, AutomaticSettings(**OPEN, whole_stack=True)))
     np.testing.assert_array_equal(linked.labels, link_slices(reference))
     assert linked.features == {}

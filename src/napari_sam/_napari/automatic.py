@@ -19,13 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import AnnotatorError
 from .embeddings import EmbeddingSettings, LayerEmbeddings, compute_steps, preprocessing_of, stored
 from .prompts import image_spatial_shape
+
+if TYPE_CHECKING:
+    from ..engine.types import AutomaticOptions
 
 RESULT_NAME = "SAM automatic"
 #: Preset names understood by :class:`AutomaticSettings` (``None``: the official defaults).
@@ -37,7 +40,7 @@ SHOWN_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh",
 def engine_preset(preset: str | None, model: str) -> str | None:
     """The engine preset for ``preset``: ``"auto"`` is ``"nuclei"`` for the shipped nano model, else the
     official defaults (``None``) — as ``segment()`` without prompts does."""
-    from ..engine.automatic.amg import auto_preset
+    from ..engine.automatic.options import auto_preset
 
     if preset == "auto":
         return auto_preset(model)
@@ -48,7 +51,7 @@ def engine_preset(preset: str | None, model: str) -> str | None:
 
 def preset_values(preset: str | None, model: str = "nano") -> dict[str, Any]:
     """The values of :data:`SHOWN_OPTIONS` under ``preset`` (official defaults where it sets none)."""
-    from ..engine.automatic.amg import resolve_options
+    from ..engine.automatic.options import resolve_options
 
     options = resolve_options(engine_preset(preset, model))
     return {name: getattr(options, name) for name in SHOWN_OPTIONS}
@@ -79,17 +82,16 @@ class AutomaticSettings:
     whole_stack: bool = False
     link_3d: bool = True
 
-    def engine_options(self, model: str) -> dict[str, Any]:
-        """Keywords for :func:`~napari_sam.engine.automatic.amg.iter_automatic`, checked (AnnotatorError)."""
-        from ..engine.automatic.amg import resolve_options
+    def engine_options(self, model: str) -> AutomaticOptions:
+        """Options for :func:`~napari_sam.engine.automatic.amg.iter_automatic`; bad ones: AnnotatorError."""
+        from ..engine.automatic.options import resolve_options
 
         chosen = {name: getattr(self, name) for name in SHOWN_OPTIONS}
         preset = engine_preset(self.preset, model)
         try:
-            resolve_options(preset, **chosen)
+            return resolve_options(preset, **chosen)
         except ValueError as exc:
             raise AnnotatorError(str(exc)) from None
-        return {"preset": preset, **{k: v for k, v in chosen.items() if v is not None}}
 
 
 @dataclass
@@ -125,7 +127,7 @@ class AutomaticJob:
     shape: tuple[int, ...]
     planes: list[int | None]
     settings: EmbeddingSettings
-    options: dict[str, Any]
+    options: AutomaticOptions
     link_3d: bool
     record: LayerEmbeddings | None
     embed_steps: dict[int | None, Iterator[tuple[int, int]] | None]
@@ -135,9 +137,7 @@ class AutomaticJob:
     def steps_per_plane(self) -> int:
         """Progress steps of one slice: embedding it, then the engine's steps (a whole-image run decodes
         ``ceil(points² / points_per_batch)`` batches after its embedding step)."""
-        from ..engine.automatic.amg import resolve_options
-
-        opts = resolve_options(**self.options)
+        opts = self.options
         return 1 + 1 + math.ceil(opts.points_per_side**2 / opts.points_per_batch)
 
     def steps(self) -> Generator[tuple[int, int], None, AutomaticOutput]:
@@ -203,11 +203,6 @@ class AutomaticJob:
         if self.record is not None:
             embeddings = self.record.slices.get(0 if plane is None else int(plane))
         yield base + 1, total
-        kwargs: dict[str, Any] = {
-            "model": self.settings.model,
-            "device": self.settings.device,
-            **self.options,
-        }
         if not isinstance(embeddings, Embeddings):
             # a slice too large for one embedding is tiled for prompts, but the automatic run needs
             # the whole image at the model's input size: embed it so (not kept: prompts use the tiles)
@@ -219,7 +214,9 @@ class AutomaticJob:
                 tile=False,
                 **self.image_options,
             )
-        steps = iter_automatic(embeddings, **kwargs)
+        steps = iter_automatic(
+            embeddings, self.options, model=self.settings.model, device=self.settings.device
+        )
         span = per_plane - 1  # the engine's own count; rescaled should it ever differ
         while True:
             try:

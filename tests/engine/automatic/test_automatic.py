@@ -7,17 +7,12 @@ import pytest
 import torch
 
 import napari_sam as ns
-from napari_sam.engine.automatic.amg import (
-    AutomaticResult,
-    automatic,
-    automatic_labels,
-    iter_automatic,
-    resolve_options,
-)
+from napari_sam.engine.automatic.amg import AutomaticResult, automatic, automatic_labels, iter_automatic
 from napari_sam.engine.automatic.cleanup import clean_mask, window_of
 from napari_sam.engine.automatic.grid import crop_boxes, layer_point_grids, point_grid
 from napari_sam.engine.automatic.masks import mask_statistics, masks_to_boxes, near_crop_edge, paint_first_hit
 from napari_sam.engine.automatic.nms import box_iou, nms, nms_overlaps
+from napari_sam.engine.automatic.options import OPTION_NAMES, resolve_options
 
 # thresholds at which a random-weight model's masks survive (its IoU head and logits are arbitrary)
 LOOSE = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.95}
@@ -193,6 +188,13 @@ def test_bad_options_are_clear_errors(options, message):
         automatic(image, **options)
 
 
+def test_automatic_takes_every_option_as_a_keyword():
+    import inspect
+
+    keywords = [name for name in inspect.signature(automatic).parameters if name in OPTION_NAMES]
+    assert keywords == list(OPTION_NAMES)  # same names, same order as AutomaticOptions' fields
+
+
 def test_unknown_option_is_an_error():
     with pytest.raises(ValueError, match="unknown automatic segmentation option"):
         resolve_options(points_per_sid=8)
@@ -297,6 +299,74 @@ def test_stack_is_segmented_slice_by_slice_with_distinct_labels(small_model, ima
     np.testing.assert_array_equal(first, single)
 
 
+class _SliceOnly:
+    """A stack that is read one slice at a time, never whole (what a zarr or dask array promises)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, index):
+        assert isinstance(index, tuple) and any(isinstance(i, int) for i in index), index
+        return self.data[index]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole stack was read")
+
+
+def _volume_normalised(stack: np.ndarray, **options) -> np.ndarray:
+    """What automatic_labels did before it read stacks lazily: the flattened volume normalised at once."""
+    from napari_sam.engine.preprocess import normalize_intensity
+
+    z, rows, cols = stack.shape[:3]
+    flat = stack.reshape(z * rows, cols, -1)
+    return normalize_intensity(flat, **options)[0].reshape(z, rows, cols, -1)
+
+
+def test_a_stack_is_read_slice_by_slice_and_normalised_as_one_volume(small_model, image):
+    stack = np.stack([image, image[::-1] // 3 + 500])  # other ranges: one volume's percentiles matter
+    kwargs = {"model": small_model, "points_per_side": 3, **LOOSE}
+    labels = automatic_labels(_SliceOnly(stack), stack=True, **kwargs)
+    scaled = _volume_normalised(stack)
+    offset = 0
+    for z in range(2):
+        single = automatic(scaled[z], normalize=None, **kwargs).labels
+        np.testing.assert_array_equal(labels[z], np.where(single > 0, single + offset, 0))
+        offset += int(single.max())
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int64])
+def test_volume_normalisation_equals_the_whole_volume_s(dtype):
+    from napari_sam.engine.automatic.stack import read_slice, stack_layout, volume_preprocessor
+    from napari_sam.engine.preprocess import Preprocessor
+
+    rng = np.random.default_rng(3)
+    stack = rng.integers(0, 4000, (5, 2, 40, 30)).astype(dtype)  # (Z, C, Y, X)
+    if dtype == np.int64:
+        stack += 2**60  # beyond float64's exact integers: the limits keep their residuals
+    lazy = _SliceOnly(stack)
+    layout = stack_layout(stack.shape, 1)
+    assert layout.spatial_shape == (5, 40, 30)
+    for channel, limits in ((1, None), (0, (100.0, 3000.0))):
+        preprocessor = Preprocessor(
+            contrast_limits=limits, channel=channel, channel_axis=layout.slice_channel_axis
+        )
+        preprocessor = volume_preprocessor(lazy, layout, preprocessor)
+        assert (preprocessor.volume_limits is None) == (limits is not None)
+        options = {} if limits is None else {"contrast_limits": limits}
+        whole = _volume_normalised(np.moveaxis(stack, 1, -1)[..., channel : channel + 1], **options)
+        for z in range(5):
+            np.testing.assert_array_equal(preprocessor.normalized(read_slice(lazy, layout, z))[0], whole[z])
+
+
+@pytest.mark.parametrize(
+    ("shape", "channel_axis", "message"),
+    [((4, 8), None, "a stack must be"), ((3, 8, 8), 0, "a stack must be"), ((0, 8, 8), None, "empty")],
+)
+def test_bad_stacks_are_clear_errors(shape, channel_axis, message):
+    with pytest.raises(ValueError, match=message):
+        automatic_labels(np.zeros(shape, np.uint8), stack=True, channel_axis=channel_axis)
+
+
 def _drain(steps):
     while True:
         try:
@@ -318,7 +388,8 @@ def test_progress_and_generator(small_model, image):
     totals = {t for _, t in calls}
     assert len(totals) == 1 and calls[-1][0] == calls[-1][1] == 1 + 4  # embed + ceil(16 / 5) + 1
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
-    steps = iter_automatic(image, model=small_model, points_per_side=4, points_per_batch=5, **LOOSE)
+    opts = resolve_options(points_per_side=4, points_per_batch=5, **LOOSE)
+    steps = iter_automatic(image, opts, model=small_model)
     final = _drain(steps)
     np.testing.assert_array_equal(final.labels, result.labels)
     assert not torch.is_inference_mode_enabled()
@@ -403,16 +474,17 @@ def test_automatic_labels_auto_preset_is_nuclei_for_nano_only(monkeypatch):
 
     seen = []
 
-    def fake(image, **kwargs):
-        seen.append(kwargs.get("preset"))
+    def fake(image, options, preprocessor, **kwargs):
+        seen.append(options)
+        yield 1, 1
         return _empty_like(image)
 
-    monkeypatch.setattr(amg, "automatic", fake)
+    monkeypatch.setattr(amg, "iter_automatic", fake)
     image = np.zeros((8, 8), np.uint8)
     automatic_labels(image)
     automatic_labels(image, model="vit_b")
     automatic_labels(image, model="nano", preset=None)
-    assert seen == ["nuclei", None, None]
+    assert seen == [resolve_options("nuclei"), resolve_options(None), resolve_options(None)]
 
 
 def _empty_like(image):
