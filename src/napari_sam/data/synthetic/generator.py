@@ -263,7 +263,8 @@ class SyntheticConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown SyntheticConfig fields: {', '.join(sorted(unknown))}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

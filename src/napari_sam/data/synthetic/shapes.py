@@ -66,9 +66,9 @@ def field(obj: Objects, i: int, shape: tuple[int, ...], spacing: np.ndarray) -> 
     rho2 = local[0] * local[0] + local[1] * local[1]
     phi = np.arctan2(local[1], local[0])
     bumps = np.zeros(phi.shape, dtype=np.float32)
-    for k, a, p in zip(HARMONICS, obj.amp[i], obj.phase[i], strict=True):
+    for harmonic, a, p in zip(HARMONICS, obj.amp[i], obj.phase[i], strict=True):
         if a != 0.0:
-            bumps += np.float32(a) * np.cos(k * phi + np.float32(p))
+            bumps += np.float32(a) * np.cos(harmonic * phi + np.float32(p))
     if ndim == 3:
         rho2 = rho2 + local[2] * local[2]
         nz = local[2] / np.sqrt(np.maximum(rho2, 1e-12))
