@@ -75,7 +75,7 @@ def test_uncompressed_tif_is_memory_mapped(tmp_path, stack):
 def test_compressed_tif_reads_eagerly_when_small_and_lazily_when_big(tmp_path, stack, monkeypatch):
     import dask.array as da
 
-    import napari_sam.io as io
+    import napari_sam.io.reading as io
 
     tifffile.imwrite(tmp_path / "s.tif", stack, compression="zlib", photometric="minisblack")
     small = read_image(tmp_path / "s.tif")

@@ -49,16 +49,17 @@ EMBED_WHEN_TOLD = """
     from pathlib import Path
     import numpy as np
     from napari_sam.engine.embed import embeddings as E
+    from napari_sam.engine.embed.pipeline import SliceEmbedder
 
     encoded = []
-    original = E._Embedder._encode
+    original = SliceEmbedder._encode
 
     def slow_encode(self, inputs):  # slow enough for the two processes to overlap
         encoded.append(len(inputs))
         time.sleep(0.15)
         return original(self, inputs)
 
-    E._Embedder._encode = slow_encode
+    SliceEmbedder._encode = slow_encode
     stack = np.load({stack!r})
     model = E.load_model({weights!r}, "cpu")
     print("ready", flush=True)
@@ -194,7 +195,7 @@ def test_kill_9_while_creating_the_cache_then_rerun(tmp_path):
 
 SEGMENT_KILLED_WHILE_WRITING = """
     from pathlib import Path
-    import napari_sam.io as io
+    import napari_sam.io.writing as io
     from napari_sam.cli import main
 
     written = []
