@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +11,12 @@ from ..model import CONFIGS, OFFICIAL_WEIGHTS, Sam, build_sam, fetch_weights
 from ..model.checkpoint import weights_fingerprint
 from ..model.identity import state_tensors
 from .device import DeviceLike, resolve_device
+from .lru import LRU
 
 ModelLike = str | Path | Sam
 
-#: key → (model, the id of its weights when loaded)
-_CACHE: OrderedDict[tuple[Any, ...], tuple[Sam, str | None]] = OrderedDict()
-_CACHE_SIZE = 2
-_LOCK = threading.Lock()
+#: key → (model, the id of its weights when loaded): the last two models loaded
+_CACHE: LRU[tuple[Any, ...], tuple[Sam, str | None]] = LRU(2)
 
 
 def _cache_key(model: str | Path, device: torch.device) -> tuple[Any, ...]:
@@ -100,18 +97,11 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
         raise TypeError(f"model must be a name, a path or a Sam, got {type(model).__name__}")
     dev = resolve_device(device)
     key = _cache_key(model, dev)
-    with _LOCK:
-        entry = _CACHE.get(key)
-        if entry is not None:
-            _CACHE.move_to_end(key)
+    entry = _CACHE.get(key)
     if entry is not None and _as_loaded(*entry, dev):
         return entry[0]
     loaded = open_model(model).to(dev).eval()
-    with _LOCK:
-        _CACHE[key] = (loaded, loaded.weights_sha256)
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+    _CACHE.put(key, (loaded, loaded.weights_sha256))
     return loaded
 
 

@@ -1,4 +1,5 @@
-"""The values that flow through the engine, and their constants: a leaf that imports nothing of the engine.
+"""The values that flow through the engine, and their constants: a leaf that imports nothing of the engine
+but the :class:`~napari_sam.engine.lru.LRU` helper (itself a leaf).
 
 - :class:`PreprocessParams`: how an image was turned into model input (recorded with every embedding).
 - :class:`Embeddings`: the image encoder's output for one 2D image; :class:`TiledEmbeddings` for a large
@@ -17,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from .lru import LRU
 
 if TYPE_CHECKING:
     import torch
@@ -248,8 +251,7 @@ class LazySequence(Sequence):
     def __init__(self, length: int, loader: Callable[[int], Any], keep: int = 2) -> None:
         self._length = int(length)
         self._loader = loader
-        self._keep = max(0, int(keep))
-        self._recent: dict[int, Any] = {}
+        self._recent: LRU[int, Any] = LRU(keep)
 
     def __len__(self) -> int:
         return self._length
@@ -262,14 +264,7 @@ class LazySequence(Sequence):
             i += self._length
         if not 0 <= i < self._length:
             raise IndexError(f"index {index} out of range for {self._length} item(s)")
-        if i in self._recent:
-            return self._recent[i]
-        value = self._loader(i)
-        if self._keep:
-            self._recent[i] = value
-            while len(self._recent) > self._keep:
-                self._recent.pop(next(iter(self._recent)))
-        return value
+        return self._recent.get_or_make(i, lambda: self._loader(i))
 
     def __iter__(self) -> Iterator[Any]:
         for i in range(self._length):
@@ -319,7 +314,8 @@ class TiledEmbeddings:
     original_size: tuple[int, int]
     encode_window: Callable[[tuple[int, int, int, int]], Embeddings] | None = field(default=None, repr=False)
     model: Sam | None = field(default=None, repr=False)
-    _extra: dict[tuple[int, int, int, int], Embeddings] = field(default_factory=dict, repr=False)
+    #: windows embedded for objects no tile holds, the last few kept
+    _extra: LRU[tuple[int, int, int, int], Embeddings] = field(default_factory=lambda: LRU(4), repr=False)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -385,12 +381,8 @@ class TiledEmbeddings:
         if index is not None:
             return self.windows[index].bounds, self.tiles[index], True
         if self.encode_window is not None:
-            bounds = self.centred_window(bbox)
-            if bounds not in self._extra:
-                while len(self._extra) >= 4:
-                    self._extra.pop(next(iter(self._extra)))
-                self._extra[bounds] = self.encode_window(bounds)
-            return bounds, self._extra[bounds], True
+            bounds, encode = self.centred_window(bbox), self.encode_window
+            return bounds, self._extra.get_or_make(bounds, lambda: encode(bounds)), True
         r0, c0, r1, c1 = bbox
         overlaps = []
         for win in self.windows:
