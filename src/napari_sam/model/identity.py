@@ -19,6 +19,7 @@ the weights the model holds *now*. Two checks tell whether they changed since th
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
@@ -77,12 +78,11 @@ def state_token(module: nn.Module) -> tuple[Hashable, ...]:
     """
     items = []
     for mod in module.modules():
-        for tensors in (mod._parameters, mod._buffers):
-            for tensor in tensors.values():
-                if tensor is not None:
-                    items.append(
-                        (id(tensor), tensor._version, tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
-                    )
+        for tensor in itertools.chain(mod._parameters.values(), mod._buffers.values()):
+            if tensor is not None:
+                items.append(
+                    (id(tensor), tensor._version, tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+                )
     return tuple(items)
 
 
