@@ -21,7 +21,14 @@ from .engine.embed.layout import image_layout, layout_warnings_once
 from .engine.loading import ModelLike, load_model
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode, has_no_contrast
 from .engine.preprocess import _check_dtype as check_dtype
-from .engine.types import DEFAULT_TILE_THRESHOLD, Embeddings, ImageLayout, Prompts, TiledEmbeddings
+from .engine.types import (
+    DEFAULT_TILE_THRESHOLD,
+    Embeddings,
+    EmbedOptions,
+    ImageLayout,
+    Prompts,
+    TiledEmbeddings,
+)
 
 __all__ = ["TrainResult", "segment", "segment_image", "train"]
 
@@ -146,6 +153,9 @@ def segment(
             "tile_threshold": tile_threshold,
             "precision": precision,
         }
+        EmbedOptions(  # checks the embedding options now, before any model is loaded
+            **{k: v for k, v in embed_options.items() if k not in ("cache", "overwrite")}
+        )
         mode_options = {
             "multimask": multimask,
             "batch_size": batch_size,
