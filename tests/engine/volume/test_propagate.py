@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import napari_sam.engine.decode.predict as predict_mod
-import napari_sam.engine.embed.embeddings as emb_mod
+import napari_sam.engine.embed.pipeline as emb_mod
 from napari_sam.engine.decode.predict import Prediction
+from napari_sam.engine.decode.prompts import normalize_prompts
 from napari_sam.engine.embed.embeddings import compute_embeddings
 from napari_sam.engine.volume.linking import link_slices
 from napari_sam.engine.volume.propagate import PropagationOptions, iter_propagate, propagate
@@ -447,6 +448,26 @@ def test_segment_with_prompts_on_a_stack_propagates_unless_told_not_to(nuclei_st
     assert _iou(deep == 1, labels == k) > _iou(flat == 1, labels == k)
     same = ns.propagate(vol, boxes=boxes, image=image)
     assert (same.labels == deep).all()
+    checked = normalize_prompts(boxes=boxes, spatial_shape=labels.shape)  # as segment() passes them on
+    assert (ns.propagate(vol, checked, image=image).labels == deep).all()
+
+
+def test_prompts_given_checked_are_numbered_as_segment_numbers_them(volume_embeddings):
+    from napari_sam.engine.volume.seeds import prompt_slices
+
+    prompts = normalize_prompts(
+        points=[[2, 10, 10], [5, 30, 30], [5, 12, 12], [6, 1, 1]],
+        point_labels=[1, 1, 1, 0],
+        boxes=[[5, 5, 5, 6, 20, 20]],
+        spatial_shape=SHAPE,
+    )
+    # the box first, then the free foreground points; the point inside the box refines it
+    assert prompt_slices(prompts) == {1: 5, 2: 2, 3: 5}
+    flat = normalize_prompts(points=[[10, 10]], spatial_shape=SHAPE[1:])
+    with pytest.raises(ValueError, match="prompts on a stack"):
+        propagate(volume_embeddings, flat)
+    with pytest.raises(ValueError, match="not both"):
+        propagate(volume_embeddings, prompts, boxes=[[5, 5, 5, 6, 20, 20]])
 
 
 def test_propagating_a_few_slices_of_a_long_stack_embeds_only_those(nuclei_stack, monkeypatch):

@@ -39,7 +39,7 @@ from ..types import PropagationOptions
 from .chains import Planes, Walk, make_chains, walk
 from .inputs import open_volume, seeds_from_labels, slice_range
 from .result import STOP_REASONS, PropagationResult, Stop
-from .seeds import prompt_arguments, seed_labels, seeds_from_prompts
+from .seeds import prompt_arguments, seed_labels, seeds_from_prompts, stack_prompts
 
 __all__ = [
     "STOP_REASONS",
@@ -82,15 +82,15 @@ def iter_propagate(
     opts = PropagationOptions() if options is None else options
     if not isinstance(opts, PropagationOptions):
         raise TypeError(f"options must be a PropagationOptions, got {type(opts).__name__}")
-    prompts = prompt_arguments(labels_or_prompts, points, point_labels, boxes)
+    given = prompt_arguments(labels_or_prompts, points, point_labels, boxes)
     emb, sam = open_volume(volume, embeddings, model, device, embedding_options)
     shape = (int(emb.shape[0]), int(emb.shape[1]), int(emb.shape[2]))
     lo, hi = slice_range(z_range, shape[0])
     empty: dict[int, int] = {}
-    if prompts is not None:
+    if given is not None:
         if z is not None or seed_slices is not None or objects is not None:
             raise ValueError("z=, seed_slices= and objects= apply to seed labels, not to prompts")
-        labels, seeds, empty = seeds_from_prompts(emb, sam, *prompts)
+        labels, seeds, empty = seeds_from_prompts(emb, sam, stack_prompts(given, shape))
     elif labels_or_prompts is None:
         raise ValueError("propagate needs seed labels or prompts (points= / boxes= with z)")
     else:
@@ -165,7 +165,9 @@ def propagate(
         - ``(Y, X)`` labels of one slice, with ``z=`` that slice;
         - a mapping ``{"points": (N, 3), "point_labels": (N,), "boxes": (M, 6)}`` of prompts with z,
           read as :func:`napari_sam.segment` reads them (object ``k`` gets label ``k + 1``); the same
-          may be given as ``points=`` / ``point_labels=`` / ``boxes=``.
+          may be given as ``points=`` / ``point_labels=`` / ``boxes=``, or already checked, as the
+          :class:`~napari_sam.engine.types.Prompts` of
+          :func:`~napari_sam.engine.decode.prompts.normalize_prompts` for the stack.
     z
         The slice of a ``(Y, X)`` labels slice.
     seed_slices
