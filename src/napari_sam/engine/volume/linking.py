@@ -58,6 +58,15 @@ def link_slices(labels: np.ndarray, *, min_iou: float = 0.25, min_slices: int = 
         pixel.
     """
     arr = np.asarray(labels)
+    _check_arguments(arr, min_iou, min_slices)
+    per_slice, count = _ids_per_slice(arr)
+    merged = _linked_roots(per_slice, count, min_iou)[per_slice]
+    if min_slices > 1:
+        _drop_short(merged, min_slices)
+    return _renumbered(merged)
+
+
+def _check_arguments(arr: np.ndarray, min_iou: float, min_slices: int) -> None:
     if arr.ndim != 3:
         raise ValueError(f"labels must be a (Z, Y, X) stack, got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
@@ -67,7 +76,10 @@ def link_slices(labels: np.ndarray, *, min_iou: float = 0.25, min_slices: int = 
     if isinstance(min_slices, bool) or not isinstance(min_slices, (int, np.integer)) or min_slices < 1:
         raise ValueError(f"min_slices must be an integer >= 1, got {min_slices!r}")
 
-    # one id per (slice, label): offsets keep slices apart
+
+def _ids_per_slice(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(Z, Y, X)`` int64 with one id per (slice, label), ``1..count`` (offsets keep slices apart), and
+    ``count``."""
     per_slice = np.zeros(arr.shape, dtype=np.int64)
     offset = 0
     for z in range(arr.shape[0]):
@@ -77,7 +89,13 @@ def link_slices(labels: np.ndarray, *, min_iou: float = 0.25, min_slices: int = 
             local += 1
         per_slice[z] = np.where(local > 0, local + offset, 0)
         offset += int(local.max(initial=0))
-    parent = np.arange(offset + 1)
+    return per_slice, offset
+
+
+def _linked_roots(per_slice: np.ndarray, count: int, min_iou: float) -> np.ndarray:
+    """``(count + 1,)``: for every per-slice id, the id of the 3D object it is linked into (union-find
+    over one-to-one matches of neighbouring slices, best IoU first)."""
+    parent = np.arange(count + 1)
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -85,7 +103,7 @@ def link_slices(labels: np.ndarray, *, min_iou: float = 0.25, min_slices: int = 
             i = int(parent[i])
         return i
 
-    for z in range(arr.shape[0] - 1):
+    for z in range(per_slice.shape[0] - 1):
         lo_ids, up_ids, iou = slice_overlaps(per_slice[z], per_slice[z + 1])
         used_lo: set[int] = set()
         used_up: set[int] = set()
@@ -98,16 +116,20 @@ def link_slices(labels: np.ndarray, *, min_iou: float = 0.25, min_slices: int = 
             used_lo.add(a)
             used_up.add(b)
             parent[root(b)] = root(a)
+    return np.array([root(i) for i in range(count + 1)])
 
-    roots = np.array([root(i) for i in range(offset + 1)])
-    merged = roots[per_slice]
-    if min_slices > 1:
-        flat = merged.reshape(arr.shape[0], -1)
-        for r in np.unique(merged[merged > 0]):
-            if int((flat == r).any(axis=1).sum()) < min_slices:
-                merged[merged == r] = 0
+
+def _drop_short(merged: np.ndarray, min_slices: int) -> None:
+    """Set to 0, in place, the objects of ``merged`` ``(Z, Y, X)`` on fewer than ``min_slices`` slices."""
+    flat = merged.reshape(merged.shape[0], -1)
+    for r in np.unique(merged[merged > 0]):
+        if int((flat == r).any(axis=1).sum()) < min_slices:
+            merged[merged == r] = 0
+
+
+def _renumbered(merged: np.ndarray) -> np.ndarray:
+    """``merged`` as uint32 labels ``1..N`` by first occurrence in raster order ``(z, row, col)``."""
     order, first = np.unique(merged.ravel(), return_index=True)
-    # renumber 1..N by first occurrence in raster order (z, row, col)
     ranked = order[np.argsort(first)]
     ranked = ranked[ranked > 0]
     lut = np.zeros(int(merged.max(initial=0)) + 1, dtype=np.uint32)
