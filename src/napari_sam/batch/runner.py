@@ -136,6 +136,29 @@ def output_exists(item: BatchItem) -> bool:
     return item.output.exists()
 
 
+class _ItemProgress:
+    """``progress(done, total)`` of the work inside one item: a second bar, below the batch's bar of
+    files (a nested :class:`~napari_sam.engine.steps.Progress`), made at the first call, when the
+    total is known.
+
+    ``unit`` is what it counts; ``compute_embeddings`` sets it (``"tile"`` for a tiled image).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.unit = "slice"
+        self.reporter: Progress | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.reporter is None:
+            self.reporter = Progress(True, total, unit=self.unit, what=f"  {self.name}", nested=True)
+        self.reporter.update(done, total)
+
+    def close(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
+
+
 def run_batch(
     items: Sequence[BatchItem],
     process: ProcessFn,
@@ -186,29 +209,6 @@ def run_batch(
             _record(summary, item, status, message, bar)
             bar.update()
     return summary
-
-
-class _ItemProgress:
-    """``progress(done, total)`` of the work inside one item: a second bar, below the batch's bar of
-    files (a nested :class:`~napari_sam.engine.steps.Progress`), made at the first call, when the
-    total is known.
-
-    ``unit`` is what it counts; ``compute_embeddings`` sets it (``"tile"`` for a tiled image).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.unit = "slice"
-        self.reporter: Progress | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.reporter is None:
-            self.reporter = Progress(True, total, unit=self.unit, what=f"  {self.name}", nested=True)
-        self.reporter.update(done, total)
-
-    def close(self) -> None:
-        if self.reporter is not None:
-            self.reporter.close()
 
 
 def _record(summary: BatchSummary, item: BatchItem, status: str, message: str, bar: Any) -> None:
@@ -284,6 +284,58 @@ def _cancel(client: Any, futures: list[Any]) -> None:
         client.cancel(futures)
 
 
+def _submit(
+    client: Any,
+    items: Sequence[BatchItem],
+    process: ProcessFn,
+    is_done: Callable[[BatchItem], bool] | None,
+    owner: dict[Any, int],
+) -> list[int]:
+    """Submit every item's jobs to the cluster; fills ``owner`` (future → item index) as it goes, so
+    that an interrupt meanwhile can cancel what was submitted. Returns the number of jobs per item."""
+    tag = os.urandom(4).hex()
+    expected = [0] * len(items)
+    for i, item in enumerate(items):
+        first, *rest = _parts(process, item)
+        head = client.submit(_run_item, first, item, is_done, None, pure=False, key=f"napari-sam-{tag}-{i}-0")
+        owner[head] = i
+        for j, job in enumerate(rest, start=1):
+            key = f"napari-sam-{tag}-{i}-{j}"
+            owner[client.submit(_run_after, head, job, item, is_done, pure=False, key=key)] = i
+        expected[i] = 1 + len(rest)
+    return expected
+
+
+def _collect(
+    owner: dict[Any, int], expected: list[int], items: Sequence[BatchItem], summary: BatchSummary, bar: Any
+) -> None:
+    """Record each item in ``summary`` once all its jobs have finished, in the order they finish."""
+    from distributed import as_completed
+
+    results: list[list[tuple[str, str]]] = [[] for _ in items]
+    for future in as_completed(list(owner)):
+        i = owner[future]
+        try:
+            result = future.result()
+        except Exception as exc:  # the task itself died (worker lost, unpicklable job …)
+            result = ("failed", f"task failed on the cluster: {_describe(exc)}")
+        results[i].append(result)
+        if len(results[i]) == expected[i]:
+            _record(summary, items[i], *_combine(results[i]), bar)
+            bar.update()
+
+
+def _in_item_order(summary: BatchSummary, items: Sequence[BatchItem]) -> BatchSummary:
+    """``summary`` with every list in the order of ``items`` (a cluster finishes them in any order)."""
+    order = {item.name: i for i, item in enumerate(items)}
+    summary.ok.sort(key=order.__getitem__)
+    summary.skipped.sort(key=order.__getitem__)
+    summary.unprompted.sort(key=order.__getitem__)
+    summary.failed = dict(sorted(summary.failed.items(), key=lambda kv: order[kv[0]]))
+    summary.empty = dict(sorted(summary.empty.items(), key=lambda kv: order[kv[0]]))
+    return summary
+
+
 def _run_distributed(
     items: Sequence[BatchItem],
     process: ProcessFn,
@@ -293,46 +345,18 @@ def _run_distributed(
     desc: str,
 ) -> BatchSummary:
     client, close = _connect(scheduler)  # first: it explains a missing dask.distributed
-    from distributed import as_completed
     from tqdm.auto import tqdm
 
     summary = BatchSummary()
-    tag = os.urandom(4).hex()
+    owner: dict[Any, int] = {}
     try:
-        owner: dict[Any, int] = {}
-        results: list[list[tuple[str, str]]] = [[] for _ in items]
-        expected = [0] * len(items)
-        for i, item in enumerate(items):
-            first, *rest = _parts(process, item)
-            head = client.submit(
-                _run_item, first, item, is_done, None, pure=False, key=f"napari-sam-{tag}-{i}-0"
-            )
-            owner[head] = i
-            for j, job in enumerate(rest, start=1):
-                key = f"napari-sam-{tag}-{i}-{j}"
-                owner[client.submit(_run_after, head, job, item, is_done, pure=False, key=key)] = i
-            expected[i] = 1 + len(rest)
+        expected = _submit(client, items, process, is_done, owner)
         with tqdm(total=len(items), desc=desc, unit="file", disable=not progress) as bar:
-            for future in as_completed(list(owner)):
-                i = owner[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # the task itself died (worker lost, unpicklable job …)
-                    result = ("failed", f"task failed on the cluster: {_describe(exc)}")
-                results[i].append(result)
-                if len(results[i]) == expected[i]:
-                    _record(summary, items[i], *_combine(results[i]), bar)
-                    bar.update()
+            _collect(owner, expected, items, summary, bar)
     except KeyboardInterrupt:
         _cancel(client, list(owner))
         raise
     finally:
         if close:
             client.close()
-    order = {item.name: i for i, item in enumerate(items)}
-    summary.ok.sort(key=order.__getitem__)
-    summary.skipped.sort(key=order.__getitem__)
-    summary.unprompted.sort(key=order.__getitem__)
-    summary.failed = dict(sorted(summary.failed.items(), key=lambda kv: order[kv[0]]))
-    summary.empty = dict(sorted(summary.empty.items(), key=lambda kv: order[kv[0]]))
-    return summary
+    return _in_item_order(summary, items)
