@@ -76,7 +76,8 @@ def embed_child(args: argparse.Namespace) -> None:
     import torch
 
     import napari_sam as ns
-    import napari_sam.engine.embed.embeddings as emb_mod
+    import napari_sam.engine.embed.pipeline as emb_mod
+    from napari_sam.errors import Cancelled
     from napari_sam.io import read_image
 
     image = read_image(args.tif)
@@ -94,7 +95,7 @@ def embed_child(args: argparse.Namespace) -> None:
 
     emb_mod.encode_images = counting
     t0 = time.perf_counter()
-    with contextlib.suppress(emb_mod.Cancelled):  # --max-tiles
+    with contextlib.suppress(Cancelled):  # --max-tiles
         ns.compute_embeddings(image, sam, cache=args.cache, batch_size=args.batch_size, cancel=cancel)
     elapsed = time.perf_counter() - t0
     out = {

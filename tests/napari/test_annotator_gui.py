@@ -246,7 +246,7 @@ def test_bad_input_gives_messages_and_keeps_data(make_napari_viewer, qtbot, mess
 
 
 def test_embedding_cache_is_written_and_reused(make_napari_viewer, qtbot, messages, tmp_path, monkeypatch):
-    import napari_sam.engine.embed.embeddings as engine_embeddings
+    import napari_sam.engine.embed.pipeline as engine_embeddings
     from napari_sam.engine.embed.store import is_embedding_store, open_store
 
     viewer = make_napari_viewer()

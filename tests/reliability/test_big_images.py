@@ -18,11 +18,11 @@ import pytest
 import tifffile
 
 import napari_sam as ns
-import napari_sam.engine.embed.embeddings as emb_mod
+import napari_sam.engine.embed.reader as reader_mod
 from napari_sam.engine.embed.store import open_store, slice_hash
 from napari_sam.engine.embed.tiling import tile_windows
 from napari_sam.engine.preprocess import percentile_limits
-from napari_sam.engine.types import TiledEmbeddings, TileSpec
+from napari_sam.engine.types import _VOLUME_SAMPLE_PIXELS, TiledEmbeddings, TileSpec
 from napari_sam.errors import Cancelled
 from napari_sam.io import read_image
 from tests.conftest import GOLDEN, Golden
@@ -82,7 +82,7 @@ def test_a_big_slice_is_never_read_whole_and_keeps_its_percentiles(model, monkey
     """
     image = _pattern((4200, 4100), seed=2)
     band = 1024 * image.shape[1] * image.itemsize
-    monkeypatch.setattr(emb_mod, "_READ_BLOCK_BYTES", band, raising=False)
+    monkeypatch.setattr(reader_mod, "_READ_BLOCK_BYTES", band)
     source = Recording(image)
     tiled = ns.compute_embeddings(source, model, tile=(1024, 128), cache=tmp_path / "c.zarr")
     assert len(tiled) == len(tile_windows(image.shape, TileSpec(1024, 128))) == 36
@@ -221,15 +221,15 @@ def test_the_cli_progress_bar_says_tile(tmp_path, small_weights, capsys):
 def test_volume_percentiles_read_only_their_strided_sample():
     """percentile_scope="volume" samples a stack's slices on a stride: only those pixels are read,
     and the limits are those of the same pixels of the whole slices."""
-    from napari_sam.engine.embed.embeddings import _Prep, _volume_limits, image_layout
+    from napari_sam.engine.embed.layout import image_layout
+    from napari_sam.engine.preprocess import Preprocessor
 
     stack = np.stack([_pattern((1100, 1000), seed=k) for k in range(3)])
     source = Recording(stack)
     layout = image_layout(stack)
-    prep = _Prep("percentile", (1.0, 99.8), None, None, None)
-    limits, _ = _volume_limits(source, layout, prep)
+    limits, _ = reader_mod.volume_limits(source, layout, Preprocessor("percentile", (1.0, 99.8)))
     slice_bytes = stack[0].nbytes
     assert source.reads and max(source.reads) < slice_bytes / 3  # a strided sample, never a whole slice
-    step = int(np.ceil(np.sqrt(1100 * 1000 / emb_mod._VOLUME_SAMPLE_PIXELS)))
+    step = int(np.ceil(np.sqrt(1100 * 1000 / _VOLUME_SAMPLE_PIXELS)))
     sample = stack[:, ::step, ::step].reshape(-1)
     np.testing.assert_allclose(limits, [np.percentile(sample, [1.0, 99.8])])

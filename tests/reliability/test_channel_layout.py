@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import napari_sam as ns
-from napari_sam.engine.embed.embeddings import image_layout
+from napari_sam.engine.embed.layout import image_layout
 from napari_sam.errors import LayoutWarning
 from tests.conftest import GOLDEN, Golden
 

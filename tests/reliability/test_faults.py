@@ -49,16 +49,17 @@ EMBED_WHEN_TOLD = """
     from pathlib import Path
     import numpy as np
     from napari_sam.engine.embed import embeddings as E
+    from napari_sam.engine.embed.pipeline import SliceEmbedder
 
     encoded = []
-    original = E._Embedder._encode
+    original = SliceEmbedder._encode
 
     def slow_encode(self, inputs):  # slow enough for the two processes to overlap
         encoded.append(len(inputs))
         time.sleep(0.15)
         return original(self, inputs)
 
-    E._Embedder._encode = slow_encode
+    SliceEmbedder._encode = slow_encode
     stack = np.load({stack!r})
     model = E.load_model({weights!r}, "cpu")
     print("ready", flush=True)

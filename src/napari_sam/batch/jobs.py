@@ -84,7 +84,7 @@ class EmbedJob:
         """
         if self.slices_per_task <= 0:
             return [self]
-        from ..engine.embed.embeddings import image_layout
+        from ..engine.embed.layout import image_layout
 
         layout = image_layout(read_image(item.source), channel=self.channel)
         n, k = layout.n_slices, self.slices_per_task
@@ -359,7 +359,7 @@ def _check_prompt_dims(
     source: Path, image: Any, prompts: Mapping[str, np.ndarray], channel: int | tuple[int, ...] | None
 ) -> None:
     """Stacks need prompts with a slice (``z``) column, 2D images prompts without."""
-    from ..engine.embed.embeddings import image_layout
+    from ..engine.embed.layout import image_layout
 
     values = prompts["boxes"] if "boxes" in prompts else prompts["points"]
     has_z = values.shape[1] in (3, 6)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import napari_sam.engine.embed.embeddings as emb_mod
+import napari_sam.engine.embed.pipeline as emb_mod
 from napari_sam.engine.embed.embeddings import VolumeEmbeddings, compute_embeddings, open_embeddings
 from napari_sam.engine.embed.store import EmbeddingStore, is_embedding_store, open_store
 from napari_sam.engine.types import Embeddings

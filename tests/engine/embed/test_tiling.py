@@ -177,7 +177,7 @@ def test_nano_tiled_and_untiled_agree_on_objects_inside_one_tile():
 
 
 def test_an_interrupted_tiled_slice_resumes_tile_by_tile(tmp_path, large, small_model, monkeypatch):
-    import napari_sam.engine.embed.embeddings as emb_mod
+    import napari_sam.engine.embed.pipeline as emb_mod
 
     reference = compute_embeddings(large, small_model, tile=(128, 16), cache=tmp_path / "ref.zarr")
     real = emb_mod.encode_images

@@ -15,26 +15,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from ...model import Sam
+from ..types import Precision, check_precision
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-
-_PRECISION_ALIASES = {
-    "auto": "auto",
-    "fp32": "fp32",
-    "float32": "fp32",
-    "bf16": "bf16",
-    "bfloat16": "bf16",
-    "fp16": "fp16",
-    "float16": "fp16",
-    "half": "fp16",
-}
-
+__all__ = [
+    "COMPILE_MODES",
+    "Precision",
+    "autocast",
+    "check_precision",
+    "compiled_encoder",
+    "encode_images",
+    "inductor_cache_dir",
+    "resolve_precision",
+    "warm_up",
+]
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -43,16 +41,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``"fp32"``, ``"bf16"`` or ``"fp16"`` for ``precision`` on ``device``.
 
     ``"auto"`` is bf16 on CUDA devices that support it (fp16 on older ones) and fp32 elsewhere: on
-    CPUs reduced precision is rarely faster and changes results.
+    CPUs reduced precision is rarely faster and changes results. Names are checked by
+    :func:`check_precision` (any case; aliases such as ``"bfloat16"`` and ``"half"``).
 
     Raises
     ------
     ValueError
         An unknown name, or fp16 / bf16 where this torch build cannot autocast to it.
     """
-    name = _PRECISION_ALIASES.get(str(precision).strip().lower()) if isinstance(precision, str) else None
-    if name is None:
-        raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    name = check_precision(precision)
     if name == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -190,7 +187,7 @@ def warm_up(
     batch_size
         The batch size later calls will use (compiled graphs are specialised to it).
     precision
-        As in :func:`napari_sam.engine.embed.embeddings.encode_images`.
+        As in :func:`encode_images`.
     compile, mode
         Compile the encoder first (see :func:`compiled_encoder`).
     """

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..device import DeviceLike
-from ..embed.embeddings import VolumeEmbeddings, compute_embeddings, image_layout
+from ..embed.embeddings import VolumeEmbeddings, compute_embeddings
+from ..embed.layout import image_layout
 from ..loading import ModelLike, load_model
 
 

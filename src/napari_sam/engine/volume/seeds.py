@@ -14,7 +14,8 @@ import numpy as np
 
 from ..decode.objects import empty_objects, segment_stack, stack_object_ids, warn_empty_objects
 from ..decode.prompts import normalize_prompts
-from ..embed.embeddings import VolumeEmbeddings, image_layout
+from ..embed.embeddings import VolumeEmbeddings
+from ..embed.layout import image_layout
 from ..loading import load_model
 from ..types import Prompts
 
