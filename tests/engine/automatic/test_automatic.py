@@ -89,6 +89,17 @@ def test_masks_to_boxes_inclusive_xyxy_and_empty():
     np.testing.assert_array_equal(masks_to_boxes(masks).numpy(), [[3, 2, 8, 4], [0, 0, 0, 0]])
 
 
+def test_masks_to_boxes_is_the_one_mask_to_box_in_sam_s_convention():
+    from napari_sam.engine.decode.coords import boxes_rc_to_xyxy, mask_to_box
+
+    masks = np.random.default_rng(0).random((6, 20, 30)) > 0.97
+    masks[0] = False
+    boxes = masks_to_boxes(torch.from_numpy(masks)).numpy()
+    assert boxes[0].tolist() == [0, 0, 0, 0]
+    for mask, box in zip(masks[1:], boxes[1:], strict=True):
+        np.testing.assert_array_equal(box, boxes_rc_to_xyxy(mask_to_box(mask)))
+
+
 def test_mask_statistics_counts_thresholds():
     logits = torch.full((1, 4, 5), -5.0)
     logits[0, :2, :] = 3.0  # 10 pixels far above
@@ -336,7 +347,8 @@ def test_a_stack_is_read_slice_by_slice_and_normalised_as_one_volume(small_model
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int64])
 def test_volume_normalisation_equals_the_whole_volume_s(dtype):
-    from napari_sam.engine.automatic.stack import read_slice, stack_layout, volume_preprocessor
+    from napari_sam.engine.automatic.stack import stack_layout, volume_preprocessor
+    from napari_sam.engine.embed.layout import read_slice
     from napari_sam.engine.preprocess import Preprocessor
 
     rng = np.random.default_rng(3)
@@ -356,6 +368,17 @@ def test_volume_normalisation_equals_the_whole_volume_s(dtype):
         whole = _volume_normalised(np.moveaxis(stack, 1, -1)[..., channel : channel + 1], **options)
         for z in range(5):
             np.testing.assert_array_equal(preprocessor.normalized(read_slice(lazy, layout, z))[0], whole[z])
+
+
+def test_a_uint8_rgb_stack_keeps_its_intensities():
+    from napari_sam.engine.automatic.stack import stack_layout, volume_preprocessor
+    from napari_sam.engine.preprocess import Preprocessor
+
+    stack = np.random.default_rng(0).integers(0, 255, (3, 20, 24, 3), dtype=np.uint8)
+    layout = stack_layout(stack.shape, None)
+    assert volume_preprocessor(_SliceOnly(stack), layout, Preprocessor()).volume_limits is None
+    gray = stack[..., 0]
+    assert volume_preprocessor(_SliceOnly(gray), stack_layout(gray.shape, None), Preprocessor()).volume_limits
 
 
 @pytest.mark.parametrize(

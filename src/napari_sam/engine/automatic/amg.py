@@ -39,6 +39,7 @@ import torch
 from ...model import Sam
 from ..device import DeviceLike
 from ..embed.encoder import Precision
+from ..embed.layout import read_slice
 from ..loading import ModelLike, load_model, model_weights_id
 from ..preprocess import Preprocessor
 from ..steps import ProgressLike, run_steps
@@ -46,7 +47,7 @@ from ..types import DEFAULT_PERCENTILES, AutomaticOptions, Embeddings, Normalize
 from .generate import generate_masks
 from .options import OPTION_NAMES, PRESETS, auto_preset, resolve_options
 from .result import AutomaticResult, empty_result, paint
-from .stack import read_slice, stack_layout, volume_preprocessor
+from .stack import stack_layout, volume_preprocessor
 
 __all__ = [
     "PRESETS",

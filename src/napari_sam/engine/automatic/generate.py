@@ -17,14 +17,14 @@ import numpy as np
 import torch
 
 from ...model import Sam
-from ..decode.coords import scale_xy
+from ..decode.coords import boxes_rc_to_xyxy, mask_to_box, scale_xy
 from ..embed.embeddings import compute_embeddings
 from ..embed.encoder import Precision
 from ..types import AutomaticOptions, Embeddings
 from .candidates import UPSCALE_BUDGET, CropRun, MaskCandidates, coord_dtype, upscale_to_crop
 from .cleanup import clean_mask, window_of
 from .grid import CropBox, crop_boxes, layer_point_grids
-from .masks import mask_statistics, masks_to_boxes, near_crop_edge
+from .masks import mask_statistics, near_crop_edge
 from .nms import nms, nms_overlaps
 
 __all__ = ["generate_masks"]
@@ -275,8 +275,9 @@ def _clean(masks: MaskCandidates, opts: AutomaticOptions) -> MaskCandidates:
             windows.append((where, window))
             untouched[i] = 0.0 if changed else 1.0
             areas[i] = int(window.sum())
-            local = masks_to_boxes(torch.from_numpy(window)[None])[0].numpy()
-            new_boxes[i] = local + np.array([where[1].start, where[0].start] * 2) * bool(window.any())
+            if window.any():  # an emptied mask keeps the zero box, as in the official generator
+                local = boxes_rc_to_xyxy(mask_to_box(window)).astype(np.int64)
+                new_boxes[i] = local + np.array([where[1].start, where[0].start] * 2)
     device = masks.iou.device
     cleaned = replace(
         masks,

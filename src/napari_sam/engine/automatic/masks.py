@@ -14,7 +14,14 @@ __all__ = ["mask_statistics", "masks_to_boxes", "near_crop_edge", "paint_first_h
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """``(N, H, W)`` bool → ``(N, 4)`` int64 inclusive ``(x0, y0, x1, y1)``; empty masks → zeros."""
+    """``(N, H, W)`` bool → ``(N, 4)`` int64 inclusive ``(x0, y0, x1, y1)``; empty masks → zeros.
+
+    The batched, on-device form of :func:`napari_sam.engine.decode.coords.mask_to_box` in the official
+    generator's convention: for a non-empty mask, ``boxes_rc_to_xyxy(mask_to_box(mask))`` (half-open
+    ``(min_row, min_col, max_row, max_col)`` → inclusive ``(x0, y0, x1, y1)``: ``x1 = max_col - 1``,
+    ``y1 = max_row - 1``); an empty mask, which has no box there, gets zeros here, as in the official
+    generator.
+    """
     n, h, w = masks.shape
     if n == 0:
         return torch.zeros((0, 4), dtype=torch.int64, device=masks.device)

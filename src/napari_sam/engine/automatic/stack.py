@@ -9,15 +9,16 @@ sample is every pixel, and the limits are those of the whole volume.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from ..preprocess import Preprocessor, exact_percentile_limits
-from ..types import _VOLUME_SAMPLE_PIXELS, VOLUME_SAMPLE_SLICES, ImageLayout
+from ..embed.layout import read_slice
+from ..embed.reader import volume_limits
+from ..preprocess import Preprocessor
+from ..types import ImageLayout
 
-__all__ = ["read_slice", "stack_layout", "volume_preprocessor"]
+__all__ = ["stack_layout", "volume_preprocessor"]
 
 
 def stack_layout(shape: tuple[int, ...], channel_axis: int | None) -> ImageLayout:
@@ -49,29 +50,14 @@ def stack_layout(shape: tuple[int, ...], channel_axis: int | None) -> ImageLayou
     return layout
 
 
-def read_slice(image: Any, layout: ImageLayout, z: int, step: int = 1) -> np.ndarray:
-    """Slice ``z`` of a stack in the slice's own layout (channel axis at ``layout.slice_channel_axis``),
-    every ``step``-th row and column; only those pixels are read."""
-    index: list[Any] = [slice(None, None, step)] * len(layout.shape)
-    index[layout.z_axis] = int(z)  # type: ignore[index]
-    if layout.channel_axis is not None:
-        index[layout.channel_axis] = slice(None)
-    elif len(layout.shape) == 4:
-        index[3] = slice(None)
-    return np.asarray(image[tuple(index)])
-
-
 def volume_preprocessor(image: Any, layout: ImageLayout, preprocessor: Preprocessor) -> Preprocessor:
     """``preprocessor`` with percentile limits fixed for the whole stack, when it normalises by
-    percentiles; else ``preprocessor`` itself (contrast limits and ``"none"`` treat every pixel alone)."""
+    percentiles (the embedding pipeline's sample: :func:`~napari_sam.engine.embed.reader.volume_limits`);
+    else ``preprocessor`` itself (contrast limits and ``"none"`` treat every pixel on its own)."""
     if preprocessor.contrast_limits is not None or preprocessor.normalize == "none":
         return preprocessor
-    n = layout.n_slices
-    rows, cols = layout.plane_shape
-    step = max(1, math.ceil(math.sqrt(rows * cols / _VOLUME_SAMPLE_PIXELS)))
-    picks = np.unique(np.linspace(0, n - 1, min(n, VOLUME_SAMPLE_SLICES)).round()).astype(int)
-    samples = [preprocessor.channels(read_slice(image, layout, int(z), step))[0] for z in picks]
-    if preprocessor.mode_for(samples[0].dtype, samples[0].shape[-1]) != "percentile":
-        return preprocessor
-    flat = np.concatenate([s.reshape(-1, 1, s.shape[-1]) for s in samples])
-    return preprocessor.with_volume_limits(*exact_percentile_limits(flat, preprocessor.percentiles))
+    if np.dtype(image.dtype) == np.uint8:  # "auto" keeps uint8 RGB as it is: ask the first slice
+        first, _ = preprocessor.channels(read_slice(image, layout, 0))
+        if preprocessor.mode_for(first.dtype, first.shape[-1]) != "percentile":
+            return preprocessor
+    return preprocessor.with_volume_limits(*volume_limits(image, layout, preprocessor))
