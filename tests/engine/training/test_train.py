@@ -8,15 +8,10 @@ import tifffile
 import torch
 
 from napari_sam.data.basic import basic_nuclei_2d as nuclei_2d
+from napari_sam.engine.training.canvas import prepare_canvas
 from napari_sam.engine.training.data import find_pairs, folder_source
-from napari_sam.engine.training.train import (
-    TrainConfig,
-    dice_loss,
-    focal_loss,
-    mask_iou,
-    prepare_canvas,
-    train_model,
-)
+from napari_sam.engine.training.losses import dice_loss, focal_loss, mask_iou
+from napari_sam.engine.training.train import TrainConfig, iter_training, train_model
 from napari_sam.model import build_sam
 
 
@@ -81,6 +76,22 @@ def test_training_changes_weights_and_resumes(tmp_path):
     )
     assert resumed.step == 3
     assert [h["step"] for h in resumed.history] == [1, 2, 3]
+
+
+def test_training_reports_through_the_one_progress_protocol():
+    import threading
+
+    from napari_sam.errors import Cancelled
+
+    seen: list[tuple[int, int]] = []
+    state = train_model(build_sam("nano"), small_source, tiny_cfg(), progress=lambda *a: seen.append(a))
+    assert state.step == 2 and seen == [(0, 2), (1, 2), (2, 2)]
+    steps = iter_training(build_sam("nano"), small_source, tiny_cfg(steps=1))
+    assert next(steps) == (0, 1)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled, match="training cancelled"):
+        train_model(build_sam("nano"), small_source, tiny_cfg(), progress=False, cancel=cancel)
 
 
 def test_loss_goes_down_when_fitting_one_image():

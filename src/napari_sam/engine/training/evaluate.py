@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...model import Sam
+from ..decode.coords import mask_to_box
 from ..decode.predict import predict
 from ..embed.embeddings import compute_embeddings
 
@@ -91,31 +92,36 @@ def evaluate_prompts(
         if ids.size > max_objects:
             ids = np.sort(rng.choice(ids, size=max_objects, replace=False))
         truth = np.stack([labels == i for i in ids])
-        emb = compute_embeddings(image, model)
-        boxes = []
-        for m in truth:
-            rows, cols = np.nonzero(m)
-            boxes.append([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
-        pred = predict(emb, box=np.array(boxes), multimask=False)
-        scores["box"].append(masks_iou(pred.masks[:, 0], truth))
-
-        points = np.stack([interior_point(m) for m in truth])[:, None, :]
-        point_labels = np.ones(points.shape[:2], dtype=np.int64)
-        pred = predict(emb, points=points, point_labels=point_labels, multimask=True)
-        best = pred.best_index
-        rows = np.arange(len(ids))
-        current = pred.masks[rows, best]
-        logits = pred.low_res_logits[rows, best]
-        scores["point"].append(masks_iou(current, truth))
-        for n in range(1, clicks + 1):
-            new = [correction_click(p, t) for p, t in zip(current, truth, strict=True)]
-            points = np.concatenate([points, np.stack([c[0] for c in new])[:, None, :]], axis=1)
-            point_labels = np.concatenate([point_labels, np.array([[c[1]] for c in new])], axis=1)
-            pred = predict(emb, points=points, point_labels=point_labels, mask_input=logits, multimask=False)
-            current, logits = pred.masks[:, 0], pred.low_res_logits[:, 0]
-            scores[f"clicks_{n}"].append(masks_iou(current, truth))
+        for key, values in _image_scores(model, image, truth, clicks).items():
+            scores[key].append(values)
     result: dict[str, Any] = {
         k: float(np.mean(np.concatenate(v))) if v else float("nan") for k, v in scores.items()
     }
     result["objects"] = int(sum(len(v) for v in scores["box"]))
     return result
+
+
+def _image_scores(model: Sam, image: np.ndarray, truth: np.ndarray, clicks: int) -> dict[str, np.ndarray]:
+    """``(N,)`` IoU per protocol step (``box``, ``point``, ``clicks_<n>``) for the ``(N, Y, X)`` bool
+    ``truth`` objects of one image."""
+    emb = compute_embeddings(image, model)
+    scores: dict[str, np.ndarray] = {}
+    boxes = np.stack([mask_to_box(m) for m in truth])
+    pred = predict(emb, box=boxes, multimask=False)
+    scores["box"] = masks_iou(pred.masks[:, 0], truth)
+
+    points = np.stack([interior_point(m) for m in truth])[:, None, :]
+    point_labels = np.ones(points.shape[:2], dtype=np.int64)
+    pred = predict(emb, points=points, point_labels=point_labels, multimask=True)
+    rows = np.arange(len(truth))
+    current = pred.masks[rows, pred.best_index]
+    logits = pred.low_res_logits[rows, pred.best_index]
+    scores["point"] = masks_iou(current, truth)
+    for n in range(1, clicks + 1):
+        new = [correction_click(p, t) for p, t in zip(current, truth, strict=True)]
+        points = np.concatenate([points, np.stack([c[0] for c in new])[:, None, :]], axis=1)
+        point_labels = np.concatenate([point_labels, np.array([[c[1]] for c in new])], axis=1)
+        pred = predict(emb, points=points, point_labels=point_labels, mask_input=logits, multimask=False)
+        current, logits = pred.masks[:, 0], pred.low_res_logits[:, 0]
+        scores[f"clicks_{n}"] = masks_iou(current, truth)
+    return scores

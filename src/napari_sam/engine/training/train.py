@@ -1,14 +1,19 @@
 """Interactive SAM-style training: train the nano model from scratch, or fine-tune any model.
 
-Each step draws images, prepares them exactly as inference does (normalise, resize the longest side
-to the canvas, pad), cuts a token-aligned crop of the canvas (nano encoder only: it is convolutional),
-and simulates a user: a jittered box or a point inside each object, then correction clicks sampled
-from the error region with the previous low-resolution logits as mask prompt. Prompt coordinates and
-the dense positional encoding are those of the crop's window inside the full canvas, so the model
-sees the same geometry as at inference.
+Each step draws images, prepares them exactly as inference does (:mod:`.canvas`: normalise, resize the
+longest side to the canvas, pad), cuts a token-aligned crop of the canvas (nano encoder only: it is
+convolutional), and simulates a user (:mod:`.simulate`): a jittered box or a point inside each object,
+then correction clicks sampled from the error region with the previous low-resolution logits as mask
+prompt. Prompt coordinates and the dense positional encoding are those of the crop's window inside the
+full canvas, so the model sees the same geometry as at inference.
 
-Loss per mask: ``focal_weight × focal + dice``; single-point prompts use the three ambiguity-aware
-outputs and keep the best (minimum) loss; the IoU head regresses the true IoU of each output (MSE).
+Loss per mask (:mod:`.losses`): ``focal_weight × focal + dice``; single-point prompts use the three
+ambiguity-aware outputs and keep the best (minimum) loss; the IoU head regresses the true IoU of each
+output (MSE).
+
+The training loop is a step generator (:func:`iter_training`, one step per optimiser step) run by
+:func:`train_model` through :func:`~napari_sam.engine.steps.run_steps`; its checkpoints are
+:mod:`.checkpoint`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,17 @@ import torch
 from torch.nn import functional as F
 
 from ...model import Sam
-from ..preprocess import prepare_image
+from ..steps import ProgressLike, run_steps
+from .canvas import TOKEN, Canvas, crop_window, prepare_canvas
+from .checkpoint import Checkpoint, restore_random_state
 from .data import ImageSource
+from .losses import dice_loss, focal_loss, mask_iou
+from .simulate import ObjectPrompts, correction_points, jittered_boxes, random_points, sample_objects
+
+__all__ = ["TrainConfig", "TrainState", "Trainer", "iter_training", "train_model"]
+
+#: Batches in a row without a usable object after which training gives up (the labels are likely wrong).
+MAX_EMPTY_BATCHES = 50
 
 
 @dataclass
@@ -62,150 +76,12 @@ class TrainConfig:
 
 
 @dataclass
-class Canvas:
-    """One training image prepared as model input, with its labels on the same canvas."""
-
-    pixels: torch.Tensor  # (3, S, S) float32, normalised and padded
-    labels: np.ndarray  # (S, S) int32 labels resized (nearest) to the canvas, 0 on the padding
-    input_size: tuple[int, int]
-
-
-@dataclass
 class TrainState:
     """What :func:`train_model` returns: the history of logged losses and validation figures."""
 
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     validations: list[dict[str, float]] = field(default_factory=list)
-
-
-def prepare_canvas(image: np.ndarray, labels: np.ndarray, model: Sam, **preprocess: Any) -> Canvas:
-    """Preprocess like inference and put the labels on the same ``(S, S)`` canvas."""
-    from PIL import Image
-
-    labels = np.asarray(labels)
-    if labels.shape != np.shape(image)[:2]:
-        raise ValueError(f"labels shape {labels.shape} differs from the image's {np.shape(image)[:2]}")
-    pixels, input_size, _, _ = prepare_image(
-        image,
-        image_size=model.image_size,
-        pixel_mean=model.pixel_mean.cpu(),
-        pixel_std=model.pixel_std.cpu(),
-        max_upscale=model.max_upscale,
-        **preprocess,
-    )
-    resized = Image.fromarray(labels.astype(np.int32)).resize(
-        (input_size[1], input_size[0]), Image.Resampling.NEAREST
-    )
-    canvas = np.zeros((model.image_size, model.image_size), dtype=np.int32)
-    canvas[: input_size[0], : input_size[1]] = np.asarray(resized)
-    return Canvas(pixels=pixels[0], labels=canvas, input_size=input_size)
-
-
-def _crop_window(canvas: Canvas, crop: int, rng: np.random.Generator, patch: int = 16) -> tuple[int, int]:
-    """Token-aligned top-left corner ``(row, col)`` of a crop over the image part of the canvas."""
-    corners = []
-    for extent in canvas.input_size:
-        last = max(0, min(extent, canvas.labels.shape[0]) - crop)
-        corners.append(int(rng.integers(0, last // patch + 1)) * patch)
-    return corners[0], corners[1]
-
-
-@dataclass
-class ObjectPrompts:
-    """Prompts for ``N`` objects of one crop, in canvas ``(x, y)`` pixel coordinates."""
-
-    boxes: torch.Tensor | None  # (N, 4) or None
-    points: torch.Tensor | None  # (N, P, 2) or None
-    labels: torch.Tensor | None  # (N, P)
-
-    def with_points(self, points: torch.Tensor, labels: torch.Tensor) -> ObjectPrompts:
-        """These prompts plus ``(N, 1, 2)`` more points with ``(N, 1)`` labels."""
-        if self.points is None or self.labels is None:
-            return ObjectPrompts(self.boxes, points, labels)
-        return ObjectPrompts(
-            self.boxes, torch.cat([self.points, points], 1), torch.cat([self.labels, labels], 1)
-        )
-
-
-def _sample_objects(labels: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    ids, counts = np.unique(labels[labels > 0], return_counts=True)
-    keep = ids[counts >= cfg.min_object_pixels]
-    if keep.size == 0:
-        return []
-    chosen = rng.choice(keep, size=min(cfg.objects_per_image, keep.size), replace=False)
-    return [labels == i for i in chosen]
-
-
-def _box_of(mask: np.ndarray) -> np.ndarray:
-    rows, cols = np.nonzero(mask)
-    return np.array([cols.min(), rows.min(), cols.max(), rows.max()], dtype=np.float64)
-
-
-def _jittered_boxes(masks: list[np.ndarray], cfg: TrainConfig, rng: np.random.Generator) -> np.ndarray:
-    boxes = np.stack([_box_of(m) for m in masks])
-    sides = np.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], axis=1)
-    noise = rng.normal(0.0, cfg.box_jitter, size=boxes.shape) * np.concatenate([sides, sides], axis=1)
-    noise = np.clip(noise, -20, 20)
-    side = masks[0].shape[0] - 1
-    return np.clip(boxes + noise, 0, side)
-
-
-def _random_points(masks: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    points = []
-    for m in masks:
-        rows, cols = np.nonzero(m)
-        k = rng.integers(0, rows.size)
-        points.append([cols[k], rows[k]])
-    return np.asarray(points, dtype=np.float64)[:, None, :]
-
-
-def _correction_points(
-    pred: torch.Tensor, truth: torch.Tensor, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """One click per object on its error region: ``(N, 1, 2)`` (x, y) crop coords and ``(N, 1)`` labels."""
-    points, labels = [], []
-    errors = (pred != truth).cpu().numpy()
-    truth_np = truth.cpu().numpy() > 0.5
-    for err, gt in zip(errors, truth_np, strict=True):
-        rows, cols = np.nonzero(err)
-        if rows.size == 0:  # already perfect: click inside the object
-            rows, cols = np.nonzero(gt)
-        k = rng.integers(0, rows.size)
-        points.append([cols[k], rows[k]])
-        labels.append(1 if gt[rows[k], cols[k]] else 0)
-    return np.asarray(points, np.float64)[:, None, :], np.asarray(labels, np.int64)[:, None]
-
-
-def focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
-) -> torch.Tensor:
-    """Sigmoid focal loss averaged over pixels.
-
-    ``(N, K, H, W)`` logits and ``(N, 1, H, W)`` target → ``(N, K)``.
-    """
-    prob = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    weight = alpha * target + (1 - alpha) * (1 - target)
-    return (weight * ce * (1 - p_t) ** gamma).mean(dim=(-1, -2))
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``1 - Dice`` of soft masks: ``(N, K, H, W)``, ``(N, 1, H, W)`` → ``(N, K)``."""
-    prob = torch.sigmoid(logits)
-    inter = (prob * target).sum(dim=(-1, -2))
-    total = prob.sum(dim=(-1, -2)) + target.sum(dim=(-1, -2))
-    return 1.0 - (2.0 * inter + 1.0) / (total + 1.0)
-
-
-def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """IoU of thresholded masks: ``(N, K, H, W)``, ``(N, 1, H, W)`` → ``(N, K)``."""
-    pred = logits > 0
-    gt = target > 0.5
-    inter = (pred & gt).sum(dim=(-1, -2)).float()
-    union = (pred | gt).sum(dim=(-1, -2)).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 class Trainer:
@@ -227,6 +103,7 @@ class Trainer:
         self.step = 0
 
     def learning_rate(self, step: int) -> float:
+        """Linear warm-up over ``warmup_steps``, then a cosine decay to 0 at ``steps``."""
         cfg = self.cfg
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -241,6 +118,8 @@ class Trainer:
         mask_input: torch.Tensor | None,
         multimask: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, K, h, w)`` low-resolution logits and ``(N, K)`` predicted IoU of ``N`` objects (``K`` = 3
+        with ``multimask``, else 1) on one crop's ``(1, D, g, g)`` features."""
         pe_module = self.model.prompt_encoder
         points = None
         if prompts.points is not None and prompts.labels is not None:
@@ -270,6 +149,54 @@ class Trainer:
         rows = torch.arange(total.shape[0], device=total.device)
         return total[rows, best], best, iou[rows, best]
 
+    def _prompts(
+        self, group: list[np.ndarray], as_points: bool, offset: torch.Tensor, rng: np.random.Generator
+    ) -> ObjectPrompts:
+        """A point inside each mask of ``group`` or its jittered box, in canvas coordinates."""
+        device = self.device
+        if as_points:
+            pts = torch.as_tensor(random_points(group, rng), dtype=torch.float32, device=device)
+            ones = torch.ones(pts.shape[:2], dtype=torch.int64, device=device)
+            return ObjectPrompts(None, pts + offset, ones)
+        jittered = jittered_boxes(group, self.cfg.box_jitter, rng)
+        boxes = torch.as_tensor(jittered, dtype=torch.float32, device=device)
+        return ObjectPrompts(boxes + offset.repeat(2), None, None)
+
+    def _object_losses(
+        self,
+        features: torch.Tensor,
+        b: int,
+        image_pe: torch.Tensor,
+        masks: list[np.ndarray],
+        offset: torch.Tensor,
+        rng: np.random.Generator,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(loss, iou)`` per object of crop ``b``, for the first prompt and for each correction click."""
+        device = self.device
+        use_points = rng.random(len(masks)) < self.cfg.point_fraction
+        for as_points in (False, True):
+            group = [m for m, p in zip(masks, use_points, strict=True) if p == as_points]
+            if not group:
+                continue
+            truth = torch.from_numpy(np.stack(group).astype(np.float32)).to(device)
+            prompts = self._prompts(group, as_points, offset, rng)
+            # one slice of the batch's features per group: the gradients add up in the order (and
+            # rounding) of the runs that trained the shipped model
+            feats = features[b : b + 1]
+            low, iou_pred = self._decode(feats, image_pe, prompts, None, multimask=as_points)
+            loss, best, iou = self._losses(low, iou_pred, truth)
+            yield loss, iou
+            for _ in range(self.cfg.correction_iters):
+                rows = torch.arange(low.shape[0], device=device)
+                prev = low[rows, best].detach()[:, None]
+                up = F.interpolate(prev, truth.shape[-2:], mode="bilinear", align_corners=False)
+                pts, labs = correction_points(up[:, 0] > 0, truth > 0.5, rng)
+                new_pts = torch.as_tensor(pts, dtype=torch.float32, device=device) + offset
+                prompts = prompts.with_points(new_pts, torch.as_tensor(labs, device=device))
+                low, iou_pred = self._decode(feats, image_pe, prompts, prev, multimask=False)
+                loss, best, iou = self._losses(low, iou_pred, truth)
+                yield loss, iou
+
     def train_step(self, canvases: list[Canvas], rng: np.random.Generator) -> dict[str, float] | None:
         """One optimiser step on a batch; None (and no step) when the crops hold no usable object."""
         cfg, device, model = self.cfg, self.device, self.model
@@ -277,68 +204,45 @@ class Trainer:
         if cfg.freeze_encoder:
             model.image_encoder.eval()
         crop = cfg.crop_size or model.image_size
-        windows = [_crop_window(c, crop, rng) for c in canvases]
+        windows = [crop_window(c, crop, rng) for c in canvases]
         pixels = torch.stack(
             [c.pixels[:, r : r + crop, q : q + crop] for c, (r, q) in zip(canvases, windows, strict=True)]
         ).to(device)
         with torch.set_grad_enabled(not cfg.freeze_encoder):
             features = model.image_encoder(pixels)
         full_pe = model.prompt_encoder.get_dense_pe()
-        grid = crop // 16
+        grid = crop // TOKEN
         losses, ious = [], []
         for b, (canvas, (r0, c0)) in enumerate(zip(canvases, windows, strict=True)):
             crop_labels = canvas.labels[r0 : r0 + crop, c0 : c0 + crop]
-            masks = _sample_objects(crop_labels, cfg, rng)
+            masks = sample_objects(crop_labels, cfg.objects_per_image, cfg.min_object_pixels, rng)
             if not masks:
                 continue
-            image_pe = full_pe[:, :, r0 // 16 : r0 // 16 + grid, c0 // 16 : c0 // 16 + grid]
+            t0, q0 = r0 // TOKEN, c0 // TOKEN
+            image_pe = full_pe[:, :, t0 : t0 + grid, q0 : q0 + grid]
             offset = torch.tensor([c0, r0], dtype=torch.float32, device=device)
-            use_points = rng.random(len(masks)) < cfg.point_fraction
-            for as_points in (False, True):
-                group = [m for m, p in zip(masks, use_points, strict=True) if p == as_points]
-                if not group:
-                    continue
-                truth = torch.from_numpy(np.stack(group).astype(np.float32)).to(device)
-                if as_points:
-                    pts = torch.as_tensor(_random_points(group, rng), dtype=torch.float32, device=device)
-                    ones = torch.ones(pts.shape[:2], dtype=torch.int64, device=device)
-                    prompts = ObjectPrompts(None, pts + offset, ones)
-                else:
-                    boxes = torch.as_tensor(
-                        _jittered_boxes(group, cfg, rng), dtype=torch.float32, device=device
-                    )
-                    prompts = ObjectPrompts(boxes + offset.repeat(2), None, None)
-                feats = features[b : b + 1]
-                low, iou_pred = self._decode(feats, image_pe, prompts, None, multimask=as_points)
-                loss, best, iou = self._losses(low, iou_pred, truth)
+            for loss, iou in self._object_losses(features, b, image_pe, masks, offset, rng):
                 losses.append(loss)
                 ious.append(iou)
-                for _ in range(cfg.correction_iters):
-                    rows = torch.arange(low.shape[0], device=device)
-                    prev = low[rows, best].detach()[:, None]
-                    up = F.interpolate(prev, truth.shape[-2:], mode="bilinear", align_corners=False)
-                    pts, labs = _correction_points(up[:, 0] > 0, truth > 0.5, rng)
-                    new_pts = torch.as_tensor(pts, dtype=torch.float32, device=device) + offset
-                    new_labs = torch.as_tensor(labs, device=device)
-                    prompts = prompts.with_points(new_pts, new_labs)
-                    low, iou_pred = self._decode(feats, image_pe, prompts, prev, multimask=False)
-                    loss, best, iou = self._losses(low, iou_pred, truth)
-                    losses.append(loss)
-                    ious.append(iou)
         if not losses:
             return None
         total = torch.cat(losses).mean()
+        self._optimise(total)
+        return {"loss": float(total.detach()), "iou": float(torch.cat(ious).mean())}
+
+    def _optimise(self, total: torch.Tensor) -> None:
+        """One AdamW step on ``total`` at this step's learning rate (gradients clipped to norm 1)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.step += 1
-        model.weights_sha256 = None  # the weights changed: embeddings made before no longer match
-        return {"loss": float(total.detach()), "iou": float(torch.cat(ious).mean())}
+        self.model.weights_sha256 = None  # the weights changed: embeddings made before no longer match
 
     def state_dict(self) -> dict[str, Any]:
+        """The model, the optimiser and the step (a checkpoint adds the history and random states)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -347,6 +251,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s record."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
@@ -355,12 +260,114 @@ class Trainer:
 def _batches(
     source: ImageSource, model: Sam, cfg: TrainConfig, rng: np.random.Generator
 ) -> Iterator[list[Canvas]]:
+    """Endless batches of ``cfg.batch_images`` canvases drawn from ``source``."""
     while True:
         batch = []
         while len(batch) < cfg.batch_images:
             image, labels = source(rng)
             batch.append(prepare_canvas(image, labels, model))
         yield batch
+
+
+def _check_crop_size(model: Sam, cfg: TrainConfig) -> None:
+    if (
+        cfg.crop_size is not None
+        and model.config.encoder_type != "nano"
+        and cfg.crop_size != model.image_size
+    ):
+        raise ValueError(
+            f"crop training needs the convolutional nano encoder; for {model.name!r} use crop_size=None "
+            "(whole canvas)"
+        )
+
+
+def iter_training(
+    model: Sam,
+    source: ImageSource,
+    cfg: TrainConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    validate: Callable[[Sam], dict[str, float]] | None = None,
+    validate_every: int = 0,
+    resume: bool = True,
+) -> Generator[tuple[int, int], None, TrainState]:
+    """:func:`train_model` as a step generator: yields ``(step, cfg.steps)`` after each optimiser step
+    (first the step it starts from), returns the :class:`TrainState`. Arguments as :func:`train_model`."""
+    cfg = cfg or TrainConfig()
+    _check_crop_size(model, cfg)
+    device = torch.device(device)
+    trainer = Trainer(model, cfg, device)
+    state = TrainState()
+    checkpoint = Checkpoint(out_dir, device) if out_dir is not None else None
+    saved = checkpoint.load() if checkpoint is not None and resume else {}
+    if checkpoint is not None and saved:
+        trainer.load_state_dict(saved)
+        state.history, state.validations = checkpoint.history(saved)
+    rng = np.random.default_rng([cfg.seed, trainer.step])
+    torch.manual_seed(cfg.seed + trainer.step)
+    # go on exactly where a killed run was: same draws, same weights
+    recent = restore_random_state(saved, rng, device)
+    batches = _batches(source, model, cfg, rng)
+    start = time.perf_counter()
+    yield trainer.step, cfg.steps
+    for figures in _optimiser_steps(trainer, batches, rng):
+        recent.append(figures)
+        step = trainer.step
+        if _due(step, cfg.log_every, cfg.steps):
+            state.history.append(_log_entry(trainer, recent, start))
+            recent = []
+        if validate is not None and validate_every and _due(step, validate_every, cfg.steps):
+            model.eval()
+            with torch.no_grad():
+                state.validations.append({"step": step, **validate(model)})
+        if checkpoint is not None and _due(step, cfg.checkpoint_every, cfg.steps):
+            checkpoint.save(trainer.state_dict(), state.history, state.validations, recent, rng)
+        yield step, cfg.steps
+    model.eval()
+    state.step = trainer.step
+    if checkpoint is not None:
+        checkpoint.save(trainer.state_dict(), state.history, state.validations, recent, rng)
+    return state
+
+
+def _optimiser_steps(
+    trainer: Trainer, batches: Iterator[list[Canvas]], rng: np.random.Generator
+) -> Iterator[dict[str, float]]:
+    """Train until ``cfg.steps``: the figures of each optimiser step (batches without an object are
+    skipped; :data:`MAX_EMPTY_BATCHES` of them in a row are a ValueError)."""
+    cfg = trainer.cfg
+    empty_batches = 0
+    while trainer.step < cfg.steps:
+        figures = trainer.train_step(next(batches), rng)
+        if figures is not None:
+            empty_batches = 0
+            yield figures
+            continue
+        empty_batches += 1
+        if empty_batches >= MAX_EMPTY_BATCHES:
+            raise ValueError(
+                f"{MAX_EMPTY_BATCHES} training batches in a row held no object of at least "
+                f"{cfg.min_object_pixels} pixels: check that the labels are instance labels "
+                "(0 = background)"
+            )
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    """Whether something done every ``every`` steps (and at the ``last``) is due after ``step``."""
+    return step % every == 0 or step == last
+
+
+def _log_entry(trainer: Trainer, recent: list[dict[str, float]], start: float) -> dict[str, float]:
+    """The history entry of the steps since the last one: mean loss and IoU, learning rate, time."""
+    step = trainer.step
+    return {
+        "step": step,
+        "loss": float(np.nanmean([f["loss"] for f in recent])),
+        "iou": float(np.nanmean([f["iou"] for f in recent])),
+        "lr": trainer.learning_rate(step),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def train_model(
@@ -372,8 +379,9 @@ def train_model(
     device: torch.device | str = "cpu",
     validate: Callable[[Sam], dict[str, float]] | None = None,
     validate_every: int = 0,
-    progress: bool = True,
+    progress: ProgressLike = True,
     resume: bool = True,
+    cancel: Any = None,
 ) -> TrainState:
     """Train ``model`` in place on images drawn from ``source``.
 
@@ -397,108 +405,24 @@ def train_model(
     validate, validate_every
         Called with the model every ``validate_every`` steps and at the end; returns figures to log.
     progress
-        Show a tqdm progress bar.
+        ``True``: a progress bar (the default); a callable ``progress(step, steps)``; ``False``: quiet
+        (see :data:`~napari_sam.engine.steps.ProgressLike`).
+    cancel
+        A :class:`threading.Event`: once set, training stops before its next step
+        (:class:`~napari_sam.errors.Cancelled`; the last checkpoint stays).
 
     Returns
     -------
     TrainState
     """
-    from tqdm.auto import tqdm
-
-    cfg = cfg or TrainConfig()
-    if (
-        cfg.crop_size is not None
-        and model.config.encoder_type != "nano"
-        and cfg.crop_size != model.image_size
-    ):
-        raise ValueError(
-            f"crop training needs the convolutional nano encoder; for {model.name!r} use crop_size=None "
-            "(whole canvas)"
-        )
-    device = torch.device(device)
-    trainer = Trainer(model, cfg, device)
-    state = TrainState()
-    out = Path(out_dir) if out_dir is not None else None
-    checkpoint = out / "checkpoint.pt" if out is not None else None
-    saved: dict[str, Any] = {}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume and checkpoint is not None and checkpoint.is_file():
-            saved = torch.load(checkpoint, map_location=device, weights_only=True)
-            trainer.load_state_dict(saved)
-            history = out / "history.json"
-            if "history" in saved:
-                loaded = json.loads(saved["history"])
-            else:  # a checkpoint of an older version
-                loaded = json.loads(history.read_text()) if history.is_file() else {}
-            state.history = loaded.get("history", [])
-            state.validations = loaded.get("validations", [])
-    rng = np.random.default_rng([cfg.seed, trainer.step])
-    torch.manual_seed(cfg.seed + trainer.step)
-    recent: list[dict[str, float]] = []
-    if "numpy_rng" in saved:  # go on exactly where the killed run was: same draws, same weights
-        rng.bit_generator.state = json.loads(saved["numpy_rng"])
-        torch.set_rng_state(saved["torch_rng"].cpu())
-        if device.type == "cuda" and "cuda_rng" in saved:
-            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
-        recent = json.loads(saved["history"]).get("recent", [])
-    batches = _batches(source, model, cfg, rng)
-    bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc="training")
-    start = time.perf_counter()
-
-    def save() -> None:
-        if out is None or checkpoint is None:
-            return
-        payload = {"history": state.history, "validations": state.validations}
-        record = {
-            **trainer.state_dict(),
-            "history": json.dumps({**payload, "recent": recent}),
-            "numpy_rng": json.dumps(rng.bit_generator.state),
-            "torch_rng": torch.get_rng_state(),
-        }
-        if device.type == "cuda":
-            record["cuda_rng"] = torch.cuda.get_rng_state(device)
-        tmp = checkpoint.with_suffix(".tmp")
-        torch.save(record, tmp)
-        tmp.replace(checkpoint)
-        tmp = out / "history.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(out / "history.json")
-
-    empty_batches = 0
-    while trainer.step < cfg.steps:
-        figures = trainer.train_step(next(batches), rng)
-        if figures is None:
-            empty_batches += 1
-            if empty_batches >= 50:
-                raise ValueError(
-                    f"50 training batches in a row held no object of at least {cfg.min_object_pixels} "
-                    "pixels: check that the labels are instance labels (0 = background)"
-                )
-            continue
-        empty_batches = 0
-        recent.append(figures)
-        bar.update(1)
-        step = trainer.step
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            entry = {
-                "step": step,
-                "loss": float(np.nanmean([f["loss"] for f in recent])),
-                "iou": float(np.nanmean([f["iou"] for f in recent])),
-                "lr": trainer.learning_rate(step),
-                "seconds": time.perf_counter() - start,
-            }
-            state.history.append(entry)
-            bar.set_postfix(loss=f"{entry['loss']:.3f}", iou=f"{entry['iou']:.3f}")
-            recent = []
-        if validate is not None and validate_every and (step % validate_every == 0 or step == cfg.steps):
-            model.eval()
-            with torch.no_grad():
-                state.validations.append({"step": step, **validate(model)})
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save()
-    bar.close()
-    model.eval()
-    state.step = trainer.step
-    save()
-    return state
+    steps = iter_training(
+        model,
+        source,
+        cfg,
+        out_dir=out_dir,
+        device=device,
+        validate=validate,
+        validate_every=validate_every,
+        resume=resume,
+    )
+    return run_steps(steps, progress=progress, cancel=cancel, what="training", unit="step")
