@@ -436,7 +436,8 @@ def normalize_exact(
         limits, residuals = split_windows(windows)
         if has_no_contrast(limits):
             warn_no_contrast(image, where)
-        return apply_windows(image, windows), "percentile", tuple(percentiles), limits, residuals
+        low, high = percentiles  # as given (recorded with the embeddings)
+        return apply_windows(image, windows), "percentile", (low, high), limits, residuals
     if image.dtype == np.uint8:
         return image, "none", None, None, None
     finite = finite_sample(image)

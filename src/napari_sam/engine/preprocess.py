@@ -466,11 +466,11 @@ class Preprocessor:
         """
         arr, picks = self.channels(image)
         if self.volume_limits is not None:
-            limits, residuals = self.volume_limits, self.volume_residuals
-            if has_no_contrast(limits):
+            volume, rest = self.volume_limits, self.volume_residuals
+            if has_no_contrast(volume):
                 warn_no_contrast(arr, "the stack (percentiles over the volume)")
-            params = PreprocessParams("percentile", self.percentiles, limits, picks, residuals)
-            return rescale(arr, limits, residuals), params
+            params = PreprocessParams("percentile", self.percentiles, volume, picks, rest)
+            return rescale(arr, volume, rest), params
         scaled, mode, used, limits, residuals = normalize_exact(
             arr,
             normalize=self.normalize,

@@ -5,6 +5,7 @@ but the :class:`~napari_sam.engine.lru.LRU` helper (itself a leaf).
 - :class:`Embeddings`: the image encoder's output for one 2D image; :class:`TiledEmbeddings` for a large
   image embedded in tiles (:class:`TileSpec`, :class:`Window`).
 - :class:`ImageLayout`: where an array keeps its slices and channels.
+- :class:`EmbedOptions`: how images are embedded (preprocessing, precision, batching, tiling), checked once.
 - :class:`AutomaticOptions`: the options of automatic mask generation, checked once.
 - :class:`PropagationOptions`: how 3D propagation prompts each slice and when an object stops.
 """
@@ -278,7 +279,7 @@ class TiledEmbeddings:
     Attributes
     ----------
     tiles
-        One :class:`~napari_sam.engine.embed.embeddings.Embeddings` per window (``original_size`` is the
+        One :class:`Embeddings` per window (``original_size`` is the
         tile's shape); a list, or a lazy sequence reading from the cache.
     windows
         The tiles' :class:`Window` in image coordinates, row-major.

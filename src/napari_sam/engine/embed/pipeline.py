@@ -16,7 +16,7 @@ encode → :class:`~napari_sam.engine.types.Embeddings`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -217,7 +217,9 @@ class SliceEmbedder:
             if self.store is not None:  # slices begun and not finished (an error, a cancel)
                 self.store.release_locks()
 
-    def _loaded(self, todo: Sequence[int], pool: ThreadPoolExecutor) -> Iterator[LoadedSlice | None]:
+    def _loaded(
+        self, todo: Sequence[int], pool: ThreadPoolExecutor
+    ) -> Generator[LoadedSlice | None, None, None]:
         """``todo``'s slices loaded in the reader thread, two ahead; None for a slice the cache holds."""
         assert self.reader is not None
         done = self.store.done_mask() if self.store is not None else None
@@ -286,7 +288,7 @@ class SliceEmbedder:
 
     def _inputs(
         self, loaded: LoadedSlice, tiles: list[int], pool: ThreadPoolExecutor
-    ) -> Iterator[ModelInput]:
+    ) -> Generator[ModelInput, None, None]:
         """Model inputs of ``tiles`` of a slice: an untiled slice's, or tiles read in the reader thread."""
         reader = self.reader
         assert reader is not None
@@ -420,10 +422,10 @@ def params_from_record(
 ) -> PreprocessParams:
     """A slice's :class:`PreprocessParams` from its recorded ``(3, 2)`` limits and residuals (NaN: unused)."""
     used = [i for i, row in enumerate(np.asarray(limits)) if np.isfinite(row).all()]
-    rows = tuple(tuple(float(v) for v in limits[i]) for i in used)
+    rows = tuple((float(limits[i][0]), float(limits[i][1])) for i in used)
     rest = None
     if residuals is not None and used:
-        rest = tuple(tuple(float(v) for v in residuals[i]) for i in used)
+        rest = tuple((float(residuals[i][0]), float(residuals[i][1])) for i in used)
         if all(r == (0.0, 0.0) for r in rest):
             rest = None
     return PreprocessParams(

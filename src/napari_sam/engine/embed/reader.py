@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ _READ_BLOCK_BYTES = 64 << 20
 _CHECK_SAMPLE_PIXELS = 1 << 18
 
 
-def prefetch(pool: Executor, calls: Iterable[Callable[[], T]], ahead: int) -> Iterator[T]:
+def prefetch(pool: Executor, calls: Iterable[Callable[[], T]], ahead: int) -> Generator[T, None, None]:
     """Results of ``calls`` in order, each computed in ``pool`` while the previous one is used.
 
     Up to ``ahead`` calls are submitted before the current result is handed out, so the pool works

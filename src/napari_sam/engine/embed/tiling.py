@@ -20,14 +20,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from ..types import DEFAULT_HALO, DEFAULT_TILE_THRESHOLD, TileSpec, Window
-
-if TYPE_CHECKING:
-    pass
+from ..types import DEFAULT_TILE_THRESHOLD, TileSpec, Window, check_tile_threshold, tiling_option
 
 __all__ = ["resolve_tiling", "tile_windows"]
 
@@ -42,31 +37,24 @@ def resolve_tiling(
     tile
         None: tile with the default :class:`TileSpec` when the longest side exceeds ``threshold``.
         False: never tile. True: the default spec. An int ``tile_size``, a ``(tile_size, halo)`` pair
-        or a :class:`TileSpec`: tile when the longest side exceeds ``tile_size``.
+        or a :class:`TileSpec`: tile when the longest side exceeds ``tile_size`` (see
+        :func:`~napari_sam.engine.types.tiling_option`).
     threshold
         Longest side above which ``tile=None`` tiles.
+
+    Raises
+    ------
+    ValueError
+        A ``tile`` or ``threshold`` of none of those forms.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 16:
-        raise ValueError(f"tile_threshold must be an integer >= 16, got {threshold!r}")
+    threshold = check_tile_threshold(threshold)
+    spec = tiling_option(tile)
     longest = max(int(image_shape[0]), int(image_shape[1]))
-    if tile is False:
+    if spec is False:
         return None
-    if tile is None:
+    if spec is None:
         return TileSpec() if longest > threshold else None
-    if tile is True:
-        spec = TileSpec()
-    elif isinstance(tile, TileSpec):
-        spec = tile
-    elif isinstance(tile, (int, np.integer)):
-        size = int(tile)
-        spec = TileSpec(size, min(DEFAULT_HALO, max(0, (size - 1) // 8)))
-    elif isinstance(tile, Sequence) and len(tile) == 2:
-        spec = TileSpec(int(tile[0]), int(tile[1]))
-    else:
-        raise ValueError(
-            "tile must be None, False, True, a tile size, a (tile_size, halo) pair or a TileSpec; "
-            f"got {tile!r}"
-        )
+    assert isinstance(spec, TileSpec)
     return spec if longest > spec.tile_size else None
 
 
