@@ -106,7 +106,9 @@ def _embed_crop(sam: Sam, scaled: np.ndarray | None, box: CropBox, precision: Pr
     """
     assert scaled is not None  # checked by the caller: crops need the image
     crop = scaled[box.y0 : box.y1, box.x0 : box.x1]
-    return compute_embeddings(crop, sam, normalize=None, precision=precision, tile=False)
+    emb = compute_embeddings(crop, sam, normalize=None, precision=precision, tile=False)
+    assert isinstance(emb, Embeddings)  # one 2D image, untiled
+    return emb
 
 
 def _suppress_and_clean(

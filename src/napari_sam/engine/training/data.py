@@ -28,7 +28,7 @@ def read_array(path: Path) -> np.ndarray:
         import zarr
 
         node = zarr.open(str(path), mode="r")
-        if hasattr(node, "shape"):
+        if isinstance(node, zarr.Array):
             return np.asarray(node[...])
         arrays = sorted(node.arrays(), key=lambda item: item[0])
         if not arrays:

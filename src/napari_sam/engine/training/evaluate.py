@@ -20,6 +20,7 @@ from ...model import Sam
 from ..decode.coords import mask_to_box
 from ..decode.predict import predict
 from ..embed.embeddings import compute_embeddings
+from ..types import Embeddings, TiledEmbeddings
 
 
 def masks_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -105,6 +106,7 @@ def _image_scores(model: Sam, image: np.ndarray, truth: np.ndarray, clicks: int)
     """``(N,)`` IoU per protocol step (``box``, ``point``, ``clicks_<n>``) for the ``(N, Y, X)`` bool
     ``truth`` objects of one image."""
     emb = compute_embeddings(image, model)
+    assert isinstance(emb, (Embeddings, TiledEmbeddings))  # one 2D image
     scores: dict[str, np.ndarray] = {}
     boxes = np.stack([mask_to_box(m) for m in truth])
     pred = predict(emb, box=boxes, multimask=False)

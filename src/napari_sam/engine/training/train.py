@@ -262,7 +262,7 @@ def _batches(
 ) -> Iterator[list[Canvas]]:
     """Endless batches of ``cfg.batch_images`` canvases drawn from ``source``."""
     while True:
-        batch = []
+        batch: list[Canvas] = []
         while len(batch) < cfg.batch_images:
             image, labels = source(rng)
             batch.append(prepare_canvas(image, labels, model))
