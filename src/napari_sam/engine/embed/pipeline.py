@@ -192,7 +192,8 @@ class SliceEmbedder:
         The reader thread loads the next two slices (hashed and normalised) while the current one is
         encoded; a tiled slice is never held whole: its tiles are read one band of tile rows at a
         time, the next tile while the current batch is encoded. Progress counts tiles (1 per untiled
-        slice) and moves as each is written; ``cancel`` is checked after every slice and batch.
+        slice) and moves as each is written; ``cancel`` is checked before each slice and after each
+        batch.
         """
         if self.reader is None:
             raise LookupError(
