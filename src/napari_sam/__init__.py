@@ -27,7 +27,7 @@ _LAZY = {
     "TileSpec": "napari_sam.engine.types",
     "Prediction": "napari_sam.engine.decode.plain",
     "automatic": "napari_sam.engine.automatic.amg",
-    "AutomaticResult": "napari_sam.engine.automatic.amg",
+    "AutomaticResult": "napari_sam.engine.automatic.result",
     "propagate": "napari_sam.engine.volume.propagate",
     "PropagationResult": "napari_sam.engine.volume.propagate",
 }
@@ -53,7 +53,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import segment, train
-    from .engine.automatic.amg import AutomaticResult, automatic
+    from .engine.automatic.amg import automatic
+    from .engine.automatic.result import AutomaticResult
     from .engine.decode.plain import Prediction
     from .engine.decode.predict import predict
     from .engine.embed.embeddings import VolumeEmbeddings, compute_embeddings, open_embeddings
