@@ -290,9 +290,7 @@ def _segment_propagated(
 
     return propagate_stack(
         image,
-        points=prompts.points if prompts.has_points else None,
-        point_labels=prompts.point_labels if prompts.has_points else None,
-        boxes=prompts.boxes if prompts.has_boxes else None,
+        prompts,  # checked once, by segment(): propagation takes the Prompts as they are
         model=sam,
         embeddings=embeddings,
         **(propagate_options or {}),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import textwrap
-from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 
 from napari_sam.engine import loading
 from napari_sam.engine.loading import load_model, model_weights_id
+from napari_sam.engine.lru import LRU
 from napari_sam.model import build_sam
 from napari_sam.model.checkpoint import weights_fingerprint
 from napari_sam.model.identity import state_tensors
@@ -67,7 +67,7 @@ CHANGES: dict[str, Callable[[torch.nn.Module], None]] = {
 @pytest.fixture
 def fresh_models(monkeypatch):
     """An empty ``load_model`` cache for this test (it changes the objects it loads)."""
-    monkeypatch.setattr(loading, "_CACHE", OrderedDict())
+    monkeypatch.setattr(loading, "_CACHE", LRU(loading._CACHE.size))
 
 
 @functools.cache

@@ -74,6 +74,7 @@ class Progress:
         if cancel is not None and not callable(getattr(cancel, "is_set", None)):
             raise TypeError(f"cancel must be a threading.Event (or have is_set()), got {cancel!r}")
         self.total, self.done, self.cancel, self.unit, self.what = int(total), 0, cancel, unit, what
+        self.nested = nested
         self.callback = progress if callable(progress) and not isinstance(progress, bool) else None
         self.bar: Any = None
         if progress is True:
@@ -105,7 +106,11 @@ class Progress:
         if self.bar is not None:
             if total != self.total:
                 self.bar.total = total
-            self.bar.update(done - self.done)
+            if self.nested:  # an inner bar is redrawn at every step (tqdm's rate limit would skip short ones)
+                self.bar.n = done
+                self.bar.refresh()
+            else:
+                self.bar.update(done - self.done)
         self.done, self.total = done, total
         if self.callback is not None:
             self.callback(done, total)

@@ -6,8 +6,8 @@ but the :class:`~napari_sam.engine.lru.LRU` helper (itself a leaf).
   image embedded in tiles (:class:`TileSpec`, :class:`Window`).
 - :class:`ImageLayout`: where an array keeps its slices and channels.
 - :class:`EmbedOptions`: how images are embedded (preprocessing, precision, batching, tiling), checked once.
-- :class:`AutomaticOptions`: the options of automatic mask generation, checked once.
 - :class:`PropagationOptions`: how 3D propagation prompts each slice and when an object stops.
+- :class:`AutomaticOptions`: the options of automatic mask generation, checked once.
 """
 
 from __future__ import annotations
@@ -399,6 +399,142 @@ class TiledEmbeddings:
         return self.windows[index].bounds, self.tiles[index], False
 
 
+# ------------------------------------------------------------------------------ automatic segmentation
+
+#: Largest prompt grid side accepted (a million single-point prompts per crop already takes hours).
+MAX_POINTS_PER_SIDE = 1024
+
+
+def _checked_integer(owner: Any, name: str, low: int) -> None:
+    """Store ``owner.name`` as an int, or raise ValueError when it is not an integer ``>= low``."""
+    value = getattr(owner, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    object.__setattr__(owner, name, int(value))
+
+
+def _checked_number(
+    owner: Any, name: str, low: float, high: float, *, open_low: bool = False, open_high: bool = False
+) -> None:
+    """Store ``owner.name`` as a float, or raise ValueError when it is not a finite number in the range
+    from ``low`` to ``high`` (each end included unless ``open_low`` / ``open_high``)."""
+    value = getattr(owner, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    too_low = value <= low if open_low else value < low
+    too_high = value >= high if open_high else value > high
+    if not math.isfinite(value) or too_low or too_high:
+        left, right = "(" if open_low else "[", ")" if open_high else "]"
+        raise ValueError(f"{name} must be in {left}{low}, {high}{right}, got {value!r}")
+    object.__setattr__(owner, name, value)
+
+
+@dataclass(frozen=True)
+class AutomaticOptions:
+    """Options of the automatic mask generator, checked when made; the defaults are the official
+    ``SamAutomaticMaskGenerator``'s.
+
+    Attributes
+    ----------
+    points_per_side
+        Grid points along each side of the image (``n × n`` prompts on the whole image), at most
+        :data:`MAX_POINTS_PER_SIDE`.
+    points_per_batch
+        Prompts decoded together (memory vs speed; does not change the result).
+    pred_iou_thresh
+        Keep masks whose predicted IoU is above this, in [0, 1].
+    stability_score_thresh
+        Keep masks whose stability score is at least this, in [0, 1].
+    stability_score_offset
+        Logit offset of the two thresholds compared by the stability score.
+    mask_threshold
+        Logit above which a pixel belongs to a mask.
+    box_nms_thresh
+        Box IoU above which the lower-scoring of two masks of one crop is dropped, in [0, 1].
+    crop_n_layers
+        Extra layers of crops (layer ``i`` has ``2**i × 2**i`` crops), 0 = whole image only.
+    crop_nms_thresh
+        Box IoU for suppression across crops, in [0, 1].
+    crop_overlap_ratio
+        Overlap of neighbouring crops as a fraction of the shorter image side, in [0, 1).
+    crop_n_points_downscale_factor
+        Layer ``i`` uses ``points_per_side / factor**i`` points per side.
+    min_mask_region_area
+        Fill holes and remove islands smaller than this many pixels (0 = off).
+    max_area_fraction
+        Drop masks covering more than this fraction of their crop (1 = off; not an official option —
+        useful against "background" masks in microscopy).
+    min_area
+        Drop masks with fewer pixels (0 = off; not an official option).
+    point_in_mask
+        Drop masks that do not contain the grid point that prompted them (not an official option;
+        with models never trained on background clicks such masks are mostly spurious).
+    mask_nms_thresh
+        After the box suppression, drop a mask when its overlap with a higher-scoring kept mask
+        (intersection over the smaller of the two) exceeds this (1 = off; not an official option).
+        Unlike boxes, masks of touching round objects hardly overlap, while duplicates and parts
+        of one object do.
+    overlap
+        Who keeps a pixel covered by several masks: ``"score"`` the higher predicted IoU, ``"area"``
+        the smaller mask (a mask merging several objects cannot swallow them).
+
+    Raises
+    ------
+    ValueError
+        A value of the wrong type or outside its range, or a crop layer left without grid points.
+    """
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    mask_threshold: float = 0.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+    max_area_fraction: float = 1.0
+    min_area: int = 0
+    point_in_mask: bool = False
+    mask_nms_thresh: float = 1.0
+    overlap: str = "score"
+
+    def __post_init__(self) -> None:
+        _checked_integer(self, "points_per_side", 1)
+        if self.points_per_side > MAX_POINTS_PER_SIDE:
+            raise ValueError(
+                f"points_per_side must be an integer >= 1 and <= {MAX_POINTS_PER_SIDE} "
+                f"({MAX_POINTS_PER_SIDE}² prompts per crop), got {self.points_per_side!r}"
+            )
+        _checked_integer(self, "points_per_batch", 1)
+        _checked_integer(self, "crop_n_layers", 0)
+        _checked_integer(self, "crop_n_points_downscale_factor", 1)
+        _checked_integer(self, "min_mask_region_area", 0)
+        _checked_integer(self, "min_area", 0)
+        if not isinstance(self.point_in_mask, (bool, np.bool_)):
+            raise ValueError(f"point_in_mask must be True or False, got {self.point_in_mask!r}")
+        object.__setattr__(self, "point_in_mask", bool(self.point_in_mask))
+        if self.overlap not in ("score", "area"):
+            raise ValueError(f"overlap must be 'score' or 'area', got {self.overlap!r}")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
+            _checked_number(self, name, 0.0, 1.0)
+        _checked_number(self, "crop_overlap_ratio", 0.0, 1.0, open_high=True)
+        _checked_number(self, "max_area_fraction", 0.0, 1.0, open_low=True)
+        _checked_number(self, "mask_nms_thresh", 0.0, 1.0)
+        _checked_number(self, "stability_score_offset", 0.0, math.inf, open_high=True)
+        _checked_number(self, "mask_threshold", -math.inf, math.inf, open_low=True, open_high=True)
+        last = int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers)
+        if last < 1:
+            raise ValueError(
+                f"points_per_side={self.points_per_side} with crop_n_points_downscale_factor="
+                f"{self.crop_n_points_downscale_factor} leaves no points on crop layer {self.crop_n_layers}"
+            )
+
+
 # ------------------------------------------------------------------------------------------------ prompts
 
 
@@ -785,139 +921,3 @@ def _number_option(
         bounds = f"{left}{low}, {high}{right}"
         raise ValueError(f"{name} must be a number in {bounds}, got {getattr(opts, name)!r}")
     object.__setattr__(opts, name, value)
-
-
-# ------------------------------------------------------------------------------ automatic segmentation
-
-#: Largest prompt grid side accepted (a million single-point prompts per crop already takes hours).
-MAX_POINTS_PER_SIDE = 1024
-
-
-def _checked_integer(owner: Any, name: str, low: int) -> None:
-    """Store ``owner.name`` as an int, or raise ValueError when it is not an integer ``>= low``."""
-    value = getattr(owner, name)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    object.__setattr__(owner, name, int(value))
-
-
-def _checked_number(
-    owner: Any, name: str, low: float, high: float, *, open_low: bool = False, open_high: bool = False
-) -> None:
-    """Store ``owner.name`` as a float, or raise ValueError when it is not a finite number in the range
-    from ``low`` to ``high`` (each end included unless ``open_low`` / ``open_high``)."""
-    value = getattr(owner, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    too_low = value <= low if open_low else value < low
-    too_high = value >= high if open_high else value > high
-    if not math.isfinite(value) or too_low or too_high:
-        left, right = "(" if open_low else "[", ")" if open_high else "]"
-        raise ValueError(f"{name} must be in {left}{low}, {high}{right}, got {value!r}")
-    object.__setattr__(owner, name, value)
-
-
-@dataclass(frozen=True)
-class AutomaticOptions:
-    """Options of the automatic mask generator, checked when made; the defaults are the official
-    ``SamAutomaticMaskGenerator``'s.
-
-    Attributes
-    ----------
-    points_per_side
-        Grid points along each side of the image (``n × n`` prompts on the whole image), at most
-        :data:`MAX_POINTS_PER_SIDE`.
-    points_per_batch
-        Prompts decoded together (memory vs speed; does not change the result).
-    pred_iou_thresh
-        Keep masks whose predicted IoU is above this, in [0, 1].
-    stability_score_thresh
-        Keep masks whose stability score is at least this, in [0, 1].
-    stability_score_offset
-        Logit offset of the two thresholds compared by the stability score.
-    mask_threshold
-        Logit above which a pixel belongs to a mask.
-    box_nms_thresh
-        Box IoU above which the lower-scoring of two masks of one crop is dropped, in [0, 1].
-    crop_n_layers
-        Extra layers of crops (layer ``i`` has ``2**i × 2**i`` crops), 0 = whole image only.
-    crop_nms_thresh
-        Box IoU for suppression across crops, in [0, 1].
-    crop_overlap_ratio
-        Overlap of neighbouring crops as a fraction of the shorter image side, in [0, 1).
-    crop_n_points_downscale_factor
-        Layer ``i`` uses ``points_per_side / factor**i`` points per side.
-    min_mask_region_area
-        Fill holes and remove islands smaller than this many pixels (0 = off).
-    max_area_fraction
-        Drop masks covering more than this fraction of their crop (1 = off; not an official option —
-        useful against "background" masks in microscopy).
-    min_area
-        Drop masks with fewer pixels (0 = off; not an official option).
-    point_in_mask
-        Drop masks that do not contain the grid point that prompted them (not an official option;
-        with models never trained on background clicks such masks are mostly spurious).
-    mask_nms_thresh
-        After the box suppression, drop a mask when its overlap with a higher-scoring kept mask
-        (intersection over the smaller of the two) exceeds this (1 = off; not an official option).
-        Unlike boxes, masks of touching round objects hardly overlap, while duplicates and parts
-        of one object do.
-    overlap
-        Who keeps a pixel covered by several masks: ``"score"`` the higher predicted IoU, ``"area"``
-        the smaller mask (a mask merging several objects cannot swallow them).
-
-    Raises
-    ------
-    ValueError
-        A value of the wrong type or outside its range, or a crop layer left without grid points.
-    """
-
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    mask_threshold: float = 0.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
-    max_area_fraction: float = 1.0
-    min_area: int = 0
-    point_in_mask: bool = False
-    mask_nms_thresh: float = 1.0
-    overlap: str = "score"
-
-    def __post_init__(self) -> None:
-        _checked_integer(self, "points_per_side", 1)
-        if self.points_per_side > MAX_POINTS_PER_SIDE:
-            raise ValueError(
-                f"points_per_side must be an integer >= 1 and <= {MAX_POINTS_PER_SIDE} "
-                f"({MAX_POINTS_PER_SIDE}² prompts per crop), got {self.points_per_side!r}"
-            )
-        _checked_integer(self, "points_per_batch", 1)
-        _checked_integer(self, "crop_n_layers", 0)
-        _checked_integer(self, "crop_n_points_downscale_factor", 1)
-        _checked_integer(self, "min_mask_region_area", 0)
-        _checked_integer(self, "min_area", 0)
-        if not isinstance(self.point_in_mask, (bool, np.bool_)):
-            raise ValueError(f"point_in_mask must be True or False, got {self.point_in_mask!r}")
-        object.__setattr__(self, "point_in_mask", bool(self.point_in_mask))
-        if self.overlap not in ("score", "area"):
-            raise ValueError(f"overlap must be 'score' or 'area', got {self.overlap!r}")
-        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
-            _checked_number(self, name, 0.0, 1.0)
-        _checked_number(self, "crop_overlap_ratio", 0.0, 1.0, open_high=True)
-        _checked_number(self, "max_area_fraction", 0.0, 1.0, open_low=True)
-        _checked_number(self, "mask_nms_thresh", 0.0, 1.0)
-        _checked_number(self, "stability_score_offset", 0.0, math.inf, open_high=True)
-        _checked_number(self, "mask_threshold", -math.inf, math.inf, open_low=True, open_high=True)
-        last = int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers)
-        if last < 1:
-            raise ValueError(
-                f"points_per_side={self.points_per_side} with crop_n_points_downscale_factor="
-                f"{self.crop_n_points_downscale_factor} leaves no points on crop layer {self.crop_n_layers}"
-            )
