@@ -8,10 +8,11 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Hashable, MutableMapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+D = TypeVar("D")
 
 _MISSING: Any = object()
 
@@ -41,6 +42,12 @@ class LRU(Generic[K, V]):
         self._items: MutableMapping[K, V] = weakref.WeakKeyDictionary() if weak_keys else {}
         self._lock = threading.Lock()
 
+    @overload
+    def get(self, key: K) -> V | None: ...
+
+    @overload
+    def get(self, key: K, default: D) -> V | D: ...
+
     def get(self, key: K, default: Any = None) -> Any:
         """The item of ``key`` (now the most recently used), or ``default``."""
         with self._lock:
@@ -64,7 +71,7 @@ class LRU(Generic[K, V]):
         if value is _MISSING:
             value = make()
             self.put(key, value)
-        return value  # type: ignore[return-value]
+        return value
 
     def keys(self) -> list[K]:
         """The keys, least recently used first."""

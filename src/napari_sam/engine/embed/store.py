@@ -53,7 +53,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -91,8 +91,11 @@ __all__ = [
     "slice_hash",
 ]
 
+#: How a store is opened: ``"r"`` read only, ``"r+"`` read and write.
+StoreMode = Literal["r", "r+"]
 
-def open_store(path: str | os.PathLike[str], mode: str = "r") -> EmbeddingStore:
+
+def open_store(path: str | os.PathLike[str], mode: StoreMode = "r") -> EmbeddingStore:
     """Open an existing embedding store; ``mode`` ``"r"`` (read only) or ``"r+"``."""
     return EmbeddingStore.open(path, mode=mode)
 
@@ -133,7 +136,7 @@ class EmbeddingStore:
     """
 
     def __init__(
-        self, path: Path, group: Any, meta: dict[str, Any], mode: str, lock_timeout: float | None = None
+        self, path: Path, group: Any, meta: dict[str, Any], mode: StoreMode, lock_timeout: float | None = None
     ) -> None:
         self.path = path
         self._group = group
@@ -153,7 +156,7 @@ class EmbeddingStore:
     # ------------------------------------------------------------------ opening / creating
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], mode: str = "r", *, lock_timeout: float | None = None
+        cls, path: str | os.PathLike[str], mode: StoreMode = "r", *, lock_timeout: float | None = None
     ) -> EmbeddingStore:
         """Open an existing store (no lock taken: see the module docstring).
 
@@ -245,12 +248,12 @@ class EmbeddingStore:
                 )
             check_writable(folder)
         clear_own_entries(folder)
-        meta = jsonable({**meta, "format_version": FORMAT_VERSION, "exact_limits": True})
+        record: dict[str, Any] = jsonable({**meta, "format_version": FORMAT_VERSION, "exact_limits": True})
         try:
-            group = create_arrays(folder, meta)
+            group = create_arrays(folder, record)
         except OSError as exc:
             raise PermissionError(f"cannot write the embedding cache at {folder}: {exc}") from exc
-        return cls(folder, group, meta, "r+", lock_timeout)
+        return cls(folder, group, record, "r+", lock_timeout)
 
     @classmethod
     def open_or_create(
@@ -473,7 +476,7 @@ class EmbeddingStore:
                 raise CorruptSliceError(f"slice {z} of the embedding cache {self.path} is not computed")
             index: tuple[int, ...] = (z,) if tile is None else (z, int(tile))
             features = np.asarray(self.array("embeddings")[index])
-            out = {
+            out: dict[str, Any] = {
                 "input_size": np.asarray(self.array("input_size")[index]).astype(int),
                 "original_size": np.asarray(self.array("original_size")[index]).astype(int),
                 "contrast_limits": self._read_small("contrast_limits", z),

@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -149,7 +149,7 @@ def hash_blocks(shape: Sequence[int], blocks: Iterable[np.ndarray]) -> int:
             h.update(f"{tuple(int(v) for v in shape)}|{dtype.str}|".encode())
         elif arr.dtype != dtype:
             raise ValueError(f"blocks of one array must share a dtype, got {dtype} and {arr.dtype}")
-        h.update(memoryview(arr).cast("B"))
+        h.update(arr.data.cast("B"))
     if dtype is None:
         raise ValueError("hash_blocks needs at least one block")
     return int.from_bytes(h.digest(), "little")
@@ -158,11 +158,11 @@ def hash_blocks(shape: Sequence[int], blocks: Iterable[np.ndarray]) -> int:
 # ---------------------------------------------------------------------------------------------- record checks
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int_list(value: Any, length: int | None = None) -> bool:
+def _int_list(value: Any, length: int | None = None) -> TypeGuard[list[int]]:
     """Whether ``value`` is a list of ints (of ``length`` items)."""
     return (
         isinstance(value, list)
@@ -201,8 +201,11 @@ def _preprocessing_problem(prep: Any) -> str | None:
     if mode not in ("percentile", "contrast_limits", "none"):
         return f"preprocessing.normalize is {mode!r}, not 'percentile', 'contrast_limits' or 'none'"
     percentiles = prep.get("percentiles")
-    numbers = isinstance(percentiles, list) and len(percentiles) == 2
-    numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in percentiles)
+    numbers = (
+        isinstance(percentiles, list)
+        and len(percentiles) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in percentiles)
+    )
     if mode == "percentile" and not numbers:
         return f"preprocessing.percentiles is {percentiles!r}, not two numbers"
     axis, channel = prep.get("channel_axis"), prep.get("channel")
@@ -357,25 +360,39 @@ def create_arrays(folder: Path, meta: Mapping[str, Any]) -> Any:
     tiling = meta.get("tiling")
     tiles = (len(tiling["windows"]),) if tiling else ()
     group = zarr.open_group(str(folder), mode="a", zarr_format=3)
-    codecs = {"compressors": [ZstdCodec(level=1), Crc32cCodec()]}
+    compressors = [ZstdCodec(level=1), Crc32cCodec()]
     group.create_array(
         "embeddings",
         shape=(n_slices, *tiles, *feature_shape),
         chunks=(1, *(1 for _ in tiles), *feature_shape),
         dtype=dtype_name,
         fill_value=np.nan,
-        **codecs,
+        compressors=compressors,
     )
     for name in ("input_size", "original_size"):
         group.create_array(
-            name, shape=(n_slices, *tiles, 2), chunks=(1, *tiles, 2), dtype="int32", fill_value=0, **codecs
+            name,
+            shape=(n_slices, *tiles, 2),
+            chunks=(1, *tiles, 2),
+            dtype="int32",
+            fill_value=0,
+            compressors=compressors,
         )
     for name in ("contrast_limits", "limit_residuals"):
         group.create_array(
-            name, shape=(n_slices, 3, 2), chunks=(1, 3, 2), dtype="float64", fill_value=np.nan, **codecs
+            name,
+            shape=(n_slices, 3, 2),
+            chunks=(1, 3, 2),
+            dtype="float64",
+            fill_value=np.nan,
+            compressors=compressors,
         )
-    group.create_array("slice_hash", shape=(n_slices,), chunks=(1,), dtype="uint64", fill_value=0, **codecs)
-    group.create_array("done", shape=(n_slices,), chunks=(1,), dtype="bool", fill_value=False, **codecs)
+    group.create_array(
+        "slice_hash", shape=(n_slices,), chunks=(1,), dtype="uint64", fill_value=0, compressors=compressors
+    )
+    group.create_array(
+        "done", shape=(n_slices,), chunks=(1,), dtype="bool", fill_value=False, compressors=compressors
+    )
     if tiles:
         group.create_array(
             "tile_done",
@@ -383,7 +400,7 @@ def create_arrays(folder: Path, meta: Mapping[str, Any]) -> Any:
             chunks=(1, *tiles),
             dtype="bool",
             fill_value=False,
-            **codecs,
+            compressors=compressors,
         )
     # the marker goes last: a folder with it is a structurally complete store
     group.attrs[ATTRS_KEY] = meta
