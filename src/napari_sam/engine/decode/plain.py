@@ -74,7 +74,7 @@ def _mask_prompt(
                     m > 0,
                     image_size=embeddings.image_size,
                     mask_input_size=mask_input_size,
-                    input_size=tuple(embeddings.input_size),
+                    input_size=embeddings.input_size,
                 )
                 for m in stack
             ]
@@ -187,7 +187,7 @@ def predict_plain(
         full = upscale_logits(
             low_res,
             input_size=embeddings.input_size,
-            original_size=tuple(embeddings.original_size),
+            original_size=embeddings.original_size,
             image_size=embeddings.image_size,
         )
         masks = full if return_logits else full > sam.mask_threshold
@@ -203,7 +203,7 @@ def _point_and_box_tensors(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
     """The prompt encoder's point ``((K, P, 2) xy, (K, P) labels)`` and box ``(K, 4)`` xyxy inputs, in
     the model input's frame; one set of points is repeated for every object."""
-    shape, n = tuple(embeddings.original_size), prompts.n_objects
+    shape, n = embeddings.original_size, prompts.n_objects
     point_arg = box_arg = None
     if prompts.has_points:
         xy = scale_xy(points_rc_to_xy(prompts.points), shape, embeddings.input_size)

@@ -87,7 +87,9 @@ def _embed_stack(
             f"{tuple(np.shape(volume))} (use segment() or predict() for 2D images)"
         )
     sam = load_model(model, device)
-    return compute_embeddings(volume, sam, slices=[], **embed_options)
+    embeddings = compute_embeddings(volume, sam, slices=[], **embed_options)
+    assert isinstance(embeddings, VolumeEmbeddings)  # the layout is a stack's
+    return embeddings
 
 
 def slice_number(value: Any, n: int, name: str) -> int:
