@@ -161,7 +161,8 @@ def _decode_groups(
     best = np.full(labels.shape, -np.inf, dtype=np.float32)
     # (embeddings, window slices, has box, points per object) -> [(label, box, points, point labels)]
     groups: dict[tuple[Any, ...], list[tuple[int, Any, Any, Any]]] = {}
-    window_embeddings: dict[Any, Any] = {}
+    # the embeddings each object is decoded on: its window's, or (key None) the plain embeddings
+    window_embeddings: dict[tuple[int, int, int, int] | None, Embeddings] = {}
     for obj, label in zip(objects, ids, strict=True):
         obj_points = np.stack(obj.points) if obj.points else None
         obj_labels = np.asarray(obj.labels) if obj.points else None
@@ -173,12 +174,13 @@ def _decode_groups(
             window_embeddings[bounds] = local.embeddings
         else:
             bounds, box = None, obj.box
+            window_embeddings[None] = embeddings
         n_points = 0 if obj_points is None else len(obj_points)
         groups.setdefault((bounds, box is not None, n_points), []).append(
             (label, box, obj_points, obj_labels)
         )
     for (bounds, has_box, n_points), members in groups.items():
-        emb = embeddings if bounds is None else window_embeddings[bounds]
+        emb = window_embeddings[bounds]
         region = (
             (slice(None), slice(None))
             if bounds is None
@@ -272,7 +274,7 @@ def _inside_boxes(points: np.ndarray, boxes: np.ndarray, each: bool = False) -> 
         & (boxes[None, :, 1] <= c)
         & (c < boxes[None, :, 3])
     )
-    return inside if each else inside.any(axis=1)
+    return inside if each else np.any(inside, axis=1)
 
 
 def stack_object_ids(prompts: Prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
