@@ -16,7 +16,7 @@ import numpy as np
 from .engine.decode.objects import decode_into, plan_objects, segment_stack
 from .engine.decode.prompts import normalize_prompts
 from .engine.device import DeviceLike
-from .engine.embed.embeddings import VolumeEmbeddings, compute_embeddings
+from .engine.embed.embeddings import VolumeEmbeddings, embed_image
 from .engine.embed.layout import image_layout, layout_warnings_once
 from .engine.loading import ModelLike, load_model
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode, has_no_contrast
@@ -141,21 +141,18 @@ def segment(
     """
     with layout_warnings_once():  # one LayoutWarning per call, however often the layout is read
         layout = image_layout(image, channel_axis, channel=channel)
-        embed_options: dict[str, Any] = {
+        embedding: dict[str, Any] = {
             "normalize": normalize,
             "percentiles": percentiles,
             "contrast_limits": contrast_limits,
             "channel": channel,
             "channel_axis": layout.channel_axis,  # given, or inferred from channel= for 5 to 16 channels
-            "cache": cache,
-            "overwrite": overwrite,
             "tile": tile,
             "tile_threshold": tile_threshold,
             "precision": precision,
         }
-        EmbedOptions(  # checks the embedding options now, before any model is loaded
-            **{k: v for k, v in embed_options.items() if k not in ("cache", "overwrite")}
-        )
+        options = EmbedOptions(**embedding)  # checked now, before any model is loaded
+        storage = {"cache": cache, "overwrite": overwrite}
         mode_options = {
             "multimask": multimask,
             "batch_size": batch_size,
@@ -167,7 +164,7 @@ def segment(
             if point_labels is not None:
                 raise ValueError("point_labels given without points")
             _refuse_ignored("automatic segmentation (no points or boxes)", mode_options)
-            return _segment_automatic(image, layout, model, device, embeddings, embed_options, propagate)
+            return _segment_automatic(image, layout, options, model, device, embeddings, propagate)
         _check_decoding(multimask, batch_size)
         check_dtype(image if hasattr(image, "dtype") else np.asarray(image))  # before the prompts
         prompts = normalize_prompts(
@@ -176,46 +173,43 @@ def segment(
         if layout.is_volume and propagate:
             _refuse_ignored("a stack with propagate=True", mode_options)
             sam = _model_for(embeddings, model, device)
-            return _segment_propagated(image, prompts, sam, embeddings, embed_options, propagate_options)
-        where = "a stack with propagate=False" if layout.is_volume else "a 2D image"
-        _refuse_ignored(where, mode_options)
+            embedding.update(storage)
+            return _segment_propagated(image, prompts, sam, embeddings, embedding, propagate_options)
+        _refuse_ignored("a stack with propagate=False" if layout.is_volume else "a 2D image", mode_options)
         sam = _model_for(embeddings, model, device)
+        if embeddings is None:
+            slices = prompts.slices if layout.is_volume else None  # a stack: only the prompted slices
+            embeddings = embed_image(image, sam, options, slices=slices, **storage)
         if layout.is_volume:
-            return segment_stack(
-                image, layout, prompts, sam, embeddings, multimask, batch_size, embed_options
-            )
-        return segment_image(image, layout, prompts, sam, embeddings, multimask, batch_size, embed_options)
+            return _segment_slices(layout, prompts, sam, embeddings, multimask, batch_size)
+        return segment_image(layout, prompts, sam, embeddings, multimask, batch_size)
 
 
 def segment_image(
-    image: Any,
     layout: ImageLayout,
     prompts: Prompts,
     sam: Any,
-    embeddings: Embeddings | TiledEmbeddings | None,
+    embeddings: Embeddings | TiledEmbeddings | VolumeEmbeddings,
     multimask: bool | str,
     batch_size: int,
-    embed_options: dict[str, Any],
     *,
     stacklevel: int = 2,
 ) -> np.ndarray:
-    """:func:`segment` on a 2D image with checked prompts: embed (unless ``embeddings`` are given), plan
-    the objects, decode them into labels.
+    """:func:`segment` on a 2D image with checked prompts and its embeddings: plan the objects, decode
+    them into labels.
 
     Parameters
     ----------
-    image, layout
-        The ``(Y, X[, C])`` image and its layout.
+    layout
+        The layout of the ``(Y, X[, C])`` image.
     prompts
         Checked flat prompts on the image (``(N, 2)`` points, ``(M, 4)`` boxes).
     sam
         The loaded model.
     embeddings
-        The image's embeddings, or None to compute them with ``embed_options``.
+        The image's embeddings (checked here: they may be the user's).
     multimask, batch_size
         As in :func:`segment`.
-    embed_options
-        Keywords for :func:`~napari_sam.compute_embeddings`.
     stacklevel
         Of the warnings about empty or merged objects, as :func:`warnings.warn`'s counted from the
         caller of this function (2, the default: the caller's caller, such as the user's line calling
@@ -226,8 +220,6 @@ def segment_image(
     numpy.ndarray
         ``(Y, X)`` uint32 labels, as :func:`segment` returns them.
     """
-    if embeddings is None:
-        embeddings = compute_embeddings(image, sam, **embed_options)
     if not isinstance(embeddings, (Embeddings, TiledEmbeddings)):
         raise TypeError(
             "embeddings for a 2D image must be Embeddings or TiledEmbeddings, got "
@@ -235,9 +227,7 @@ def segment_image(
         )
     shape = tuple(embeddings.original_size)
     if layout.plane_shape != shape:
-        raise ValueError(
-            f"embeddings are of an image of shape {shape}, but image has shape {np.shape(image)}"
-        )
+        raise ValueError(f"embeddings are of an image of shape {shape}, but image has shape {layout.shape}")
     objects = plan_objects(prompts)
     labels = np.zeros(shape, dtype=np.uint32)
     if _is_blank(embeddings):  # a flat image: nothing to find (NoContrastWarning said so)
@@ -247,27 +237,51 @@ def segment_image(
     return labels
 
 
+def _segment_slices(
+    layout: ImageLayout,
+    prompts: Prompts,
+    sam: Any,
+    embeddings: Embeddings | TiledEmbeddings | VolumeEmbeddings,
+    multimask: bool | str,
+    batch_size: int,
+) -> np.ndarray:
+    """:func:`segment` on a stack with ``propagate=False``: each prompted slice on its own, with the
+    stack's embeddings (checked here: they may be the user's)."""
+    if not isinstance(embeddings, VolumeEmbeddings):
+        raise TypeError(
+            f"embeddings for a 3D stack must be VolumeEmbeddings, got {type(embeddings).__name__}"
+        )
+    if tuple(embeddings.shape) != tuple(layout.spatial_shape):
+        raise ValueError(
+            f"embeddings are of a stack of shape {embeddings.shape}, but image has shape {layout.shape}"
+        )
+    return segment_stack(embeddings, prompts, sam, multimask, batch_size)
+
+
 def _segment_automatic(
     image: Any,
     layout: ImageLayout,
+    options: EmbedOptions,
     model: ModelLike,
     device: DeviceLike,
     embeddings: Any,
-    embed_options: dict[str, Any],
     link: bool,
 ) -> np.ndarray:
-    """:func:`segment` without prompts: automatic segmentation, slice by slice, the objects of a stack
-    linked across slices when ``link``."""
+    """:func:`segment` without prompts: automatic segmentation (the preset ``"auto"`` picks for
+    ``model``), slice by slice, the objects of a stack linked across slices when ``link``."""
     from .engine.automatic.amg import automatic_labels
+    from .engine.automatic.options import auto_preset, resolve_options
+    from .engine.preprocess import Preprocessor
 
-    keys = ("normalize", "percentiles", "contrast_limits", "channel", "channel_axis", "precision")
     labels = automatic_labels(
         image,
+        resolve_options(auto_preset(model)),
+        Preprocessor.from_options(options, options.channel_axis),  # an axis of the image (or stack)
         stack=layout.is_volume,
         model=model,
         device=device,
         embeddings=embeddings if isinstance(embeddings, Embeddings) else None,
-        **{key: embed_options[key] for key in keys},
+        precision=options.precision,
     )
     if layout.is_volume and link:
         from .engine.volume.linking import link_slices
@@ -281,11 +295,11 @@ def _segment_propagated(
     prompts: Prompts,
     sam: Any,
     embeddings: Any,
-    embed_options: dict[str, Any],
+    embedding: dict[str, Any],
     propagate_options: dict[str, Any] | None,
 ) -> np.ndarray:
     """:func:`segment` on a stack with ``propagate=True``: each prompted object followed through the
-    stack from its slice (:func:`napari_sam.propagate`)."""
+    stack from its slice (:func:`napari_sam.propagate`, with ``embedding`` its embedding keywords)."""
     from .engine.volume.propagate import propagate as propagate_stack
 
     return propagate_stack(
@@ -294,7 +308,7 @@ def _segment_propagated(
         model=sam,
         embeddings=embeddings,
         **(propagate_options or {}),
-        **embed_options,
+        **embedding,
     ).labels
 
 

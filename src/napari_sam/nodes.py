@@ -258,7 +258,8 @@ def _segment_prompts(arr: np.ndarray, prompts: "Prompts", model: str, device: st
 
     sam = load_model(model, device)
     if prompts.points.shape[1] == 2:  # an image (gray or with channels)
-        return segment_image(arr, image_layout(arr), prompts, sam, None, "auto", 32, {}, stacklevel=3)
+        embeddings = compute_embeddings(arr, sam)
+        return segment_image(image_layout(arr), prompts, sam, embeddings, "auto", 32, stacklevel=3)
     out = np.zeros(arr.shape[:3], dtype=np.uint32)
     numbered = 0  # objects of the slices before: a slice's object k is object numbered + k + 1
     empty: dict[int, int | None] = {}
@@ -289,7 +290,7 @@ def _segment_plane(
 
     with collect_empty_objects() as reports, warnings.catch_warnings():
         warnings.simplefilter("ignore", DuplicateBoxesWarning)
-        labels = segment_image(image, image_layout(image), prompts, sam, embeddings, "auto", 32, {})
+        labels = segment_image(image_layout(image), prompts, sam, embeddings, "auto", 32)
     empty = tuple(k for report in reports for k in report.objects)
     return labels, empty
 
@@ -366,20 +367,16 @@ def automatic_segmentation(
     ((128, 128), dtype('uint32'))
     """
     from .engine.automatic.amg import automatic_labels
+    from .engine.automatic.options import resolve_options
+    from .engine.preprocess import Preprocessor
 
     arr = np.asarray(image)
     rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4
     spatial = _spatial_shape(arr, rgb)
     if preset not in ("nuclei", "official"):
         raise ValueError(f"preset must be 'nuclei' or 'official', got {preset!r}")
-    return automatic_labels(
-        arr,
-        stack=len(spatial) == 3,
-        preset=None if preset == "official" else preset,
-        points_per_side=points_per_side,
-        model=model,
-        device=device,
-    )
+    options = resolve_options(None if preset == "official" else preset, points_per_side=points_per_side)
+    return automatic_labels(arr, options, Preprocessor(), stack=len(spatial) == 3, model=model, device=device)
 
 
 def compute_embeddings_to_cache(

@@ -13,6 +13,7 @@ from napari_sam.engine.automatic.grid import crop_boxes, layer_point_grids, poin
 from napari_sam.engine.automatic.masks import mask_statistics, masks_to_boxes, near_crop_edge, paint_first_hit
 from napari_sam.engine.automatic.nms import box_iou, nms, nms_overlaps
 from napari_sam.engine.automatic.options import OPTION_NAMES, resolve_options
+from napari_sam.engine.preprocess import Preprocessor
 
 # thresholds at which a random-weight model's masks survive (its IoU head and logits are arbitrary)
 LOOSE = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.95}
@@ -278,20 +279,24 @@ def test_embeddings_input_equals_image_input_and_segment(small_model, image):
     a = automatic(image, model=small_model, points_per_side=3, **LOOSE)
     b = automatic(emb, points_per_side=3, **LOOSE)
     np.testing.assert_array_equal(a.labels, b.labels)
-    c = automatic_labels(image, model=small_model, points_per_side=3, **LOOSE)
+    c = automatic_labels(
+        image, resolve_options(points_per_side=3, **LOOSE), Preprocessor(), model=small_model
+    )
     np.testing.assert_array_equal(a.labels, c)
 
 
 def test_segment_without_prompts_is_automatic(small_model, image, monkeypatch):
     from napari_sam.engine.automatic import amg
+    from napari_sam.engine.automatic import options as options_mod
 
-    official = amg.resolve_options
+    official = options_mod.resolve_options
 
     def few_points(preset=None, **options):  # segment() passes no options: make its run small
         given = {k: v for k, v in options.items() if v is not None}
         return official(preset, **{"points_per_side": 3, **LOOSE, **given})
 
-    monkeypatch.setattr(amg, "resolve_options", few_points)
+    monkeypatch.setattr(options_mod, "resolve_options", few_points)  # segment()'s
+    monkeypatch.setattr(amg, "resolve_options", few_points)  # automatic()'s
     labels = ns.segment(image, model=small_model)
     assert labels.dtype == np.uint32 and labels.shape == image.shape and labels.any()
     np.testing.assert_array_equal(labels, automatic(image, model=small_model).labels)
@@ -301,7 +306,10 @@ def test_stack_is_segmented_slice_by_slice_with_distinct_labels(small_model, ima
     stack = np.stack([image, image[::-1]])
     limits = (float(image.min()), float(image.max()))  # same normalisation as the 2D call below
     kwargs = {"model": small_model, "points_per_side": 3, "contrast_limits": limits, **LOOSE}
-    labels = automatic_labels(stack, stack=True, **kwargs)
+    options = resolve_options(points_per_side=3, **LOOSE)
+    labels = automatic_labels(
+        stack, options, Preprocessor(contrast_limits=limits), stack=True, model=small_model
+    )
     assert labels.shape == stack.shape and labels.dtype == np.uint32
     first, second = labels[0], labels[1]
     assert first.any() and second.any()
@@ -336,7 +344,8 @@ def _volume_normalised(stack: np.ndarray, **options) -> np.ndarray:
 def test_a_stack_is_read_slice_by_slice_and_normalised_as_one_volume(small_model, image):
     stack = np.stack([image, image[::-1] // 3 + 500])  # other ranges: one volume's percentiles matter
     kwargs = {"model": small_model, "points_per_side": 3, **LOOSE}
-    labels = automatic_labels(_SliceOnly(stack), stack=True, **kwargs)
+    options = resolve_options(points_per_side=3, **LOOSE)
+    labels = automatic_labels(_SliceOnly(stack), options, Preprocessor(), stack=True, model=small_model)
     scaled = _volume_normalised(stack)
     offset = 0
     for z in range(2):
@@ -387,7 +396,9 @@ def test_a_uint8_rgb_stack_keeps_its_intensities():
 )
 def test_bad_stacks_are_clear_errors(shape, channel_axis, message):
     with pytest.raises(ValueError, match=message):
-        automatic_labels(np.zeros(shape, np.uint8), stack=True, channel_axis=channel_axis)
+        automatic_labels(
+            np.zeros(shape, np.uint8), resolve_options(), Preprocessor(channel_axis=channel_axis), stack=True
+        )
 
 
 def _drain(steps):
@@ -492,8 +503,9 @@ def test_mask_nms_leaves_no_pair_overlapping_more_than_the_threshold(small_model
     assert ratio.max() <= 0.3
 
 
-def test_automatic_labels_auto_preset_is_nuclei_for_nano_only(monkeypatch):
+def test_segment_without_prompts_takes_the_nuclei_preset_for_nano_only(monkeypatch):
     from napari_sam.engine.automatic import amg
+    from napari_sam.nodes import automatic_segmentation
 
     seen = []
 
@@ -504,9 +516,9 @@ def test_automatic_labels_auto_preset_is_nuclei_for_nano_only(monkeypatch):
 
     monkeypatch.setattr(amg, "iter_automatic", fake)
     image = np.zeros((8, 8), np.uint8)
-    automatic_labels(image)
-    automatic_labels(image, model="vit_b")
-    automatic_labels(image, model="nano", preset=None)
+    ns.segment(image)
+    ns.segment(image, model="vit_b")
+    automatic_segmentation(image, preset="official", model="nano")
     assert seen == [resolve_options("nuclei"), resolve_options(None), resolve_options(None)]
 
 

@@ -354,7 +354,7 @@ def test_segment_without_prompts_links_slices_of_a_stack(monkeypatch, small_mode
     per_slice[0, 2:8, 2:8] = 1
     per_slice[1, 2:8, 3:9] = 2
     per_slice[2, 10:14, 10:14] = 3
-    monkeypatch.setattr(automatic_mod, "automatic_labels", lambda image, **kw: per_slice.copy())
+    monkeypatch.setattr(automatic_mod, "automatic_labels", lambda image, *args, **kw: per_slice.copy())
     stack = np.zeros((3, 16, 16), np.uint16)
     linked = ns.segment(stack, model=small_model)
     np.testing.assert_array_equal(linked, link_slices(per_slice))
@@ -453,7 +453,7 @@ def test_segment_with_prompts_on_a_stack_propagates_unless_told_not_to(nuclei_st
 
 
 def test_prompts_given_checked_are_numbered_as_segment_numbers_them(volume_embeddings):
-    from napari_sam.engine.volume.seeds import prompt_slices
+    from napari_sam.engine.decode.objects import object_slices
 
     prompts = normalize_prompts(
         points=[[2, 10, 10], [5, 30, 30], [5, 12, 12], [6, 1, 1]],
@@ -462,7 +462,7 @@ def test_prompts_given_checked_are_numbered_as_segment_numbers_them(volume_embed
         spatial_shape=SHAPE,
     )
     # the box first, then the free foreground points; the point inside the box refines it
-    assert prompt_slices(prompts) == {1: 5, 2: 2, 3: 5}
+    assert object_slices(prompts) == {1: 5, 2: 2, 3: 5}
     flat = normalize_prompts(points=[[10, 10]], spatial_shape=SHAPE[1:])
     with pytest.raises(ValueError, match="prompts on a stack"):
         propagate(volume_embeddings, flat)

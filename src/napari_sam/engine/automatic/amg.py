@@ -31,6 +31,7 @@ image, keyword options), :func:`iter_automatic` (the same as a step generator, a
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from ..preprocess import Preprocessor
 from ..steps import ProgressLike, run_steps
 from ..types import DEFAULT_PERCENTILES, AutomaticOptions, Embeddings, NormalizeMode
 from .generate import generate_masks
-from .options import OPTION_NAMES, PRESETS, auto_preset, resolve_options
+from .options import OPTION_NAMES, PRESETS, resolve_options
 from .result import AutomaticResult, empty_result, paint
 from .stack import stack_layout, volume_preprocessor
 
@@ -287,19 +288,14 @@ def automatic(
 
 def automatic_labels(
     image: Any,
+    options: AutomaticOptions,
+    preprocessor: Preprocessor,
     *,
     stack: bool = False,
-    preset: str | None = "auto",
     model: ModelLike = "nano",
     device: DeviceLike = "auto",
     embeddings: Embeddings | None = None,
-    normalize: NormalizeMode = "auto",
-    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    contrast_limits: tuple[float, float] | None = None,
-    channel: int | Sequence[int] | None = None,
-    channel_axis: int | None = None,
     precision: Precision = "auto",
-    **options: Any,
 ) -> np.ndarray:
     """Labels of :func:`automatic` for a 2D image, or slice by slice for a ``(Z, Y, X[, C])`` stack.
 
@@ -309,33 +305,39 @@ def automatic_labels(
     percentiles are taken over evenly spaced sample slices, as for embeddings with
     ``percentile_scope="volume"`` (every pixel of a stack of up to 16 slices of up to 2**18 pixels).
 
-    ``preset="auto"`` (what ``segment()`` without prompts uses) picks ``"nuclei"`` for the shipped
-    nano model — with the official thresholds its masks almost never survive — and the official
-    defaults for every other model. Other keywords are options of :func:`automatic`.
+    Parameters
+    ----------
+    image
+        ``(Y, X[, C])`` image, or with ``stack`` a ``(Z, Y, X[, C])`` stack (or a list of slices).
+    options
+        The automatic segmentation options (:func:`~napari_sam.engine.automatic.options.resolve_options`
+        makes them from a preset and keywords).
+    preprocessor
+        How intensities are normalised; its ``channel_axis`` is an axis of ``image`` (of the whole
+        stack with ``stack``).
+    stack
+        Segment a stack slice by slice.
+    model, device, embeddings, precision
+        As :func:`automatic` (``embeddings``: of a 2D image only).
 
     Returns
     -------
     numpy.ndarray
         ``uint32`` labels with the image's spatial shape.
     """
-    if preset == "auto":
-        preset = auto_preset(model)
-    opts = resolve_options(preset, **options)
     run: dict[str, Any] = {"model": model, "device": device, "embeddings": embeddings, "precision": precision}
     if not stack:
-        preprocessor = Preprocessor(normalize, percentiles, contrast_limits, channel, channel_axis)
-        return run_steps(
-            iter_automatic(image, opts, preprocessor, **run), what="automatic segmentation"
-        ).labels
+        steps = iter_automatic(image, options, preprocessor, **run)
+        return run_steps(steps, what="automatic segmentation").labels
     if not hasattr(image, "shape"):  # a list of slices
         image = np.asarray(image)
-    layout = stack_layout(tuple(int(n) for n in image.shape), channel_axis)
-    preprocessor = Preprocessor(normalize, percentiles, contrast_limits, channel, layout.slice_channel_axis)
-    preprocessor = volume_preprocessor(image, layout, preprocessor)
+    layout = stack_layout(tuple(int(n) for n in image.shape), preprocessor.channel_axis)
+    per_slice = replace(preprocessor, channel_axis=layout.slice_channel_axis)
+    per_slice = volume_preprocessor(image, layout, per_slice)
     out = np.zeros(layout.spatial_shape, dtype=np.uint32)
     offset = 0
     for z in range(layout.n_slices):
-        steps = iter_automatic(read_slice(image, layout, z), opts, preprocessor, **run)
+        steps = iter_automatic(read_slice(image, layout, z), options, per_slice, **run)
         labels = run_steps(steps, what="automatic segmentation").labels
         out[z] = np.where(labels > 0, labels + np.uint32(offset), 0)
         offset += int(labels.max())

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import DuplicateBoxesWarning, EmptyObjectsWarning
-from ..embed.embeddings import VolumeEmbeddings, compute_embeddings
-from ..types import Embeddings, ImageLayout, Prompts, TiledEmbeddings
+from ..embed.embeddings import VolumeEmbeddings
+from ..types import Embeddings, Prompts, TiledEmbeddings
 from .plain import predict_plain
 from .prompts import object_prompts
 from .tiled import localize
@@ -28,6 +28,7 @@ __all__ = [
     "collect_empty_objects",
     "decode_into",
     "empty_objects",
+    "object_slices",
     "paint_by_score",
     "plan_objects",
     "segment_stack",
@@ -298,32 +299,36 @@ def stack_object_ids(prompts: Prompts) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.arange(1, len(boxes) + 1), point_ids, free
 
 
+def object_slices(prompts: Prompts) -> dict[int, int]:
+    """``{label: slice}`` of the objects :func:`napari_sam.segment` makes from prompts on a stack
+    (numbered as :func:`stack_object_ids` numbers them)."""
+    box_ids, point_ids, free = stack_object_ids(prompts)
+    out = {int(k): int(z) for k, z in zip(box_ids, prompts.boxes[:, 0], strict=True)}
+    out.update((int(k), int(z)) for k, z in zip(point_ids[free], prompts.points[free, 0], strict=True))
+    return out
+
+
 def segment_stack(
-    image: Any,
-    layout: ImageLayout,
+    embeddings: VolumeEmbeddings,
     prompts: Prompts,
     sam: Any,
-    embeddings: Any,
     multimask: bool | str,
     batch_size: int,
-    embed_options: dict[str, Any],
     *,
     report_empty: bool = True,
 ) -> np.ndarray:
-    """:func:`napari_sam.segment` on a ``(Z, Y, X[, C])`` stack with prompts that each name their slice.
+    """:func:`napari_sam.segment` on a stack with prompts that each name their slice.
 
     Parameters
     ----------
-    image, layout
-        The stack (read only for slices to embed) and its layout.
+    embeddings
+        The stack's :class:`VolumeEmbeddings` (a prompted slice not computed yet is computed on use).
     prompts
         Checked prompts on the stack (``(N, 3)`` points, ``(M, 6)`` boxes).
-    sam, embeddings
-        The model; the stack's :class:`VolumeEmbeddings`, or None to embed the prompted slices.
+    sam
+        The model.
     multimask, batch_size
         As in :func:`napari_sam.segment`.
-    embed_options
-        Keywords for :func:`compute_embeddings` when ``embeddings`` is None.
     report_empty
         Warn about objects left without pixels: one
         :class:`~napari_sam.errors.EmptyObjectsWarning` names them and their slices.
@@ -331,30 +336,17 @@ def segment_stack(
     Returns
     -------
     numpy.ndarray
-        ``(Z, Y, X)`` uint32 labels, objects on their prompted slices; objects left without pixels (no
-        mask, or one entirely covered by other objects) are absent.
+        ``(Z, Y, X)`` uint32 labels of the embeddings' shape, objects on their prompted slices;
+        objects left without pixels (no mask, or one entirely covered by other objects) are absent.
     """
     point_z, box_z = prompts.points[:, 0], prompts.boxes[:, 0]
     box_ids, point_ids, free = stack_object_ids(prompts)
-    prompted = prompts.slices
-    if embeddings is None:
-        embeddings = compute_embeddings(image, sam, slices=prompted, **embed_options)
-    elif not isinstance(embeddings, VolumeEmbeddings):
-        raise TypeError(
-            f"embeddings for a 3D stack must be VolumeEmbeddings, got {type(embeddings).__name__}"
-        )
-    if tuple(embeddings.shape) != tuple(layout.spatial_shape):
-        raise ValueError(
-            f"embeddings are of a stack of shape {embeddings.shape}, but image has shape {layout.shape}"
-        )
-    labels = np.zeros(layout.spatial_shape, dtype=np.uint32)
-    for z in prompted:
+    labels = np.zeros(embeddings.shape, dtype=np.uint32)
+    for z in prompts.slices:
         on_p, on_b = point_z == z, box_z == z
         objects = plan_objects(prompts.on_slice(z))
         ids = [*box_ids[on_b].tolist(), *point_ids[on_p & free].tolist()]
         decode_into(labels[z], embeddings[z], objects, ids, sam, multimask, batch_size, report_empty=False)
     if report_empty:
-        expected = {int(k): int(z) for k, z in zip(box_ids, box_z, strict=True)}
-        expected.update((int(k), int(z)) for k, z in zip(point_ids[free], point_z[free], strict=True))
-        warn_empty_objects(empty_objects(labels, expected), stacklevel=3)
+        warn_empty_objects(empty_objects(labels, object_slices(prompts)), stacklevel=3)
     return labels

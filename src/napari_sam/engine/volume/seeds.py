@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..decode.objects import empty_objects, segment_stack, stack_object_ids, warn_empty_objects
+from ..decode.objects import empty_objects, object_slices, segment_stack, warn_empty_objects
 from ..decode.prompts import normalize_prompts
 from ..embed.embeddings import VolumeEmbeddings
-from ..embed.layout import image_layout
 from ..loading import load_model
 from ..types import Prompts
 
@@ -119,7 +118,7 @@ def seed_labels(
     sam = embeddings.model if model is None else load_model(model)
     seeds = decode_seeds(embeddings, prompts, sam, clip_to_boxes=clip_to_boxes)
     if report_empty:
-        warn_empty_objects(empty_objects(seeds, prompt_slices(prompts)))
+        warn_empty_objects(empty_objects(seeds, object_slices(prompts)))
     return seeds
 
 
@@ -130,18 +129,7 @@ def decode_seeds(
 
     As :func:`seed_labels`, without the check of the prompts and without the warning.
     """
-    placeholder = np.broadcast_to(np.zeros((), dtype=np.uint8), embeddings.shape)
-    seeds = segment_stack(
-        placeholder,
-        image_layout(placeholder, None),
-        prompts,
-        sam,
-        embeddings,
-        multimask="auto",
-        batch_size=32,
-        embed_options={},
-        report_empty=False,
-    )
+    seeds = segment_stack(embeddings, prompts, sam, multimask="auto", batch_size=32, report_empty=False)
     if clip_to_boxes:
         for label, box in enumerate(prompts.boxes, start=1):
             _clip_to_box(seeds[int(box[0])], label, box[[1, 2, 4, 5]])
@@ -164,15 +152,7 @@ def seeds_from_prompts(
     """Seed labels from checked prompts on the stack, ``{label: [its slice]}`` of the objects that got
     pixels, and ``{label: its slice}`` of those that got none (left out; the others go on)."""
     seeds = decode_seeds(emb, prompts, sam, clip_to_boxes=True)
-    expected = prompt_slices(prompts)
+    expected = object_slices(prompts)
     empty = {lab: int(z) for lab, z in empty_objects(seeds, expected).items() if z is not None}
     found = {lab: [z] for lab, z in expected.items() if lab not in empty}
     return seeds, found, empty
-
-
-def prompt_slices(prompts: Prompts) -> dict[int, int]:
-    """``{label: slice}`` of the objects :func:`napari_sam.segment` makes from prompts on a stack."""
-    box_ids, point_ids, free = stack_object_ids(prompts)
-    out = {int(k): int(z) for k, z in zip(box_ids, prompts.boxes[:, 0], strict=True)}
-    out.update((int(k), int(z)) for k, z in zip(point_ids[free], prompts.points[free, 0], strict=True))
-    return out
