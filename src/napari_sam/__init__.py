@@ -20,11 +20,11 @@ _LAZY = {
     "load_model": "napari_sam.engine.loading",
     "compute_embeddings": "napari_sam.engine.embed.embeddings",
     "predict": "napari_sam.engine.decode.predict",
-    "Embeddings": "napari_sam.engine.types",
+    "Embeddings": "napari_sam.engine.types.values",
     "VolumeEmbeddings": "napari_sam.engine.embed.embeddings",
     "open_embeddings": "napari_sam.engine.embed.embeddings",
-    "TiledEmbeddings": "napari_sam.engine.types",
-    "TileSpec": "napari_sam.engine.types",
+    "TiledEmbeddings": "napari_sam.engine.types.tiles",
+    "TileSpec": "napari_sam.engine.types.tiles",
     "Prediction": "napari_sam.engine.decode.plain",
     "automatic": "napari_sam.engine.automatic.amg",
     "AutomaticResult": "napari_sam.engine.automatic.result",
@@ -59,7 +59,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine.decode.predict import predict
     from .engine.embed.embeddings import VolumeEmbeddings, compute_embeddings, open_embeddings
     from .engine.loading import load_model
-    from .engine.types import Embeddings, TiledEmbeddings, TileSpec
+    from .engine.types.tiles import TiledEmbeddings, TileSpec
+    from .engine.types.values import Embeddings
     from .engine.volume.propagate import PropagationResult, propagate
 
 

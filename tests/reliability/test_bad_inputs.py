@@ -506,7 +506,7 @@ AUTOMATIC = [
         "stability_score_thresh--0.1",
         lambda e: auto(e, stability_score_thresh=-0.1),
         ValueError,
-        r"stability_score_thresh must be in \[0.0, 1.0\]",
+        r"stability_score_thresh must be a number in \[0.0, 1.0\]",
     ),
     bad(
         "automatic", "box_nms_thresh-str", lambda e: auto(e, box_nms_thresh="0.5"), ValueError, r"box_nms_thr"

@@ -178,7 +178,7 @@ def test_preset_then_explicit_values():
     [
         ({"points_per_side": 0}, "points_per_side"),
         ({"points_per_side": 2.5}, "points_per_side"),
-        ({"pred_iou_thresh": 1.5}, r"pred_iou_thresh must be in \[0.0, 1.0\]"),
+        ({"pred_iou_thresh": 1.5}, r"pred_iou_thresh must be a number in \[0.0, 1.0\]"),
         ({"stability_score_thresh": -0.1}, "stability_score_thresh"),
         ({"box_nms_thresh": float("nan")}, "box_nms_thresh"),
         ({"crop_nms_thresh": 2}, "crop_nms_thresh"),

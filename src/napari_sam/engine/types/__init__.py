@@ -1,0 +1,107 @@
+"""The values that flow through the engine, their constants and the options that steer it: a leaf that
+imports nothing of the engine but the :class:`~napari_sam.engine.lru.LRU` helper (itself a leaf).
+
+Every name is importable from here (``from napari_sam.engine.types import Embeddings``); each lives in
+the module of one responsibility:
+
+- :mod:`.values`: :class:`PreprocessParams` (how an image was turned into model input, recorded with
+  every embedding), :class:`Embeddings` (the image encoder's output for one 2D image),
+  :class:`ImageLayout` (where an array keeps its slices and channels), :data:`Limits`,
+  :class:`LazySequence` and the volume sampling constants.
+- :mod:`.tiles`: :class:`TileSpec`, :class:`Window` and :class:`TiledEmbeddings` for a large image
+  embedded in tiles; the tiling defaults.
+- :mod:`.prompts`: :class:`Prompts`, prompts checked once.
+- :mod:`.checks`: the checks every option goes through (an integer, a number in a range, a flag, a name).
+- :mod:`.embed_options`: :class:`EmbedOptions` (preprocessing, precision, batching, tiling) and the
+  checks of those options.
+- :mod:`.automatic_options`: :class:`AutomaticOptions`, the options of automatic mask generation.
+- :mod:`.propagation_options`: :class:`PropagationOptions`, how 3D propagation prompts each slice and
+  when an object stops.
+"""
+
+from __future__ import annotations
+
+from .automatic_options import MAX_POINTS_PER_SIDE, OVERLAP_RULES, AutomaticOptions
+from .checks import check_choice, check_field, check_flag, check_int, check_number, keep, one_of
+from .embed_options import (
+    CACHE_DTYPE_NAMES,
+    DEFAULT_PERCENTILES,
+    PERCENTILE_SCOPES,
+    PRECISION_NAMES,
+    PRECISIONS,
+    EmbedOptions,
+    NormalizeMode,
+    PercentileScope,
+    Precision,
+    check_contrast_limits,
+    check_normalize,
+    check_percentiles,
+    check_precision,
+    check_tile_threshold,
+    tiling_option,
+)
+from .prompts import Prompts
+from .propagation_options import PROPAGATION_PROMPT_KINDS, PropagationOptions
+from .tiles import (
+    DEFAULT_HALO,
+    DEFAULT_TILE_SIZE,
+    DEFAULT_TILE_THRESHOLD,
+    OUTSIDE_LOGIT,
+    TiledEmbeddings,
+    TileSpec,
+    Window,
+)
+from .values import (
+    _VOLUME_SAMPLE_PIXELS,
+    VOLUME_SAMPLE_SLICES,
+    Embeddings,
+    ImageLayout,
+    LazySequence,
+    Limits,
+    PreprocessParams,
+)
+
+__all__ = [
+    "CACHE_DTYPE_NAMES",
+    "DEFAULT_HALO",
+    "DEFAULT_PERCENTILES",
+    "DEFAULT_TILE_SIZE",
+    "DEFAULT_TILE_THRESHOLD",
+    "MAX_POINTS_PER_SIDE",
+    "OUTSIDE_LOGIT",
+    "OVERLAP_RULES",
+    "PERCENTILE_SCOPES",
+    "PRECISIONS",
+    "PRECISION_NAMES",
+    "PROPAGATION_PROMPT_KINDS",
+    "VOLUME_SAMPLE_SLICES",
+    "_VOLUME_SAMPLE_PIXELS",
+    "AutomaticOptions",
+    "EmbedOptions",
+    "Embeddings",
+    "ImageLayout",
+    "LazySequence",
+    "Limits",
+    "NormalizeMode",
+    "PercentileScope",
+    "Precision",
+    "PreprocessParams",
+    "Prompts",
+    "PropagationOptions",
+    "TileSpec",
+    "TiledEmbeddings",
+    "Window",
+    "check_choice",
+    "check_contrast_limits",
+    "check_field",
+    "check_flag",
+    "check_int",
+    "check_normalize",
+    "check_number",
+    "check_percentiles",
+    "check_precision",
+    "check_tile_threshold",
+    "keep",
+    "one_of",
+    "tiling_option",
+]
