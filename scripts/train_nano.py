@@ -29,7 +29,7 @@ import torch
 
 from napari_sam.data.basic import basic_nuclei_2d
 from napari_sam.engine.training.evaluate import evaluate_prompts
-from napari_sam.engine.training.train import TrainConfig, train_model
+from napari_sam.engine.training.train import TrainConfig, TrainRun, train_model
 from napari_sam.model import build_sam, save_safetensors
 from napari_sam.model.checkpoint import sha256_file
 
@@ -141,10 +141,12 @@ def main() -> int:
         model,
         {"basic": training_source, "mixed": mixed_source, "broad": broad_source}[args.source],
         cfg,
-        out_dir=args.out,
-        device=args.device,
-        validate=lambda m: evaluate_prompts(m, held_out, clicks=1, max_objects=15),
-        validate_every=args.validate_every,
+        TrainRun(
+            out_dir=args.out,
+            device=args.device,
+            validate=lambda m: evaluate_prompts(m, held_out, clicks=1, max_objects=15),
+            validate_every=args.validate_every,
+        ),
     )
     minutes = (time.perf_counter() - start) / 60
     model = model.cpu().eval()

@@ -450,7 +450,7 @@ def train(
     from .engine.device import resolve_device
     from .engine.loading import open_model
     from .engine.training.data import folder_source
-    from .engine.training.train import TrainConfig, train_model
+    from .engine.training.train import TrainConfig, TrainRun, train_model
     from .engine.types import check_int
     from .model import Sam, save_safetensors
 
@@ -485,7 +485,8 @@ def train(
         checkpoint_every=100,
     )
     folder = Path(out)
-    state = train_model(sam, source, cfg, out_dir=folder, device=resolve_device(device), progress=progress)
+    run = TrainRun(out_dir=folder, device=resolve_device(device))
+    state = train_model(sam, source, cfg, run, progress=progress)
     weights = folder / "model.safetensors"
     save_safetensors(sam.cpu(), weights, config=sam.config, dtype=torch.float16)
     return TrainResult(weights=weights, step=state.step, history=state.history)

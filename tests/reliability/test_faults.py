@@ -268,7 +268,8 @@ TRAIN = """
     T.Trainer.train_step = train_step
     torch.manual_seed(0)
     cfg = T.TrainConfig(**{cfg!r})
-    T.train_model(build_sam("nano"), folder_source({data!r}), cfg, out_dir={out!r}, progress=False)
+    run = T.TrainRun(out_dir={out!r})
+    T.train_model(build_sam("nano"), folder_source({data!r}), cfg, run, progress=False)
 """
 
 
@@ -277,7 +278,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_identical_weights(tmp_pat
 
     from napari_sam.data.synthetic import nuclei_2d
     from napari_sam.engine.training.data import folder_source
-    from napari_sam.engine.training.train import TrainConfig, train_model
+    from napari_sam.engine.training.train import TrainConfig, TrainRun, train_model
     from napari_sam.model import build_sam
 
     data = tmp_path / "data"
@@ -306,14 +307,18 @@ def test_training_killed_after_a_checkpoint_resumes_to_identical_weights(tmp_pat
     try:
         torch.manual_seed(123)  # the resumed run takes everything from the checkpoint
         resumed = train_model(
-            build_sam("nano"), folder_source(data), TrainConfig(**cfg), out_dir=killed, progress=False
+            build_sam("nano"),
+            folder_source(data),
+            TrainConfig(**cfg),
+            TrainRun(out_dir=killed),
+            progress=False,
         )
         torch.manual_seed(0)
         whole = train_model(
             build_sam("nano"),
             folder_source(data),
             TrainConfig(**cfg),
-            out_dir=tmp_path / "whole",
+            TrainRun(out_dir=tmp_path / "whole"),
             progress=False,
         )
     finally:

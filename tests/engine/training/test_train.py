@@ -11,7 +11,7 @@ from napari_sam.data.basic import basic_nuclei_2d as nuclei_2d
 from napari_sam.engine.training.canvas import prepare_canvas
 from napari_sam.engine.training.data import find_pairs, folder_source
 from napari_sam.engine.training.losses import dice_loss, focal_loss, mask_iou
-from napari_sam.engine.training.train import TrainConfig, iter_training, train_model
+from napari_sam.engine.training.train import TrainConfig, TrainRun, iter_training, train_model
 from napari_sam.model import build_sam
 
 
@@ -62,7 +62,7 @@ def test_training_changes_weights_and_resumes(tmp_path):
     torch.manual_seed(0)
     model = build_sam("nano")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    state = train_model(model, small_source, tiny_cfg(), out_dir=tmp_path, progress=False)
+    state = train_model(model, small_source, tiny_cfg(), TrainRun(out_dir=tmp_path), progress=False)
     assert state.step == 2
     assert all(np.isfinite(h["loss"]) for h in state.history)
     changed = [
@@ -72,7 +72,7 @@ def test_training_changes_weights_and_resumes(tmp_path):
     assert any(k.startswith("mask_decoder.") for k in changed)
     assert (tmp_path / "checkpoint.pt").is_file()
     resumed = train_model(
-        build_sam("nano"), small_source, tiny_cfg(steps=3), out_dir=tmp_path, progress=False
+        build_sam("nano"), small_source, tiny_cfg(steps=3), TrainRun(out_dir=tmp_path), progress=False
     )
     assert resumed.step == 3
     assert [h["step"] for h in resumed.history] == [1, 2, 3]

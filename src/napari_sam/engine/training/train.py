@@ -38,7 +38,7 @@ from .data import ImageSource
 from .losses import dice_loss, focal_loss, mask_iou
 from .simulate import ObjectPrompts, correction_points, jittered_boxes, random_points, sample_objects
 
-__all__ = ["TrainConfig", "TrainState", "Trainer", "iter_training", "train_model"]
+__all__ = ["TrainConfig", "TrainRun", "TrainState", "Trainer", "iter_training", "train_model"]
 
 #: Batches in a row without a usable object after which training gives up (the labels are likely wrong).
 MAX_EMPTY_BATCHES = 50
@@ -73,6 +73,34 @@ class TrainConfig:
             raise ValueError(f"crop_size must be a multiple of 16 (or None), got {self.crop_size}")
         if not 0.0 <= self.point_fraction <= 1.0:
             raise ValueError(f"point_fraction must be within [0, 1], got {self.point_fraction}")
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """Where one training run keeps its files, where it runs and what it measures on the way — the
+    run's settings that are not hyper-parameters (:class:`TrainConfig`).
+
+    Attributes
+    ----------
+    out_dir
+        Where ``checkpoint.pt`` (every ``cfg.checkpoint_every`` steps and at the end) and
+        ``history.json`` go (None: nowhere). With ``resume``, an existing checkpoint there is
+        continued: it holds the weights, the optimiser, the step, the history and the random
+        generators' states, so a run killed at any point and resumed ends with the same weights as an
+        uninterrupted run (same seed, device and thread count).
+    device
+        Torch device.
+    validate, validate_every
+        Called with the model every ``validate_every`` steps and at the end; returns figures to log.
+    resume
+        Continue the checkpoint in ``out_dir`` when there is one.
+    """
+
+    out_dir: str | Path | None = None
+    device: torch.device | str = "cpu"
+    validate: Callable[[Sam], dict[str, float]] | None = None
+    validate_every: int = 0
+    resume: bool = True
 
 
 @dataclass
@@ -282,25 +310,18 @@ def _check_crop_size(model: Sam, cfg: TrainConfig) -> None:
 
 
 def iter_training(
-    model: Sam,
-    source: ImageSource,
-    cfg: TrainConfig | None = None,
-    *,
-    out_dir: str | Path | None = None,
-    device: torch.device | str = "cpu",
-    validate: Callable[[Sam], dict[str, float]] | None = None,
-    validate_every: int = 0,
-    resume: bool = True,
+    model: Sam, source: ImageSource, cfg: TrainConfig | None = None, run: TrainRun | None = None
 ) -> Generator[tuple[int, int], None, TrainState]:
     """:func:`train_model` as a step generator: yields ``(step, cfg.steps)`` after each optimiser step
     (first the step it starts from), returns the :class:`TrainState`. Arguments as :func:`train_model`."""
     cfg = cfg or TrainConfig()
+    run = run or TrainRun()
     _check_crop_size(model, cfg)
-    device = torch.device(device)
+    device = torch.device(run.device)
     trainer = Trainer(model, cfg, device)
     state = TrainState()
-    checkpoint = Checkpoint(out_dir, device) if out_dir is not None else None
-    saved = checkpoint.load() if checkpoint is not None and resume else {}
+    checkpoint = Checkpoint(run.out_dir, device) if run.out_dir is not None else None
+    saved = checkpoint.load() if checkpoint is not None and run.resume else {}
     if checkpoint is not None and saved:
         trainer.load_state_dict(saved)
         state.history, state.validations = checkpoint.history(saved)
@@ -317,10 +338,8 @@ def iter_training(
         if _due(step, cfg.log_every, cfg.steps):
             state.history.append(_log_entry(trainer, recent, start))
             recent = []
-        if validate is not None and validate_every and _due(step, validate_every, cfg.steps):
-            model.eval()
-            with torch.no_grad():
-                state.validations.append({"step": step, **validate(model)})
+        if run.validate is not None and run.validate_every and _due(step, run.validate_every, cfg.steps):
+            state.validations.append({"step": step, **_validation(model, run.validate)})
         if checkpoint is not None and _due(step, cfg.checkpoint_every, cfg.steps):
             checkpoint.save(trainer.state_dict(), state.history, state.validations, recent, rng)
         yield step, cfg.steps
@@ -329,6 +348,13 @@ def iter_training(
     if checkpoint is not None:
         checkpoint.save(trainer.state_dict(), state.history, state.validations, recent, rng)
     return state
+
+
+def _validation(model: Sam, validate: Callable[[Sam], dict[str, float]]) -> dict[str, float]:
+    """``validate``'s figures for ``model``, measured in eval mode without gradients."""
+    model.eval()
+    with torch.no_grad():
+        return validate(model)
 
 
 def _optimiser_steps(
@@ -374,13 +400,9 @@ def train_model(
     model: Sam,
     source: ImageSource,
     cfg: TrainConfig | None = None,
+    run: TrainRun | None = None,
     *,
-    out_dir: str | Path | None = None,
-    device: torch.device | str = "cpu",
-    validate: Callable[[Sam], dict[str, float]] | None = None,
-    validate_every: int = 0,
     progress: ProgressLike = True,
-    resume: bool = True,
     cancel: Any = None,
 ) -> TrainState:
     """Train ``model`` in place on images drawn from ``source``.
@@ -393,17 +415,10 @@ def train_model(
         ``rng → (image, labels)``; see :func:`napari_sam.engine.training.data.synthetic_source` and
         :func:`~napari_sam.engine.training.data.folder_source`.
     cfg
-        Hyper-parameters.
-    out_dir
-        Where ``checkpoint.pt`` (every ``cfg.checkpoint_every`` steps and at the end) and
-        ``history.json`` go; with ``resume``, an existing checkpoint there is continued. The
-        checkpoint holds the weights, the optimiser, the step, the history and the random generators'
-        states, so a run killed at any point and resumed ends with the same weights as an
-        uninterrupted run (same seed, device and thread count).
-    device
-        Torch device.
-    validate, validate_every
-        Called with the model every ``validate_every`` steps and at the end; returns figures to log.
+        Hyper-parameters (default ``TrainConfig()``).
+    run
+        Output folder (checkpoints, resuming), device and validation (default ``TrainRun()``: on the
+        CPU, nothing written).
     progress
         ``True``: a progress bar (the default); a callable ``progress(step, steps)``; ``False``: quiet
         (see :data:`~napari_sam.engine.steps.ProgressLike`).
@@ -415,14 +430,5 @@ def train_model(
     -------
     TrainState
     """
-    steps = iter_training(
-        model,
-        source,
-        cfg,
-        out_dir=out_dir,
-        device=device,
-        validate=validate,
-        validate_every=validate_every,
-        resume=resume,
-    )
+    steps = iter_training(model, source, cfg, run)
     return run_steps(steps, progress=progress, cancel=cancel, what="training", unit="step")
