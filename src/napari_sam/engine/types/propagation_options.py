@@ -5,6 +5,7 @@ one and when an object stops; checked once when made.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .checks import check_field, check_flag, check_int, check_number, keep
@@ -22,7 +23,8 @@ class PropagationOptions:
     prompt
         Prompt kinds taken from the previous slice's mask, any of ``"box"`` (its bounding box grown
         by ``box_margin``), ``"points"`` (``n_points`` interior points) and ``"mask"`` (the previous
-        prediction's low-resolution logits; a seed's binary mask on the first step).
+        prediction's low-resolution logits; a seed's binary mask on the first step). One name or a
+        sequence of them; kept as a tuple.
     n_points
         Interior points sampled when ``"points"`` is used, >= 1.
     box_margin
@@ -64,7 +66,7 @@ class PropagationOptions:
         previous slice: pieces that leaked onto other objects are dropped before the checks.
     """
 
-    prompt: tuple[str, ...] = ("box", "mask")
+    prompt: str | Sequence[str] = ("box", "mask")
     n_points: int = 1
     box_margin: float = 0.0
     multimask: bool = False
