@@ -103,6 +103,16 @@ def test_reader_owns_only_caches_and_ome_zarr(tmp_path, monkeypatch):
     assert layers[1][1]["name"] == "cells" and np.array_equal(np.asarray(layers[1][0]), labels)
 
 
+def test_readers_refuse_several_paths(tmp_path):
+    # napari calls a reader only for the one path get_reader took; called directly with several, a
+    # reader said nothing clear (Path(None))
+    from napari_sam._reader import read_embedding_cache, read_project
+
+    for reader in (read_embedding_cache, read_project):
+        with pytest.raises(ValueError, match="one folder at a time"):
+            reader([str(tmp_path), str(tmp_path)])
+
+
 def test_writer_writes_labels_and_reads_back(tmp_path):
     from napari_sam import io
     from napari_sam._writer import write_labels

@@ -15,11 +15,19 @@ PathLike = str | os.PathLike[str]
 
 
 def _single(path: PathLike | Sequence[PathLike]) -> Path | None:
-    if isinstance(path, (list, tuple)):
-        if len(path) != 1:
-            return None
-        path = path[0]
-    return Path(os.fspath(path))
+    """The one path of ``path`` (a path, or a list of one), or None for several."""
+    if isinstance(path, (str, os.PathLike)):
+        return Path(path)
+    return Path(path[0]) if len(path) == 1 else None
+
+
+def _one_folder(path: PathLike | Sequence[PathLike]) -> Path:
+    """The one path a reader opens, or ValueError for several (napari calls a reader only after
+    :func:`get_reader` took the paths, and it takes one)."""
+    source = _single(path)
+    if source is None:
+        raise ValueError(f"napari-sam's readers open one folder at a time, got {path!r}")
+    return source
 
 
 def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
@@ -46,7 +54,7 @@ def read_embedding_cache(path: PathLike | Sequence[PathLike]) -> list[LayerData]
     from ._napari.embeddings import remember_cache
     from .engine.embed.store import open_store
 
-    source = _single(path)
+    source = _one_folder(path)
     store = open_store(source)
     meta = store.meta
     shape = tuple(int(s) for s in meta["image"]["spatial_shape"])
@@ -72,12 +80,12 @@ def read_project(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
 
     from .io import read_image
 
-    source = _single(path)
+    source = _one_folder(path)
     layers: list[LayerData] = [(read_image(source), {"name": source.stem}, "image")]
     labels_dir = source / "labels"
     if labels_dir.is_dir():
         group = zarr.open_group(str(labels_dir), mode="r")
-        attrs = dict(group.attrs)
+        attrs: dict[str, Any] = dict(group.attrs)  # JSON as the file has it
         names = (attrs.get("ome") or attrs).get("labels") or []
         for name in names:
             layers.append((read_image(labels_dir / name), {"name": name}, "labels"))
