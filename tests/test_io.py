@@ -136,6 +136,19 @@ def test_ome_zarr_reads_first_level_lazily_in_napari_order(tmp_path, version):
     np.testing.assert_array_equal(image[1].compute(), np.moveaxis(data[0, :, 1], 0, -1))
 
 
+def test_ome_zarr_whose_first_level_is_not_an_array_is_refused_by_name(tmp_path, labels):
+    # a malformed image whose multiscale level is a group was an AttributeError (a Group has no ndim)
+    path = tmp_path / "bad.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.create_group("0")
+    multiscale = {"axes": AXES_TCZYX[2:], "datasets": [{"path": "0"}]}
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
+    with pytest.raises(NotAnImageError, match="multiscale level '0' is not an array"):
+        read_image(path)
+    with pytest.raises(ValueError, match="multiscale level '0' is not an array"):
+        write_labels(path, labels)
+
+
 def test_files_that_are_not_images_fail_clearly(tmp_path):
     (tmp_path / "notes.tif").write_text("not a tiff")
     with pytest.raises(NotAnImageError, match=r"notes\.tif is not a readable TIFF"):

@@ -99,7 +99,7 @@ def _lazy_tif(path: Path) -> Any:
     import zarr
 
     try:
-        source = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
+        source = zarr.open_array(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
     except Exception:  # tifffile older than 2025.5 has no zarr 3 store: read it whole
         return tifffile.imread(path, series=0, level=0)
     chunks = (1,) * (source.ndim - 2) + tuple(source.shape[-2:])
@@ -126,7 +126,10 @@ def _read_zarr(path: Path) -> Any:
     multiscales = meta.get("multiscales")
     if multiscales:
         first = multiscales[0]
-        array = node[first["datasets"][0]["path"]]
+        level = first["datasets"][0]["path"]
+        array = node[level]
+        if not isinstance(array, zarr.Array):
+            raise NotAnImageError(f"{path}: the first OME-Zarr multiscale level {level!r} is not an array")
         axes = axis_names(first.get("axes", []))
         if len(axes) != array.ndim:
             return array

@@ -112,7 +112,12 @@ def _write_ome_labels(path: Path, labels: Any, image: Path, name: str, source: s
     version = str(meta.get("version") or first.get("version") or "0.4")
     zarr_format = group.metadata.zarr_format
     level = first["datasets"][0]
-    image_shape = tuple(group[level["path"]].shape)
+    level_array = group[level["path"]]
+    if not isinstance(level_array, zarr.Array):
+        raise ValueError(
+            f"OME-Zarr image {image}: its first multiscale level {level['path']!r} is not an array"
+        )
+    image_shape = tuple(level_array.shape)
     axes = list(first.get("axes") or [{"name": n, "type": "space"} for n in "zyx"[-len(image_shape) :]])
     kinds = [kind for _, kind in axis_names(axes)]
     if len(kinds) != len(image_shape):
