@@ -10,9 +10,10 @@ from typing import Any
 
 from .data.synthetic import nuclei_2d, nuclei_3d
 
-#: the sample images' shapes and seeds (tests regenerate the truth from these)
-NUCLEI_2D = {"shape": (512, 512), "n_objects": 30, "seed": 0}
-NUCLEI_3D = {"shape": (24, 512, 512), "n_objects": 60, "diameter": (24.0, 60.0), "seed": 0}
+#: the sample images' shapes and seeds: keywords of nuclei_2d / nuclei_3d (tests regenerate the truth
+#: from these)
+NUCLEI_2D: dict[str, Any] = {"shape": (512, 512), "n_objects": 30, "seed": 0}
+NUCLEI_3D: dict[str, Any] = {"shape": (24, 512, 512), "n_objects": 60, "diameter": (24.0, 60.0), "seed": 0}
 
 
 def _layers(image: Any, truth: Any, name: str) -> list[tuple[Any, dict[str, Any], str]]:

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from .inputs import (
 from .outputs import as_json, foreign_output, input_fingerprint, outdated_output, write_output
 from .prompt_table import PromptTable, read_prompts_csv
 from .runner import UNPROMPTED, BatchItem, BatchSummary, Done, ProgressFn, run_batch
+
+if TYPE_CHECKING:
+    from ..engine.types import Precision
 
 __all__ = [
     "CACHE_SUFFIX",
@@ -69,7 +72,7 @@ class EmbedJob:
     channel: int | tuple[int, ...] | None = None
     tile: Any = None
     batch_size: int = 1
-    precision: str = "auto"
+    precision: Precision = "auto"
     overwrite: bool = False
     slices_per_task: int = 0
     slices: tuple[int, ...] | None = None
@@ -134,7 +137,7 @@ def embed_files(
     channel: int | Sequence[int] | None = None,
     tile: Any = None,
     batch_size: int = 1,
-    precision: str = "auto",
+    precision: Precision = "auto",
     overwrite: bool = False,
     scheduler: Any = None,
     slices_per_task: int = 0,
@@ -338,11 +341,13 @@ class SegmentJob:
         with collect_empty_objects() as empty:
             labels = segment(
                 image,
+                points=prompts.get("points"),
+                point_labels=prompts.get("point_labels"),
+                boxes=prompts.get("boxes"),
                 model=self.model,
                 device=self.device,
                 channel=self.channel,
                 propagate=self.propagate,
-                **prompts,
                 **options,
             )
         return labels, empty

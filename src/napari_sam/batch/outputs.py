@@ -229,7 +229,7 @@ def _request_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     if not _same_model(old, new):
         changes.append(f"with another model ({_model_name(old)}; now {_model_name(new)})")
     if old.get("propagate") != new.get("propagate"):
-        flag = {True: "--propagate", False: "--no-propagate"}
+        flag: dict[bool | None, str] = {True: "--propagate", False: "--no-propagate"}
         then, now = flag.get(old.get("propagate"), "?"), flag.get(new.get("propagate"), "?")
         changes.append(f"with {then} (now {now})")
     if old.get("channel") != new.get("channel"):
