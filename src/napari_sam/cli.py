@@ -148,14 +148,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int, expected: str) -> int:
+    """``text`` as an integer of at least ``low``; else an argparse error saying what was ``expected``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 def _demo_size(text: str) -> int:
@@ -196,27 +205,16 @@ def _check_model_and_device(args: argparse.Namespace) -> None:
         )
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def _channels(text: str) -> int | tuple[int, ...]:
+    error = argparse.ArgumentTypeError(
+        f"expected a channel index or up to 3 indices like 0,2,1, got {text!r}"
+    )
     try:
         picks = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a channel index or up to 3 indices like 0,2,1, got {text!r}"
-        ) from None
+        raise error from None
     if not 1 <= len(picks) <= 3 or min(picks) < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a channel index or up to 3 indices like 0,2,1, got {text!r}"
-        )
+        raise error
     return picks[0] if len(picks) == 1 else picks
 
 
@@ -369,34 +367,44 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="napari-sam",
-        description="Segment Anything for microscopy: embed, segment and fine-tune from the shell.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"napari-sam {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+#: What ``add_subparsers`` returns: the subcommands are added to it.
+Subcommands = argparse._SubParsersAction
 
-    models = sub.add_parser(
+
+def _subcommand(
+    sub: Subcommands, name: str, help: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand's parser, with this command's help formatting."""
+    return sub.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=HelpFormatter
+    )
+
+
+def _add_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+
+
+def _add_models(sub: Subcommands) -> None:
+    models = _subcommand(
+        sub,
         "models",
         help="list registered models, download or verify weights",
         description="List every model name this version knows: what it is for, where its weights\n"
         "are, whether they are on this machine. Download an official file, or check a weights file.",
-        formatter_class=HelpFormatter,
     )
     models.add_argument("--download", metavar="NAME", help="download NAME's weights (checks sha256)")
     models.add_argument("--verify", metavar="FILE", help="read FILE, name its architecture and hash")
     models.set_defaults(func=_cmd_models)
 
-    demo = sub.add_parser(
+
+def _add_demo(sub: Subcommands) -> None:
+    demo = _subcommand(
+        sub,
         "demo",
         help="segment synthetic nuclei offline and write a picture",
         description="Make a synthetic image of nuclei, segment every nucleus from its box with the\n"
         "shipped nano model (offline), print the mean IoU with the true nuclei and write\n"
         "OUT/demo.png (truth | model, the boxes drawn) and OUT/labels.tif.",
-        formatter_class=HelpFormatter,
     )
     demo.add_argument("--model", default="auto", help="auto (the shipped nano), a name or a weights path")
     demo.add_argument("--out", default="napari-sam-demo", help="output folder (created)")
@@ -406,11 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help=DEVICE_HELP)
     demo.set_defaults(func=_cmd_demo)
 
-    gui = sub.add_parser(
+
+def _add_gui(sub: Subcommands) -> None:
+    gui = _subcommand(
+        sub,
         "gui",
         help="open napari with sample data (or your images) and the annotator docked",
         description="Open napari with the Annotator docked, on synthetic nuclei or on the given images.",
-        formatter_class=HelpFormatter,
     )
     gui.add_argument("images", nargs="*", metavar="IMAGE", help="images to open instead of the sample")
     gui.add_argument(
@@ -418,12 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gui.set_defaults(func=_cmd_gui)
 
-    train = sub.add_parser(
+
+def _add_train(sub: Subcommands) -> None:
+    train = _subcommand(
+        sub,
         "train",
         help="fine-tune a model on a folder of image/label pairs",
         description="Fine-tune a model (SAM-style interactive training) on your annotated images.",
         epilog=TRAIN_EXAMPLES,
-        formatter_class=HelpFormatter,
     )
     train.add_argument("data", help="folder of image/label pairs")
     train.add_argument("--model", default="nano", help="starting model: nano, vit_b/l/h or a weights path")
@@ -438,14 +450,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help=DEVICE_HELP)
     train.set_defaults(func=_cmd_train)
 
-    embed = sub.add_parser(
+
+def _add_embed(sub: Subcommands) -> None:
+    embed = _subcommand(
+        sub,
         "embed",
         help="compute embedding caches of images and stacks (resumable, batch)",
         description="Compute the image embeddings of every input into a zarr cache, one slice at a time.",
         epilog=EMBED_EXAMPLES,
-        formatter_class=HelpFormatter,
     )
-    embed.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    _add_inputs(embed)
     embed.add_argument("--out", required=True, metavar="DIR", help="folder of the caches (created)")
     embed.add_argument(
         "--tile",
@@ -473,14 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_options(embed)
     embed.set_defaults(func=_cmd_embed)
 
-    segment = sub.add_parser(
+
+def _add_segment(sub: Subcommands) -> None:
+    segment = _subcommand(
+        sub,
         "segment",
         help="segment images from box / point tables, or automatically (batch)",
         description="Segment every input from prompt tables (CSV) or automatically; write labels.",
         epilog=SEGMENT_EXAMPLES,
-        formatter_class=HelpFormatter,
     )
-    segment.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    _add_inputs(segment)
     prompts = segment.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--boxes", metavar="CSV", help="box prompts (format below)")
     prompts.add_argument("--points", metavar="CSV", help="point prompts (format below)")
@@ -508,6 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_batch_options(segment)
     segment.set_defaults(func=_cmd_segment)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-sam`` parser: one subcommand each for models, demo, gui, train, embed and segment."""
+    parser = argparse.ArgumentParser(
+        prog="napari-sam",
+        description="Segment Anything for microscopy: embed, segment and fine-tune from the shell.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"napari-sam {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_models, _add_demo, _add_gui, _add_train, _add_embed, _add_segment):
+        add(sub)
     return parser
 
 
