@@ -58,8 +58,24 @@ class AnnotatorWidget(QWidget):
         self._preview_warning: str | None = None  # the last prompt problem or note shown as a notification
         self._prompt_note = ""  # what was done to the prompts of the preview (merged boxes)
         self._bound: list[Any] = []
+        self._build_prompt_controls()
+        self._build_label_controls()
+        self._build_extras()
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        groups = (self._embed_group(), self._prompt_group(), self._labels_group())
+        self._build_scroll((*groups, self.automatic_group, self.status_label))
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.request_preview)
+        self._connect()
+        self.reset_targets()
+        self._on_image()
 
-        # prompts / options
+    # ------------------------------------------------------------------ building
+    def _build_prompt_controls(self) -> None:
+        """Help, the layer buttons and the prompt options."""
         self.help_label = QLabel(HELP)
         self.help_label.setWordWrap(True)
         self.points_button = QPushButton("Points")
@@ -71,18 +87,21 @@ class AnnotatorWidget(QWidget):
         self.negative_check = QCheckBox("negative clicks")
         self.negative_check.setToolTip("clicks add background points (shift-click: the other kind)")
         self.batch_check = QCheckBox("batch: every box / point is an object")
+
+    def _build_label_controls(self) -> None:
+        """The target labels layer and what is done to it: commit, clear, next mask, undo, redo."""
         self.overwrite_check = QCheckBox("overwrite existing labels")
         self.overwrite_check.setToolTip("off: pixels that already hold a label keep it")
         self.target_combo = QComboBox()
         self.target_combo.setToolTip("the labels layer committed objects go to")
-
         self.commit_button = QPushButton("Commit [C]")
         self.clear_button = QPushButton("Clear [⇧C]")
         self.next_button = QPushButton("Next mask [N]")
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
 
-        # automatic segmentation ("segment everything") and 3D propagation
+    def _build_extras(self) -> None:
+        """Automatic segmentation ("segment everything") and 3D propagation, in one group."""
         self.automatic_group = QGroupBox("Automatic and 3D")
         self.extras_layout = QVBoxLayout(self.automatic_group)
         self.automatic_panel = AutomaticPanel(self)
@@ -92,42 +111,49 @@ class AnnotatorWidget(QWidget):
         self.propagate_button = self.propagate_panel.run_button
         self.extras_layout.addWidget(self.propagate_panel)
 
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
+    def _embed_group(self) -> QGroupBox:
+        group = QGroupBox("Image and embeddings")
+        QVBoxLayout(group).addWidget(self.embedding)
+        return group
 
-        embed_group = QGroupBox("Image and embeddings")
-        QVBoxLayout(embed_group).addWidget(self.embedding)
-        prompt_group = QGroupBox("Prompts")
-        prompt_layout = QVBoxLayout(prompt_group)
-        prompt_layout.addWidget(self.help_label)
+    def _prompt_group(self) -> QGroupBox:
+        group = QGroupBox("Prompts")
+        layout = QVBoxLayout(group)
+        layout.addWidget(self.help_label)
         row = QHBoxLayout()
         row.addWidget(self.points_button)
         row.addWidget(self.boxes_button)
-        prompt_layout.addLayout(row)
+        layout.addLayout(row)
         for check in (self.live_check, self.negative_check, self.batch_check):
-            prompt_layout.addWidget(check)
-        labels_group = QGroupBox("Labels")
-        labels_layout = QVBoxLayout(labels_group)
+            layout.addWidget(check)
+        return group
+
+    def _labels_group(self) -> QGroupBox:
+        group = QGroupBox("Labels")
+        layout = QVBoxLayout(group)
         form = QFormLayout()
         form.addRow("target", self.target_combo)
-        labels_layout.addLayout(form)
-        labels_layout.addWidget(self.overwrite_check)
+        layout.addLayout(form)
+        layout.addWidget(self.overwrite_check)
         row = QHBoxLayout()
         row.addWidget(self.commit_button, 2)
         row.addWidget(self.clear_button, 1)
-        labels_layout.addLayout(row)
+        layout.addLayout(row)
         row = QHBoxLayout()
         row.addWidget(self.next_button)
         row.addWidget(self.undo_button)
         row.addWidget(self.redo_button)
-        labels_layout.addLayout(row)
+        layout.addLayout(row)
+        return group
 
+    def _build_scroll(self, widgets: tuple[QWidget, ...]) -> None:
+        """``widgets`` one below the other in a panel that scrolls vertically, so that the dock never
+        makes the window taller than the screen."""
         content = QWidget()
         layout = QVBoxLayout(content)
-        for widget in (embed_group, prompt_group, labels_group, self.automatic_group, self.status_label):
+        for widget in widgets:
             layout.addWidget(widget)
         layout.addStretch(1)
-        # the panels scroll vertically, so that the dock never makes the window taller than the screen
         scroll = self._scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -138,11 +164,8 @@ class AnnotatorWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
 
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self.request_preview)
-
+    def _connect(self) -> None:
+        """Buttons, options and the viewer's events to what they do."""
         self.commit_button.clicked.connect(self.commit)
         self.clear_button.clicked.connect(self.clear)
         self.next_button.clicked.connect(self.next_candidate)
@@ -160,8 +183,6 @@ class AnnotatorWidget(QWidget):
         for event in (events.inserted, events.removed, events.changed):
             event.connect(self.reset_targets)
         self.viewer.dims.events.current_step.connect(self._on_step)
-        self.reset_targets()
-        self._on_image()
 
     # ------------------------------------------------------------------ messages
 

@@ -71,7 +71,22 @@ class AutomaticPanel(QWidget):
         self.worker: Any = None
         self.job: AutomaticJob | None = None
         self.result_layer: Any = None
+        self._build_options()
+        self._build_scope()
+        self._build_run_controls()
+        self._build_tuning()
+        self._build_layout()
+        self.run_button.clicked.connect(lambda: self.start())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.preset_combo.currentIndexChanged.connect(self.apply_preset)
+        self.scope_combo.currentIndexChanged.connect(self.refresh)
+        owner.embedding.model_combo.currentTextChanged.connect(self._on_model)
+        owner.embedding.image_combo.currentIndexChanged.connect(self.refresh)
+        self.apply_preset()
+        self.refresh()
 
+    def _build_options(self) -> None:
+        """The preset choice and the four numbers it fills in."""
         self.preset_combo = QComboBox()
         self.preset_combo.addItems([text for text, _ in PRESETS])
         self.preset_combo.setToolTip(
@@ -97,6 +112,9 @@ class AutomaticPanel(QWidget):
         self.min_region_spin.setToolTip(
             "fill holes and remove islands smaller than this many pixels (min_mask_region_area; 0 = off)"
         )
+
+    def _build_scope(self) -> None:
+        """3D images: the slice on screen or the whole stack, and linking in 3D."""
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
         self.scope_combo.setToolTip("3D stacks: segment the slice on screen, or every slice")
@@ -106,6 +124,8 @@ class AutomaticPanel(QWidget):
             "whole stack: objects overlapping on neighbouring slices become one 3D object "
             "(objects seen on one slice only are dropped); off: one label per object of each slice"
         )
+
+    def _build_run_controls(self) -> None:
         self.run_button = QPushButton("Segment everything")
         self.run_button.setToolTip("automatic segmentation of the image into a new labels layer")
         self.cancel_button = QPushButton("Cancel")
@@ -113,7 +133,8 @@ class AutomaticPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
 
-        # the preset's four numbers sit in a fold ("tuning"), closed by default: the dock stays compact
+    def _build_tuning(self) -> None:
+        """The preset's four numbers sit in a fold ("tuning"), closed by default: the dock stays compact."""
         self.tuning_button = QToolButton()
         self.tuning_button.setText("tuning")
         self.tuning_button.setCheckable(True)
@@ -136,6 +157,7 @@ class AutomaticPanel(QWidget):
         self.tuning.setVisible(False)
         self.tuning_button.toggled.connect(self._show_tuning)
 
+    def _build_layout(self) -> None:
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(QLabel("preset"), 0, 0)
@@ -149,15 +171,6 @@ class AutomaticPanel(QWidget):
         layout.addWidget(self.cancel_button, 3, 3)
         layout.addWidget(self.progress, 4, 0, 1, 4)
         layout.setColumnStretch(1, 1)
-
-        self.run_button.clicked.connect(lambda: self.start())
-        self.cancel_button.clicked.connect(self.cancel)
-        self.preset_combo.currentIndexChanged.connect(self.apply_preset)
-        self.scope_combo.currentIndexChanged.connect(self.refresh)
-        owner.embedding.model_combo.currentTextChanged.connect(self._on_model)
-        owner.embedding.image_combo.currentIndexChanged.connect(self.refresh)
-        self.apply_preset()
-        self.refresh()
 
     def _show_tuning(self, shown: bool) -> None:
         self.tuning.setVisible(shown)

@@ -51,7 +51,23 @@ class EmbeddingWidget(QWidget):
         super().__init__(parent)
         self.viewer = unwrap_viewer(napari_viewer)
         self.worker: Any = None
+        self._build_choices()
+        self._build_cache()
+        self._build_run_controls()
+        self._build_layout()
+        self.compute_button.clicked.connect(lambda: self.start())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.browse_button.clicked.connect(self._browse)
+        self.cache_button.clicked.connect(self._browse_cache)
+        self.image_combo.currentIndexChanged.connect(self._update_scope)
+        events = self.viewer.layers.events
+        events.inserted.connect(self.reset_choices)
+        events.removed.connect(self.reset_choices)
+        events.changed.connect(self.reset_choices)
+        self.reset_choices()
 
+    def _build_choices(self) -> None:
+        """Image layer, model (with a weights file button), device, precision, channel and 3D scope."""
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("the image layer to embed (2D, or 3D: Z, Y, X)")
         self.model_combo = QComboBox()
@@ -75,6 +91,8 @@ class EmbeddingWidget(QWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
         self.scope_combo.setToolTip("3D stacks: embed only the slice on screen, or every slice")
+
+    def _build_cache(self) -> None:
         self.cache_edit = QLineEdit()
         self.cache_edit.setPlaceholderText("none: keep in memory")
         self.cache_edit.setToolTip(
@@ -84,6 +102,8 @@ class EmbeddingWidget(QWidget):
         self.cache_button = QPushButton("…")
         self.cache_button.setToolTip("choose a cache folder (*.zarr)")
         self.cache_button.setMaximumWidth(30)
+
+    def _build_run_controls(self) -> None:
         self.compute_button = QPushButton("Compute embeddings")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -92,6 +112,7 @@ class EmbeddingWidget(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("%v / %m")
 
+    def _build_layout(self) -> None:
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.browse_button)
@@ -114,17 +135,6 @@ class EmbeddingWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
-
-        self.compute_button.clicked.connect(lambda: self.start())
-        self.cancel_button.clicked.connect(self.cancel)
-        self.browse_button.clicked.connect(self._browse)
-        self.cache_button.clicked.connect(self._browse_cache)
-        self.image_combo.currentIndexChanged.connect(self._update_scope)
-        events = self.viewer.layers.events
-        events.inserted.connect(self.reset_choices)
-        events.removed.connect(self.reset_choices)
-        events.changed.connect(self.reset_choices)
-        self.reset_choices()
 
     # ------------------------------------------------------------------ choices
     def image_layers(self) -> list[Any]:
