@@ -37,6 +37,59 @@ def _as_dtype_name(value: Any) -> str:
     return name
 
 
+#: ``(low, high)`` limits of each range field of :class:`SyntheticConfig` (None: unbounded).
+_RANGE_LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "diameter": (1.0, None),
+    "size_spread": (0.0, 2.0),
+    "aspect": (1.0, 10.0),
+    "irregularity": (0.0, 0.5),
+    "cluster_probability": (0.0, 1.0),
+    "overlap": (-1.0, 0.6),
+    "overlap_brightness": (0.0, 1.0),
+    "intensity": (0.0, None),
+    "edge_falloff": (0.0, 0.95),
+    "texture": (0.0, 2.0),
+    "nucleoli": (0.0, 20.0),
+    "nucleolus_contrast": (-1.0, 5.0),
+    "background": (0.0, None),
+    "background_variation": (0.0, 1.0),
+    "illumination_variation": (0.0, 0.9),
+    "haze": (0.0, None),
+    "blur": (0.0, 20.0),
+    "photons": (0.01, None),
+    "read_noise": (0.0, None),
+    "cell_extent": (0.0, 10.0),
+    "cell_intensity": (0.0, None),
+    "z_aspect": (0.05, 10.0),
+    "axial_blur": (0.0, 20.0),
+    "depth_attenuation": (0.0, 20.0),
+}
+
+
+def _checked_shape(value: Any) -> tuple[int, ...]:
+    """``value`` as ``(rows, cols)`` or ``(planes, rows, cols)`` of positive integers."""
+    try:
+        shape = tuple(int(s) for s in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape: expected a tuple of 2 or 3 integers, got {value!r}") from None
+    if len(shape) not in (2, 3):
+        raise ValueError(f"shape: expected (rows, cols) or (planes, rows, cols), got {value!r}")
+    if min(shape) < 1:
+        raise ValueError(f"shape: every side must be >= 1, got {value!r}")
+    return shape
+
+
+def _checked_z_spacing(value: Any) -> float:
+    """``value`` as a positive finite float."""
+    try:
+        z_spacing = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"z_spacing: expected a positive number, got {value!r}") from None
+    if not (math.isfinite(z_spacing) and z_spacing > 0):
+        raise ValueError(f"z_spacing: must be a positive number, got {value!r}")
+    return z_spacing
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Everything that defines a family of synthetic images; each image samples its own values.
@@ -173,42 +226,8 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        try:
-            shape = tuple(int(s) for s in self.shape)
-        except (TypeError, ValueError):
-            raise ValueError(f"shape: expected a tuple of 2 or 3 integers, got {self.shape!r}") from None
-        if len(shape) not in (2, 3):
-            raise ValueError(f"shape: expected (rows, cols) or (planes, rows, cols), got {self.shape!r}")
-        if min(shape) < 1:
-            raise ValueError(f"shape: every side must be >= 1, got {self.shape!r}")
-        set_(self, "shape", shape)
-        ranges: dict[str, tuple[float | None, float | None]] = {
-            "diameter": (1.0, None),
-            "size_spread": (0.0, 2.0),
-            "aspect": (1.0, 10.0),
-            "irregularity": (0.0, 0.5),
-            "cluster_probability": (0.0, 1.0),
-            "overlap": (-1.0, 0.6),
-            "overlap_brightness": (0.0, 1.0),
-            "intensity": (0.0, None),
-            "edge_falloff": (0.0, 0.95),
-            "texture": (0.0, 2.0),
-            "nucleoli": (0.0, 20.0),
-            "nucleolus_contrast": (-1.0, 5.0),
-            "background": (0.0, None),
-            "background_variation": (0.0, 1.0),
-            "illumination_variation": (0.0, 0.9),
-            "haze": (0.0, None),
-            "blur": (0.0, 20.0),
-            "photons": (0.01, None),
-            "read_noise": (0.0, None),
-            "cell_extent": (0.0, 10.0),
-            "cell_intensity": (0.0, None),
-            "z_aspect": (0.05, 10.0),
-            "axial_blur": (0.0, 20.0),
-            "depth_attenuation": (0.0, 20.0),
-        }
-        for name, (low, high) in ranges.items():
+        set_(self, "shape", _checked_shape(self.shape))
+        for name, (low, high) in _RANGE_LIMITS.items():
             set_(self, name, as_range(name, getattr(self, name), low=low, high=high))
         if self.intensity[1] <= 0:
             raise ValueError(f"intensity: max must be > 0, got {self.intensity!r}")
@@ -224,13 +243,7 @@ class SyntheticConfig:
             raise ValueError(
                 f"second_channel: must be one of {', '.join(_SECOND_CHANNELS)}, got {self.second_channel!r}"
             )
-        try:
-            z_spacing = float(self.z_spacing)
-        except (TypeError, ValueError):
-            raise ValueError(f"z_spacing: expected a positive number, got {self.z_spacing!r}") from None
-        if not (math.isfinite(z_spacing) and z_spacing > 0):
-            raise ValueError(f"z_spacing: must be a positive number, got {self.z_spacing!r}")
-        set_(self, "z_spacing", z_spacing)
+        set_(self, "z_spacing", _checked_z_spacing(self.z_spacing))
         if int(self.min_area) != self.min_area or self.min_area < 1:
             raise ValueError(f"min_area: must be an integer >= 1, got {self.min_area!r}")
         set_(self, "min_area", int(self.min_area))
