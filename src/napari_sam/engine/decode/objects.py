@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import DuplicateBoxesWarning, EmptyObjectsWarning
 from ..embed.embeddings import VolumeEmbeddings
 from ..types import Embeddings, Prompts, TiledEmbeddings
-from .plain import predict_plain
+from .plain import DecodeOptions, predict_plain
 from .prompts import object_prompts
 from .tiled import localize
 
@@ -189,6 +189,7 @@ def _decode_groups(
         )
         lone_point = not has_box and n_points == 1
         use_multi = lone_point if multimask == "auto" else bool(multimask)
+        options = DecodeOptions(multimask=use_multi, best_only=True)
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
             prompts = object_prompts(
@@ -196,7 +197,7 @@ def _decode_groups(
                 np.stack([m[2] for m in chunk]) if n_points else None,
                 np.stack([m[3] for m in chunk]) if n_points else None,
             )
-            pred = predict_plain(emb, prompts, multimask=use_multi, best_only=True, model=sam)
+            pred = predict_plain(emb, prompts, options, sam)
             paint_by_score(
                 labels[region], best[region], pred.masks[:, 0], pred.iou_scores[:, 0], [m[0] for m in chunk]
             )

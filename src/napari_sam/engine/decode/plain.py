@@ -9,7 +9,7 @@ calls this or :func:`~napari_sam.engine.decode.tiled.predict_tiled`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -59,6 +59,42 @@ class Prediction:
     def best_masks(self) -> np.ndarray:
         """``(N, H, W)`` the highest-scoring mask of each object."""
         return self.masks[np.arange(self.masks.shape[0]), self.best_index]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What the decoder returns for each object; checked when made.
+
+    Attributes
+    ----------
+    multimask
+        True: 3 candidate masks per object (good for a single ambiguous point); False: one.
+    best_only
+        With ``multimask``: keep only the best-scoring candidate per object (only that one is upsampled
+        to full resolution).
+    return_logits
+        float32 logits instead of boolean masks.
+
+    Raises
+    ------
+    TypeError
+        A value that is not True or False.
+    """
+
+    multimask: bool = True
+    best_only: bool = False
+    return_logits: bool = False
+
+    def __post_init__(self) -> None:
+        for option in fields(self):
+            flag = getattr(self, option.name)
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{option.name} must be True or False, got {flag!r}")
+
+    @property
+    def candidates(self) -> int:
+        """Masks returned per object: 3 with ``multimask`` unless ``best_only``, else 1."""
+        return 3 if self.multimask and not self.best_only else 1
 
 
 def _mask_prompt(
@@ -139,13 +175,7 @@ def decoding_model(embeddings: Embeddings, model: Sam | None) -> Sam:
 
 
 def predict_plain(
-    embeddings: Embeddings,
-    prompts: Prompts,
-    *,
-    multimask: bool = True,
-    best_only: bool = False,
-    return_logits: bool = False,
-    model: Sam | None = None,
+    embeddings: Embeddings, prompts: Prompts, options: DecodeOptions, model: Sam | None = None
 ) -> Prediction:
     """:func:`napari_sam.predict` on one :class:`Embeddings`, for prompts grouped by object.
 
@@ -156,14 +186,15 @@ def predict_plain(
     prompts
         Checked prompts with ``per_object`` grouping (``(K, P, 2)`` points, ``(K, 4)`` boxes, masks);
         at least one of them.
-    multimask, best_only, return_logits, model
+    options
+        What to return: candidates, logits.
+    model
         As in :func:`napari_sam.predict`.
 
     Returns
     -------
     Prediction
-        ``masks`` ``(K, C, H, W)`` at the image's size, C candidates per object (3 with ``multimask``
-        unless ``best_only``, else 1).
+        ``masks`` ``(K, C, H, W)`` at the image's size, ``C = options.candidates`` per object.
     """
     sam = decoding_model(embeddings, model)
     point_arg, box_arg = _point_and_box_tensors(embeddings, prompts, sam.device)
@@ -179,8 +210,8 @@ def predict_plain(
             image_pe = None
         else:
             image, image_pe = embeddings.features.to(sam.device), sam.prompt_encoder.get_dense_pe()
-        low_res, iou = sam.mask_decoder(image, image_pe, sparse, dense, multimask_output=multimask)
-        if best_only and low_res.shape[1] > 1:
+        low_res, iou = sam.mask_decoder(image, image_pe, sparse, dense, multimask_output=options.multimask)
+        if options.best_only and low_res.shape[1] > 1:
             best = iou.argmax(dim=1)
             rows = torch.arange(low_res.shape[0], device=sam.device)
             low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
@@ -190,7 +221,7 @@ def predict_plain(
             original_size=embeddings.original_size,
             image_size=embeddings.image_size,
         )
-        masks = full if return_logits else full > sam.mask_threshold
+        masks = full if options.return_logits else full > sam.mask_threshold
     return Prediction(
         masks=masks.cpu().numpy(),
         iou_scores=iou.float().cpu().numpy(),

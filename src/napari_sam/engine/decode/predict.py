@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ...model import Sam
 from ..types import Embeddings, TiledEmbeddings
-from .plain import Prediction, predict_plain
+from .plain import DecodeOptions, Prediction, predict_plain
 from .prompts import normalize_prompts
 from .tiled import predict_tiled
 
@@ -88,9 +86,7 @@ def predict(
     >>> ns.predict(emb, box=[[0, 55, 29, 95], [54, 1, 96, 32]], multimask=False).masks.shape
     (2, 1, 128, 128)
     """
-    for name, flag in (("multimask", multimask), ("best_only", best_only), ("return_logits", return_logits)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    options = DecodeOptions(multimask, best_only, return_logits)  # checked first
     if not isinstance(embeddings, (Embeddings, TiledEmbeddings)):
         is_stack = hasattr(embeddings, "shape")
         hint = "; index a stack's VolumeEmbeddings by slice: embeddings[z]" if is_stack else ""
@@ -109,12 +105,6 @@ def predict(
         spatial_shape=embeddings.original_size,
         per_object=True,
     )
-    decode = predict_tiled if tiled else predict_plain
-    return decode(
-        embeddings,  # type: ignore[arg-type]
-        prompts,
-        multimask=multimask,
-        best_only=best_only,
-        return_logits=return_logits,
-        model=model,
-    )
+    if isinstance(embeddings, TiledEmbeddings):
+        return predict_tiled(embeddings, prompts, options, model)
+    return predict_plain(embeddings, prompts, options, model)

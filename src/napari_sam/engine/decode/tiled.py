@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..types import OUTSIDE_LOGIT, Embeddings, Prompts, TiledEmbeddings
-from .plain import Prediction, predict_plain
+from .plain import DecodeOptions, Prediction, predict_plain
 from .prompts import object_prompts
 
 if TYPE_CHECKING:
@@ -71,13 +71,7 @@ def localize(
 
 
 def predict_tiled(
-    tiled: TiledEmbeddings,
-    prompts: Prompts,
-    *,
-    multimask: bool = True,
-    best_only: bool = False,
-    return_logits: bool = False,
-    model: Sam | None = None,
+    tiled: TiledEmbeddings, prompts: Prompts, options: DecodeOptions, model: Sam | None = None
 ) -> Prediction:
     """:func:`napari_sam.predict` on :class:`TiledEmbeddings`, for prompts grouped by object.
 
@@ -91,9 +85,9 @@ def predict_tiled(
         )
     shape, n = tuple(tiled.original_size), prompts.n_objects
     masks_in = None if prompts.masks is None else _binary_masks(prompts.masks, shape, n)
-    k = 3 if multimask and not best_only else 1
-    fill = OUTSIDE_LOGIT if return_logits else False
-    out_masks = np.full((n, k, *shape), fill, dtype=np.float32 if return_logits else bool)
+    k = options.candidates
+    fill = OUTSIDE_LOGIT if options.return_logits else False
+    out_masks = np.full((n, k, *shape), fill, dtype=np.float32 if options.return_logits else bool)
     out_iou = np.zeros((n, k), dtype=np.float32)
     low_res: list[np.ndarray] = []
     for i in range(n):
@@ -112,9 +106,7 @@ def predict_tiled(
                 None if local.labels is None else local.labels[None],
                 mask,
             ),
-            multimask=multimask,
-            best_only=best_only,
-            return_logits=return_logits,
+            options,
             model=model or tiled.model,
         )
         out_masks[i, :, r0:r1, c0:c1] = pred.masks[0]
