@@ -144,63 +144,85 @@ def decode_into(
         return
     wanted = dict.fromkeys(int(v) for v in ids)  # a merged copy's label is missing too: reported
     objects, ids = merge_identical_boxes(objects, ids, stacklevel=stacklevel + 1)
-    _decode_groups(labels, embeddings, objects, ids, sam, multimask, batch_size)
+    best = np.full(labels.shape, -np.inf, dtype=np.float32)
+    for group in _prompt_groups(embeddings, objects, ids):
+        region = _window_region(group.bounds)
+        lone_point = not group.has_box and group.n_points == 1
+        use_multi = lone_point if multimask == "auto" else bool(multimask)
+        options = DecodeOptions(multimask=use_multi, best_only=True)
+        for start in range(0, len(group.members), batch_size):
+            chunk = group.members[start : start + batch_size]
+            pred = predict_plain(group.embeddings, group.prompts(chunk), options, sam)
+            chunk_ids = [member.label for member in chunk]
+            paint_by_score(labels[region], best[region], pred.masks[:, 0], pred.iou_scores[:, 0], chunk_ids)
     if report_empty:
         warn_empty_objects(empty_objects(labels, wanted), stacklevel=stacklevel + 1)
 
 
-def _decode_groups(
-    labels: np.ndarray,
-    embeddings: Embeddings | TiledEmbeddings,
-    objects: Sequence[ObjectPrompt],
-    ids: Sequence[int],
-    sam: Any,
-    multimask: bool | str,
-    batch_size: int,
-) -> None:
-    """:func:`decode_into`'s work: objects with one prompt layout (and window) decoded in batches."""
-    best = np.full(labels.shape, -np.inf, dtype=np.float32)
-    # (embeddings, window slices, has box, points per object) -> [(label, box, points, point labels)]
-    groups: dict[tuple[Any, ...], list[tuple[int, Any, Any, Any]]] = {}
-    # the embeddings each object is decoded on: its window's, or (key None) the plain embeddings
-    window_embeddings: dict[tuple[int, int, int, int] | None, Embeddings] = {}
+@dataclass
+class _Member:
+    """One object of a :class:`_Group`: its label and prompts in the group's window."""
+
+    label: int
+    box: np.ndarray | None  # (4,)
+    points: np.ndarray | None  # (P, 2)
+    point_labels: np.ndarray | None  # (P,)
+
+
+@dataclass
+class _Group:
+    """Objects decoded together: the same embeddings (window) and the same prompt layout (a box or
+    not, as many points)."""
+
+    embeddings: Embeddings
+    bounds: tuple[int, int, int, int] | None  # the window in the image; None: the whole image
+    has_box: bool
+    n_points: int
+    members: list[_Member] = field(default_factory=list)
+
+    def prompts(self, chunk: Sequence[_Member]) -> Prompts:
+        """The prompts of ``chunk``'s objects, one row per object (every member has a box when the
+        group has, and ``n_points`` points)."""
+        boxes = [m.box for m in chunk if m.box is not None]
+        points = [m.points for m in chunk if m.points is not None]
+        labels = [m.point_labels for m in chunk if m.point_labels is not None]
+        return object_prompts(
+            np.stack(boxes) if self.has_box else None,
+            np.stack(points) if self.n_points else None,
+            np.stack(labels) if self.n_points else None,
+        )
+
+
+def _prompt_groups(
+    embeddings: Embeddings | TiledEmbeddings, objects: Sequence[ObjectPrompt], ids: Sequence[int]
+) -> list[_Group]:
+    """``objects`` (labels ``ids``) in groups decoded together, in order of first appearance; on tiled
+    embeddings each object on its window (objects with no prompt inside the image are left out)."""
+    groups: dict[tuple[Any, ...], _Group] = {}
     for obj, label in zip(objects, ids, strict=True):
-        obj_points = np.stack(obj.points) if obj.points else None
-        obj_labels = np.asarray(obj.labels) if obj.points else None
+        points = np.stack(obj.points) if obj.points else None
+        point_labels = np.asarray(obj.labels) if obj.points else None
+        bounds: tuple[int, int, int, int] | None = None  # the whole image
         if isinstance(embeddings, TiledEmbeddings):
-            local = localize(embeddings, obj.box, obj_points, obj_labels)
+            local = localize(embeddings, obj.box, points, point_labels)
             if local is None:
                 continue
-            bounds, box, obj_points, obj_labels = local.bounds, local.box, local.points, local.labels
-            window_embeddings[bounds] = local.embeddings
+            emb, bounds, box = local.embeddings, local.bounds, local.box
+            points, point_labels = local.points, local.labels
         else:
-            bounds, box = None, obj.box
-            window_embeddings[None] = embeddings
-        n_points = 0 if obj_points is None else len(obj_points)
-        groups.setdefault((bounds, box is not None, n_points), []).append(
-            (label, box, obj_points, obj_labels)
-        )
-    for (bounds, has_box, n_points), members in groups.items():
-        emb = window_embeddings[bounds]
-        region = (
-            (slice(None), slice(None))
-            if bounds is None
-            else (slice(bounds[0], bounds[2]), slice(bounds[1], bounds[3]))
-        )
-        lone_point = not has_box and n_points == 1
-        use_multi = lone_point if multimask == "auto" else bool(multimask)
-        options = DecodeOptions(multimask=use_multi, best_only=True)
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            prompts = object_prompts(
-                np.stack([m[1] for m in chunk]) if has_box else None,
-                np.stack([m[2] for m in chunk]) if n_points else None,
-                np.stack([m[3] for m in chunk]) if n_points else None,
-            )
-            pred = predict_plain(emb, prompts, options, sam)
-            paint_by_score(
-                labels[region], best[region], pred.masks[:, 0], pred.iou_scores[:, 0], [m[0] for m in chunk]
-            )
+            emb, box = embeddings, obj.box
+        n_points = 0 if points is None else len(points)
+        key = (bounds, box is not None, n_points)
+        group = groups.setdefault(key, _Group(emb, bounds, box is not None, n_points))
+        group.members.append(_Member(int(label), box, points, point_labels))
+    return list(groups.values())
+
+
+def _window_region(bounds: tuple[int, int, int, int] | None) -> tuple[slice, slice]:
+    """The ``(rows, cols)`` slices of a window ``(r0, c0, r1, c1)`` (None: everything)."""
+    if bounds is None:
+        return slice(None), slice(None)
+    return slice(bounds[0], bounds[2]), slice(bounds[1], bounds[3])
 
 
 def empty_objects(labels: np.ndarray, expected: Mapping[int, int | None]) -> dict[int, int | None]:
