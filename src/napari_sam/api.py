@@ -180,8 +180,9 @@ def segment(
         if embeddings is None:
             slices = prompts.slices if layout.is_volume else None  # a stack: only the prompted slices
             embeddings = embed_image(image, sam, options, slices=slices, **storage)
-        if layout.is_volume:
-            return _segment_slices(layout, prompts, sam, embeddings, multimask, batch_size)
+        if layout.is_volume:  # each prompted slice on its own
+            volume = _stack_embeddings(embeddings, layout)
+            return segment_stack(volume, prompts, sam, multimask, batch_size)
         return segment_image(layout, prompts, sam, embeddings, multimask, batch_size)
 
 
@@ -237,16 +238,8 @@ def segment_image(
     return labels
 
 
-def _segment_slices(
-    layout: ImageLayout,
-    prompts: Prompts,
-    sam: Any,
-    embeddings: Embeddings | TiledEmbeddings | VolumeEmbeddings,
-    multimask: bool | str,
-    batch_size: int,
-) -> np.ndarray:
-    """:func:`segment` on a stack with ``propagate=False``: each prompted slice on its own, with the
-    stack's embeddings (checked here: they may be the user's)."""
+def _stack_embeddings(embeddings: Any, layout: ImageLayout) -> VolumeEmbeddings:
+    """``embeddings`` (perhaps the user's) checked to be those of the stack of ``layout``."""
     if not isinstance(embeddings, VolumeEmbeddings):
         raise TypeError(
             f"embeddings for a 3D stack must be VolumeEmbeddings, got {type(embeddings).__name__}"
@@ -255,7 +248,7 @@ def _segment_slices(
         raise ValueError(
             f"embeddings are of a stack of shape {embeddings.shape}, but image has shape {layout.shape}"
         )
-    return segment_stack(embeddings, prompts, sam, multimask, batch_size)
+    return embeddings
 
 
 def _segment_automatic(

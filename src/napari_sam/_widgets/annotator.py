@@ -248,18 +248,20 @@ class AnnotatorWidget(QWidget):
         layer.feature_defaults = {LABEL_FEATURE: NEGATIVE if negative else POSITIVE}
 
     def select_points(self) -> None:
-        with reported(self.viewer, "Points"):
-            self.annotator.ensure_layers()
-            self._connect_layers()
-            self.viewer.layers.selection.active = self.annotator.points_layer
-            self.annotator.points_layer.mode = "add"
+        self._select_prompt_layer("Points", "points_layer", "add")
 
     def select_boxes(self) -> None:
-        with reported(self.viewer, "Boxes"):
+        self._select_prompt_layer("Boxes", "shapes_layer", "add_rectangle")
+
+    def _select_prompt_layer(self, what: str, layer: str, mode: str) -> None:
+        """Make the annotator's prompt ``layer`` (an attribute name: the layers are made here when
+        missing) the active layer, in ``mode``."""
+        with reported(self.viewer, what):
             self.annotator.ensure_layers()
             self._connect_layers()
-            self.viewer.layers.selection.active = self.annotator.shapes_layer
-            self.annotator.shapes_layer.mode = "add_rectangle"
+            prompt_layer = getattr(self.annotator, layer)
+            self.viewer.layers.selection.active = prompt_layer
+            prompt_layer.mode = mode
 
     def target_choices(self) -> list[Any]:
         from napari.layers import Labels
