@@ -231,6 +231,31 @@ def test_segment_with_a_cache_embeds_once(image, small_model, tmp_path, monkeypa
     assert (results[0] == 1).sum() > 0
 
 
+def test_a_2d_segment_loads_checks_lays_out_and_embeds_once(image, small_weights, monkeypatch):
+    """model load → one prompt check → one layout → one embedding → decode → labels."""
+    import napari_sam.api as api
+    import napari_sam.engine.embed.embeddings as embeddings_mod
+
+    calls: dict[str, int] = {}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for name in ("load_model", "normalize_prompts", "image_layout", "embed_image"):
+        counted(api, name)
+    counted(embeddings_mod, "image_layout")  # the layout segment() read is handed on
+    counted(embeddings_mod, "compute_embeddings")  # not called: segment() has its options checked
+    labels = ns.segment(image, boxes=[[20, 30, 60, 80]], model=small_weights)
+    assert calls == {"load_model": 1, "normalize_prompts": 1, "image_layout": 1, "embed_image": 1}
+    assert labels.shape == image.shape and labels.dtype == np.uint32
+
+
 def test_segment_tiled_image_with_a_box_spanning_tiles(image, small_model):
     big = np.tile(image, (2, 2))  # (240, 320)
     box = [100, 130, 160, 200]  # across the middle of the image, wider than a tile holds

@@ -179,7 +179,7 @@ def segment(
         sam = _model_for(embeddings, model, device)
         if embeddings is None:
             slices = prompts.slices if layout.is_volume else None  # a stack: only the prompted slices
-            embeddings = embed_image(image, sam, options, slices=slices, **storage)
+            embeddings = embed_image(image, sam, options, layout=layout, slices=slices, **storage)
         if layout.is_volume:  # each prompted slice on its own
             volume = _stack_embeddings(embeddings, layout)
             return segment_stack(volume, prompts, sam, multimask, batch_size)

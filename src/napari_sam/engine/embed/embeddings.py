@@ -273,6 +273,7 @@ def embed_image(
     sam: Sam,
     options: EmbedOptions,
     *,
+    layout: ImageLayout | None = None,
     cache: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     slices: Sequence[int] | None = None,
@@ -289,6 +290,10 @@ def embed_image(
         The model.
     options
         How to embed (checked when made).
+    layout
+        The image's layout when the caller has read it (as
+        :func:`~napari_sam.engine.embed.layout.image_layout` reads it with ``options``' channel axis and
+        channel); None: read here.
     cache, overwrite, slices, progress, cancel
         As for :func:`compute_embeddings`.
 
@@ -297,7 +302,8 @@ def embed_image(
     Embeddings | TiledEmbeddings | VolumeEmbeddings
         As :func:`compute_embeddings`.
     """
-    layout = image_layout(image, options.channel_axis, channel=options.channel)
+    if layout is None:
+        layout = image_layout(image, options.channel_axis, channel=options.channel)
     todo = _slices_to_embed(slices, layout)
     return _embed(image, layout, sam, options, todo, cache, overwrite, progress, cancel)
 
