@@ -435,7 +435,6 @@ def train(
     ``ns.segment(image, boxes=..., model=result.weights)`` then uses the fine-tuned weights.
     """
     import copy
-    import os
     from pathlib import Path
 
     import torch
@@ -444,26 +443,9 @@ def train(
     from .engine.loading import open_model
     from .engine.training.data import folder_source
     from .engine.training.train import TrainConfig, TrainRun, train_model
-    from .engine.types import check_int
     from .model import Sam, save_safetensors
 
-    if not callable(data) and not isinstance(data, (str, os.PathLike)):
-        raise TypeError(
-            f"data must be a folder of image/label pairs or a callable rng -> (image, labels), got "
-            f"{type(data).__name__}"
-        )
-    for name, value, low in (
-        ("steps", steps, 0),
-        ("batch_images", batch_images, 1),
-        ("objects_per_image", objects_per_image, 1),
-    ):
-        check_int(value, name, low)
-    if (
-        isinstance(lr, bool)
-        or not isinstance(lr, (int, float, np.integer, np.floating))
-        or not (np.isfinite(lr) and lr > 0)
-    ):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    _check_training(data, steps, batch_images, objects_per_image, lr)  # before any model is loaded
     source = data if callable(data) else folder_source(data)
     sam = open_model(model) if not isinstance(model, Sam) else copy.deepcopy(model).cpu()
     nano = sam.config.encoder_type == "nano"
@@ -483,3 +465,28 @@ def train(
     weights = folder / "model.safetensors"
     save_safetensors(sam.cpu(), weights, config=sam.config, dtype=torch.float16)
     return TrainResult(weights=weights, step=state.step, history=state.history)
+
+
+def _check_training(data: Any, steps: Any, batch_images: Any, objects_per_image: Any, lr: Any) -> None:
+    """:func:`train`'s checks of its data and training length, before any model is loaded."""
+    import os
+
+    from .engine.types import check_int
+
+    if not callable(data) and not isinstance(data, (str, os.PathLike)):
+        raise TypeError(
+            f"data must be a folder of image/label pairs or a callable rng -> (image, labels), got "
+            f"{type(data).__name__}"
+        )
+    for name, value, low in (
+        ("steps", steps, 0),
+        ("batch_images", batch_images, 1),
+        ("objects_per_image", objects_per_image, 1),
+    ):
+        check_int(value, name, low)
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float, np.integer, np.floating))
+        or not (np.isfinite(lr) and lr > 0)
+    ):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
