@@ -115,6 +115,19 @@ def test_boxes_reaching_past_the_border_are_clipped(emb):
     np.testing.assert_allclose(inside.masks, beyond.masks, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "k"),
+    [({}, 3), ({"best_only": True}, 1), ({"multimask": False, "return_logits": True}, 1)],
+)
+def test_an_empty_list_of_boxes_predicts_no_object(emb, kwargs, k):
+    # as before the restructure: zero boxes are zero objects, not one mask decoded from no prompt
+    pred = predict(emb, box=np.zeros((0, 4)), **kwargs)
+    assert pred.masks.shape == (0, k, 90, 120)
+    assert pred.masks.dtype == (np.float32 if kwargs.get("return_logits") else bool)
+    assert pred.iou_scores.shape == (0, k) and pred.iou_scores.dtype == np.float32
+    assert pred.low_res_logits.shape == (0, k, 64, 64) and pred.low_res_logits.dtype == np.float32
+
+
 def test_embeddings_of_another_model_are_refused(emb):
     from tests.conftest import GOLDEN, Golden
 

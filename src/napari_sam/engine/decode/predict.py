@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ...model import Sam
 from ..types import Embeddings, TiledEmbeddings
-from .plain import DecodeOptions, Prediction, predict_plain
+from .plain import DecodeOptions, Prediction, decoding_model, predict_plain
 from .prompts import normalize_prompts
 from .tiled import predict_tiled
 
@@ -107,4 +109,18 @@ def predict(
     )
     if isinstance(embeddings, TiledEmbeddings):
         return predict_tiled(embeddings, prompts, options, model)
+    if box is not None and not (prompts.has_boxes or prompts.has_points) and prompts.masks is None:
+        return _no_objects(embeddings, options, model)  # an empty list of boxes: no object to decode
     return predict_plain(embeddings, prompts, options, model)
+
+
+def _no_objects(embeddings: Embeddings, options: DecodeOptions, model: Sam | None) -> Prediction:
+    """The prediction for no object: ``masks`` ``(0, K, H, W)``, ``iou_scores`` ``(0, K)``,
+    ``low_res_logits`` ``(0, K, 4h, 4w)`` (the model is still checked against the embeddings)."""
+    sam = decoding_model(embeddings, model)
+    k = options.candidates
+    return Prediction(
+        masks=np.zeros((0, k, *embeddings.original_size), np.float32 if options.return_logits else bool),
+        iou_scores=np.zeros((0, k), np.float32),
+        low_res_logits=np.zeros((0, k, *sam.prompt_encoder.mask_input_size), np.float32),
+    )
