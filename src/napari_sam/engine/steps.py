@@ -91,7 +91,9 @@ class Progress:
     def check(self) -> None:
         """Raise :class:`~napari_sam.errors.Cancelled` when ``cancel`` is set."""
         if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled(f"{self.what} cancelled after {self.done} of {self.total} {self.unit}s")
+            # a total of 0: nothing counted yet (run_steps before the first step), so no "after 0 of 0"
+            so_far = f" after {self.done} of {self.total} {self.unit}s" if self.total else ""
+            raise Cancelled(f"{self.what} cancelled{so_far}")
 
     def advance(self, n: int = 1) -> None:
         """Count ``n`` more units done."""
