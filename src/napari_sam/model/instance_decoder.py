@@ -1,0 +1,203 @@
+"""Instance decoder: a convolutional decoder on the image embedding for automatic instance segmentation.
+
+It predicts, per pixel, three maps in ``[0, 1]``: foreground, distance to the object centre and distance to
+the object boundary; a seeded watershed turns them into instances. The architecture and the state-dict layout
+are those of micro-sam's ``decoder_state``: the decoder part of a torch_em ``UNETR`` built with
+``backbone="sam"``, ``use_skip_connection=False``, ``resize_input=True``, ``out_channels=3``, a sigmoid output
+and ``initial_features=64``, whose ``encoder.*`` keys are left out. Key prefixes: ``base.``,
+``decoder.blocks.``, ``decoder.samplers.``, ``deconv1.`` – ``deconv4.``, ``deconv_out.``, ``decoder_head.``,
+``out_conv.``.
+
+Without skip connections the decoder only sees the image embedding ``(B, E, h, w)`` (the encoder's neck
+output, ``E = 256`` for SAM): four ×2 up-sampling blocks make features at 2, 4, 8 and 16 times the
+embedding's resolution, which feed a three-level U-Net decoder and its output head. As in torch_em, each
+decoder level concatenates the up-sampled features with the *centre channels* of the matching up-sampling
+block's output (torch_em crops the skip tensor to the up-sampled tensor's shape, channel axis included).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: levels of the U-Net decoder (torch_em's ``depth``) and the channel gain between levels
+_DEPTH = 3
+_GAIN = 2
+
+
+class _ConvBlock(nn.Module):
+    """Two (instance norm → 3×3 conv → ReLU) steps: ``(B, C_in, H, W)`` → ``(B, C_out, H, W)``.
+
+    The instance norms have no parameters; the convolutions are ``block.1`` and ``block.4``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.InstanceNorm2d(in_channels),
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.InstanceNorm2d(out_channels),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class _Upsample(nn.Module):
+    """×2 up-sampling with a channel change: ``(B, C_in, H, W)`` → ``(B, C_out, 2H, 2W)``.
+
+    Either bilinear interpolation then a 1×1 convolution (parameters ``conv.*``), or, for decoders trained
+    with ``use_conv_transpose=True``, a 2×2 stride-2 transposed convolution (parameters ``block.*``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, transpose: bool) -> None:
+        super().__init__()
+        self.transpose = transpose
+        if transpose:
+            self.block = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transpose:
+            return self.block(x)
+        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+
+class _Conv3x3(nn.Module):
+    """One 3×3 convolution kept under the name ``block``: ``(B, C, H, W)`` → ``(B, C, H, W)``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class _UpBlock(nn.Module):
+    """Up-sample ×2, 3×3 conv, batch norm, ReLU: ``(B, C_in, H, W)`` → ``(B, C_out, 2H, 2W)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, transpose: bool) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            _Upsample(in_channels, out_channels, transpose=transpose),
+            _Conv3x3(out_channels),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+def _centre_channels(skip: torch.Tensor, channels: int) -> torch.Tensor:
+    """The ``channels`` centre channels of ``skip`` ``(B, C, H, W)`` → ``(B, channels, H, W)``."""
+    start = (skip.shape[1] - channels) // 2
+    return skip[:, start : start + channels]
+
+
+class _UNetDecoder(nn.Module):
+    """Three levels of (up-sample, concatenate the skip's centre channels, conv block).
+
+    ``(B, F0, h, w)`` and skips ``(B, F0, 2h, 2w)``, ``(B, F1, 4h, 4w)``, ``(B, F2, 8h, 8w)`` →
+    ``(B, F3, 8h, 8w)``, with ``F = features``.
+    """
+
+    def __init__(self, features: list[int], *, transpose: bool) -> None:
+        super().__init__()
+        pairs = list(pairwise(features))
+        self.blocks = nn.ModuleList(_ConvBlock(c_in, c_out) for c_in, c_out in pairs)
+        self.samplers = nn.ModuleList(_Upsample(c_in, c_out, transpose=transpose) for c_in, c_out in pairs)
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for block, sampler, skip in zip(self.blocks, self.samplers, skips, strict=True):
+            x = sampler(x)
+            x = block(torch.cat([x, _centre_channels(skip, x.shape[1])], dim=1))
+        return x
+
+
+class InstanceDecoder(nn.Module):
+    """Foreground, centre-distance and boundary-distance maps from a SAM image embedding.
+
+    Parameters
+    ----------
+    embed_dim
+        Channels ``E`` of the image embedding (256 for SAM).
+    image_size
+        Side of the encoder's square input (1024 for SAM); the maps are first resized to it, as the padded
+        model input, then cropped to the resized image and resized to the original image.
+    out_channels
+        Number of output maps (3: foreground, centre distance, boundary distance).
+    initial_features
+        Channels of the finest decoder level; the levels have ``8, 4, 2, 1`` times as many (coarse to fine).
+    conv_transpose
+        Up-sample with transposed convolutions instead of bilinear interpolation + 1×1 convolution
+        (micro-sam tells the two apart by ``.block.`` in the ``decoder.samplers`` keys).
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 256,
+        image_size: int = 1024,
+        out_channels: int = 3,
+        initial_features: int = 64,
+        conv_transpose: bool = False,
+    ) -> None:
+        super().__init__()
+        self.image_size = image_size
+        feats = [initial_features * _GAIN**i for i in range(_DEPTH + 1)][::-1]  # coarse → fine
+        self.decoder = _UNetDecoder(feats, transpose=conv_transpose)
+        self.deconv1 = _UpBlock(embed_dim, feats[0], transpose=conv_transpose)
+        self.deconv2 = _UpBlock(feats[0], feats[1], transpose=conv_transpose)
+        self.deconv3 = _UpBlock(feats[1], feats[2], transpose=conv_transpose)
+        self.deconv4 = _UpBlock(feats[2], feats[3], transpose=conv_transpose)
+        self.base = _ConvBlock(embed_dim, feats[0])
+        self.out_conv = nn.Conv2d(feats[-1], out_channels, kernel_size=1)
+        self.deconv_out = _Upsample(feats[-1], feats[-1], transpose=conv_transpose)
+        self.decoder_head = _ConvBlock(2 * feats[-1], feats[-1])
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """Maps at 16× the embedding's resolution: ``(B, E, h, w)`` → ``(B, out_channels, 16h, 16w)``."""
+        z9 = self.deconv1(features)
+        z6 = self.deconv2(z9)
+        z3 = self.deconv3(z6)
+        z0 = self.deconv4(z3)
+        x = self.decoder(self.base(features), [z9, z6, z3])
+        x = self.decoder_head(torch.cat([self.deconv_out(x), z0], dim=1))
+        return torch.sigmoid(self.out_conv(x))
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        input_size: tuple[int, int],
+        original_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """Predict the maps of one batch of images.
+
+        Parameters
+        ----------
+        features
+            Image embeddings ``(B, E, h, w)``, ``h = w = image_size / patch_size``.
+        input_size
+            ``(H', W')``: the image's size after resizing its longest side to ``image_size``, before padding.
+        original_size
+            ``(H, W)``: the image's original size.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, out_channels, H, W)`` float maps in ``[0, 1]``.
+        """
+        maps = self.decode(features)
+        side = self.image_size
+        maps = F.interpolate(maps, (side, side), mode="bilinear", align_corners=False)
+        maps = maps[..., : input_size[0], : input_size[1]]
+        return F.interpolate(maps, tuple(original_size), mode="bilinear", align_corners=False)
