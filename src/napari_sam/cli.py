@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 import time
@@ -558,7 +559,10 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return int(args.func(args))
     except KeyboardInterrupt:
-        # what was finished is kept: batch outputs and cache slices are written atomically
+        # what was finished is kept: batch outputs and cache slices are written atomically; zarr's I/O
+        # tasks cut short by the interrupt are reported by asyncio at exit ("Task was destroyed but it is
+        # pending!") — expected after Ctrl-C, so not shown
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print(f"napari-sam {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except UsageError as exc:
