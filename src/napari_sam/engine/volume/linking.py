@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..types import check_int
+
 __all__ = ["link_slices", "slice_overlaps"]
 
 
@@ -73,8 +75,7 @@ def _check_arguments(arr: np.ndarray, min_iou: float, min_slices: int) -> None:
         raise TypeError(f"labels must be integer, got dtype {arr.dtype}")
     if isinstance(min_iou, bool) or not isinstance(min_iou, (int, float)) or not 0 < min_iou <= 1:
         raise ValueError(f"min_iou must be a number in (0, 1], got {min_iou!r}")
-    if isinstance(min_slices, bool) or not isinstance(min_slices, (int, np.integer)) or min_slices < 1:
-        raise ValueError(f"min_slices must be an integer >= 1, got {min_slices!r}")
+    check_int(min_slices, "min_slices", 1)
 
 
 def _ids_per_slice(arr: np.ndarray) -> tuple[np.ndarray, int]:
