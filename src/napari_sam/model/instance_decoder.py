@@ -17,7 +17,10 @@ block's output (torch_em crops the skip tensor to the up-sampled tensor's shape,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +29,26 @@ from torch.nn import functional as F
 #: levels of the U-Net decoder (torch_em's ``depth``) and the channel gain between levels
 _DEPTH = 3
 _GAIN = 2
+
+
+@dataclass(frozen=True)
+class InstanceDecoderConfig:
+    """The architecture of an :class:`InstanceDecoder` (its constructor's arguments)."""
+
+    embed_dim: int = 256
+    image_size: int = 1024
+    out_channels: int = 3
+    initial_features: int = 64
+    conv_transpose: bool = False
+    full_resolution: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> InstanceDecoderConfig:
+        """The config written by :meth:`to_dict`; TypeError on unknown keys."""
+        return cls(**dict(values))
 
 
 class _ConvBlock(nn.Module):
@@ -140,6 +163,11 @@ class InstanceDecoder(nn.Module):
     conv_transpose
         Up-sample with transposed convolutions instead of bilinear interpolation + 1×1 convolution
         (micro-sam tells the two apart by ``.block.`` in the ``decoder.samplers`` keys).
+    full_resolution
+        True (micro-sam's layout): the maps are made at 16× the embedding's resolution (the model input's).
+        False: a lighter variant of our own that stops at 8× (no ``deconv4``, ``deconv_out``,
+        ``decoder_head``; ``out_conv`` reads the U-Net decoder's output), about 20× cheaper at
+        ``initial_features=16`` — for the nano model, whose input is at most 2× the image.
     """
 
     def __init__(
@@ -150,29 +178,74 @@ class InstanceDecoder(nn.Module):
         out_channels: int = 3,
         initial_features: int = 64,
         conv_transpose: bool = False,
+        full_resolution: bool = True,
     ) -> None:
         super().__init__()
         self.image_size = image_size
+        self.config = InstanceDecoderConfig(
+            embed_dim=embed_dim,
+            image_size=image_size,
+            out_channels=out_channels,
+            initial_features=initial_features,
+            conv_transpose=conv_transpose,
+            full_resolution=full_resolution,
+        )
         feats = [initial_features * _GAIN**i for i in range(_DEPTH + 1)][::-1]  # coarse → fine
         self.decoder = _UNetDecoder(feats, transpose=conv_transpose)
         self.deconv1 = _UpBlock(embed_dim, feats[0], transpose=conv_transpose)
         self.deconv2 = _UpBlock(feats[0], feats[1], transpose=conv_transpose)
         self.deconv3 = _UpBlock(feats[1], feats[2], transpose=conv_transpose)
-        self.deconv4 = _UpBlock(feats[2], feats[3], transpose=conv_transpose)
+        # registered in torch_em's order, so that the state dict's keys come in micro-sam's order
+        self.deconv4: _UpBlock | None = (
+            _UpBlock(feats[2], feats[3], transpose=conv_transpose) if full_resolution else None
+        )
         self.base = _ConvBlock(embed_dim, feats[0])
         self.out_conv = nn.Conv2d(feats[-1], out_channels, kernel_size=1)
-        self.deconv_out = _Upsample(feats[-1], feats[-1], transpose=conv_transpose)
-        self.decoder_head = _ConvBlock(2 * feats[-1], feats[-1])
+        self.deconv_out: _Upsample | None = None
+        self.decoder_head: _ConvBlock | None = None
+        if full_resolution:
+            self.deconv_out = _Upsample(feats[-1], feats[-1], transpose=conv_transpose)
+            self.decoder_head = _ConvBlock(2 * feats[-1], feats[-1])
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:
-        """Maps at 16× the embedding's resolution: ``(B, E, h, w)`` → ``(B, out_channels, 16h, 16w)``."""
+        """Maps at 16× (8× without ``full_resolution``) the embedding's resolution.
+
+        ``(B, E, h, w)`` → ``(B, out_channels, 16h, 16w)`` (or ``(B, out_channels, 8h, 8w)``).
+        """
         z9 = self.deconv1(features)
         z6 = self.deconv2(z9)
         z3 = self.deconv3(z6)
-        z0 = self.deconv4(z3)
         x = self.decoder(self.base(features), [z9, z6, z3])
-        x = self.decoder_head(torch.cat([self.deconv_out(x), z0], dim=1))
+        if self.deconv4 is not None and self.deconv_out is not None and self.decoder_head is not None:
+            z0 = self.deconv4(z3)
+            x = self.decoder_head(torch.cat([self.deconv_out(x), z0], dim=1))
         return torch.sigmoid(self.out_conv(x))
+
+    @classmethod
+    def from_state_dict_shapes(
+        cls, state_dict: Mapping[str, torch.Tensor], *, image_size: int
+    ) -> InstanceDecoder:
+        """An (untrained) decoder whose architecture fits ``state_dict``'s keys and shapes.
+
+        ``embed_dim``, ``out_channels`` and ``initial_features`` come from the shapes; transposed
+        up-sampling from ``.block.`` in the ``decoder.samplers`` keys (micro-sam's rule); the half-resolution
+        variant from the absence of ``decoder_head`` keys. ``image_size`` is the SAM model's.
+
+        Raises
+        ------
+        KeyError
+            A key every instance decoder has is missing (not an instance decoder state dict).
+        """
+        base = state_dict["base.block.1.weight"]  # (8F, E, 3, 3)
+        out = state_dict["out_conv.weight"]  # (C_out, F, 1, 1)
+        return cls(
+            embed_dim=int(base.shape[1]),
+            image_size=image_size,
+            out_channels=int(out.shape[0]),
+            initial_features=int(out.shape[1]),
+            conv_transpose=any(".block." in k for k in state_dict if k.startswith("decoder.samplers")),
+            full_resolution=any(k.startswith("decoder_head.") for k in state_dict),
+        )
 
     def forward(
         self,

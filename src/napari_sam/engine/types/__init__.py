@@ -15,6 +15,8 @@ the module of one responsibility:
 - :mod:`.embed_options`: :class:`EmbedOptions` (preprocessing, precision, batching, tiling) and the
   checks of those options.
 - :mod:`.automatic_options`: :class:`AutomaticOptions`, the options of automatic mask generation.
+- :mod:`.instance_options`: :class:`InstanceOptions`, how the instance decoder's maps become labels
+  (AIS, APG), and the automatic modes.
 - :mod:`.propagation_options`: :class:`PropagationOptions`, how 3D propagation prompts each slice and
   when an object stops.
 """
@@ -40,6 +42,14 @@ from .embed_options import (
     check_tile_threshold,
     tiling_option,
 )
+from .instance_options import (
+    AUTOMATIC_MODES,
+    DECODER_MODES,
+    DEFAULT_MIN_SIZE,
+    INSTANCE_OPTION_NAMES,
+    InstanceOptions,
+    check_mode,
+)
 from .prompts import Prompts
 from .propagation_options import PROPAGATION_PROMPT_KINDS, PropagationOptions
 from .tiles import (
@@ -62,11 +72,15 @@ from .values import (
 )
 
 __all__ = [
+    "AUTOMATIC_MODES",
     "CACHE_DTYPE_NAMES",
+    "DECODER_MODES",
     "DEFAULT_HALO",
+    "DEFAULT_MIN_SIZE",
     "DEFAULT_PERCENTILES",
     "DEFAULT_TILE_SIZE",
     "DEFAULT_TILE_THRESHOLD",
+    "INSTANCE_OPTION_NAMES",
     "MAX_POINTS_PER_SIDE",
     "OUTSIDE_LOGIT",
     "OVERLAP_RULES",
@@ -80,6 +94,7 @@ __all__ = [
     "EmbedOptions",
     "Embeddings",
     "ImageLayout",
+    "InstanceOptions",
     "LazySequence",
     "Limits",
     "NormalizeMode",
@@ -96,6 +111,7 @@ __all__ = [
     "check_field",
     "check_flag",
     "check_int",
+    "check_mode",
     "check_normalize",
     "check_number",
     "check_percentiles",
