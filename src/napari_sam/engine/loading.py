@@ -10,6 +10,7 @@ import torch
 from ..model import CONFIGS, OFFICIAL_WEIGHTS, Sam, build_sam, fetch_weights
 from ..model.checkpoint import weights_fingerprint
 from ..model.identity import state_tensors
+from ..model.instance_checkpoint import decoder_beside
 from .device import DeviceLike, resolve_device
 from .lru import LRU
 
@@ -26,7 +27,9 @@ def _cache_key(model: str | Path, device: torch.device) -> tuple[Any, ...]:
     if not path.is_file():
         return ("missing", str(path), str(device))
     stat = path.stat()
-    return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(device))
+    beside = decoder_beside(path)  # a decoder file put beside the SAM file later counts
+    decoder = (str(beside), beside.stat().st_size, beside.stat().st_mtime_ns) if beside else None
+    return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns, decoder, str(device))
 
 
 def open_model(model: str | Path) -> Sam:
@@ -41,7 +44,13 @@ def open_model(model: str | Path) -> Sam:
 def _load_nano() -> Sam:
     """The nano model shipped in the package, checked against its registered sha256."""
     from ..errors import WeightsUnavailableError
-    from ..model.registry import NANO_SHA256, shipped_nano_path, verify_sha256
+    from ..model.registry import (
+        NANO_DECODER_SHA256,
+        NANO_SHA256,
+        shipped_nano_decoder_path,
+        shipped_nano_path,
+        verify_sha256,
+    )
 
     path = shipped_nano_path()
     if not path.is_file():
@@ -50,7 +59,16 @@ def _load_nano() -> Sam:
             "napari-sam-pipeline, or pass model='vit_b' / a weights path"
         )
     verify_sha256(path, NANO_SHA256)
-    model = build_sam(path)
+    decoder: Path | bool = False  # only a registered, checked decoder is attached
+    if NANO_DECODER_SHA256 is not None:
+        decoder = shipped_nano_decoder_path()
+        if not decoder.is_file():
+            raise WeightsUnavailableError(
+                f"the shipped nano instance decoder is missing from this installation ({decoder}); "
+                "reinstall napari-sam-pipeline"
+            )
+        verify_sha256(decoder, NANO_DECODER_SHA256)
+    model = build_sam(path, instance_decoder=decoder)
     model.name = "nano"
     return model
 

@@ -17,6 +17,13 @@ from .checkpoint import (
     read_checkpoint,
 )
 from .configs import CONFIGS, SamConfig, config_name
+from .instance_checkpoint import (
+    build_instance_decoder,
+    decoder_beside,
+    read_instance_decoder,
+    split_instance_decoder,
+)
+from .instance_decoder import InstanceDecoder
 from .registry import file_sha256
 from .sam import Sam, build_from_config
 
@@ -32,16 +39,59 @@ def _looks_like_path(value: str) -> bool:
     )
 
 
-def _load_file(path: Path, *, expected: SamConfig | None, name: str | None) -> Sam:
-    state_dict, metadata = read_checkpoint(path)
+#: What ``instance_decoder=`` of :func:`build_sam` accepts: a decoder file, None (look for one), False (none).
+DecoderChoice = str | Path | bool | None
+
+
+def _load_file(path: Path, *, expected: SamConfig | None, name: str | None, decoder: DecoderChoice) -> Sam:
+    everything, metadata = read_checkpoint(path)
+    state_dict, decoder_state = split_instance_decoder(everything)
     declared = config_from_metadata(metadata) if expected is None else None
     config = expected or declared or infer_config(state_dict)
     model_name = name or metadata.get("napari_sam_name") or config_name(config) or path.stem
     _check_shapes_first(config, state_dict, path, name=model_name, declared=declared is not None)
     model = build_from_config(config, name=model_name)
     load_state_dict_strict(model, state_dict, source=str(path))
+    model.instance_decoder = _instance_decoder(path, config, decoder, decoder_state, metadata)
+    # the id of the SAM file: the instance decoder reads embeddings and does not change them
     model.weights_sha256 = file_sha256(path)
     return model.eval()
+
+
+def _instance_decoder(
+    path: Path,
+    config: SamConfig,
+    choice: DecoderChoice,
+    inside: dict[str, torch.Tensor] | None,
+    metadata: dict[str, str],
+) -> InstanceDecoder | None:
+    """The instance decoder for the SAM file ``path``: the file ``choice``, else the one ``inside`` the
+    SAM file, else one beside it (see :mod:`.instance_checkpoint`); None with ``choice=False``."""
+    if choice is False:
+        return None
+    source = str(path)
+    if choice is not None and choice is not True:
+        decoder_path = Path(choice).expanduser()
+        if not decoder_path.is_file():
+            raise FileNotFoundError(f"instance decoder file not found: {decoder_path}")
+        inside, metadata, source = *read_instance_decoder(decoder_path), str(decoder_path)
+    elif inside is None:
+        beside = decoder_beside(path)
+        if beside is None:
+            if choice is True:
+                raise CheckpointError(
+                    f"{path} holds no instance decoder and none lies beside it "
+                    f"({path.stem}_decoder.pt / .pth / .safetensors)"
+                )
+            return None
+        inside, metadata, source = *read_instance_decoder(beside), str(beside)
+    return build_instance_decoder(
+        inside,
+        image_size=config.image_size,
+        embed_dim=config.prompt_embed_dim,
+        source=source,
+        metadata=metadata,
+    )
 
 
 def _describe(config: SamConfig) -> str:
@@ -95,7 +145,12 @@ def _check_shapes_first(
         )
 
 
-def build_sam(name_or_path: str | Path | SamConfig, checkpoint: str | Path | None = None) -> Sam:
+def build_sam(
+    name_or_path: str | Path | SamConfig,
+    checkpoint: str | Path | None = None,
+    *,
+    instance_decoder: DecoderChoice = None,
+) -> Sam:
     """Build a Segment Anything model.
 
     Parameters
@@ -107,11 +162,16 @@ def build_sam(name_or_path: str | Path | SamConfig, checkpoint: str | Path | Non
         With a name or config: a weights file to load strictly into that architecture. Without one,
         a name or config gives PyTorch's default random initialisation (nothing is downloaded; use
         :func:`napari_sam.load_model` for the official weights).
+    instance_decoder
+        With a weights file: None (default) attaches the instance decoder the file holds (micro-sam's
+        ``decoder_state``, our ``instance_decoder.*`` keys), else one beside it
+        (``<stem>_decoder.pt`` / ``.pth`` / ``.safetensors``), else none; a path attaches that decoder
+        file; True requires a decoder (error when there is none); False attaches none.
 
     Returns
     -------
     Sam
-        In eval mode, on the CPU.
+        In eval mode, on the CPU; ``sam.instance_decoder`` is the attached decoder or None.
 
     Raises
     ------
@@ -147,15 +207,17 @@ def build_sam(name_or_path: str | Path | SamConfig, checkpoint: str | Path | Non
             raise FileNotFoundError(f"model weights file not found: {path} is a folder, not a weights file")
         if not path.is_file():
             raise FileNotFoundError(f"model weights file not found: {path}")
-        return _load_file(path, expected=None, name=None)
+        return _load_file(path, expected=None, name=None, decoder=instance_decoder)
     else:
         raise ValueError(
             f"unknown model {name_or_path!r}: expected one of {list(MODEL_NAMES)}, a SamConfig, "
             "or the path of a weights file (.pth / .safetensors)"
         )
     if checkpoint is None:
+        if instance_decoder not in (None, False):
+            raise ValueError("instance_decoder= needs weights: pass a weights path or checkpoint=")
         return build_from_config(config, name=name).eval()
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    return _load_file(path, expected=config, name=name)
+    return _load_file(path, expected=config, name=name, decoder=instance_decoder)

@@ -23,6 +23,10 @@ from .configs import CONFIGS, SamConfig, config_name
 #: Keys under which training frameworks commonly nest a model's state dict.
 _CONTAINER_KEYS = ("model", "state_dict", "model_state", "model_state_dict")
 _CONFIG_METADATA_KEY = "napari_sam_config"
+#: Metadata key of our safetensors files that holds an instance decoder's architecture (JSON).
+DECODER_METADATA_KEY = "napari_sam_instance_decoder"
+#: Where a model's instance decoder keys live in its state dict (``Sam.instance_decoder``).
+INSTANCE_DECODER_PREFIX = "instance_decoder."
 _MAX_LISTED = 8
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -48,8 +52,22 @@ def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _tensors_of(obj: Mapping[Any, Any]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint object, by key.
+
+    Containers of training frameworks are opened (``model_state`` …); micro-sam's
+    ``{"model_state": {"sam.<key>": …}, "decoder_state": {…}}`` gives the SAM keys without the ``sam.``
+    prefix and the decoder's keys under :data:`INSTANCE_DECODER_PREFIX`.
+    """
+    decoder: dict[str, torch.Tensor] = {}
     if isinstance(obj, Mapping):
+        inner_decoder = obj.get("decoder_state")
+        if isinstance(inner_decoder, Mapping):
+            decoder = _tensors_of(inner_decoder)
         for key in _CONTAINER_KEYS:
             inner = obj.get(key)
             if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
@@ -57,11 +75,14 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, Mapping) or not obj:
         raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__})")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
+    tensors = _tensors_of(obj)
+    if not tensors and not decoder:
         raise CheckpointError(f"{path} holds no tensors")
-    if all(k.startswith("module.") for k in tensors):  # saved from DataParallel
+    if tensors and all(k.startswith("module.") for k in tensors):  # saved from DataParallel
         tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    if any(k.startswith("sam.image_encoder.") for k in tensors):  # micro-sam's training wrapper
+        tensors = {k.removeprefix("sam."): v for k, v in tensors.items()}
+    tensors.update({INSTANCE_DECODER_PREFIX + k: v for k, v in decoder.items()})
     return tensors
 
 
@@ -338,6 +359,9 @@ def save_safetensors(
 ) -> Path:
     """Write ``model``'s state dict as safetensors with the architecture in the metadata.
 
+    A model with an instance decoder keeps it (keys ``instance_decoder.*``, its architecture under
+    :data:`DECODER_METADATA_KEY`).
+
     ``dtype`` (e.g. ``torch.float16``) converts floating-point tensors to shrink the file.
     """
     from safetensors.torch import save_file
@@ -349,6 +373,9 @@ def save_safetensors(
             tensor = tensor.to(dtype)
         tensors[key] = tensor.contiguous()
     meta = {_CONFIG_METADATA_KEY: json.dumps(config.to_dict())}
+    decoder = getattr(model, "instance_decoder", None)
+    if decoder is not None:
+        meta[DECODER_METADATA_KEY] = json.dumps(decoder.config.to_dict())
     name = getattr(model, "name", None)
     if isinstance(name, str) and name:
         meta["napari_sam_name"] = name

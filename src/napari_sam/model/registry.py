@@ -60,9 +60,21 @@ NANO_FILENAME = "nano.safetensors"
 NANO_SHA256 = "3d700b3594d8e42b664b7df804a1134c1e644a054d127778b610f82413032408"
 
 
+#: The nano model's instance decoder, shipped beside it (trained by scripts/train_nano_instance_decoder.py
+#: on the frozen nano encoder); None while no decoder is registered (nano then segments automatically
+#: with the prompt grid, AMG).
+NANO_DECODER_FILENAME = "nano_decoder.safetensors"
+NANO_DECODER_SHA256: str | None = None
+
+
 def shipped_nano_path() -> Path:
     """Path of the nano weights inside the installed package."""
     return Path(__file__).resolve().parents[1] / "weights" / NANO_FILENAME
+
+
+def shipped_nano_decoder_path() -> Path:
+    """Path of the nano instance decoder's weights inside the installed package."""
+    return shipped_nano_path().with_name(NANO_DECODER_FILENAME)
 
 
 _verified: dict[tuple[str, int, int], str] = {}

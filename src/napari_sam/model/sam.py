@@ -8,6 +8,7 @@ from torch import nn
 from .configs import SamConfig
 from .identity import WeightsIds
 from .image_encoder import ImageEncoderViT
+from .instance_decoder import InstanceDecoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .transformer import TwoWayTransformer
@@ -24,8 +25,9 @@ NANO_MAX_UPSCALE = 2.0
 class Sam(nn.Module):
     """Segment Anything.
 
-    ``state_dict()`` keys equal the official ``segment_anything`` ones. ``pixel_mean`` and ``pixel_std``
-    are ``(3, 1, 1)`` non-persistent buffers (not part of the checkpoint), as in the official model.
+    ``state_dict()`` keys equal the official ``segment_anything`` ones, plus ``instance_decoder.*`` when
+    the model carries an instance decoder. ``pixel_mean`` and ``pixel_std`` are ``(3, 1, 1)``
+    non-persistent buffers (not part of the checkpoint), as in the official model.
 
     Attributes
     ----------
@@ -33,6 +35,10 @@ class Sam(nn.Module):
         The architecture.
     name
         A short model name (``"vit_b"``, a file stem, ``"custom"`` …).
+    instance_decoder
+        The :class:`~napari_sam.model.instance_decoder.InstanceDecoder` for automatic instance
+        segmentation (micro-sam's AIS / APG), or None. It reads the image encoder's output and leaves
+        the embeddings unchanged.
     weights_sha256
         The id of the weights the model holds now: the sha256 of the weights file it was loaded
         from, or a fingerprint set by :func:`napari_sam.engine.loading.model_weights_id`; None when
@@ -55,11 +61,13 @@ class Sam(nn.Module):
         name: str = "custom",
         pixel_mean: tuple[float, float, float] = PIXEL_MEAN,
         pixel_std: tuple[float, float, float] = PIXEL_STD,
+        instance_decoder: InstanceDecoder | None = None,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
+        self.instance_decoder: InstanceDecoder | None = instance_decoder
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.config = config
@@ -116,6 +124,11 @@ class Sam(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    @property
+    def has_instance_decoder(self) -> bool:
+        """Whether the model carries an instance decoder (automatic segmentation by AIS / APG)."""
+        return self.instance_decoder is not None
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"

@@ -1,0 +1,124 @@
+"""Loading a model's instance decoder: micro-sam's checkpoint format, a decoder file beside the SAM file,
+our safetensors, and the errors for weights that do not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_sam.errors import CheckpointError
+from napari_sam.model import InstanceDecoder, SamConfig, build_sam, save_safetensors
+from napari_sam.model.checkpoint import sha256_file
+
+TINY = SamConfig(
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    image_size=128,
+    window_size=4,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+)
+
+
+def _tiny_pair(seed: int = 0, **decoder_args) -> tuple[dict, dict]:
+    torch.manual_seed(seed)
+    sam = build_sam(TINY)
+    args = {"embed_dim": 32, "image_size": 128, "initial_features": 2, **decoder_args}
+    decoder = InstanceDecoder(**args)
+    for p in decoder.parameters():  # away from the default init, so that a mix-up shows
+        p.data.normal_(0, 0.2)
+    return sam.state_dict(), decoder.state_dict()
+
+
+def _maps(decoder: InstanceDecoder, seed: int = 1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    features = torch.randn(1, 32, 8, 8)
+    with torch.no_grad():
+        return decoder.eval()(features, (128, 96), (64, 48))
+
+
+def _reference_decoder(state: dict, **decoder_args) -> InstanceDecoder:
+    decoder = InstanceDecoder(embed_dim=32, image_size=128, initial_features=2, **decoder_args)
+    decoder.load_state_dict(state)
+    return decoder
+
+
+def test_micro_sam_checkpoint_with_decoder_state(tmp_path: Path) -> None:
+    sam_state, decoder_state = _tiny_pair()
+    path = tmp_path / "finetuned.pt"
+    torch.save(
+        {"model_state": {f"sam.{k}": v for k, v in sam_state.items()}, "decoder_state": decoder_state}, path
+    )
+    sam = build_sam(path)
+    assert sam.has_instance_decoder
+    assert all(torch.equal(sam.state_dict()[k], v) for k, v in sam_state.items())
+    assert torch.equal(_maps(sam.instance_decoder), _maps(_reference_decoder(decoder_state)))
+    assert sam.weights_sha256 == sha256_file(path)
+    assert not build_sam(path, instance_decoder=False).has_instance_decoder
+
+
+def test_decoder_file_beside_the_sam_file(tmp_path: Path) -> None:
+    sam_state, decoder_state = _tiny_pair(conv_transpose=True)
+    torch.save(sam_state, tmp_path / "vit_tiny.pt")
+    torch.save(decoder_state, tmp_path / "vit_tiny_decoder.pt")
+    sam = build_sam(tmp_path / "vit_tiny.pt")
+    assert sam.instance_decoder is not None and sam.instance_decoder.config.conv_transpose
+    expected = _maps(_reference_decoder(decoder_state, conv_transpose=True))
+    assert torch.equal(_maps(sam.instance_decoder), expected)
+    # the SAM file's id: the decoder leaves embeddings unchanged
+    assert sam.weights_sha256 == sha256_file(tmp_path / "vit_tiny.pt")
+
+
+def test_explicit_decoder_file_and_required_decoder(tmp_path: Path) -> None:
+    sam_state, decoder_state = _tiny_pair()
+    torch.save(sam_state, tmp_path / "model.pt")
+    assert not build_sam(tmp_path / "model.pt").has_instance_decoder
+    with pytest.raises(CheckpointError, match="holds no instance decoder and none lies beside it"):
+        build_sam(tmp_path / "model.pt", instance_decoder=True)
+    torch.save(decoder_state, tmp_path / "elsewhere.pth")
+    sam = build_sam(tmp_path / "model.pt", instance_decoder=tmp_path / "elsewhere.pth")
+    assert torch.equal(_maps(sam.instance_decoder), _maps(_reference_decoder(decoder_state)))
+    with pytest.raises(FileNotFoundError, match="instance decoder file not found"):
+        build_sam(tmp_path / "model.pt", instance_decoder=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="needs weights"):
+        build_sam(TINY, instance_decoder=tmp_path / "elsewhere.pth")
+
+
+def test_our_safetensors_keep_the_decoder_and_its_architecture(tmp_path: Path) -> None:
+    sam_state, decoder_state = _tiny_pair(full_resolution=False)
+    sam = build_sam(TINY)
+    sam.load_state_dict(sam_state)
+    sam.instance_decoder = _reference_decoder(decoder_state, full_resolution=False)
+    path = save_safetensors(sam, tmp_path / "model.safetensors", config=TINY)
+    loaded = build_sam(path)
+    assert loaded.instance_decoder is not None
+    assert not loaded.instance_decoder.config.full_resolution
+    assert torch.equal(_maps(loaded.instance_decoder), _maps(sam.instance_decoder))
+    assert sorted(loaded.state_dict()) == sorted(sam.state_dict())
+
+
+def test_a_decoder_for_other_embeddings_is_refused(tmp_path: Path) -> None:
+    sam_state, _ = _tiny_pair()
+    wrong = InstanceDecoder(embed_dim=16, image_size=128, initial_features=2).state_dict()
+    torch.save(sam_state, tmp_path / "model.pt")
+    torch.save(wrong, tmp_path / "model_decoder.pt")
+    with pytest.raises(CheckpointError, match=r"16-channel embeddings.*32-channel"):
+        build_sam(tmp_path / "model.pt")
+
+
+def test_a_file_without_decoder_keys_is_refused(tmp_path: Path) -> None:
+    sam_state, decoder_state = _tiny_pair()
+    torch.save(sam_state, tmp_path / "model.pt")
+    torch.save({"something.weight": torch.zeros(3)}, tmp_path / "model_decoder.pt")
+    with pytest.raises(CheckpointError, match="holds no instance decoder"):
+        build_sam(tmp_path / "model.pt")
+    broken = dict(decoder_state)
+    broken.pop("decoder.blocks.0.block.1.weight")
+    torch.save(broken, tmp_path / "model_decoder.pt")
+    with pytest.raises(CheckpointError, match=r"missing keys.*decoder\.blocks\.0\.block\.1\.weight"):
+        build_sam(tmp_path / "model.pt")
