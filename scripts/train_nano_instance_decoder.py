@@ -1,0 +1,269 @@
+"""Train the nano model's instance decoder (AIS maps) on synthetic data, export it, and score it.
+
+The shipped ``src/napari_sam/weights/nano_decoder.safetensors`` was made by (2 shared CPU cores):
+
+    nohup nice -n 5 python scripts/train_nano_instance_decoder.py --out artifacts/nano-decoder \\
+        --export artifacts/nano-decoder/nano_decoder.safetensors > artifacts/nano-decoder/log.txt 2>&1 &
+
+then copied to the package (``--export src/napari_sam/weights/nano_decoder.safetensors`` does both).
+The encoder is the shipped nano, frozen. The images come from the generators the nano was trained on
+(``scripts/train_nano.py``: ``training_source``, the rich ``napari_sam.data.synthetic`` presets,
+``broad_config``) and the ``wide`` preset, with sides of 256–1024 px and preset seeds drawn from
+1_000_000 up (the held-out sets use seeds 10_000+, 20_000+, 50_000+, 60_000+ and rng 987_654). They are
+embedded once as at inference (``compute_embeddings``: percentile normalisation, nano canvas 1024) and
+cached under ``--out/data``; the decoder (``InstanceDecoder(initial_features=16,
+full_resolution=False)``) then trains on 32×32-token windows, a quarter of the steps on whole embeddings
+(:mod:`napari_sam.engine.training.instance_training`). The run checkpoints to ``--out`` and resumes there
+when restarted; ``--max-minutes`` stops it (checkpointed) — restarting goes on.
+
+At the end the decoder of the best validation loss is written as float16 safetensors (keys: the decoder's
+own state-dict keys; metadata ``napari_sam_instance_decoder``: its config as JSON), its sha256 printed, and
+it is scored on held-out images (``--eval-images`` per set): F1 at IoU 0.5 and the mean F1 over IoU
+0.5:0.95 of AIS labels (``engine.automatic.ais.ais_labels``, default options) against the Otsu + watershed
+baseline of ``benchmarks/bench_automatic.py``, on the ``nuclei`` (seeds 50_000+) and ``wide`` (seeds
+60_000+) presets. ``--eval-only`` scores an exported file without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_automatic import f1_at_iou, watershed_baseline  # noqa: E402
+from train_nano import RICH_PRESETS, broad_config, training_source  # noqa: E402
+
+import napari_sam  # noqa: E402
+from napari_sam.data.synthetic import preset  # noqa: E402
+from napari_sam.engine.training.instance_training import (  # noqa: E402
+    InstanceSamples,
+    InstanceTrainConfig,
+    embed_samples,
+    train_instance_decoder,
+)
+from napari_sam.model import InstanceDecoder  # noqa: E402
+from napari_sam.model.checkpoint import sha256_file  # noqa: E402
+
+#: preset seeds of training images start here (held-out sets use 10_000–70_000)
+FIRST_TRAIN_SEED = 1_000_000
+CHUNK = 32
+IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
+
+
+def _shape(rng: np.random.Generator) -> tuple[int, int]:
+    side = int(rng.integers(256, 1025))
+    return side, int(np.clip(side * rng.uniform(0.75, 1.33), 256, 1024))
+
+
+def decoder_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One training image: a quarter each from ``training_source``, the rich presets, ``broad_config``
+    and the ``wide`` preset (the last three at a random size of 256–1024 px)."""
+    draw = rng.random()
+    if draw < 0.25:
+        return training_source(rng)
+    shape = _shape(rng)
+    seed = int(rng.integers(FIRST_TRAIN_SEED, 1 << 31))
+    if draw < 0.5:
+        config = preset(RICH_PRESETS[int(rng.integers(0, len(RICH_PRESETS)))], shape=shape)
+    elif draw < 0.75:
+        config = broad_config().replace(shape=shape)
+    else:
+        config = preset("wide", shape=shape)
+    sample = config.sample(seed)
+    return sample.image, sample.labels
+
+
+def make_samples(model: Any, folder: Path, name: str, count: int, seed: int) -> InstanceSamples:
+    """``count`` images (image ``i`` drawn from ``default_rng([seed, i])``), embedded; cached in ``folder``
+    in chunks of :data:`CHUNK`, so an interrupted precomputation resumes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for first in range(0, count, CHUNK):
+        last = min(count, first + CHUNK)
+        path = folder / f"{name}_{first:05d}_{last:05d}.npz"
+        if not path.is_file():
+            start = time.perf_counter()
+            pairs = (decoder_source(np.random.default_rng([seed, i])) for i in range(first, last))
+            embed_samples(pairs, model).save(path)
+            print(
+                f"{name}: images {first}-{last} embedded in {time.perf_counter() - start:.0f} s", flush=True
+            )
+        parts.append(InstanceSamples.load(path))
+    return InstanceSamples.concat(parts)
+
+
+def export(decoder: InstanceDecoder, path: Path, meta: dict[str, Any]) -> str:
+    from safetensors.torch import save_file
+
+    tensors = {
+        k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in decoder.state_dict().items()
+    }
+    metadata = {"napari_sam_instance_decoder": json.dumps(decoder.config.to_dict())}
+    metadata["napari_sam_training"] = json.dumps(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    return sha256_file(path)
+
+
+def load_exported(path: Path) -> InstanceDecoder:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        config = json.loads(handle.metadata()["napari_sam_instance_decoder"])
+        state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    decoder = InstanceDecoder(**config)
+    decoder.load_state_dict(state)
+    return decoder.eval()
+
+
+def _watershed(maps: np.ndarray) -> np.ndarray:
+    from napari_sam.engine.automatic.ais import ais_labels
+
+    return ais_labels(maps)
+
+
+def evaluate(decoder: InstanceDecoder, model: Any, images: int) -> dict[str, Any]:
+    """F1 at IoU 0.5 and mean F1 over 0.5:0.95 of AIS and of the watershed baseline, per held-out set."""
+    sets = {"nuclei": 50_000, "wide": 60_000}
+    table: dict[str, Any] = {}
+    for name, first in sets.items():
+        rows = []
+        for seed in range(first, first + images):
+            sample = preset(name).sample(seed)
+            emb = napari_sam.compute_embeddings(sample.image, model, device="cpu")
+            start = time.perf_counter()
+            with torch.no_grad():
+                maps = decoder(emb.features.float(), emb.input_size, emb.original_size)[0].numpy()
+            ours = _watershed(maps)
+            seconds = time.perf_counter() - start
+            base = watershed_baseline(sample.image)
+            rows.append(
+                {
+                    "seed": seed,
+                    "ais": [f1_at_iou(ours, sample.labels, t)[0] for t in IOU_THRESHOLDS],
+                    "baseline": [f1_at_iou(base, sample.labels, t)[0] for t in IOU_THRESHOLDS],
+                    "ais_seconds": seconds,
+                }
+            )
+        result = {}
+        for method in ("ais", "baseline"):
+            scores = np.array([r[method] for r in rows])
+            result[method] = {"f1_50": float(scores[:, 0].mean()), "f1_50_95": float(scores.mean())}
+        result["ais_seconds"] = float(np.median([r["ais_seconds"] for r in rows]))
+        table[name] = result
+    return table
+
+
+def print_table(table: dict[str, Any], images: int) -> None:
+    print(
+        f"\n| set ({images} images 512²) | AIS F1@0.5 | AIS F1@0.5:0.95 | baseline F1@0.5 | baseline F1@0.5:0.95 |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for name, r in table.items():
+        print(
+            f"| {name} | {r['ais']['f1_50']:.3f} | {r['ais']['f1_50_95']:.3f} | {r['baseline']['f1_50']:.3f} "
+            f"| {r['baseline']['f1_50_95']:.3f} |"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "nano-decoder")
+    parser.add_argument(
+        "--export", type=Path, default=ROOT / "src" / "napari_sam" / "weights" / "nano_decoder.safetensors"
+    )
+    parser.add_argument("--images", type=int, default=384, help="training images")
+    parser.add_argument("--val-images", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--features", type=int, default=16, help="initial_features of the decoder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validate-every", type=int, default=100)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--eval-images", type=int, default=8)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on 2 shared cores, 2× faster than 2 threads)",
+    )
+    parser.add_argument("--eval-only", action="store_true", help="score --export without training")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = napari_sam.load_model("nano")
+    if args.eval_only:
+        table = evaluate(load_exported(args.export), model, args.eval_images)
+        print_table(table, args.eval_images)
+        print(json.dumps(table, indent=1))
+        return 0
+    start = time.perf_counter()
+    train = make_samples(model, args.out / "data", "train", args.images, args.seed)
+    val = make_samples(model, args.out / "data", "val", args.val_images, args.seed + 10_000)
+    print(f"data ready: {len(train)} + {len(val)} images, {time.perf_counter() - start:.0f} s", flush=True)
+
+    torch.manual_seed(args.seed)
+    decoder = InstanceDecoder(
+        initial_features=args.features, full_resolution=False, image_size=model.image_size
+    )
+    config = InstanceTrainConfig(
+        steps=args.steps,
+        batch_size=args.batch,
+        window=args.window,
+        lr=args.lr,
+        seed=args.seed,
+        validate_every=args.validate_every,
+    )
+    state = train_instance_decoder(
+        decoder,
+        train,
+        config,
+        args.out,
+        validation=val,
+        max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
+        log=lambda entry: print(json.dumps(entry), flush=True),
+    )
+    print(
+        f"stopped at step {state.step} ({'finished' if state.finished else 'time cap'}), best {state.best_step}"
+    )
+    best = args.out / "best.pt"
+    if best.is_file():
+        decoder.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
+    decoder.eval()
+    meta = {
+        "command": " ".join(sys.argv),
+        "steps": state.step,
+        "best_step": state.best_step,
+        "best_val_loss": state.best_loss,
+        "train_images": len(train),
+        "seed": args.seed,
+        "minutes": round(state.seconds / 60, 1),
+    }
+    digest = export(decoder, args.export, meta)
+    print(f"exported {args.export} sha256 {digest}", flush=True)
+    table = evaluate(load_exported(args.export), model, args.eval_images)
+    print_table(table, args.eval_images)
+    (args.out / "evaluation.json").write_text(
+        json.dumps({"meta": meta, "f1": table, "sha256": digest}, indent=1)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
