@@ -38,7 +38,7 @@ import torch
 
 import napari_sam
 from napari_sam.data.synthetic import preset as synthetic_preset
-from napari_sam.engine.automatic.amg import PRESETS, automatic
+from napari_sam.engine.automatic.front import PRESETS, automatic
 
 ROOT = Path(__file__).resolve().parents[1]
 

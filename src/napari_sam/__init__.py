@@ -26,7 +26,7 @@ _LAZY = {
     "TiledEmbeddings": "napari_sam.engine.types.tiles",
     "TileSpec": "napari_sam.engine.types.tiles",
     "Prediction": "napari_sam.engine.decode.plain",
-    "automatic": "napari_sam.engine.automatic.amg",
+    "automatic": "napari_sam.engine.automatic.front",
     "AutomaticResult": "napari_sam.engine.automatic.result",
     "propagate": "napari_sam.engine.volume.propagate",
     "PropagationResult": "napari_sam.engine.volume.propagate",
@@ -53,7 +53,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import segment, train
-    from .engine.automatic.amg import automatic
+    from .engine.automatic.front import automatic
     from .engine.automatic.result import AutomaticResult
     from .engine.decode.plain import Prediction
     from .engine.decode.predict import predict

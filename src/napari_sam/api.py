@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .engine.automatic.plan import AutomaticPlan
 from .engine.decode.objects import decode_into, plan_objects, segment_stack
 from .engine.decode.prompts import normalize_prompts
 from .engine.device import DeviceLike
@@ -63,6 +64,7 @@ def segment(
     precision: str = "auto",
     propagate: bool = True,
     propagate_options: dict[str, Any] | None = None,
+    mode: str = "auto",
 ) -> np.ndarray:
     """Segment objects given by points and boxes; return a labels image.
 
@@ -112,6 +114,10 @@ def segment(
         (:func:`napari_sam.engine.volume.linking.link_slices`); False keeps one label per slice object.
     propagate_options
         Keywords for :func:`napari_sam.propagate` (``z_range``, ``iou_threshold``, ``prompt`` …).
+    mode
+        Without prompts only: ``"auto"`` (the instance decoder's AIS when the model carries one, else
+        the prompt grid, AMG, with the model's preset), ``"ais"``, ``"apg"`` or ``"amg"`` — see
+        :func:`napari_sam.automatic`.
 
     Returns
     -------
@@ -164,7 +170,12 @@ def segment(
             if point_labels is not None:
                 raise ValueError("point_labels given without points")
             _refuse_ignored("automatic segmentation (no points or boxes)", mode_options)
-            return _segment_automatic(image, layout, options, model, device, embeddings, propagate)
+            plan = AutomaticPlan.make(mode, "auto", model=model)  # checked before the model loads
+            return _segment_automatic(image, layout, options, model, device, embeddings, propagate, plan)
+        if mode != "auto":
+            raise ValueError(
+                f"mode={mode!r} applies to automatic segmentation (no points or boxes); leave it out"
+            )
         _check_decoding(multimask, batch_size)
         check_dtype(image if hasattr(image, "dtype") else np.asarray(image))  # before the prompts
         prompts = normalize_prompts(
@@ -259,21 +270,22 @@ def _segment_automatic(
     device: DeviceLike,
     embeddings: Any,
     link: bool,
+    plan: AutomaticPlan,
 ) -> np.ndarray:
-    """:func:`segment` without prompts: automatic segmentation (the preset ``"auto"`` picks for
-    ``model``), slice by slice, the objects of a stack linked across slices when ``link``."""
-    from .engine.automatic.amg import automatic_labels
-    from .engine.automatic.options import auto_preset, resolve_options
+    """:func:`segment` without prompts: automatic segmentation as ``plan`` says (``mode="auto"``: the
+    instance decoder's AIS when the model has one, else AMG with the model's preset), slice by slice,
+    the objects of a stack linked across slices when ``link``."""
+    from .engine.automatic.front import automatic_labels
     from .engine.preprocess import Preprocessor
 
     labels = automatic_labels(
         image,
-        resolve_options(auto_preset(model)),
+        plan,
         Preprocessor.from_options(options, options.channel_axis),  # an axis of the image (or stack)
         stack=layout.is_volume,
         model=model,
         device=device,
-        embeddings=embeddings if isinstance(embeddings, Embeddings) else None,
+        embeddings=embeddings if isinstance(embeddings, (Embeddings, TiledEmbeddings)) else None,
         precision=options.precision,
     )
     if layout.is_volume and link:

@@ -333,22 +333,28 @@ def segment_from_prompts_node(
 
 def automatic_segmentation(
     image: ImageData,
-    preset: Literal["nuclei", "official"] = "nuclei",
-    points_per_side: int = 32,
+    mode: Literal["auto", "ais", "apg", "amg"] = "auto",
+    preset: Literal["auto", "nuclei", "official"] = "auto",
+    points_per_side: int = 0,
     model: str = "nano",
     device: str = "auto",
 ) -> LabelsData:
-    """Segment every object without prompts (automatic mask generation); 3D stacks slice by slice.
+    """Segment every object without prompts; 3D stacks slice by slice.
 
     Parameters
     ----------
     image
         ``(Y, X)``, ``(Y, X, C)`` or ``(Z, Y, X)`` array of any integer or float dtype.
+    mode
+        ``"auto"``: the instance decoder's AIS when the model carries one, else the prompt grid (AMG);
+        ``"ais"``, ``"apg"`` (decoder models only) or ``"amg"`` — see :func:`napari_sam.automatic`.
     preset
-        ``"nuclei"``: options tuned for the shipped nano model on fluorescence nuclei; ``"official"``:
-        Segment Anything's own defaults.
+        AMG thresholds: ``"auto"`` (``"nuclei"`` for the shipped nano model, official otherwise),
+        ``"nuclei"`` (tuned for nano on fluorescence nuclei) or ``"official"`` (Segment Anything's own).
+        Other than ``"auto"`` it chooses AMG.
     points_per_side
-        The prompt grid: ``points_per_side²`` points per image (fewer is faster, may miss small objects).
+        AMG's prompt grid: ``points_per_side²`` points per image (fewer is faster, may miss small
+        objects); 0: the default (32). Other than 0 it chooses AMG.
     model, device
         As in :func:`segment_from_prompts`.
 
@@ -362,21 +368,28 @@ def automatic_segmentation(
     >>> from napari_sam.data.synthetic import nuclei_2d
     >>> from napari_sam.nodes import automatic_segmentation
     >>> image, _ = nuclei_2d((128, 128), n_objects=4, seed=0)
-    >>> labels = automatic_segmentation(image, points_per_side=2)  # 4 prompts: fast, misses objects
+    >>> labels = automatic_segmentation(image, points_per_side=2)  # AMG, 4 prompts: fast, misses objects
     >>> labels.shape, labels.dtype
     ((128, 128), dtype('uint32'))
     """
-    from .engine.automatic.amg import automatic_labels
-    from .engine.automatic.options import resolve_options
+    from .engine.automatic.front import automatic_labels
+    from .engine.automatic.plan import AutomaticPlan
     from .engine.preprocess import Preprocessor
 
     arr = np.asarray(image)
     rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4
     spatial = _spatial_shape(arr, rgb)
-    if preset not in ("nuclei", "official"):
-        raise ValueError(f"preset must be 'nuclei' or 'official', got {preset!r}")
-    options = resolve_options(None if preset == "official" else preset, points_per_side=points_per_side)
-    return automatic_labels(arr, options, Preprocessor(), stack=len(spatial) == 3, model=model, device=device)
+    if preset not in ("auto", "nuclei", "official"):
+        raise ValueError(f"preset must be 'auto', 'nuclei' or 'official', got {preset!r}")
+    if isinstance(points_per_side, bool) or not isinstance(points_per_side, int) or points_per_side < 0:
+        raise ValueError(f"points_per_side must be an integer >= 0 (0: the default), got {points_per_side!r}")
+    plan = AutomaticPlan.make(
+        mode,
+        None if preset == "official" else preset,
+        model=model,
+        amg_options={"points_per_side": points_per_side or None},
+    )
+    return automatic_labels(arr, plan, Preprocessor(), stack=len(spatial) == 3, model=model, device=device)
 
 
 def compute_embeddings_to_cache(

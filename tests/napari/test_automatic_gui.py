@@ -19,7 +19,7 @@ from napari_sam._napari.automatic import (
 )
 from napari_sam._napari.embeddings import EmbeddingSettings, stored
 from napari_sam.data.synthetic import nuclei_2d, nuclei_3d
-from napari_sam.engine.automatic.amg import PRESETS, automatic
+from napari_sam.engine.automatic.front import PRESETS, automatic
 from napari_sam.engine.embed.embeddings import compute_embeddings
 from napari_sam.engine.volume.linking import link_slices
 from napari_sam.errors import AnnotatorError

@@ -7,12 +7,14 @@ import pytest
 import torch
 
 import napari_sam as ns
-from napari_sam.engine.automatic.amg import AutomaticResult, automatic, automatic_labels, iter_automatic
+from napari_sam.engine.automatic.amg import iter_automatic
 from napari_sam.engine.automatic.cleanup import clean_mask, window_of
+from napari_sam.engine.automatic.front import AutomaticResult, automatic, automatic_labels
 from napari_sam.engine.automatic.grid import crop_boxes, layer_point_grids, point_grid
 from napari_sam.engine.automatic.masks import mask_statistics, masks_to_boxes, near_crop_edge, paint_first_hit
 from napari_sam.engine.automatic.nms import box_iou, nms, nms_overlaps
 from napari_sam.engine.automatic.options import OPTION_NAMES, resolve_options
+from napari_sam.engine.automatic.plan import AutomaticPlan
 from napari_sam.engine.preprocess import Preprocessor
 
 # thresholds at which a random-weight model's masks survive (its IoU head and logits are arbitrary)
@@ -279,15 +281,13 @@ def test_embeddings_input_equals_image_input_and_segment(small_model, image):
     a = automatic(image, model=small_model, points_per_side=3, **LOOSE)
     b = automatic(emb, points_per_side=3, **LOOSE)
     np.testing.assert_array_equal(a.labels, b.labels)
-    c = automatic_labels(
-        image, resolve_options(points_per_side=3, **LOOSE), Preprocessor(), model=small_model
-    )
+    c = automatic_labels(image, _amg_plan(points_per_side=3, **LOOSE), Preprocessor(), model=small_model)
     np.testing.assert_array_equal(a.labels, c)
 
 
 def test_segment_without_prompts_is_automatic(small_model, image, monkeypatch):
-    from napari_sam.engine.automatic import amg
     from napari_sam.engine.automatic import options as options_mod
+    from napari_sam.engine.automatic import plan as plan_mod
 
     official = options_mod.resolve_options
 
@@ -295,8 +295,7 @@ def test_segment_without_prompts_is_automatic(small_model, image, monkeypatch):
         given = {k: v for k, v in options.items() if v is not None}
         return official(preset, **{"points_per_side": 3, **LOOSE, **given})
 
-    monkeypatch.setattr(options_mod, "resolve_options", few_points)  # segment()'s
-    monkeypatch.setattr(amg, "resolve_options", few_points)  # automatic()'s
+    monkeypatch.setattr(plan_mod, "resolve_options", few_points)  # segment()'s and automatic()'s
     labels = ns.segment(image, model=small_model)
     assert labels.dtype == np.uint32 and labels.shape == image.shape and labels.any()
     np.testing.assert_array_equal(labels, automatic(image, model=small_model).labels)
@@ -306,7 +305,7 @@ def test_stack_is_segmented_slice_by_slice_with_distinct_labels(small_model, ima
     stack = np.stack([image, image[::-1]])
     limits = (float(image.min()), float(image.max()))  # same normalisation as the 2D call below
     kwargs = {"model": small_model, "points_per_side": 3, "contrast_limits": limits, **LOOSE}
-    options = resolve_options(points_per_side=3, **LOOSE)
+    options = _amg_plan(points_per_side=3, **LOOSE)
     labels = automatic_labels(
         stack, options, Preprocessor(contrast_limits=limits), stack=True, model=small_model
     )
@@ -344,7 +343,7 @@ def _volume_normalised(stack: np.ndarray, **options) -> np.ndarray:
 def test_a_stack_is_read_slice_by_slice_and_normalised_as_one_volume(small_model, image):
     stack = np.stack([image, image[::-1] // 3 + 500])  # other ranges: one volume's percentiles matter
     kwargs = {"model": small_model, "points_per_side": 3, **LOOSE}
-    options = resolve_options(points_per_side=3, **LOOSE)
+    options = _amg_plan(points_per_side=3, **LOOSE)
     labels = automatic_labels(_SliceOnly(stack), options, Preprocessor(), stack=True, model=small_model)
     scaled = _volume_normalised(stack)
     offset = 0
@@ -397,8 +396,13 @@ def test_a_uint8_rgb_stack_keeps_its_intensities():
 def test_bad_stacks_are_clear_errors(shape, channel_axis, message):
     with pytest.raises(ValueError, match=message):
         automatic_labels(
-            np.zeros(shape, np.uint8), resolve_options(), Preprocessor(channel_axis=channel_axis), stack=True
+            np.zeros(shape, np.uint8), _amg_plan(), Preprocessor(channel_axis=channel_axis), stack=True
         )
+
+
+def _amg_plan(**options):
+    """The prompt grid with the official thresholds and ``options``."""
+    return AutomaticPlan.make("amg", None, amg_options=options)
 
 
 def _drain(steps):
@@ -504,7 +508,7 @@ def test_mask_nms_leaves_no_pair_overlapping_more_than_the_threshold(small_model
 
 
 def test_segment_without_prompts_takes_the_nuclei_preset_for_nano_only(monkeypatch):
-    from napari_sam.engine.automatic import amg
+    from napari_sam.engine.automatic import front
     from napari_sam.nodes import automatic_segmentation
 
     seen = []
@@ -514,12 +518,14 @@ def test_segment_without_prompts_takes_the_nuclei_preset_for_nano_only(monkeypat
         yield 1, 1
         return _empty_like(image)
 
-    monkeypatch.setattr(amg, "iter_automatic", fake)
-    image = np.zeros((8, 8), np.uint8)
+    monkeypatch.setattr(front, "iter_automatic", fake)
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8)  # not constant: it is segmented
     ns.segment(image)
-    ns.segment(image, model="vit_b")
     automatic_segmentation(image, preset="official", model="nano")
-    assert seen == [resolve_options("nuclei"), resolve_options(None), resolve_options(None)]
+    assert seen == [resolve_options("nuclei"), resolve_options(None)]
+    # vit_b's weights are not here: what segment() would ask of it is its plan's AMG options
+    assert AutomaticPlan.make("auto", "auto", model="vit_b").amg == resolve_options(None)
+    assert ns.automatic(np.zeros((8, 8), np.uint8), model="vit_b").n_objects == 0  # constant: no model
 
 
 def _empty_like(image):

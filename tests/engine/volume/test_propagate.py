@@ -348,7 +348,7 @@ def test_points_and_mask_prompts_reach_the_decoder(oracle, volume_embeddings, tr
 
 def test_segment_without_prompts_links_slices_of_a_stack(monkeypatch, small_model):
     import napari_sam as ns
-    import napari_sam.engine.automatic.amg as automatic_mod
+    import napari_sam.engine.automatic.front as automatic_mod
 
     per_slice = np.zeros((3, 16, 16), dtype=np.uint32)
     per_slice[0, 2:8, 2:8] = 1
