@@ -9,11 +9,11 @@ Cases per entry point (``CASES``; counted by ``test_case_count``):
 io.read_image                          13
 io.write_labels                        12
 nodes.segment_from_prompts             17
-nodes.automatic_segmentation            8
+nodes.automatic_segmentation            9
 nodes.compute_embeddings_to_cache       6
 nodes.shapes_to_boxes                   5
 ==================================  =====
-total                                  61
+total                                  62
 """
 
 from __future__ import annotations
@@ -274,8 +274,13 @@ AUTO_NODE = [
         r"preset must be",
     ),
     bad(
-        "nodes.automatic_segmentation", "pps-0", auto_node(points_per_side=0), ValueError, r"points_per_side"
+        "nodes.automatic_segmentation",
+        "pps--1",
+        auto_node(points_per_side=-1),
+        ValueError,
+        r"points_per_side",
     ),
+    bad("nodes.automatic_segmentation", "mode-grid", auto_node(mode="grid"), ValueError, r"mode must be"),
     bad(
         "nodes.automatic_segmentation",
         "pps-10**6",

@@ -9,16 +9,16 @@ lists, boxes reaching past the border) are checked for a sane result in ``test_a
 Cases per entry point (``CASES``; counted by ``test_case_count``):
 
 ==========================  =====
-segment                        58
+segment                        61
 compute_embeddings             29
 predict                        30
-automatic                      24
+automatic                      42
 propagate                      27
 train                          12
 load_model                     13
 open_embeddings                10
 ==========================  =====
-total                         203
+total                         224
 """
 
 from __future__ import annotations
@@ -93,6 +93,28 @@ IMG_MSG = r"image must be 2D"
 DTYPE_MSG = r"image has unsupported dtype"
 
 SEGMENT = [
+    # the automatic mode
+    bad(
+        "segment",
+        "mode-grid",
+        lambda e: ns.segment(e.image, model=e.model, mode="grid"),
+        ValueError,
+        r"mode must be 'auto', 'ais', 'apg' or 'amg'",
+    ),
+    bad(
+        "segment",
+        "mode-with-prompts",
+        lambda e: seg(e, mode="amg"),
+        ValueError,
+        r"mode='amg' applies to automatic segmentation \(no points or boxes\)",
+    ),
+    bad(
+        "segment",
+        "mode-ais-without-decoder",
+        lambda e: ns.segment(e.image, model=e.model, mode="ais"),
+        ValueError,
+        r"needs a model with an instance decoder",
+    ),
     # wrong types
     bad("segment", "image-None", lambda e: seg(e, None), ValueError, IMG_MSG),
     bad("segment", "image-dict", lambda e: seg(e, {"a": 1}), ValueError, IMG_MSG),
@@ -533,6 +555,121 @@ AUTOMATIC = [
         "automatic", "point_in_mask-str", lambda e: auto(e, point_in_mask="yes"), ValueError, r"point_in_mask"
     ),
     bad("automatic", "device-tpu", lambda e: auto(e, device="tpu", model="nano"), ValueError, r"'tpu'"),
+    # the mode and the instance decoder's options (AIS / APG)
+    bad("automatic", "mode-sam2", lambda e: auto(e, mode="sam2"), ValueError, r"mode must be 'auto', 'ais'"),
+    bad("automatic", "mode-None", lambda e: auto(e, mode=None), ValueError, r"mode must be"),
+    bad(
+        "automatic",
+        "mode-ais-without-decoder",
+        lambda e: auto(e, mode="ais"),
+        ValueError,
+        r"mode='ais' needs a model with an instance decoder.*has none",
+    ),
+    bad(
+        "automatic",
+        "mode-apg-without-decoder",
+        lambda e: auto(e, mode="apg"),
+        ValueError,
+        r"mode='apg' needs a model with an instance decoder",
+    ),
+    bad(
+        "automatic",
+        "decoder-option-without-decoder",
+        lambda e: auto(e, min_size=10),
+        ValueError,
+        r"mode='ais' needs a model with an instance decoder",
+    ),
+    bad(
+        "automatic",
+        "points_per_side-with-ais",
+        lambda e: auto(e, mode="ais", points_per_side=8),
+        ValueError,
+        r"points_per_side=8 does not apply to mode='ais'",
+    ),
+    bad(
+        "automatic",
+        "min_size-with-amg",
+        lambda e: auto(e, mode="amg", min_size=8),
+        ValueError,
+        r"min_size=8 does not apply to mode='amg'",
+    ),
+    bad(
+        "automatic",
+        "preset-with-apg",
+        lambda e: auto(e, mode="apg", preset="nuclei"),
+        ValueError,
+        r"preset='nuclei' applies to mode='amg'",
+    ),
+    bad(
+        "automatic",
+        "both-families-with-auto",
+        lambda e: auto(e, points_per_side=8, min_size=8),
+        ValueError,
+        r"both prompt-grid options \(points_per_side=8\) and instance decoder options \(min_size=8\)",
+    ),
+    bad(
+        "automatic",
+        "foreground_threshold-1.5",
+        lambda e: auto(e, mode="ais", foreground_threshold=1.5),
+        ValueError,
+        r"foreground_threshold must be a number in \[0.0, 1.0\]",
+    ),
+    bad(
+        "automatic",
+        "center_distance_threshold-nan",
+        lambda e: auto(e, mode="ais", center_distance_threshold=np.nan),
+        ValueError,
+        r"center_distance_threshold must be",
+    ),
+    bad(
+        "automatic",
+        "boundary_distance_threshold-str",
+        lambda e: auto(e, mode="ais", boundary_distance_threshold="0.5"),
+        ValueError,
+        r"boundary_distance_threshold must be",
+    ),
+    bad(
+        "automatic",
+        "distance_smoothing--1",
+        lambda e: auto(e, mode="ais", distance_smoothing=-1),
+        ValueError,
+        r"distance_smoothing must be",
+    ),
+    bad(
+        "automatic",
+        "min_size--1",
+        lambda e: auto(e, mode="ais", min_size=-1),
+        ValueError,
+        r"min_size must be",
+    ),
+    bad(
+        "automatic",
+        "min_size-2.5",
+        lambda e: auto(e, mode="ais", min_size=2.5),
+        ValueError,
+        r"min_size must be an integer",
+    ),
+    bad(
+        "automatic",
+        "nms_threshold-2",
+        lambda e: auto(e, mode="apg", nms_threshold=2),
+        ValueError,
+        r"nms_threshold must be",
+    ),
+    bad(
+        "automatic",
+        "multimask-str",
+        lambda e: auto(e, mode="apg", multimask="yes"),
+        ValueError,
+        r"multimask must be True or False",
+    ),
+    bad(
+        "automatic",
+        "batch_size-0",
+        lambda e: auto(e, mode="apg", batch_size=0),
+        ValueError,
+        r"batch_size must be an integer >= 1",
+    ),
 ]
 
 PROPAGATE = [

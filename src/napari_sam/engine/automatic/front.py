@@ -94,9 +94,16 @@ def iter_plan(
 
 
 def _constant(image: Any) -> bool:
-    """Whether every value of ``image`` (all channels) is the same."""
+    """Whether ``image`` is a plain 2D image (real numbers, finite) whose values are all the same.
+
+    Anything else is left to the mode's own checks, which name what is wrong.
+    """
     values = np.asarray(image)
-    return bool(values.size) and float(values.min()) == float(values.max())
+    kind = values.dtype.kind
+    if kind not in "uif" or values.ndim not in (2, 3) or not values.size:
+        return False
+    low, high = float(values.min()), float(values.max())
+    return bool(np.isfinite(low)) and low == high
 
 
 def _plane_shape(image: Any, preprocessor: Preprocessor | None) -> tuple[int, int]:
@@ -270,7 +277,8 @@ def automatic(
     # the keyword options above are exactly AutomaticOptions' and InstanceOptions' fields (a test keeps
     # them in step)
     given = locals()
-    made_by = image if isinstance(image, (Embeddings, TiledEmbeddings)) else embeddings
+    kinds = (Embeddings, TiledEmbeddings)
+    made_by = image if isinstance(image, kinds) else embeddings if isinstance(embeddings, kinds) else None
     plan = AutomaticPlan.make(
         mode,
         preset,
