@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 import napari_sam as ns
@@ -17,7 +22,7 @@ from napari_sam.engine.automatic.apg import (
     suppress_masks,
 )
 from napari_sam.engine.automatic.apg_seeds import check_maps, seed_points
-from napari_sam.engine.types import InstanceOptions
+from napari_sam.engine.types import Embeddings, InstanceOptions
 
 
 def maps_from_labels(labels: np.ndarray) -> np.ndarray:
@@ -278,3 +283,123 @@ def test_bad_input_is_refused_by_name(sam, scene):
         apg_segment(None, emb, maps, opts)
     with pytest.raises(TypeError, match="embeddings"):
         apg_segment(sam, emb.features, maps, opts)
+
+
+# ------------------------------------------------------------------------------- micro-sam parity
+
+REF_PYTHON = Path(__file__).resolve().parents[3] / ".venv-ref" / "bin" / "python"
+
+# micro-sam's APG pieces (prompt derivation, batched_inference, apply_nms) on a seeded random SAM whose
+# input is 1024 (micro-sam's batched_inference scales prompts for 1024) with a small encoder
+_REFERENCE_APG = """
+import json, sys
+from functools import partial
+import numpy as np, torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from micro_sam.inference import batched_inference
+from micro_sam.instance_segmentation import _derive_point_prompts
+from micro_sam.util import apply_nms
+
+c = json.loads(open("config.json").read())
+data = np.load("inputs.npz")
+torch.manual_seed(7)  # a seed whose masks leave labels in all three variants (58, 3 and 102)
+side = c["image_size"] // c["patch_size"]
+encoder = ImageEncoderViT(
+    img_size=c["image_size"], patch_size=c["patch_size"], embed_dim=c["encoder_embed_dim"],
+    depth=c["encoder_depth"], num_heads=c["encoder_num_heads"], mlp_ratio=c["mlp_ratio"],
+    out_chans=c["prompt_embed_dim"], qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    use_rel_pos=True, window_size=c["window_size"], global_attn_indexes=c["encoder_global_attn_indexes"],
+)
+prompt_encoder = PromptEncoder(
+    embed_dim=c["prompt_embed_dim"], image_embedding_size=(side, side),
+    input_image_size=(c["image_size"], c["image_size"]), mask_in_chans=c["mask_in_chans"],
+)
+transformer = TwoWayTransformer(
+    depth=c["decoder_depth"], embedding_dim=c["prompt_embed_dim"], mlp_dim=c["decoder_mlp_dim"],
+    num_heads=c["decoder_num_heads"], attention_downsample_rate=c["decoder_attention_downsample_rate"],
+)
+decoder = MaskDecoder(
+    transformer_dim=c["prompt_embed_dim"], transformer=transformer, num_multimask_outputs=3,
+    iou_head_depth=c["iou_head_depth"], iou_head_hidden_dim=c["iou_head_hidden_dim"],
+)
+sam = Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder).eval()
+torch.save(sam.state_dict(), "weights.pth")
+predictor = SamPredictor(sam)
+predictor.set_image(data["rgb"])
+maps = data["maps"]
+prompts = _derive_point_prompts(maps[0], maps[1], maps[2])
+out = {"features": predictor.features.numpy(), "input_size": np.array(predictor.input_size)}
+for name, multimask, iomin in (("plain", False, False), ("multimask", True, False), ("iomin", False, True)):
+    masks = batched_inference(
+        predictor, image=None, batch_size=32, return_instance_segmentation=False,
+        multimasking=multimask, **prompts,
+    )
+    out[name] = apply_nms(masks, min_size=25, nms_thresh=0.9, intersection_over_min=iomin)
+np.savez("reference.npz", **out)
+"""
+
+_PARITY_CONFIG = {
+    "encoder_embed_dim": 64,
+    "encoder_depth": 2,
+    "encoder_num_heads": 4,
+    "encoder_global_attn_indexes": [1],
+    "image_size": 1024,
+    "patch_size": 16,
+    "window_size": 8,
+    "mlp_ratio": 4.0,
+    "prompt_embed_dim": 64,
+    "mask_in_chans": 16,
+    "decoder_depth": 2,
+    "decoder_num_heads": 4,
+    "decoder_mlp_dim": 128,
+    "decoder_attention_downsample_rate": 2,
+    "iou_head_depth": 3,
+    "iou_head_hidden_dim": 64,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REF_PYTHON.is_file(), reason="needs the reference environment (.venv-ref)")
+def test_labels_equal_micro_sams_apg(tmp_path, scene):
+    from napari_sam.engine.loading import model_weights_id
+    from napari_sam.engine.types.values import PreprocessParams
+    from napari_sam.model import SamConfig, build_sam
+
+    image, _, _, maps = scene
+    scaled = (image - np.percentile(image, 1)) / (np.percentile(image, 99.8) - np.percentile(image, 1))
+    gray = (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
+    np.savez(tmp_path / "inputs.npz", rgb=np.repeat(gray[..., None], 3, axis=2), maps=maps)
+    (tmp_path / "config.json").write_text(json.dumps(_PARITY_CONFIG))
+    (tmp_path / "reference.py").write_text(_REFERENCE_APG)
+    subprocess.run(
+        [str(REF_PYTHON), "reference.py"],
+        check=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "", "OMP_NUM_THREADS": "2"},
+        timeout=900,
+    )
+    reference = np.load(tmp_path / "reference.npz")
+    config = SamConfig.from_dict({**_PARITY_CONFIG, "encoder_global_attn_indexes": (1,)})
+    model = build_sam(config, checkpoint=tmp_path / "weights.pth")
+    # the reference's own features: this compares decoding, suppression and painting, not the encoder
+    emb = Embeddings(
+        features=torch.from_numpy(reference["features"]),
+        input_size=tuple(reference["input_size"].tolist()),
+        original_size=(256, 256),
+        image_size=1024,
+        model_name="parity",
+        weights_sha256=model_weights_id(model),
+        preprocessing=PreprocessParams("none", None, None, None),
+        model=model,
+    )
+    # measured: identical labels, numbering included, in all three variants (micro-sam 1.8.14)
+    for name, opts in (
+        ("plain", InstanceOptions()),
+        ("multimask", InstanceOptions(multimask=True)),
+        ("iomin", InstanceOptions(intersection_over_min=True)),
+    ):
+        labels, scores = apg_segment(model, emb, maps, opts)
+        assert reference[name].max() > 0, name
+        np.testing.assert_array_equal(labels, reference[name], err_msg=name)
+        assert len(scores) == labels.max()
