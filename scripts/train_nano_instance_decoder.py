@@ -3,9 +3,11 @@
 The shipped ``src/napari_sam/weights/nano_decoder.safetensors`` was made by (2 shared CPU cores):
 
     nohup nice -n 5 python scripts/train_nano_instance_decoder.py --out artifacts/nano-decoder \\
-        --export artifacts/nano-decoder/nano_decoder.safetensors > artifacts/nano-decoder/log.txt 2>&1 &
+        --export artifacts/nano-decoder/nano_decoder.safetensors --steps 800 --max-minutes 80 \\
+        > artifacts/nano-decoder/log.txt 2>&1 &
 
-then copied to the package (``--export src/napari_sam/weights/nano_decoder.safetensors`` does both).
+(the same command again afterwards re-exported and scored it, writing ``--history``), then the export was
+copied to the package (``--export src/napari_sam/weights/nano_decoder.safetensors`` does both).
 The encoder is the shipped nano, frozen. The images come from the generators the nano was trained on
 (``scripts/train_nano.py``: ``training_source``, the rich ``napari_sam.data.synthetic`` presets,
 ``broad_config``) and the ``wide`` preset, with sides of 256–1024 px and preset seeds drawn from
@@ -20,8 +22,11 @@ At the end the decoder of the best validation loss is written as float16 safeten
 own state-dict keys; metadata ``napari_sam_instance_decoder``: its config as JSON), its sha256 printed, and
 it is scored on held-out images (``--eval-images`` per set): F1 at IoU 0.5 and the mean F1 over IoU
 0.5:0.95 of AIS labels (``engine.automatic.ais.ais_labels``, default options) against the Otsu + watershed
-baseline of ``benchmarks/bench_automatic.py``, on the ``nuclei`` (seeds 50_000+) and ``wide`` (seeds
-60_000+) presets. ``--eval-only`` scores an exported file without training.
+baseline of ``benchmarks/bench_automatic.py``, on the ``nuclei`` (seeds 50_000+, as ``eval_quality.py``;
+and 10_000+, as ``bench_automatic.py``) and ``wide`` (seeds 60_000+) presets; the record of the run
+(config, losses, F1 table, sha256) goes to ``--history``. Run again with the same arguments, the command
+resumes a stopped run, or, for a finished one, exports and scores it again (same file, same sha256).
+``--eval-only`` scores an exported file without training.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,8 @@ from napari_sam.model.checkpoint import sha256_file  # noqa: E402
 #: preset seeds of training images start here (held-out sets use 10_000–70_000)
 FIRST_TRAIN_SEED = 1_000_000
 CHUNK = 32
+#: held-out sets: name -> (preset, first seed); eval_quality.py's nuclei and wide, bench_automatic.py's nuclei
+EVAL_SETS = {"nuclei": ("nuclei", 50_000), "wide": ("wide", 60_000), "nuclei_bench": ("nuclei", 10_000)}
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 
 
@@ -136,12 +144,11 @@ def _watershed(maps: np.ndarray) -> np.ndarray:
 
 def evaluate(decoder: InstanceDecoder, model: Any, images: int) -> dict[str, Any]:
     """F1 at IoU 0.5 and mean F1 over 0.5:0.95 of AIS and of the watershed baseline, per held-out set."""
-    sets = {"nuclei": 50_000, "wide": 60_000}
     table: dict[str, Any] = {}
-    for name, first in sets.items():
+    for name, (preset_name, first) in EVAL_SETS.items():
         rows = []
         for seed in range(first, first + images):
-            sample = preset(name).sample(seed)
+            sample = preset(preset_name).sample(seed)
             emb = napari_sam.compute_embeddings(sample.image, model, device="cpu")
             start = time.perf_counter()
             with torch.no_grad():
@@ -188,7 +195,7 @@ def main() -> int:
     )
     parser.add_argument("--images", type=int, default=384, help="training images")
     parser.add_argument("--val-images", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -196,7 +203,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validate-every", type=int, default=100)
     parser.add_argument("--max-minutes", type=float, default=None)
-    parser.add_argument("--eval-images", type=int, default=8)
+    parser.add_argument("--eval-images", type=int, default=16)
+    parser.add_argument(
+        "--history",
+        type=Path,
+        default=ROOT / "docs" / "nano-decoder-training-history.json",
+        help="where the run's record (config, losses, F1 table, sha256) is written",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -259,9 +272,19 @@ def main() -> int:
     print(f"exported {args.export} sha256 {digest}", flush=True)
     table = evaluate(load_exported(args.export), model, args.eval_images)
     print_table(table, args.eval_images)
-    (args.out / "evaluation.json").write_text(
-        json.dumps({"meta": meta, "f1": table, "sha256": digest}, indent=1)
-    )
+    record = {
+        "sha256": digest,
+        "meta": meta,
+        "decoder": decoder.config.to_dict(),
+        "config": asdict(config),
+        "f1": table,
+        "eval_images_per_set": args.eval_images,
+        "eval_sets": EVAL_SETS,
+        "history": state.history,
+    }
+    args.history.parent.mkdir(parents=True, exist_ok=True)
+    args.history.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {args.history}")
     return 0
 
 
