@@ -9,32 +9,47 @@ Plan on the UI thread, run anywhere, write on the UI thread::
 
 The embeddings the annotator keeps for the layer (:mod:`napari_sam._napari.embeddings`) are reused, and
 the slices embedded here are kept there for the annotator. Each slice is segmented by
-:func:`napari_sam.engine.automatic.amg.iter_automatic`; a stack's slices are numbered on from one another
-and, optionally, linked into 3D objects by :func:`napari_sam.engine.volume.linking.link_slices` — as
-``segment(volume)`` without prompts does.
+:func:`napari_sam.engine.automatic.front.iter_plan` in the settings' mode — the instance decoder's AIS or
+APG (on the annotator's embeddings, tiled ones for big images) or the prompt grid, AMG (on an untiled
+embedding); a stack's slices are numbered on from one another and, optionally, linked into 3D objects by
+:func:`napari_sam.engine.volume.linking.link_slices` — as ``segment(volume)`` without prompts does.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.types import AUTOMATIC_MODES, DECODER_MODES
 from ..errors import AnnotatorError
 from .embeddings import EmbeddingSettings, LayerEmbeddings, compute_steps, preprocessing_of, stored
 from .prompts import image_spatial_shape
 
 if TYPE_CHECKING:
-    from ..engine.types import AutomaticOptions
+    from ..engine.automatic.plan import AutomaticPlan
+    from ..model import Sam
 
 RESULT_NAME = "SAM automatic"
+#: Modes understood by :class:`AutomaticSettings` (as :func:`napari_sam.automatic`'s ``mode``).
+MODE_CHOICES = AUTOMATIC_MODES
 #: Preset names understood by :class:`AutomaticSettings` (``None``: the official defaults).
 PRESET_CHOICES: tuple[str | None, ...] = ("auto", "nuclei", None)
-#: The options the panel shows, besides the preset.
+#: The prompt grid's (AMG's) options the panel shows, besides the preset.
 SHOWN_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "min_mask_region_area")
+#: The instance decoder's (AIS / APG) options the panel shows.
+DECODER_OPTIONS = (
+    "foreground_threshold",
+    "center_distance_threshold",
+    "boundary_distance_threshold",
+    "min_size",
+)
+#: Progress steps of the decoder modes per slice, after the embedding: maps, labels (and the engine's
+#: own embedding step, which has nothing to do on given embeddings).
+DECODER_STEPS = 3
 
 
 def engine_preset(preset: str | None, model: str) -> str | None:
@@ -57,16 +72,39 @@ def preset_values(preset: str | None, model: str = "nano") -> dict[str, Any]:
     return {name: getattr(options, name) for name in SHOWN_OPTIONS}
 
 
+def decoder_values(mode: str) -> dict[str, Any]:
+    """The defaults of :data:`DECODER_OPTIONS` for ``mode`` (``"ais"`` or ``"apg"``; micro-sam's:
+    thresholds 0.5, ``min_size`` 0 for AIS and 25 for APG)."""
+    from ..engine.types import InstanceOptions
+
+    if mode not in DECODER_MODES:
+        raise AnnotatorError(f"mode must be one of {DECODER_MODES} for the decoder's options, got {mode!r}")
+    options = InstanceOptions()
+    values = {name: getattr(options, name) for name in DECODER_OPTIONS}
+    values["min_size"] = options.min_size_for(mode)
+    return values
+
+
 @dataclass(frozen=True)
 class AutomaticSettings:
     """What to segment and how.
 
     Attributes
     ----------
+    mode
+        ``"auto"`` (default: AIS when the model carries an instance decoder, else AMG), ``"ais"``
+        (the decoder's maps and a seeded watershed; fast), ``"apg"`` (the watershed's seeds as prompts
+        for the mask decoder) or ``"amg"`` (a grid of point prompts; slow). See
+        :func:`napari_sam.automatic`.
     preset
-        ``"auto"`` (``"nuclei"`` for the nano model, else official), ``"nuclei"`` or ``None`` (official).
+        AMG (``"auto"`` / ``"amg"``): ``"auto"`` (``"nuclei"`` for the nano model, else official),
+        ``"nuclei"`` or ``None`` (official).
     points_per_side, pred_iou_thresh, stability_score_thresh, min_mask_region_area
-        Override the preset's value when not None (see :func:`napari_sam.automatic`).
+        AMG: override the preset's value when not None. With ``mode="auto"`` they are what AMG uses
+        when the model has no decoder; unlike :func:`napari_sam.automatic`'s options they do not choose
+        AMG.
+    foreground_threshold, center_distance_threshold, boundary_distance_threshold, min_size
+        AIS / APG only (``mode="ais"`` or ``"apg"``): override micro-sam's defaults when not None.
     whole_stack
         3D images: every slice (True) or only the slice on screen (False).
     link_3d
@@ -74,24 +112,50 @@ class AutomaticSettings:
         slice object (False).
     """
 
+    mode: str = "auto"
     preset: str | None = "auto"
     points_per_side: int | None = None
     pred_iou_thresh: float | None = None
     stability_score_thresh: float | None = None
     min_mask_region_area: int | None = None
+    foreground_threshold: float | None = None
+    center_distance_threshold: float | None = None
+    boundary_distance_threshold: float | None = None
+    min_size: int | None = None
     whole_stack: bool = False
     link_3d: bool = True
 
-    def engine_options(self, model: str) -> AutomaticOptions:
-        """Options for :func:`~napari_sam.engine.automatic.amg.iter_automatic`; bad ones: AnnotatorError."""
-        from ..engine.automatic.options import resolve_options
+    def plan(self, model: str) -> AutomaticPlan:
+        """The checked :class:`~napari_sam.engine.automatic.plan.AutomaticPlan` of these settings for
+        ``model`` (whose preset ``"auto"`` means).
 
-        chosen = {name: getattr(self, name) for name in SHOWN_OPTIONS}
-        preset = engine_preset(self.preset, model)
+        Raises
+        ------
+        AnnotatorError
+            An unknown mode or preset, a value out of range, or options of a mode not chosen (the
+            decoder's with ``"auto"`` / ``"amg"``, the prompt grid's or a preset with ``"ais"`` /
+            ``"apg"``).
+        """
+        from ..engine.automatic.plan import AutomaticPlan
+
+        grid = {name: getattr(self, name) for name in SHOWN_OPTIONS}
+        decoder = {name: getattr(self, name) for name in DECODER_OPTIONS}
+        engine_preset(self.preset, model)  # an unknown preset is named as the panel's
         try:
-            return resolve_options(preset, **chosen)
+            if self.mode != "auto":
+                return AutomaticPlan.make(
+                    self.mode, self.preset, model=model, amg_options=grid, instance_options=decoder
+                )
+            given = [name for name, value in decoder.items() if value is not None]
+            if given:
+                raise AnnotatorError(f"{given[0]} applies to mode 'ais' or 'apg', not 'auto'")
+            plan = AutomaticPlan.make("auto", self.preset, model=model, amg_options=grid)
+        except AnnotatorError:
+            raise
         except ValueError as exc:
             raise AnnotatorError(str(exc)) from None
+        # the grid's values are what AMG uses should "auto" settle on it; they do not choose it
+        return replace(plan, amg_given=False)
 
 
 @dataclass
@@ -109,44 +173,80 @@ class AutomaticOutput:
         Distinct labels in ``labels``.
     features
         Per-label table for the labels layer, row ``k`` for label ``k`` (row 0 the background): ``index``,
-        ``score`` (predicted IoU), ``stability_score``, ``area`` and, for stacks, ``z``; empty when
+        ``score`` (AMG and APG: the predicted IoU; AIS: the mean foreground probability over the object),
+        ``stability_score`` (AMG; NaN for AIS and APG), ``area`` and, for stacks, ``z``; empty when
         objects were linked in 3D.
+    mode
+        The mode that ran: ``"ais"``, ``"apg"`` or ``"amg"``.
     """
 
     labels: np.ndarray
     planes: list[int | None]
     n_objects: int
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    mode: str = "amg"
 
 
 @dataclass
 class AutomaticJob:
-    """Everything a run needs, gathered on the UI thread by :func:`plan_automatic`."""
+    """Everything a run needs, gathered on the UI thread by :func:`plan_automatic`.
+
+    ``plan`` is checked; its ``"auto"`` is settled when the run starts (the model is loaded then, off
+    the UI thread). ``embed_steps`` embed each slice into the annotator's registry (tiled for big
+    slices); they run for the decoder modes, and for AMG only where a slice is embedded whole.
+    """
 
     image_layer: Any
     shape: tuple[int, ...]
     planes: list[int | None]
     settings: EmbeddingSettings
-    options: AutomaticOptions
+    plan: AutomaticPlan
     link_3d: bool
     record: LayerEmbeddings | None
     embed_steps: dict[int | None, Iterator[tuple[int, int]] | None]
     image_options: dict[str, Any]
     data: Any
 
-    def steps_per_plane(self) -> int:
-        """Progress steps of one slice: embedding it, then the engine's steps (a whole-image run decodes
-        ``ceil(points² / points_per_batch)`` batches after its embedding step)."""
-        opts = self.options
+    def steps_per_plane(self, mode: str) -> int:
+        """Progress steps of one slice in ``mode``: embedding it, then the engine's steps (AIS / APG:
+        :data:`DECODER_STEPS`; AMG: ``ceil(points² / points_per_batch)`` batches after its embedding
+        step)."""
+        if mode in DECODER_MODES:
+            return 1 + DECODER_STEPS
+        opts = self.plan.amg
         return 1 + 1 + math.ceil(opts.points_per_side**2 / opts.points_per_batch)
+
+    def model_and_mode(self) -> tuple[Sam, str]:
+        """Load the model (cached) and settle the mode on it: ``"ais"``, ``"apg"`` or ``"amg"``.
+
+        Raises
+        ------
+        AnnotatorError
+            AIS / APG with a model that has no instance decoder.
+        """
+        from ..engine.loading import load_model
+
+        sam = load_model(self.settings.model, self.settings.device)
+        if self.plan.mode in DECODER_MODES and getattr(sam, "instance_decoder", None) is None:
+            raise AnnotatorError(
+                f"{self.plan.mode.upper()} needs a model with an instance decoder, and model "
+                f"'{self.settings.model}' has none: choose 'auto' or 'AMG', or a model that carries one "
+                "(e.g. a micro-sam checkpoint with its decoder)"
+            )
+        try:
+            return sam, self.plan.mode_for(sam)
+        except ValueError as exc:
+            raise AnnotatorError(str(exc)) from None
 
     def steps(self) -> Generator[tuple[int, int], None, AutomaticOutput]:
         """Segment every planned slice; yields ``(done, total)``; returns the :class:`AutomaticOutput`.
 
-        Closing the generator (napari's worker ``quit``) stops it between two decoder batches; nothing is
-        written anywhere but the embedding registry (finished slices' embeddings are kept).
+        The model is loaded (and the mode settled) before the first report. Closing the generator
+        (napari's worker ``quit``) stops it between two engine steps; nothing is written anywhere but
+        the embedding registry (finished slices' embeddings are kept).
         """
-        per_plane = self.steps_per_plane()
+        sam, mode = self.model_and_mode()
+        per_plane = self.steps_per_plane(mode)
         total = per_plane * len(self.planes)
         yield 0, total
         stack = len(self.shape) == 3
@@ -155,7 +255,7 @@ class AutomaticJob:
         offset = 0
         for i, plane in enumerate(self.planes):
             base = i * per_plane
-            result = yield from self._one_plane(plane, base, per_plane, total)
+            result = yield from self._one_plane(plane, sam, mode, base, per_plane, total)
             yield base + per_plane, total
             if result is None or not result.n_objects:
                 continue
@@ -182,41 +282,46 @@ class AutomaticJob:
             features = {}
         n_objects = int(np.count_nonzero(np.unique(labels)))
         return AutomaticOutput(
-            labels=labels, planes=list(self.planes), n_objects=n_objects, features=features
+            labels=labels, planes=list(self.planes), n_objects=n_objects, features=features, mode=mode
+        )
+
+    def _embeddings(self, plane: int | None, image: np.ndarray, sam: Sam, mode: str) -> Any:
+        """The slice's embeddings: the annotator's (computed now if missing; tiled ones only for the
+        decoder modes), else — AMG on a slice too large for one embedding — an untiled one, not kept."""
+        from ..engine.embed.embeddings import compute_embeddings
+        from ..engine.types import Embeddings
+
+        decoder = mode in DECODER_MODES
+        embed = self.embed_steps.get(plane)
+        if embed is not None and (decoder or _embeds_whole(self.shape)):
+            for _ in embed:
+                pass
+        embeddings = None
+        if self.record is not None:
+            embeddings = self.record.slices.get(0 if plane is None else int(plane))
+        if isinstance(embeddings, Embeddings) or (decoder and embeddings is not None):
+            return embeddings
+        # AMG needs the whole image at the model's input size (prompts use the tiles): embed it so
+        return compute_embeddings(
+            image,
+            sam,
+            device=self.settings.device,
+            precision=self.settings.precision,
+            tile=False if not decoder else None,
+            **self.image_options,
         )
 
     def _one_plane(
-        self, plane: int | None, base: int, per_plane: int, total: int
+        self, plane: int | None, sam: Sam, mode: str, base: int, per_plane: int, total: int
     ) -> Generator[tuple[int, int], None, Any]:
-        from ..engine.automatic.amg import iter_automatic
-        from ..engine.embed.embeddings import compute_embeddings
-        from ..engine.types import Embeddings
+        from ..engine.automatic.front import iter_plan
 
         image = np.asarray(self.data if plane is None else self.data[plane])
         if image.size == 0 or float(image.min()) == float(image.max()):
             return None  # a constant slice has no objects (and is not worth embedding)
-        embeddings = None
-        embed = self.embed_steps.get(plane)
-        if embed is not None:
-            for _ in embed:
-                pass
-        if self.record is not None:
-            embeddings = self.record.slices.get(0 if plane is None else int(plane))
+        embeddings = self._embeddings(plane, image, sam, mode)
         yield base + 1, total
-        if not isinstance(embeddings, Embeddings):
-            # a slice too large for one embedding is tiled for prompts, but the automatic run needs
-            # the whole image at the model's input size: embed it so (not kept: prompts use the tiles)
-            embeddings = compute_embeddings(
-                image,
-                self.settings.model,
-                device=self.settings.device,
-                precision=self.settings.precision,
-                tile=False,
-                **self.image_options,
-            )
-        steps = iter_automatic(
-            embeddings, self.options, model=self.settings.model, device=self.settings.device
-        )
+        steps = iter_plan(embeddings, self.plan, model=sam, device=self.settings.device)
         span = per_plane - 1  # the engine's own count; rescaled should it ever differ
         while True:
             try:
@@ -262,7 +367,7 @@ def plan_automatic(
     embedding_settings
         Model, device, precision, cache and channel — those of the annotator, so its embeddings are reused.
     settings
-        The options of the run.
+        The mode and options of the run (checked here; ``"auto"`` is settled when the run starts).
     plane
         The slice on screen (3D images, unless ``settings.whole_stack``); ignored for 2D images.
 
@@ -274,7 +379,7 @@ def plan_automatic(
     if image_layer is None:
         raise AnnotatorError("no image layer: open an image first")
     shape = image_spatial_shape(image_layer)
-    options = settings.engine_options(embedding_settings.model)
+    plan = settings.plan(embedding_settings.model)
     planes: list[int | None]
     if len(shape) == 2:
         planes = [None]
@@ -285,7 +390,7 @@ def plan_automatic(
             raise AnnotatorError(f"slice {plane} is outside image '{image_layer.name}' ({shape[0]} slices)")
         planes = [int(plane)]
     embed_steps: dict[int | None, Iterator[tuple[int, int]] | None] = {}
-    if _embeds_whole(shape):
+    if _embeds_whole(shape) or plan.mode != "amg":  # big slices are embedded in tiles, for AIS / APG
         for p in planes:
             embed_steps[p] = compute_steps(image_layer, [p], embedding_settings)
     image_options = dict(preprocessing_of(image_layer))
@@ -297,7 +402,7 @@ def plan_automatic(
         shape=shape,
         planes=planes,
         settings=embedding_settings,
-        options=options,
+        plan=plan,
         link_3d=bool(settings.link_3d),
         record=stored(image_layer, embedding_settings),
         embed_steps=embed_steps,
@@ -351,7 +456,14 @@ def describe(output: AutomaticOutput, layer_name: str) -> str:
         if output.planes == [None]
         else (f"slice {output.planes[0]}" if len(output.planes) == 1 else f"{len(output.planes)} slices")
     )
+    method = output.mode.upper()
     if not output.n_objects:
-        return f"no objects found in {where}: '{layer_name}' is empty (try a lower IoU / stability threshold)"
+        hint = (
+            "a lower foreground threshold"
+            if output.mode in DECODER_MODES
+            else "a lower IoU / stability threshold"
+        )
+        return f"no objects found in {where} ({method}): '{layer_name}' is empty (try {hint})"
     n = output.n_objects
-    return f"{n} object{'s' if n != 1 else ''} found in {where}, in the new labels layer '{layer_name}'"
+    found = f"{n} object{'s' if n != 1 else ''} found in {where} ({method})"
+    return f"{found}, in the new labels layer '{layer_name}'"
