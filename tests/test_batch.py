@@ -281,3 +281,33 @@ def test_empty_objects_on_a_cluster_come_back_with_the_item(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         summary = run_batch(items, EmptyWhenOdd(), scheduler=cluster, progress=False, is_done=None)
     assert summary.ok == ["a", "b"] and summary.empty == {"b": "objects 3, 5 empty"}
+
+
+def test_automatic_mode_is_checked_recorded_and_old_records_count_as_amg(tmp_path, small_weights):
+    import json
+
+    import tifffile
+
+    from napari_sam.batch import segment_files
+
+    # a flat image: no objects whatever the mode, so the records are what is tested (and fast)
+    tifffile.imwrite(tmp_path / "cells.tif", np.full((32, 32), 9, np.uint16))
+    out = tmp_path / "labels"
+    run = {"auto": True, "model": str(small_weights), "device": "cpu", "progress": False}
+    with pytest.raises(UsageError, match="mode must be one of auto, ais, apg, amg, got 'fast'"):
+        segment_files([tmp_path / "cells.tif"], out, **{**run, "mode": "fast"})
+    with pytest.raises(UsageError, match="mode='amg' applies to automatic segmentation"):
+        segment_files([tmp_path / "cells.tif"], out, boxes=tmp_path / "b.csv", mode="amg", progress=False)
+
+    # "auto" on a model without an instance decoder runs (and records) the prompt grid
+    assert segment_files([tmp_path / "cells.tif"], out, **run).ok == ["cells.tif"]
+    record_path = out / "cells_labels.tif.napari-sam.json"
+    record = json.loads(record_path.read_text())
+    assert record["request"]["mode"] == "auto" and record["request"]["automatic_mode"] == "amg"
+    assert segment_files([tmp_path / "cells.tif"], out, **run, mode="amg").skipped == ["cells.tif"]
+    # a record of an earlier version names no method: its labels came from the prompt grid
+    del record["request"]["automatic_mode"]
+    record_path.write_text(json.dumps(record))
+    assert segment_files([tmp_path / "cells.tif"], out, **run).skipped == ["cells.tif"]
+    failed = segment_files([tmp_path / "cells.tif"], out, **run, mode="ais").failed
+    assert "labels were made by another method (AMG; now AIS)" in failed["cells.tif"]

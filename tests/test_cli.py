@@ -567,3 +567,84 @@ def test_help_shows_defaults(command, option, default, capsys):
     end = entry.find(" --", len(option) + 2)
     entry = entry if end < 0 else entry[:end]
     assert f"(default: {default})" in entry, entry
+
+
+@pytest.fixture
+def decoder_model(small_weights, nuclei_files, tmp_path):
+    """``small_weights`` with a seeded random instance decoder, its output biases set so that micro-sam's
+    default thresholds (0.5) cut its maps of cells0.tif where most of its pixels would (a random decoder's
+    maps crowd near one value each), saved as one safetensors file."""
+    import torch
+
+    from napari_sam.engine.automatic.maps import predict_maps
+    from napari_sam.engine.embed.embeddings import compute_embeddings
+    from napari_sam.model import InstanceDecoder, build_sam, save_safetensors
+
+    sam = build_sam(small_weights)
+    torch.manual_seed(0)
+    decoder = InstanceDecoder(
+        embed_dim=sam.config.prompt_embed_dim,
+        image_size=sam.image_size,
+        initial_features=2,
+        full_resolution=False,
+    )
+    sam.instance_decoder = decoder
+    image = tifffile.imread(nuclei_files[0] / "cells0.tif")
+    maps = predict_maps(sam, compute_embeddings(image, sam, device="cpu"))
+    with torch.no_grad():
+        for channel, quantile in enumerate((0.7, 0.5, 0.5)):
+            value = float(np.quantile(maps[channel], quantile))
+            decoder.out_conv.bias[channel] -= float(np.log(value / (1 - value)))
+    return save_safetensors(sam, tmp_path / "with_decoder.safetensors", config=sam.config)
+
+
+def test_segment_auto_mode_runs_the_decoder_and_a_rerun_never_mixes_modes(
+    nuclei_files, decoder_model, small_weights, tmp_path, capsys
+):
+    import json
+
+    from napari_sam import segment
+
+    image_path = nuclei_files[0] / "cells0.tif"
+    out = tmp_path / "auto"
+    labels_path, record = out / "cells0_labels.tif", out / "cells0_labels.tif.napari-sam.json"
+    argv = ["segment", str(image_path), "--auto", "--out", str(out), "--model", str(decoder_model), "-q"]
+    argv += ["--device", "cpu"]
+    image = tifffile.imread(image_path)
+
+    def mode_of_record() -> str:
+        return json.loads(record.read_text())["request"]["automatic_mode"]
+
+    assert main([*argv, "--mode", "ais"]) == 0
+    labels = tifffile.imread(labels_path)
+    expected = segment(image, model=str(decoder_model), device="cpu", mode="ais")
+    assert int(expected.max()) >= 2
+    np.testing.assert_array_equal(labels, expected)
+    assert mode_of_record() == "ais" and "1 done" in capsys.readouterr().out
+    # the same mode — also "auto", which runs AIS on a model with a decoder — is done already
+    for mode in (["--mode", "ais"], ["--mode", "auto"], []):
+        assert main([*argv, *mode]) == 0
+        assert "0 done, 1 skipped" in capsys.readouterr().out
+    # another mode: the labels are kept and the file fails, saying why; --overwrite redoes it
+    assert main([*argv, "--mode", "apg"]) == 1
+    assert "by another method (AIS; now APG)" in capsys.readouterr().out
+    np.testing.assert_array_equal(tifffile.imread(labels_path), expected)
+    assert main([*argv, "--mode", "apg", "--overwrite"]) == 0
+    apg = segment(image, model=str(decoder_model), device="cpu", mode="apg")
+    assert int(apg.max()) >= 2 and not np.array_equal(apg, expected)
+    np.testing.assert_array_equal(tifffile.imread(labels_path), apg)
+    assert mode_of_record() == "apg"
+    capsys.readouterr()
+    # a model without a decoder: AIS fails that file with the reason
+    plain = ["segment", str(image_path), "--auto", "--mode", "ais", "--out", str(tmp_path / "plain")]
+    assert main([*plain, "--model", str(small_weights), "--device", "cpu", "-q"]) == 1
+    assert "needs a model with an instance decoder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("prompts", [["--boxes", "b.csv"], ["--points", "p.csv"]])
+def test_mode_without_auto_is_a_usage_error(prompts, capsys):
+    assert main(["segment", "a.tif", *prompts, "--mode", "ais", "--out", "o"]) == 2
+    assert "--mode ais applies to automatic segmentation: add --auto" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", "a.tif", "--auto", "--mode", "fast", "--out", "o"])
+    assert exc.value.code == 2

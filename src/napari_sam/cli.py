@@ -255,13 +255,14 @@ Labels are written to OUT/NAME_labels.tif (or .zarr); for an OME-Zarr input with
 are an OME-Zarr label image (multiscales + image-label metadata, the input's axes and scale).
 Beside each goes OUT/NAME_labels.tif.napari-sam.json, a record of how it was made: the input (and
 its size, modification time and a hash of its content), the prompts, the mode (boxes, points or
-auto), the model, --propagate, --channel and the format.
+auto, and with --auto the method that ran: AIS, APG or AMG), the model, --propagate, --channel and
+the format.
 
 Outputs and inputs are told apart by that record:
   * labels whose record names this input, unchanged since, made from the same version of the
     input with the same prompts, mode, model and options, are skipped (a stopped batch resumes);
     --overwrite redoes them;
-  * labels made another way (other prompts, mode or model, another version of the image, or
+  * labels made another way (other prompts, mode, method or model, another version of the image, or
     unknown settings: records of earlier versions) are kept and that input fails with one line
     saying what changed; --overwrite redoes them;
   * any other file at a labels path (no record, another input's labels, labels edited since) is
@@ -284,6 +285,13 @@ examples:
     napari-sam embed stacks/ --out cache/          # embed once, then segment as often as needed:
     napari-sam segment stacks/ --boxes boxes.csv --cache cache/ --out labels/
     napari-sam segment images/ --auto --out labels/
+    napari-sam segment images/ --auto --mode ais --model my_microsam.pt --out labels/
+
+--auto --mode: auto (default) runs the model's instance decoder (AIS: its foreground and distance
+maps and a watershed; fast) when the model carries one, else the grid of point prompts (AMG; slow);
+ais, apg (the watershed's seeds as prompts for SAM's mask decoder) and amg choose one; ais and apg
+need a model with an instance decoder (micro-sam's checkpoints, or <weights>_decoder.pt beside the
+weights file).
 
 boxes.csv for two stacks:
     file,z,min_row,min_col,max_row,max_col
@@ -330,6 +338,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .batch import read_prompts_csv, segment_files
 
+    if args.mode is not None and not args.auto:
+        raise UsageError(f"--mode {args.mode} applies to automatic segmentation: add --auto")
     _check_model_and_device(args)
     boxes = read_prompts_csv(args.boxes, "boxes") if args.boxes else None
     points = read_prompts_csv(args.points, "points") if args.points else None
@@ -339,6 +349,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         boxes=boxes,
         points=points,
         auto=args.auto,
+        mode=args.mode or "auto",
         format=args.format,
         cache=args.cache,
         model=args.model,
@@ -502,6 +513,12 @@ def _add_segment(sub: Subcommands) -> None:
     prompts.add_argument("--boxes", metavar="CSV", help="box prompts (format below)")
     prompts.add_argument("--points", metavar="CSV", help="point prompts (format below)")
     prompts.add_argument("--auto", action="store_true", help="automatic segmentation (no prompts)")
+    segment.add_argument(
+        "--mode",
+        choices=["auto", "ais", "apg", "amg"],
+        help="with --auto: auto (default: the instance decoder's AIS when the model has one, else AMG), "
+        "ais, apg or amg (see below)",
+    )
     segment.add_argument("--out", required=True, metavar="DIR", help="folder of the labels (created)")
     segment.add_argument(
         "--format", choices=["tif", "zarr"], help="labels format (default: zarr for zarr inputs, else tif)"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.types import AUTOMATIC_MODES
 from ..errors import EmptyObjectsWarning, UsageError
 from ..io import image_name, is_ome_zarr, read_image
 from .inputs import (
@@ -265,17 +266,34 @@ class SegmentJob:
     conflicts: Mapping[str, str] = field(default_factory=dict)
     #: The model as recorded: ``model`` and ``weights_sha256`` (see :func:`model_identity`).
     model_id: Mapping[str, Any] = field(default_factory=dict)
+    #: Without prompts: ``"auto"``, ``"ais"``, ``"apg"`` or ``"amg"`` (see :func:`napari_sam.automatic`).
+    automatic_mode: str = "auto"
+
+    def ran_mode(self) -> str:
+        """The automatic mode that runs: the one asked for, or what ``"auto"`` settles on for the model
+        (loaded for that, and kept loaded for the segmentation): AIS with an instance decoder, else AMG."""
+        if self.automatic_mode != "auto":
+            return self.automatic_mode
+        from ..engine.automatic.plan import AutomaticPlan
+        from ..engine.loading import load_model
+
+        plan = AutomaticPlan.make("auto", "auto", model=self.model)
+        return plan.mode_for(load_model(self.model, self.device))
 
     def request(self, item: BatchItem, prompts: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """What is asked of ``item``, as recorded with its labels and compared on a rerun.
 
         ``mode`` (boxes, points or auto), ``prompts_sha256`` (the exact prompt values of this file
-        after reading the table), the model, ``propagate``, ``channel`` and ``format``.
+        after reading the table), the model, ``propagate``, ``channel`` and ``format``; without
+        prompts also ``automatic_mode``, the mode that runs (``"ais"``, ``"apg"`` or ``"amg"``,
+        :meth:`ran_mode`), so that labels of one mode are never taken for another's.
         """
         mode = "boxes" if "boxes" in prompts else "points" if "points" in prompts else "auto"
+        automatic = {"automatic_mode": self.ran_mode()} if mode == "auto" else {}
         return as_json(
             {
                 "mode": mode,
+                **automatic,
                 "prompts_sha256": prompts_digest(prompts),
                 "model": self.model_id.get("model", self.model),
                 "weights_sha256": self.model_id.get("weights_sha256"),
@@ -300,6 +318,8 @@ class SegmentJob:
         options: dict[str, Any] = {}
         if self.cache_dir is not None:
             options["cache"] = cache_path(self.cache_dir, item.source)
+        if not prompts:
+            options["mode"] = request["automatic_mode"]  # the mode recorded is the mode that runs
         labels, empty = self._segment(image, prompts, options)
         like = item.source if is_ome_zarr(item.source) else None
         details = {"input_fingerprint": fingerprint, "request": request}
@@ -424,6 +444,7 @@ def segment_files(
     boxes: PromptTable | str | os.PathLike[str] | None = None,
     points: PromptTable | str | os.PathLike[str] | None = None,
     auto: bool = False,
+    mode: str = "auto",
     format: str | None = None,
     cache: str | os.PathLike[str] | None = None,
     model: str = "nano",
@@ -457,6 +478,10 @@ def segment_files(
         :class:`UsageError`.
     auto
         Automatic segmentation: :func:`napari_sam.segment` without prompts.
+    mode
+        With ``auto``: ``"auto"`` (the instance decoder's AIS when the model carries one, else the
+        prompt grid, AMG), ``"ais"``, ``"apg"`` or ``"amg"``; see :func:`napari_sam.automatic`. The
+        mode that ran is recorded, and labels made in another mode are not taken as done.
     format
         ``"tif"`` or ``"zarr"``; default zarr for zarr inputs, tif otherwise. Labels of an OME-Zarr
         input in zarr format are an OME-Zarr label image with the input's axes and scale.
@@ -500,6 +525,10 @@ def segment_files(
     chosen = [boxes is not None, points is not None, bool(auto)]
     if sum(chosen) != 1:
         raise UsageError("give exactly one of boxes=, points= or auto=True")
+    if mode not in AUTOMATIC_MODES:
+        raise UsageError(f"mode must be one of {', '.join(AUTOMATIC_MODES)}, got {mode!r}")
+    if mode != "auto" and not auto:
+        raise UsageError(f"mode={mode!r} applies to automatic segmentation (auto=True), not to prompt tables")
     if format is not None and format not in ("tif", "zarr"):
         raise UsageError(f"format must be 'tif' or 'zarr', got {format!r}")
     sources = expand_inputs(inputs)
@@ -533,5 +562,6 @@ def segment_files(
         overwrite=overwrite,
         propagate=bool(propagate),
         model_id=model_identity(model),
+        automatic_mode=mode,
     )
     return run_batch(items, job, is_done=None, scheduler=scheduler, progress=progress, desc="segment")

@@ -170,8 +170,8 @@ def outdated_output(item: BatchItem, request: Mapping[str, Any]) -> str | None:
         ``item.output`` exists and is labels napari-sam made for ``item.source``
         (:func:`foreign_output` is None).
     request
-        What is asked now (:meth:`.jobs.SegmentJob.request`): prompts digest, mode, model, propagate,
-        channel, format.
+        What is asked now (:meth:`.jobs.SegmentJob.request`): prompts digest, mode (and the automatic
+        mode that runs), model, propagate, channel, format.
 
     Returns
     -------
@@ -204,6 +204,12 @@ def as_json(value: Any) -> Any:
 _MODES = {"auto": "automatic", "boxes": "boxes", "points": "points"}
 
 
+def _automatic_mode(request: Mapping[str, Any]) -> str:
+    """The automatic mode a request ran, in capitals (``"AIS"``); records from before the instance
+    decoder's modes hold none: they ran the prompt grid, AMG."""
+    return str(request.get("automatic_mode") or "amg").upper()
+
+
 def _model_name(request: Mapping[str, Any]) -> str:
     """A model's name, or its weights file's name."""
     return Path(str(request.get("model"))).name
@@ -226,6 +232,8 @@ def _request_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
         )
     elif old.get("prompts_sha256") != new.get("prompts_sha256"):
         changes.append("from other prompts (this file's rows of the table changed)")
+    elif new.get("mode") == "auto" and _automatic_mode(old) != _automatic_mode(new):
+        changes.append(f"by another method ({_automatic_mode(old)}; now {_automatic_mode(new)})")
     if not _same_model(old, new):
         changes.append(f"with another model ({_model_name(old)}; now {_model_name(new)})")
     if old.get("propagate") != new.get("propagate"):
