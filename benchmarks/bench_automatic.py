@@ -19,6 +19,16 @@ environment made by ``scripts/setup_reference_env.sh``):
 Both implementations get the same nano weights (the official ``Sam`` is assembled around our nano
 encoder, as in ``scripts/make_golden.py``) and the same uint8 RGB image; the table gives the whole
 run (embedding included) and the decoder-and-filtering stage on a precomputed embedding.
+
+The automatic modes side by side (issue 18: AIS, APG, AMG and the watershed baselines; 2D 512² and
+1024² ``nuclei`` and ``wide`` images, a 3D stack; time, time / embedding, F1, peak memory, the goals):
+
+    python benchmarks/bench_automatic.py modes [--images 3] [--amg-images 1] [--runs 2] [--threads 2]
+        [--sizes 512 1024] [--presets nuclei wide] [--stack 16 256 256] [--stacks 1] [--decoder PATH]
+        [--json OUT]
+
+Protocol in ``benchmarks/_automatic_modes.py``; ``--decoder`` defaults to the shipped nano decoder when
+one is registered, else the training run's (``artifacts/nano-decoder``), else a random one (timings only).
 """
 
 from __future__ import annotations
@@ -40,46 +50,16 @@ import napari_sam
 from napari_sam.data.synthetic import preset as synthetic_preset
 from napari_sam.engine.automatic.front import PRESETS, automatic
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file
+
+# scoring lives in _scoring.py; scripts import f1_at_iou and watershed_baseline from here
+from _automatic_modes import run_modes
+from _scoring import f1_at_iou, watershed_baseline
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------ scoring
-
-
-def f1_at_iou(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> tuple[float, int, int, int]:
-    """F1 of two label images at an IoU threshold; returns (f1, matches, n_pred, n_true)."""
-    pred = np.unique(pred, return_inverse=True)[1].reshape(pred.shape)  # 0 stays 0 (smallest)
-    truth = np.unique(truth, return_inverse=True)[1].reshape(truth.shape)
-    n_pred, n_true = int(pred.max()), int(truth.max())
-    if n_pred == 0 or n_true == 0:
-        return (1.0 if n_pred == n_true else 0.0), 0, n_pred, n_true
-    joint = np.bincount(pred.ravel() * (n_true + 1) + truth.ravel(), minlength=(n_pred + 1) * (n_true + 1))
-    inter = joint.reshape(n_pred + 1, n_true + 1)[1:, 1:].astype(np.float64)
-    area_p = np.bincount(pred.ravel(), minlength=n_pred + 1)[1:, None]
-    area_t = np.bincount(truth.ravel(), minlength=n_true + 1)[None, 1:]
-    iou = inter / (area_p + area_t - inter)
-    matches = int((iou > threshold).sum())
-    return 2 * matches / (n_pred + n_true), matches, n_pred, n_true
-
-
-def watershed_baseline(image: np.ndarray, sigma: float = 1.0, min_distance: int = 4) -> np.ndarray:
-    """Otsu + distance-transform watershed (scikit-image), the classical nuclei recipe."""
-    from scipy import ndimage
-    from skimage.feature import peak_local_max
-    from skimage.filters import gaussian, threshold_otsu
-    from skimage.morphology import remove_small_objects
-    from skimage.segmentation import watershed
-
-    smooth = gaussian(image.astype(np.float32), sigma=sigma)
-    mask = smooth > threshold_otsu(smooth)
-    mask = remove_small_objects(ndimage.binary_fill_holes(mask), max_size=15)
-    distance = ndimage.distance_transform_edt(mask)
-    peaks = peak_local_max(
-        distance, min_distance=min_distance, labels=ndimage.label(mask)[0], exclude_border=False
-    )
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return watershed(-distance, markers, mask=mask).astype(np.uint32)
 
 
 def held_out(count: int, size: int, first_seed: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -316,8 +296,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=("quality", "tune", "speed"))
-    parser.add_argument("--images", type=int, default=6, help="quality / tune: number of images")
+    parser.add_argument("mode", choices=("quality", "tune", "speed", "modes"))
+    parser.add_argument(
+        "--images", type=int, default=None, help="quality / tune: number of images (6); modes: per set (3)"
+    )
     parser.add_argument("--size", type=int, default=None, help="image side (default 256; speed: 1024)")
     parser.add_argument("--points-per-side", type=int, default=16)
     parser.add_argument("--points-per-batch", type=int, default=64)
@@ -325,7 +307,7 @@ def main() -> None:
         "--preset", default="nuclei", help="quality: the preset to evaluate ('none': official)"
     )
     parser.add_argument("--first-seed", type=int, default=None, help="default 10000 (tune: 20000)")
-    parser.add_argument("--runs", type=int, default=1, help="speed: timed runs (median)")
+    parser.add_argument("--runs", type=int, default=None, help="speed: timed runs (median; 1), modes: 2")
     parser.add_argument(
         "--thresholds",
         choices=("official", "nuclei"),
@@ -333,10 +315,26 @@ def main() -> None:
         help="speed: official defaults, or the nuclei preset's IoU / stability / NMS thresholds",
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (modes: 2)")
+    parser.add_argument("--amg-images", type=int, default=1, help="modes: images per set for AMG (0: none)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="modes: 2D image sides")
+    parser.add_argument("--presets", nargs="+", default=["nuclei", "wide"], help="modes: synthetic presets")
+    parser.add_argument(
+        "--stack", type=int, nargs=3, default=[16, 256, 256], metavar=("Z", "Y", "X"), help="modes: 3D shape"
+    )
+    parser.add_argument("--stacks", type=int, default=1, help="modes: nuclei_3d stacks (0: no 3D)")
+    parser.add_argument("--decoder", type=Path, default=None, help="modes: instance decoder file")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--cache", type=Path, default=None, help="tune: folder to keep decoded candidates in")
     args = parser.parse_args()
+    if args.images is None:
+        args.images = 3 if args.mode == "modes" else 6
+    if args.runs is None:
+        args.runs = 2 if args.mode == "modes" else 1
+    if args.mode == "modes" and args.threads is None:
+        args.threads = 2
+    if min(args.images, args.runs) < 1 or min(args.amg_images, args.stacks) < 0:
+        parser.error("--images and --runs must be >= 1, --amg-images and --stacks >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.size is None:
@@ -347,7 +345,7 @@ def main() -> None:
         args.preset = None
     elif args.preset not in PRESETS:
         parser.error(f"--preset must be 'none' or one of {sorted(PRESETS)}")
-    run = {"quality": run_quality, "tune": run_tune, "speed": run_speed}[args.mode]
+    run = {"quality": run_quality, "tune": run_tune, "speed": run_speed, "modes": run_modes}[args.mode]
     figures = run(args)
     if args.json:
         args.json.write_text(
