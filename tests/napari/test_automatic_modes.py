@@ -141,6 +141,19 @@ def test_decoder_mode_without_a_decoder_and_mixed_options_are_refused(small_weig
         decoder_values("amg")
 
 
+def test_a_stack_runs_apg_slice_by_slice_numbered_on(decoder_weights, thresholds):
+    stack = np.stack([IMAGE, IMAGE[::-1].copy()])
+    layer = layers.Image(stack)
+    embedding = EmbeddingSettings(model=str(decoder_weights), device="cpu")
+    settings = AutomaticSettings(mode="apg", whole_stack=True, link_3d=False, **thresholds)
+    seen, out = steps_of(plan_automatic(layer, embedding, settings))
+    first, second = (engine(plane, "apg", decoder_weights, **thresholds).labels for plane in stack)
+    np.testing.assert_array_equal(out.labels[0], first)
+    np.testing.assert_array_equal(out.labels[1], np.where(second > 0, second + first.max(), 0))
+    assert first.max() >= 2 and second.max() >= 1 and seen[-1] == (8, 8)
+    assert out.features["z"].tolist()[1:] == [0] * int(first.max()) + [1] * int(second.max())
+
+
 def test_a_big_image_runs_ais_on_the_annotators_tiled_embeddings(decoder_weights, thresholds):
     image = np.zeros((40, 2100), np.uint16)
     for col in (300, 900, 1500, 1900):
