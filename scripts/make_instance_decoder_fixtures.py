@@ -20,6 +20,15 @@ official encoder's features of a seeded image, and stores per case in ``tests/fi
 
 It also records, in ``vit_b_decoder_keys.json``, the key names and shapes of the full-size decoder
 (``embed_dim=256``, ``initial_features=64``, both up-sampling variants), for the layout test.
+
+For the slow full-size test (not committed: ~450 MB of weights), ``--vit-b DIR`` writes a seeded random
+vit_b with a seeded micro-sam-size decoder in micro-sam's checkpoint format (``vit_b_micro_sam.pt``:
+``{"model_state": {"sam.<key>": …}, "decoder_state": …}``), a 512² image, micro-sam's features and maps, and
+the labels of micro-sam's AIS post-processing (``InstanceSegmentationWithDecoder.generate``) on those maps
+with its defaults and with thresholds at the maps' quantiles (random weights give maps with little
+structure; the quantiles make the watershed do real work):
+
+    .venv-ref/bin/python scripts/make_instance_decoder_fixtures.py --vit-b DIR
 """
 
 from __future__ import annotations
@@ -137,7 +146,69 @@ def full_size_keys() -> dict[str, dict[str, list[int]]]:
     return found
 
 
+#: Quantiles of the foreground, centre and boundary maps used as thresholds in the full-size case.
+QUANTILE_THRESHOLDS = {
+    "foreground_threshold": 0.3,
+    "center_distance_threshold": 0.35,
+    "boundary_distance_threshold": 0.35,
+}
+
+
+def make_vit_b(out_dir: Path, seed: int = 7) -> None:
+    """Full-size vit_b + decoder in micro-sam's format, its maps and AIS labels on a 512² image."""
+    from micro_sam.instance_segmentation import InstanceSegmentationWithDecoder
+    from segment_anything import sam_model_registry
+
+    sam = sam_model_registry["vit_b"]().eval()
+    randomize(sam, seed=seed)
+    unetr = build_unetr(sam.image_encoder, initial_features=64, conv_transpose=False)
+    randomize_decoder(unetr, seed=seed + 1)
+    unetr.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_state = {f"sam.{k}": v for k, v in sam.state_dict().items()}
+    torch.save(
+        {"model_state": model_state, "decoder_state": decoder_state(unetr)}, out_dir / "vit_b_micro_sam.pt"
+    )
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(64, 64, 3)).astype(np.float32)
+    image = np.kron(base, np.ones((8, 8, 1), np.float32)).astype(np.uint8)  # blocky: structure at 8 px
+    predictor = SamPredictor(sam)
+    predictor.set_image(image)
+    features = predictor.get_image_embedding()
+    with torch.no_grad():
+        maps = unetr.decode(
+            (features, None, None), tuple(predictor.input_size), tuple(predictor.original_size)
+        )
+    maps_np = maps[0].numpy().astype(np.float32)
+    segmenter = InstanceSegmentationWithDecoder(predictor=None, decoder=None)
+    segmenter.set_state(
+        {"foreground": maps_np[0], "center_distances": maps_np[1], "boundary_distances": maps_np[2]}
+    )
+    default_labels = segmenter.generate()
+    thresholds = {
+        name: float(np.quantile(maps_np[i], q)) for i, (name, q) in enumerate(QUANTILE_THRESHOLDS.items())
+    }
+    quantile_labels = segmenter.generate(**thresholds)
+    np.savez_compressed(
+        out_dir / "vit_b_ais.npz",
+        image=image,
+        features=features.numpy().astype(np.float32),
+        maps=maps_np,
+        default_labels=np.asarray(default_labels, dtype=np.uint32),
+        quantile_labels=np.asarray(quantile_labels, dtype=np.uint32),
+        thresholds=np.array([thresholds[k] for k in QUANTILE_THRESHOLDS], dtype=np.float64),
+    )
+    print(
+        f"vit_b: maps {maps_np.shape}, {int(np.max(default_labels))} objects (defaults), "
+        f"{int(np.max(quantile_labels))} (quantile thresholds {thresholds})"
+    )
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--vit-b":
+        make_vit_b(Path(sys.argv[2]))
+        return
     for i, (name, (config_name, transpose)) in enumerate(CASES.items()):
         make_case(name, config_name, transpose, seed=100 + 10 * i)
     keys = full_size_keys()
