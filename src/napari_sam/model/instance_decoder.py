@@ -20,11 +20,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .instance_decoder_fast import (
+    conv1x1,
+    conv3x3_relu,
+    fold_batch_norm,
+    instance_norm_,
+    instance_norm_cat,
+    resize_maps,
+    upsample_conv1x1,
+    upsample_conv1x1_conv3x3_relu,
+)
 
 #: levels of the U-Net decoder (torch_em's ``depth``) and the channel gain between levels
 _DEPTH = 3
@@ -71,6 +82,13 @@ class _ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
+    def infer(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Inference forward of the channel concatenation of ``parts`` (exact up to float rounding)."""
+        norm1, norm2 = cast(nn.InstanceNorm2d, self.block[0]), cast(nn.InstanceNorm2d, self.block[3])
+        conv1, conv2 = cast(nn.Conv2d, self.block[1]), cast(nn.Conv2d, self.block[4])
+        x = conv3x3_relu(instance_norm_cat(parts, norm1.eps), conv1.weight, conv1.bias)
+        return conv3x3_relu(instance_norm_(x, norm2.eps), conv2.weight, conv2.bias)
+
 
 class _Upsample(nn.Module):
     """×2 up-sampling with a channel change: ``(B, C_in, H, W)`` → ``(B, C_out, 2H, 2W)``.
@@ -91,6 +109,12 @@ class _Upsample(nn.Module):
         if self.transpose:
             return self.block(x)
         return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference forward: the 1×1 convolution runs before the interpolation (exact up to rounding)."""
+        if self.transpose:
+            return self.block(x)
+        return upsample_conv1x1(x, self.conv.weight, self.conv.bias)
 
 
 class _Conv3x3(nn.Module):
@@ -119,6 +143,15 @@ class _UpBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference forward with the (eval-mode) batch norm folded into the 3×3 convolution."""
+        sampler = cast(_Upsample, self.block[0])
+        conv3, bn = cast(_Conv3x3, self.block[1]), cast(nn.BatchNorm2d, self.block[2])
+        weight, bias = fold_batch_norm(conv3.block, bn)
+        if sampler.transpose:
+            return conv3x3_relu(sampler.block(x), weight, bias)
+        return upsample_conv1x1_conv3x3_relu(x, sampler.conv.weight, sampler.conv.bias, weight, bias)
+
 
 def _centre_channels(skip: torch.Tensor, channels: int) -> torch.Tensor:
     """The ``channels`` centre channels of ``skip`` ``(B, C, H, W)`` → ``(B, channels, H, W)``."""
@@ -143,6 +176,13 @@ class _UNetDecoder(nn.Module):
         for block, sampler, skip in zip(self.blocks, self.samplers, skips, strict=True):
             x = sampler(x)
             x = block(torch.cat([x, _centre_channels(skip, x.shape[1])], dim=1))
+        return x
+
+    def infer(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """Inference forward (exact up to float rounding)."""
+        for block, sampler, skip in zip(self.blocks, self.samplers, skips, strict=True):
+            x = cast(_Upsample, sampler).infer(x)
+            x = cast(_ConvBlock, block).infer([x, _centre_channels(skip, x.shape[1])])
         return x
 
 
@@ -210,8 +250,12 @@ class InstanceDecoder(nn.Module):
     def decode(self, features: torch.Tensor) -> torch.Tensor:
         """Maps at 16× (8× without ``full_resolution``) the embedding's resolution.
 
-        ``(B, E, h, w)`` → ``(B, out_channels, 16h, 16w)`` (or ``(B, out_channels, 8h, 8w)``).
+        ``(B, E, h, w)`` → ``(B, out_channels, 16h, 16w)`` (or ``(B, out_channels, 8h, 8w)``). In eval
+        mode without autograd the inference kernels of :mod:`~napari_sam.model.instance_decoder_fast` run
+        instead of the layer graph (same maps up to float rounding, about twice as fast on a CPU).
         """
+        if not self.training and not torch.is_grad_enabled():
+            return self._decode_inference(features)
         z9 = self.deconv1(features)
         z6 = self.deconv2(z9)
         z3 = self.deconv3(z6)
@@ -220,6 +264,16 @@ class InstanceDecoder(nn.Module):
             z0 = self.deconv4(z3)
             x = self.decoder_head(torch.cat([self.deconv_out(x), z0], dim=1))
         return torch.sigmoid(self.out_conv(x))
+
+    def _decode_inference(self, features: torch.Tensor) -> torch.Tensor:
+        features = features.contiguous()
+        z9 = self.deconv1.infer(features)
+        z6 = self.deconv2.infer(z9)
+        z3 = self.deconv3.infer(z6)
+        x = self.decoder.infer(self.base.infer([features]), [z9, z6, z3])
+        if self.deconv4 is not None and self.deconv_out is not None and self.decoder_head is not None:
+            x = self.decoder_head.infer([self.deconv_out.infer(x), self.deconv4.infer(z3)])
+        return torch.sigmoid_(conv1x1(x, self.out_conv.weight, self.out_conv.bias))
 
     @classmethod
     def from_state_dict_shapes(
@@ -269,8 +323,4 @@ class InstanceDecoder(nn.Module):
         torch.Tensor
             ``(B, out_channels, H, W)`` float maps in ``[0, 1]``.
         """
-        maps = self.decode(features)
-        side = self.image_size
-        maps = F.interpolate(maps, (side, side), mode="bilinear", align_corners=False)
-        maps = maps[..., : input_size[0], : input_size[1]]
-        return F.interpolate(maps, tuple(original_size), mode="bilinear", align_corners=False)
+        return resize_maps(self.decode(features), self.image_size, input_size, original_size)
