@@ -170,6 +170,102 @@ def test_train_returns_new_weights_and_leaves_the_given_model_alone(tmp_path):
     assert trained.config == model.config
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny convolutions train several times faster on one thread when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pairs_folder(folder, count):
+    import tifffile
+
+    from napari_sam.data.synthetic import nuclei_2d
+
+    folder.mkdir()
+    for i in range(count):
+        image, labels = nuclei_2d((48, 64), n_objects=3, seed=i)
+        tifffile.imwrite(folder / f"cell{i}.tif", image)
+        tifffile.imwrite(folder / f"cell{i}_labels.tif", labels.astype(np.uint16))
+    return folder
+
+
+def test_train_instance_decoder_makes_a_model_whose_decoder_automatic_uses(
+    small_model, tmp_path, one_torch_thread
+):
+    import copy
+
+    import torch
+
+    from napari_sam.data.synthetic import nuclei_2d
+    from napari_sam.engine.automatic.ais import ais_labels
+    from napari_sam.engine.automatic.maps import predict_maps
+    from napari_sam.model import InstanceDecoder
+
+    model = copy.deepcopy(small_model)
+    torch.manual_seed(0)
+    model.instance_decoder = InstanceDecoder(embed_dim=32, image_size=256, initial_features=4).eval()
+    start = copy.deepcopy(model.instance_decoder)
+    data = _pairs_folder(tmp_path / "data", 5)  # 4 train, 1 held out
+    result = ns.train(
+        data, model, out=tmp_path / "out", steps=4, instance_decoder=True, device="cpu", progress=False
+    )
+    assert result.step == 4 and result.weights.is_file() and result.decoder.is_file()
+    assert [sorted(e) for e in result.history] == [["loss", "lr", "seconds", "step", "val_loss"]] * 4
+    assert result.history[0]["lr"] == 1e-4  # fine-tuning the model's decoder; no warm-up in 4 steps
+    # the given model is left alone
+    for key, value in model.instance_decoder.state_dict().items():
+        assert torch.equal(value, start.state_dict()[key])
+
+    image, _ = nuclei_2d((48, 64), n_objects=3, seed=9)
+    best = copy.deepcopy(start)
+    best.load_state_dict(torch.load(tmp_path / "out" / "best.pt", weights_only=True))
+    best.half().float()  # the safetensors holds float16
+    embeddings = ns.compute_embeddings(image, small_model, device="cpu")
+    maps = predict_maps(small_model, embeddings, decoder=best)
+    assert not np.allclose(maps, predict_maps(small_model, embeddings, decoder=start), atol=1e-3)
+    auto = ns.automatic(image, mode="ais", model=result.weights, device="cpu")
+    np.testing.assert_array_equal(auto.labels, ais_labels(maps))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"objects_per_image": 3, "crop_size": 128},
+            ValueError,
+            r"objects_per_image=3, crop_size=128 do not apply to instance_decoder=True",
+        ),
+        ({"freeze_encoder": True}, ValueError, r"freeze_encoder=True does not apply .*leave it out"),
+        ({"steps": 0}, ValueError, r"steps must be an integer >= 1"),
+        ({"seed": -1}, ValueError, r"seed must be an integer >= 0"),
+        ({"lr": 0.0}, ValueError, r"lr must be a positive finite number"),
+        ({"instance_decoder": "yes"}, TypeError, r"instance_decoder must be True or False"),
+        ({"out": 3}, TypeError, r"out must be a folder path"),
+        ({"out": "{file}"}, ValueError, r"out must be a folder, but .* is a file"),
+        ({"out": "{sam_run}"}, ValueError, r"holds a checkpoint of SAM .interactive. training run"),
+        ({"data": "{missing}"}, FileNotFoundError, r"training folder not found"),
+    ],
+)
+def test_train_instance_decoder_refusals_come_before_any_model_loads(tmp_path, kwargs, error, message):
+    import torch
+
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "sam_run").mkdir()
+    torch.save({"model": {}, "optimizer": {}}, tmp_path / "sam_run" / "checkpoint.pt")
+    names = {"file": tmp_path / "file.txt", "sam_run": tmp_path / "sam_run", "missing": tmp_path / "nope"}
+    kwargs = {k: names[v[1:-1]] if isinstance(v, str) and v.startswith("{") else v for k, v in kwargs.items()}
+    args = {"out": tmp_path / "out", "instance_decoder": True, "progress": False, **kwargs}
+    data = args.pop("data", _pairs_folder(tmp_path / "data", 2))
+    # a model that does not exist: loading it would raise FileNotFoundError naming it
+    with pytest.raises(error, match=message):
+        ns.train(data, tmp_path / "no_model.pth", **args)
+
+
 @pytest.fixture(scope="module")
 def stack(image):
     """(3, 120, 160) uint16: the 2D test image, shifted a little on each slice."""

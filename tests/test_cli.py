@@ -124,6 +124,63 @@ def test_train_help_documents_fine_tuning(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "--freeze-encoder" in text and "labels" in text
+    assert "--instance-decoder" in text and "model_decoder.pt" in text
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny convolutions train several times faster on one thread when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_instance_decoder_on_a_folder(small_model, tmp_path, capsys, one_torch_thread):
+    import copy
+
+    import torch
+
+    import napari_sam as ns
+    from napari_sam.data.synthetic import nuclei_2d
+    from napari_sam.model import InstanceDecoder, save_safetensors
+
+    model = copy.deepcopy(small_model)
+    torch.manual_seed(0)
+    model.instance_decoder = InstanceDecoder(embed_dim=32, image_size=256, initial_features=4)
+    weights = save_safetensors(model, tmp_path / "small.safetensors", config=model.config)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):  # 4 to train on, 1 held out
+        image, labels = nuclei_2d((48, 64), n_objects=3, seed=i)
+        tifffile.imwrite(data / f"cell{i}.tif", image)
+        tifffile.imwrite(data / f"cell{i}_labels.tif", labels.astype(np.uint16))
+    out = tmp_path / "out"
+    args = ["train", str(data), "--instance-decoder", "--model", str(weights), "--out", str(out)]
+    assert main([*args, "--steps", "2", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "trained the instance decoder 2 steps" in printed and "kept step" in printed
+    assert str(out / "model_decoder.pt") in printed
+    trained = ns.load_model(out / "model.safetensors", device="cpu")
+    assert trained.instance_decoder is not None
+    image, _ = nuclei_2d((48, 64), n_objects=3, seed=9)
+    assert ns.automatic(image, mode="ais", model=trained).labels.shape == image.shape
+    # the same command again: the run is finished; it is exported again, nothing trains
+    assert main([*args, "--steps", "2", "--device", "cpu"]) == 0
+    assert "trained the instance decoder 2 steps" in capsys.readouterr().out
+    # other settings on the same folder: an error naming them, exit 1
+    assert main([*args, "--steps", "3", "--device", "cpu"]) == 1
+    assert "steps: 2 then, 3 now" in capsys.readouterr().err
+
+
+def test_train_instance_decoder_refuses_sam_training_options(tmp_path, capsys):
+    argv = ["train", str(tmp_path), "--instance-decoder", "--out", str(tmp_path / "o"), "--objects", "4"]
+    assert main([*argv, "--freeze-encoder"]) == 2
+    err = capsys.readouterr().err
+    assert "--objects, --freeze-encoder do not apply to --instance-decoder" in err
+    assert not (tmp_path / "o").exists()
 
 
 # ---------------------------------------------------------------------------------------------- batch

@@ -379,14 +379,19 @@ class TrainResult:
     step
         Training steps done in total (a resumed run counts the earlier steps too).
     history
-        One dict per logged step: ``step``, ``loss`` and ``iou`` (IoU of the predicted masks with the
-        labels; both averaged since the previous entry), ``lr``, ``seconds``; also in
+        One dict per logged step: ``step``, ``loss`` (averaged since the previous entry), ``lr``,
+        ``seconds``; SAM training adds ``iou`` (IoU of the predicted masks with the labels), instance
+        decoder training ``val_loss`` (the loss on the held-out pairs, when there are any). Also in
         ``out/history.json``.
+    decoder
+        With ``instance_decoder=True``: :class:`pathlib.Path` of ``out/model_decoder.pt``, the trained
+        instance decoder alone in micro-sam's format (a bare ``decoder_state`` dict); else None.
     """
 
     weights: Any  # Path of the trained model (safetensors)
     step: int
     history: list[dict[str, float]]
+    decoder: Any = None  # Path of the instance decoder alone (micro-sam's decoder_state), or None
 
 
 def train(
@@ -394,17 +399,18 @@ def train(
     model: ModelLike = "nano",
     *,
     out: Any,
-    steps: int = 500,
+    steps: int | None = None,
     batch_images: int = 4,
     objects_per_image: int = 8,
     crop_size: int = 256,
-    lr: float = 1e-4,
+    lr: float | None = None,
     freeze_encoder: bool = False,
+    instance_decoder: bool = False,
     seed: int = 0,
     device: DeviceLike = "auto",
     progress: bool = True,
 ) -> TrainResult:
-    """Fine-tune a model on annotated images (SAM-style interactive training).
+    """Fine-tune a model on annotated images: SAM-style interactive training, or its instance decoder.
 
     Parameters
     ----------
@@ -416,17 +422,45 @@ def train(
         already loaded elsewhere are not changed.
     out
         Output folder: ``checkpoint.pt`` (resumed when present), ``history.json``, ``model.safetensors``.
-    steps, batch_images, objects_per_image, lr, seed
-        Training length and batch composition.
+    steps
+        Optimiser steps in all; None: 500 (SAM training), 800 (``instance_decoder=True``).
+    batch_images
+        Images per step (``instance_decoder=True``: embedding windows of that many images per step).
+    objects_per_image, seed
+        Objects prompted per image and step (SAM training); the random seed (crops, prompts, order;
+        with ``instance_decoder=True`` also the held-out pairs and the pairs drawn from a callable).
+    lr
+        Peak learning rate; None: 1e-4 (SAM training, and fine-tuning an instance decoder the model
+        has), 1e-3 (training a new instance decoder).
     crop_size
         Side of the training crops on the 1024 canvas (nano only; ViT models use the whole canvas).
     freeze_encoder
         Train only the prompt encoder and mask decoder.
+    instance_decoder
+        Train only the instance decoder (automatic segmentation, ``mode="ais"`` / ``"apg"``) on the
+        frozen image encoder: the model's own decoder is fine-tuned, or a new one is trained when it has
+        none (nano: ``initial_features=16``, maps at 8× the embedding; ViT: micro-sam's layout). A folder
+        is read whole, a callable drawn 48 times; 1 pair in 5 is held out (none under 5 pairs, at most
+        8) and picks the saved decoder (lowest validation loss). Images over 2048 px are cut into
+        1024-px pieces. Writes ``model.safetensors`` (the model with that decoder) and
+        ``model_decoder.pt`` (the decoder alone, micro-sam's ``decoder_state``); the embeddings are
+        cached in ``out`` (``instance_*.npz``) for a resumed run. ``objects_per_image``, ``crop_size``
+        and ``freeze_encoder`` do not apply (an error when set).
+    device
+        Where to train (``"auto"``: CUDA → MPS → CPU).
+    progress
+        Show a progress bar.
 
     Returns
     -------
     TrainResult
         ``weights`` is usable as ``model=`` everywhere.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad argument, found before any model is loaded; ``out`` holds another kind of run, or (found
+        once the model is loaded, before any embedding) an instance decoder run with other settings.
 
     Examples
     --------
@@ -444,7 +478,9 @@ def train(
     ...     print(result.step, result.weights.name, sorted(result.history[-1]))
     1 model.safetensors ['iou', 'loss', 'lr', 'seconds', 'step']
 
-    ``ns.segment(image, boxes=..., model=result.weights)`` then uses the fine-tuned weights.
+    ``ns.segment(image, boxes=..., model=result.weights)`` then uses the fine-tuned weights; after
+    ``instance_decoder=True``, ``ns.automatic(image, mode="ais", model=result.weights)`` uses the
+    trained decoder.
     """
     import copy
     from pathlib import Path
@@ -454,33 +490,81 @@ def train(
     from .engine.device import resolve_device
     from .engine.loading import open_model
     from .engine.training.data import folder_source
+    from .engine.training.instance_run import (
+        INSTANCE_STEPS,
+        check_out_folder,
+        instance_data,
+        train_instance_run,
+    )
     from .engine.training.train import TrainConfig, TrainRun, train_model
     from .model import Sam, save_safetensors
 
-    _check_training(data, steps, batch_images, objects_per_image, lr)  # before any model is loaded
+    # every argument is checked before any model is loaded
+    _check_training(
+        data,
+        out,
+        steps,
+        batch_images,
+        objects_per_image,
+        lr,
+        seed,
+        instance_decoder,
+        {"objects_per_image": objects_per_image, "crop_size": crop_size, "freeze_encoder": freeze_encoder},
+    )
+    folder = Path(out).expanduser()
+    check_out_folder(folder, instance=instance_decoder)
+    target = resolve_device(device)
+    if instance_decoder:
+        pairs = instance_data(data, seed)
+        sam = open_model(model) if not isinstance(model, Sam) else copy.deepcopy(model).cpu()
+        run = train_instance_run(
+            sam,
+            pairs,
+            folder,
+            steps=INSTANCE_STEPS if steps is None else steps,
+            batch_images=batch_images,
+            lr=lr,
+            seed=seed,
+            device=target,
+            progress=progress,
+        )
+        return TrainResult(run.weights, run.state.step, run.state.history, decoder=run.decoder)
     source = data if callable(data) else folder_source(data)
     sam = open_model(model) if not isinstance(model, Sam) else copy.deepcopy(model).cpu()
     nano = sam.config.encoder_type == "nano"
     cfg = TrainConfig(
-        steps=steps,
+        steps=500 if steps is None else steps,
         batch_images=batch_images,
         objects_per_image=objects_per_image,
         crop_size=crop_size if nano else None,
-        lr=lr,
+        lr=1e-4 if lr is None else lr,
         freeze_encoder=freeze_encoder,
         seed=seed,
         checkpoint_every=100,
     )
-    folder = Path(out)
-    run = TrainRun(out_dir=folder, device=resolve_device(device))
-    state = train_model(sam, source, cfg, run, progress=progress)
+    state = train_model(sam, source, cfg, TrainRun(out_dir=folder, device=target), progress=progress)
     weights = folder / "model.safetensors"
     save_safetensors(sam.cpu(), weights, config=sam.config, dtype=torch.float16)
     return TrainResult(weights=weights, step=state.step, history=state.history)
 
 
-def _check_training(data: Any, steps: Any, batch_images: Any, objects_per_image: Any, lr: Any) -> None:
-    """:func:`train`'s checks of its data and training length, before any model is loaded."""
+#: :func:`train`'s options of SAM training that ``instance_decoder=True`` refuses, with their defaults
+_NOT_FOR_INSTANCE = {"objects_per_image": 8, "crop_size": 256, "freeze_encoder": False}
+
+
+def _check_training(
+    data: Any,
+    out: Any,
+    steps: Any,
+    batch_images: Any,
+    objects_per_image: Any,
+    lr: Any,
+    seed: Any,
+    instance_decoder: Any,
+    sam_options: dict[str, Any],
+) -> None:
+    """:func:`train`'s checks of its arguments, before any model is loaded: TypeError / ValueError
+    naming the argument."""
     import os
 
     from .engine.types import check_int
@@ -490,15 +574,28 @@ def _check_training(data: Any, steps: Any, batch_images: Any, objects_per_image:
             f"data must be a folder of image/label pairs or a callable rng -> (image, labels), got "
             f"{type(data).__name__}"
         )
-    for name, value, low in (
-        ("steps", steps, 0),
-        ("batch_images", batch_images, 1),
-        ("objects_per_image", objects_per_image, 1),
-    ):
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path (str or os.PathLike), got {type(out).__name__}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out must be a folder, but {os.fspath(out)!r} is a file")
+    if not isinstance(instance_decoder, bool):
+        raise TypeError(f"instance_decoder must be True or False, got {instance_decoder!r}")
+    if steps is not None:  # None: the default of the kind of training
+        check_int(steps, "steps", 1 if instance_decoder else 0)
+    for name, value, low in (("batch_images", batch_images, 1), ("objects_per_image", objects_per_image, 1)):
         check_int(value, name, low)
-    if (
+    check_int(seed, "seed", 0)
+    if lr is not None and (
         isinstance(lr, bool)
         or not isinstance(lr, (int, float, np.integer, np.floating))
         or not (np.isfinite(lr) and lr > 0)
     ):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        raise ValueError(f"lr must be a positive finite number (or None: the default), got {lr!r}")
+    if instance_decoder:
+        unused = [f"{k}={v!r}" for k, v in sam_options.items() if not _is_default(v, _NOT_FOR_INSTANCE[k])]
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to "
+                "instance_decoder=True (only the instance decoder trains, on the frozen encoder's "
+                f"embeddings); leave {'it' if len(unused) == 1 else 'them'} out"
+            )

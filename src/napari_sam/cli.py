@@ -123,6 +123,15 @@ The run checkpoints to OUT/checkpoint.pt every 100 steps and resumes from it whe
 the result is OUT/model.safetensors, usable as model="OUT/model.safetensors" everywhere. The nano
 model trains on 256-px crops of the 1024 canvas; ViT models train on the whole canvas (slow on a CPU:
 use --freeze-encoder, or a GPU with --device cuda).
+
+Train only the instance decoder (automatic segmentation: segment --auto --mode ais/apg) on the frozen
+encoder — the model's own decoder is fine-tuned, a model without one gets a new one:
+
+    napari-sam train my_annotations/ --model nano --instance-decoder --out nano-ais/
+
+1 pair in 5 is held out (none under 5 pairs, at most 8) and picks the decoder kept; it writes
+OUT/model.safetensors (the model with the decoder) and OUT/model_decoder.pt (the decoder alone, in
+micro-sam's format).
 """
 
 
@@ -130,22 +139,42 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .api import train
 
     _check_model_and_device(args)
+    sam_only = {
+        "--objects": args.objects,
+        "--crop": args.crop,
+        "--freeze-encoder": args.freeze_encoder or None,
+    }
+    given = [name for name, value in sam_only.items() if value is not None]
+    if args.instance_decoder and given:
+        raise UsageError(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --instance-decoder"
+        )
     result = train(
         args.data,
         model=args.model,
         out=args.out,
         steps=args.steps,
         batch_images=args.batch_images,
-        objects_per_image=args.objects,
-        crop_size=args.crop,
+        objects_per_image=8 if args.objects is None else args.objects,
+        crop_size=256 if args.crop is None else args.crop,
         lr=args.lr,
         freeze_encoder=args.freeze_encoder,
+        instance_decoder=args.instance_decoder,
         seed=args.seed,
         device=args.device,
     )
     last = result.history[-1] if result.history else {}
     loss = last.get("loss", float("nan"))
-    print(f"trained {result.step} steps (last loss {loss:.3f}); wrote {result.weights}")
+    if result.decoder is None:
+        print(f"trained {result.step} steps (last loss {loss:.3f}); wrote {result.weights}")
+        return 0
+    validated = [entry for entry in result.history if "val_loss" in entry]
+    best = min(validated, key=lambda entry: entry["val_loss"]) if validated else None
+    kept = f", kept step {best['step']:.0f} (validation loss {best['val_loss']:.3f})" if best else ""
+    print(
+        f"trained the instance decoder {result.step} steps (last loss {loss:.3f}{kept}); wrote "
+        f"{result.weights} and {result.decoder}"
+    )
     return 0
 
 
@@ -452,13 +481,31 @@ def _add_train(sub: Subcommands) -> None:
     train.add_argument("data", help="folder of image/label pairs")
     train.add_argument("--model", default="nano", help="starting model: nano, vit_b/l/h or a weights path")
     train.add_argument("--out", required=True, help="output folder (checkpoint, history, model)")
-    train.add_argument("--steps", type=_non_negative_int, default=500, help="optimizer steps in all")
+    train.add_argument(
+        "--instance-decoder",
+        action="store_true",
+        help="train only the instance decoder (automatic segmentation, --mode ais/apg) on the frozen "
+        "encoder: fine-tune the model's own, or a new one; also writes OUT/model_decoder.pt",
+    )
+    train.add_argument(
+        "--steps",
+        type=_non_negative_int,
+        help="optimizer steps in all (default: 500); 800 with --instance-decoder",
+    )
     train.add_argument("--batch-images", type=_positive_int, default=4, help="images per optimizer step")
-    train.add_argument("--objects", type=_positive_int, default=8, help="objects prompted per image and step")
-    train.add_argument("--crop", type=_positive_int, default=256, help="crop side on the canvas (nano only)")
-    train.add_argument("--lr", type=_positive_float, default=1e-4, help="peak learning rate (AdamW)")
+    train.add_argument(
+        "--objects", type=_positive_int, help="objects prompted per image and step (default: 8)"
+    )
+    train.add_argument("--crop", type=_positive_int, help="crop side on the canvas, nano only (default: 256)")
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        help="peak learning rate, AdamW (default: 0.0001); 0.001 with --instance-decoder for a new decoder",
+    )
     train.add_argument("--freeze-encoder", action="store_true", help="train prompt encoder + decoder only")
-    train.add_argument("--seed", type=int, default=0, help="random seed (crops, prompts, initial order)")
+    train.add_argument(
+        "--seed", type=int, default=0, help="random seed (crops, prompts, order; held-out pairs)"
+    )
     train.add_argument("--device", default="auto", help=DEVICE_HELP)
     train.set_defaults(func=_cmd_train)
 
