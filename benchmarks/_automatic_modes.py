@@ -16,9 +16,10 @@ Each (method, image set) runs in its own subprocess with ``torch.set_num_threads
 memory is the growth of the process's peak resident set size (``getrusage`` ``ru_maxrss``) from just
 before the method's first call (model loaded, images read) to the end of its timed runs — numpy and
 torch CPU allocations alike. Times are wall-clock, the median of ``--runs`` calls per image (AMG: one
-call) after a warm-up on a 128² crop, then the median over images; the embedding of each image
-(``compute_embeddings``, a stack's with ``percentile_scope="volume"`` as ``segment`` normalises it) is
-timed in the same process right after and is *included* in every total. ``maps`` / ``labels``: the
+call) after a warm-up on a 128² crop, then the median over images. One embedding of the image
+(``compute_embeddings``; a stack's with ``percentile_scope="volume"``, as ``segment`` normalises it) is
+timed just before each call, so that both see the same load; it is *included* in every total, and
+``total / embedding`` is per image, then the median. ``maps`` / ``labels``: the
 decoder's maps (``predict_maps``) and the watershed (AIS) or the prompting + suppression (APG) alone, on a
 precomputed embedding. F1: mean over images of F1 at IoU 0.5 and of the mean F1 over IoU 0.5:0.05:0.95
 (``_scoring.f1_scores``; 3D: IoU of voxels). The goals' PASS / FAIL lines are computed from these numbers.
@@ -139,25 +140,48 @@ def _warm_up(method: str, sam: Any, run: Callable[[np.ndarray], Any], image: np.
         run(image[:128, :128])
 
 
-def _stages(method: str, sam: Any, image: np.ndarray, runs: int) -> dict[str, float]:
-    """Embedding alone, then (AIS / APG) the maps and the labels alone on that embedding, seconds."""
+def _embed(sam: Any, image: np.ndarray) -> Any:
+    """The image's embeddings as ``segment`` makes them (a stack normalised as one volume)."""
     import napari_sam as ns
+
+    return ns.compute_embeddings(image, sam, percentile_scope="volume" if image.ndim == 3 else "slice")
+
+
+def _stages(method: str, sam: Any, image: np.ndarray, runs: int) -> dict[str, float]:
+    """AIS / APG: the maps, then the labels, each alone on a precomputed embedding, seconds."""
     from napari_sam.engine.automatic.ais import ais_labels
     from napari_sam.engine.automatic.apg import apg_segment
     from napari_sam.engine.automatic.maps import predict_maps
     from napari_sam.engine.types import InstanceOptions
 
-    scope = "volume" if image.ndim == 3 else "slice"
-    embed_s, emb = _median_time(lambda: ns.compute_embeddings(image, sam, percentile_scope=scope), runs)
-    out = {"embed_s": embed_s}
-    if method in ("ais", "apg"):
-        out["maps_s"], maps = _median_time(lambda: predict_maps(sam, emb), runs)
-        opts = InstanceOptions()
-        if method == "ais":
-            out["labels_s"], _ = _median_time(lambda: ais_labels(maps, opts), runs)
-        else:
-            out["labels_s"], _ = _median_time(lambda: apg_segment(sam, emb, maps, opts), runs)
+    if method not in ("ais", "apg"):
+        return {}
+    emb = _embed(sam, image)
+    out = {}
+    out["maps_s"], maps = _median_time(lambda: predict_maps(sam, emb), runs)
+    opts = InstanceOptions()
+    if method == "ais":
+        out["labels_s"], _ = _median_time(lambda: ais_labels(maps, opts), runs)
+    else:
+        out["labels_s"], _ = _median_time(lambda: apg_segment(sam, emb, maps, opts), runs)
     return out
+
+
+def _timed_runs(
+    run: Callable[[np.ndarray], Any], sam: Any, image: np.ndarray, runs: int
+) -> tuple[float, float | None, Any]:
+    """Median time of ``run(image)`` and, with a model, of one embedding of ``image`` timed just before
+    each run (so that both see the same load on the machine); and the last run's output."""
+    totals, embeds, out = [], [], None
+    for _ in range(runs):
+        if sam is not None:
+            start = time.perf_counter()
+            _embed(sam, image)
+            embeds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        out = run(image)
+        totals.append(time.perf_counter() - start)
+    return statistics.median(totals), statistics.median(embeds) if embeds else None, out
 
 
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
@@ -176,26 +200,29 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     _warm_up(method, sam, run, images[0])
     rows = []
     for seed, image, truth in zip(seeds, images, truths, strict=True):
-        total, out = _median_time(lambda image=image: run(image), runs)
+        total, embed, out = _timed_runs(run, sam, image, runs)
         labels, stages = out if isinstance(out, tuple) else (out, {})
         scores = f1_scores(np.asarray(labels), truth)
-        rows.append(
-            {
-                "seed": int(seed),
-                "total_s": total,
-                "f1": scores,
-                "n_pred": len(np.unique(labels)) - int((labels == 0).any()),
-                "n_true": len(np.unique(truth)) - int((truth == 0).any()),
-                **stages,
-            }
-        )
+        row = {
+            "seed": int(seed),
+            "total_s": total,
+            "f1": scores,
+            "n_pred": len(np.unique(labels)) - int((labels == 0).any()),
+            "n_true": len(np.unique(truth)) - int((truth == 0).any()),
+            **stages,
+        }
+        if embed is not None:
+            row["embed_s"] = embed
+        rows.append(row)
         print(
-            f"  {method} {'x'.join(str(n) for n in image.shape)} seed {seed}: {total:.2f} s, "
-            f"F1@0.5 {scores[0]:.3f} ({rows[-1]['n_pred']} found / {rows[-1]['n_true']} true)",
+            f"  {method} {'x'.join(str(n) for n in image.shape)} seed {seed}: {total:.2f} s"
+            + ("" if embed is None else f" (one embedding {embed:.2f} s)")
+            + f", F1@0.5 {scores[0]:.3f} ({row['n_pred']} found / {row['n_true']} true)",
             flush=True,
         )
+    # an embedding alone never needs more memory than the method, which embeds too
     peak = _maxrss_mib() - before
-    if sam is not None:  # after the memory reading: the embedding's own timings
+    if sam is not None:  # after the memory reading: the stages alone
         for row, image in zip(rows, images, strict=True):
             row.update(_stages(method, sam, image, runs))
     return {"method": method, "runs": runs, "peak_rss_mib": peak, "images": rows}
