@@ -1,13 +1,19 @@
 """Train the nano model's instance decoder (AIS maps) on synthetic data, export it, and score it.
 
-The shipped ``src/napari_sam/weights/nano_decoder.safetensors`` was made by (2 shared CPU cores):
+The shipped ``src/napari_sam/weights/nano_decoder.safetensors`` was made in two stages (2 shared CPU cores,
+``nohup nice -n 5``; stage 1's command was run a second time, unchanged, once it had finished: a finished
+run is then exported and scored again, same weights, and its record written to ``--history``):
 
-    nohup nice -n 5 python scripts/train_nano_instance_decoder.py --out artifacts/nano-decoder \\
-        --export artifacts/nano-decoder/nano_decoder.safetensors --steps 800 --max-minutes 80 \\
-        > artifacts/nano-decoder/log.txt 2>&1 &
+    python scripts/train_nano_instance_decoder.py --out artifacts/nano-decoder \\
+        --export artifacts/nano-decoder/nano_decoder.safetensors --steps 800 --max-minutes 80
+    python scripts/train_nano_instance_decoder.py --out artifacts/nano-decoder-stage2 \\
+        --data artifacts/nano-decoder/data --images 512 --init artifacts/nano-decoder/nano_decoder.safetensors \\
+        --steps 400 --lr 3e-4 --warmup 20 --seed 1 \\
+        --export artifacts/nano-decoder-stage2/nano_decoder.safetensors --max-minutes 35
 
-(the same command again afterwards re-exported and scored it, writing ``--history``), then the export was
-copied to the package (``--export src/napari_sam/weights/nano_decoder.safetensors`` does both).
+then the stage-2 export was copied to the package (``--export src/napari_sam/weights/nano_decoder.safetensors``
+writes it there directly). Stage 2 goes on from stage 1's best decoder with 128 more images (images 0-383 are
+the same, drawn from ``default_rng([data_seed, i])``), other batches (``--seed 1``) and a lower learning rate.
 The encoder is the shipped nano, frozen. The images come from the generators the nano was trained on
 (``scripts/train_nano.py``: ``training_source``, the rich ``napari_sam.data.synthetic`` presets,
 ``broad_config``) and the ``wide`` preset, with sides of 256–1024 px and preset seeds drawn from
@@ -194,6 +200,10 @@ def main() -> int:
         "--export", type=Path, default=ROOT / "src" / "napari_sam" / "weights" / "nano_decoder.safetensors"
     )
     parser.add_argument("--images", type=int, default=384, help="training images")
+    parser.add_argument("--data", type=Path, help="folder of the cached data (default: --out/data)")
+    parser.add_argument(
+        "--data-seed", type=int, default=0, help="image i is drawn from default_rng([data_seed, i])"
+    )
     parser.add_argument("--val-images", type=int, default=16)
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=4)
@@ -201,6 +211,10 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--features", type=int, default=16, help="initial_features of the decoder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--init", type=Path, help="start from this exported decoder (a later stage) instead of random weights"
+    )
+    parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--validate-every", type=int, default=100)
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--eval-images", type=int, default=16)
@@ -227,19 +241,23 @@ def main() -> int:
         print(json.dumps(table, indent=1))
         return 0
     start = time.perf_counter()
-    train = make_samples(model, args.out / "data", "train", args.images, args.seed)
-    val = make_samples(model, args.out / "data", "val", args.val_images, args.seed + 10_000)
+    data = args.out / "data" if args.data is None else args.data
+    train = make_samples(model, data, "train", args.images, args.data_seed)
+    val = make_samples(model, data, "val", args.val_images, args.data_seed + 10_000)
     print(f"data ready: {len(train)} + {len(val)} images, {time.perf_counter() - start:.0f} s", flush=True)
 
     torch.manual_seed(args.seed)
     decoder = InstanceDecoder(
         initial_features=args.features, full_resolution=False, image_size=model.image_size
     )
+    if args.init is not None:  # a later stage starts from an earlier stage's decoder
+        decoder = load_exported(args.init).train()
     config = InstanceTrainConfig(
         steps=args.steps,
         batch_size=args.batch,
         window=args.window,
         lr=args.lr,
+        warmup_steps=args.warmup,
         seed=args.seed,
         validate_every=args.validate_every,
     )
@@ -266,7 +284,9 @@ def main() -> int:
         "best_val_loss": state.best_loss,
         "train_images": len(train),
         "seed": args.seed,
+        "data_seed": args.data_seed,
         "minutes": round(state.seconds / 60, 1),
+        "init_sha256": None if args.init is None else sha256_file(args.init),
     }
     digest = export(decoder, args.export, meta)
     print(f"exported {args.export} sha256 {digest}", flush=True)
@@ -282,6 +302,10 @@ def main() -> int:
         "eval_sets": EVAL_SETS,
         "history": state.history,
     }
+    if args.init is not None and args.history.is_file():  # keep the record of the stage this one started from
+        earlier = json.loads(args.history.read_text())
+        if earlier.get("sha256") == sha256_file(args.init):
+            record["previous_stage"] = earlier
     args.history.parent.mkdir(parents=True, exist_ok=True)
     args.history.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.history}")
