@@ -201,3 +201,25 @@ def test_resize_maps_skips_only_identity_resizes():
 def test_set_winograd_rejects_non_bool():
     with pytest.raises(TypeError, match="enabled must be a bool"):
         fast.set_winograd(1)  # type: ignore[arg-type]
+
+
+def test_half_resolution_variant_reads_only_the_tokens_that_cover_the_image():
+    torch.manual_seed(3)
+    decoder = InstanceDecoder(embed_dim=8, image_size=128, initial_features=2, full_resolution=False).eval()
+    features = torch.randn(1, 8, 8, 8)  # 16 canvas pixels a token
+    input_size, original_size = (72, 128), (36, 64)  # 4.5 token rows cover the image: 5 are read
+    with torch.no_grad():
+        maps = decoder(features, input_size, original_size)
+        padded = features.clone()
+        padded[..., 5:, :] = 100.0  # the padding's tokens
+        assert torch.equal(decoder(padded, input_size, original_size), maps)
+        changed = features.clone()
+        changed[..., 4, :] += 1.0  # a token that covers the image does count
+        assert not torch.equal(decoder(changed, input_size, original_size), maps)
+    assert maps.shape == (1, 3, 36, 64)
+    # micro-sam's layout keeps reading the whole canvas (its instance norms see the padding)
+    full = InstanceDecoder(embed_dim=8, image_size=128, initial_features=2).eval()
+    with torch.no_grad():
+        assert not torch.equal(
+            full(padded, input_size, original_size), full(features, input_size, original_size)
+        )

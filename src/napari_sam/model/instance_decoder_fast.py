@@ -212,13 +212,18 @@ def instance_norm_cat(parts: list[torch.Tensor], eps: float) -> torch.Tensor:
 
 
 def resize_maps(
-    maps: torch.Tensor, side: int, input_size: tuple[int, int], original_size: tuple[int, int]
+    maps: torch.Tensor,
+    side: int | tuple[int, int],
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
 ) -> torch.Tensor:
-    """Maps ``(B, C, h, w)`` → ``(B, C, H, W)``: resize to ``side``², crop to ``input_size``, resize to
-    ``original_size`` (SAM's post-processing); a resize to the size a map already has is skipped (a
-    bilinear resize to the same size is the identity)."""
-    if tuple(maps.shape[-2:]) != (side, side):
-        maps = F.interpolate(maps, (side, side), mode="bilinear", align_corners=False)
+    """Maps ``(B, C, h, w)`` → ``(B, C, H, W)``: resize to the canvas they cover (``side``², or
+    ``(rows, cols)`` for maps of part of the canvas), crop to ``input_size``, resize to ``original_size``
+    (SAM's post-processing); a resize to the size a map already has is skipped (a bilinear resize to the
+    same size is the identity)."""
+    canvas = (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
+    if tuple(maps.shape[-2:]) != canvas:
+        maps = F.interpolate(maps, canvas, mode="bilinear", align_corners=False)
     maps = maps[..., : input_size[0], : input_size[1]]
     if tuple(maps.shape[-2:]) != tuple(original_size):
         maps = F.interpolate(maps, tuple(original_size), mode="bilinear", align_corners=False)
