@@ -64,7 +64,7 @@ NANO_SHA256 = "3d700b3594d8e42b664b7df804a1134c1e644a054d127778b610f82413032408"
 #: on the frozen nano encoder); None while no decoder is registered (nano then segments automatically
 #: with the prompt grid, AMG).
 NANO_DECODER_FILENAME = "nano_decoder.safetensors"
-NANO_DECODER_SHA256: str | None = None
+NANO_DECODER_SHA256: str | None = "b91e1c7e1ea1da3cbc7d13c0240b07cd637d8ac15a8e12a162ec6b4a630d0380"
 
 
 def shipped_nano_path() -> Path:
