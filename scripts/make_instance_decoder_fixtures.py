@@ -23,7 +23,8 @@ It also records, in ``vit_b_decoder_keys.json``, the key names and shapes of the
 
 For the slow full-size test (not committed: ~450 MB of weights), ``--vit-b DIR`` writes a seeded random
 vit_b with a seeded micro-sam-size decoder in micro-sam's checkpoint format (``vit_b_micro_sam.pt``:
-``{"model_state": {"sam.<key>": …}, "decoder_state": …}``), a 512² image, micro-sam's features and maps, and
+``{"model_state": {"sam.<key>": …}, "decoder_state": …}``), a 512² image, micro-sam's features and maps (from
+its own ``get_decoder``, as micro-sam runs it: not in eval mode), and
 the labels of micro-sam's AIS post-processing (``InstanceSegmentationWithDecoder.generate``) on those maps
 with its defaults and with thresholds at the maps' quantiles (random weights give maps with little
 structure; the quantiles make the watershed do real work):
@@ -156,14 +157,13 @@ QUANTILE_THRESHOLDS = {
 
 def make_vit_b(out_dir: Path, seed: int = 7) -> None:
     """Full-size vit_b + decoder in micro-sam's format, its maps and AIS labels on a 512² image."""
-    from micro_sam.instance_segmentation import InstanceSegmentationWithDecoder
+    from micro_sam.instance_segmentation import InstanceSegmentationWithDecoder, get_decoder
     from segment_anything import sam_model_registry
 
     sam = sam_model_registry["vit_b"]().eval()
     randomize(sam, seed=seed)
     unetr = build_unetr(sam.image_encoder, initial_features=64, conv_transpose=False)
     randomize_decoder(unetr, seed=seed + 1)
-    unetr.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model_state = {f"sam.{k}": v for k, v in sam.state_dict().items()}
     torch.save(
@@ -176,10 +176,11 @@ def make_vit_b(out_dir: Path, seed: int = 7) -> None:
     predictor = SamPredictor(sam)
     predictor.set_image(image)
     features = predictor.get_image_embedding()
+    # micro-sam's own path (get_decoder → DecoderAdapter), which never puts the decoder in eval mode: its
+    # batch norms normalise with each image's statistics
+    decoder = get_decoder(sam.image_encoder, decoder_state(unetr), device="cpu")
     with torch.no_grad():
-        maps = unetr.decode(
-            (features, None, None), tuple(predictor.input_size), tuple(predictor.original_size)
-        )
+        maps = decoder(features, tuple(predictor.input_size), tuple(predictor.original_size))
     maps_np = maps[0].numpy().astype(np.float32)
     segmenter = InstanceSegmentationWithDecoder(predictor=None, decoder=None)
     segmenter.set_state(

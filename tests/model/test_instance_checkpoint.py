@@ -42,10 +42,22 @@ def _maps(decoder: InstanceDecoder, seed: int = 1) -> torch.Tensor:
         return decoder.eval()(features, (128, 96), (64, 48))
 
 
-def _reference_decoder(state: dict, **decoder_args) -> InstanceDecoder:
+def _reference_decoder(state: dict, *, micro_sam: bool = True, **decoder_args) -> InstanceDecoder:
+    """The decoder as micro-sam runs it (never in eval mode: batch norms on each image's statistics), or
+    as we run our own (``micro_sam=False``)."""
     decoder = InstanceDecoder(embed_dim=32, image_size=128, initial_features=2, **decoder_args)
     decoder.load_state_dict(state)
+    if micro_sam:
+        decoder.train()
     return decoder
+
+
+def _micro_sam_maps(decoder: InstanceDecoder, seed: int = 1) -> torch.Tensor:
+    """What micro-sam's DecoderAdapter gives: the decoder in training mode, without autograd."""
+    torch.manual_seed(seed)
+    features = torch.randn(1, 32, 8, 8)
+    with torch.no_grad():
+        return decoder.train()(features, (128, 96), (64, 48))
 
 
 def test_micro_sam_checkpoint_with_decoder_state(tmp_path: Path) -> None:
@@ -57,7 +69,10 @@ def test_micro_sam_checkpoint_with_decoder_state(tmp_path: Path) -> None:
     sam = build_sam(path)
     assert sam.has_instance_decoder
     assert all(torch.equal(sam.state_dict()[k], v) for k, v in sam_state.items())
-    assert torch.equal(_maps(sam.instance_decoder), _maps(_reference_decoder(decoder_state)))
+    assert torch.allclose(
+        _maps(sam.instance_decoder), _micro_sam_maps(_reference_decoder(decoder_state)), atol=1e-5
+    )
+    assert sam.instance_decoder.config.batch_statistics  # as micro-sam runs it
     assert sam.weights_sha256 == sha256_file(path)
     assert not build_sam(path, instance_decoder=False).has_instance_decoder
 
@@ -68,8 +83,8 @@ def test_decoder_file_beside_the_sam_file(tmp_path: Path) -> None:
     torch.save(decoder_state, tmp_path / "vit_tiny_decoder.pt")
     sam = build_sam(tmp_path / "vit_tiny.pt")
     assert sam.instance_decoder is not None and sam.instance_decoder.config.conv_transpose
-    expected = _maps(_reference_decoder(decoder_state, conv_transpose=True))
-    assert torch.equal(_maps(sam.instance_decoder), expected)
+    expected = _micro_sam_maps(_reference_decoder(decoder_state, conv_transpose=True))
+    assert torch.allclose(_maps(sam.instance_decoder), expected, atol=1e-5)
     # the SAM file's id: the decoder leaves embeddings unchanged
     assert sam.weights_sha256 == sha256_file(tmp_path / "vit_tiny.pt")
 
@@ -82,7 +97,8 @@ def test_explicit_decoder_file_and_required_decoder(tmp_path: Path) -> None:
         build_sam(tmp_path / "model.pt", instance_decoder=True)
     torch.save(decoder_state, tmp_path / "elsewhere.pth")
     sam = build_sam(tmp_path / "model.pt", instance_decoder=tmp_path / "elsewhere.pth")
-    assert torch.equal(_maps(sam.instance_decoder), _maps(_reference_decoder(decoder_state)))
+    expected = _micro_sam_maps(_reference_decoder(decoder_state))
+    assert torch.allclose(_maps(sam.instance_decoder), expected, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="instance decoder file not found"):
         build_sam(tmp_path / "model.pt", instance_decoder=tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="needs weights"):
@@ -93,11 +109,12 @@ def test_our_safetensors_keep_the_decoder_and_its_architecture(tmp_path: Path) -
     sam_state, decoder_state = _tiny_pair(full_resolution=False)
     sam = build_sam(TINY)
     sam.load_state_dict(sam_state)
-    sam.instance_decoder = _reference_decoder(decoder_state, full_resolution=False)
+    sam.instance_decoder = _reference_decoder(decoder_state, micro_sam=False, full_resolution=False).eval()
     path = save_safetensors(sam, tmp_path / "model.safetensors", config=TINY)
     loaded = build_sam(path)
     assert loaded.instance_decoder is not None
     assert not loaded.instance_decoder.config.full_resolution
+    assert not loaded.instance_decoder.config.batch_statistics  # ours: running statistics
     assert torch.equal(_maps(loaded.instance_decoder), _maps(sam.instance_decoder))
     assert sorted(loaded.state_dict()) == sorted(sam.state_dict())
 
@@ -122,3 +139,24 @@ def test_a_file_without_decoder_keys_is_refused(tmp_path: Path) -> None:
     torch.save(broken, tmp_path / "model_decoder.pt")
     with pytest.raises(CheckpointError, match=r"missing keys.*decoder\.blocks\.0\.block\.1\.weight"):
         build_sam(tmp_path / "model.pt")
+
+
+def test_batch_statistics_decode_each_image_alone_and_leave_the_running_statistics() -> None:
+    _, decoder_state = _tiny_pair()
+    ours = InstanceDecoder(embed_dim=32, image_size=128, initial_features=2, batch_statistics=True)
+    ours.load_state_dict(decoder_state)
+    ours.eval()
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    torch.manual_seed(5)
+    features = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        both = ours(features, (128, 96), (64, 48))
+        alone = [ours(features[i : i + 1], (128, 96), (64, 48)) for i in range(2)]
+    assert torch.allclose(both, torch.cat(alone), atol=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in ours.state_dict().items())
+    with torch.no_grad():  # micro-sam: the decoder in training mode
+        theirs = _reference_decoder(decoder_state).train()(features[:1], (128, 96), (64, 48))
+    assert torch.allclose(alone[0], theirs, atol=1e-5)
+    eval_mode = _reference_decoder(decoder_state, micro_sam=False).eval()
+    with torch.no_grad():
+        assert not torch.allclose(eval_mode(features[:1], (128, 96), (64, 48)), alone[0], atol=1e-3)

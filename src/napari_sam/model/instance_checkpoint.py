@@ -91,7 +91,9 @@ def build_instance_decoder(
     """An :class:`InstanceDecoder` holding ``state``, in eval mode, on the CPU.
 
     The architecture comes from the metadata when our own file recorded it, else from the tensor
-    shapes (micro-sam's files record nothing).
+    shapes (micro-sam's files record nothing); a decoder from micro-sam's files normalises its batch norms
+    with each image's own statistics (``batch_statistics``), because micro-sam never puts its decoder in
+    eval mode — so its maps are micro-sam's.
 
     Raises
     ------
@@ -104,8 +106,9 @@ def build_instance_decoder(
         if raw is not None:
             config = InstanceDecoderConfig.from_dict(json.loads(raw))
             decoder = InstanceDecoder(**{**config.to_dict(), "image_size": image_size})
-        else:
-            decoder = InstanceDecoder.from_state_dict_shapes(state, image_size=image_size)
+        else:  # micro-sam's file: run as micro-sam runs it (batch norms on each image's own statistics)
+            shaped = InstanceDecoder.from_state_dict_shapes(state, image_size=image_size).config
+            decoder = InstanceDecoder(**{**shaped.to_dict(), "batch_statistics": True})
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source} holds no usable instance decoder: {exc}") from exc
     if decoder.config.embed_dim != embed_dim:

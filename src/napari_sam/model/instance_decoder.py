@@ -52,6 +52,7 @@ class InstanceDecoderConfig:
     initial_features: int = 64
     conv_transpose: bool = False
     full_resolution: bool = True
+    batch_statistics: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,10 +130,18 @@ class _Conv3x3(nn.Module):
 
 
 class _UpBlock(nn.Module):
-    """Up-sample ×2, 3×3 conv, batch norm, ReLU: ``(B, C_in, H, W)`` → ``(B, C_out, 2H, 2W)``."""
+    """Up-sample ×2, 3×3 conv, batch norm, ReLU: ``(B, C_in, H, W)`` → ``(B, C_out, 2H, 2W)``.
 
-    def __init__(self, in_channels: int, out_channels: int, *, transpose: bool) -> None:
+    ``batch_statistics``: outside training too, the batch norm normalises with the statistics of the batch
+    it sees (each image's own when images come one at a time), as micro-sam runs its decoders (never put
+    in eval mode); the running statistics are then neither used nor changed.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, *, transpose: bool, batch_statistics: bool
+    ) -> None:
         super().__init__()
+        self.batch_statistics = batch_statistics
         self.block = nn.Sequential(
             _Upsample(in_channels, out_channels, transpose=transpose),
             _Conv3x3(out_channels),
@@ -141,11 +150,22 @@ class _UpBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch_statistics and not self.training:
+            return self._with_batch_statistics(self.block[0](x))
         return self.block(x)
+
+    def _with_batch_statistics(self, upsampled: torch.Tensor) -> torch.Tensor:
+        """3×3 conv, batch norm with the batch's own statistics, ReLU."""
+        conv3, bn = cast(_Conv3x3, self.block[1]), cast(nn.BatchNorm2d, self.block[2])
+        x = conv3(upsampled)
+        x = F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+        return F.relu(x, inplace=True)
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         """Inference forward with the (eval-mode) batch norm folded into the 3×3 convolution."""
         sampler = cast(_Upsample, self.block[0])
+        if self.batch_statistics:
+            return self._with_batch_statistics(sampler.infer(x))
         conv3, bn = cast(_Conv3x3, self.block[1]), cast(nn.BatchNorm2d, self.block[2])
         weight, bias = fold_batch_norm(conv3.block, bn)
         if sampler.transpose:
@@ -212,6 +232,13 @@ class InstanceDecoder(nn.Module):
         256² image on nano's 1024 canvas costs a quarter, and on held-out synthetic 256² and 300×512
         images F1 was as good or better than decoding the whole canvas (nuclei 0.983 / 0.983, wide
         0.709 → 0.749, 300×512 nuclei 0.905 → 0.951).
+    batch_statistics
+        Normalise the up-sampling blocks' batch norms with each batch's own statistics outside training
+        too — what micro-sam does (it never puts its decoder in eval mode), so a micro-sam decoder gives
+        micro-sam's maps; :func:`~napari_sam.model.instance_checkpoint.build_instance_decoder` sets it for
+        decoders from micro-sam's files. Images are then decoded one at a time (:meth:`forward`), so that
+        the result of one image does not depend on the others in its batch. False (our decoders): the
+        running statistics, as usual in eval mode.
     """
 
     def __init__(
@@ -223,6 +250,7 @@ class InstanceDecoder(nn.Module):
         initial_features: int = 64,
         conv_transpose: bool = False,
         full_resolution: bool = True,
+        batch_statistics: bool = False,
     ) -> None:
         super().__init__()
         self.image_size = image_size
@@ -233,16 +261,16 @@ class InstanceDecoder(nn.Module):
             initial_features=initial_features,
             conv_transpose=conv_transpose,
             full_resolution=full_resolution,
+            batch_statistics=batch_statistics,
         )
         feats = [initial_features * _GAIN**i for i in range(_DEPTH + 1)][::-1]  # coarse → fine
         self.decoder = _UNetDecoder(feats, transpose=conv_transpose)
-        self.deconv1 = _UpBlock(embed_dim, feats[0], transpose=conv_transpose)
-        self.deconv2 = _UpBlock(feats[0], feats[1], transpose=conv_transpose)
-        self.deconv3 = _UpBlock(feats[1], feats[2], transpose=conv_transpose)
+        up = {"transpose": conv_transpose, "batch_statistics": batch_statistics}
+        self.deconv1 = _UpBlock(embed_dim, feats[0], **up)
+        self.deconv2 = _UpBlock(feats[0], feats[1], **up)
+        self.deconv3 = _UpBlock(feats[1], feats[2], **up)
         # registered in torch_em's order, so that the state dict's keys come in micro-sam's order
-        self.deconv4: _UpBlock | None = (
-            _UpBlock(feats[2], feats[3], transpose=conv_transpose) if full_resolution else None
-        )
+        self.deconv4: _UpBlock | None = _UpBlock(feats[2], feats[3], **up) if full_resolution else None
         self.base = _ConvBlock(embed_dim, feats[0])
         self.out_conv = nn.Conv2d(feats[-1], out_channels, kernel_size=1)
         self.deconv_out: _Upsample | None = None
@@ -328,6 +356,8 @@ class InstanceDecoder(nn.Module):
             ``(B, out_channels, H, W)`` float maps in ``[0, 1]``. Without ``full_resolution`` only the
             first ``ceil(H' / patch)`` × ``ceil(W' / patch)`` tokens of ``features`` are read.
         """
+        if self.config.batch_statistics and not self.training and features.shape[0] > 1:
+            return torch.cat([self(one[None], input_size, original_size) for one in features])
         if self.config.full_resolution:
             return resize_maps(self.decode(features), self.image_size, input_size, original_size)
         # the half-resolution variant decodes only the tokens that cover the image, not the padding
