@@ -72,8 +72,13 @@ def test_resize_matrix_is_the_decoders_resizing():
     torch.testing.assert_close(x @ matrix.T, expected, atol=1e-6, rtol=0)
 
 
-def test_whole_embedding_loss_is_the_loss_of_the_decoders_forward():
-    decoder, samples = tiny_decoder().eval(), tiny_samples()
+@pytest.mark.parametrize("full_resolution", [False, True])
+def test_whole_image_loss_is_the_loss_of_the_decoders_forward(full_resolution):
+    torch.manual_seed(0)
+    decoder = InstanceDecoder(
+        embed_dim=EMBED, image_size=CANVAS, initial_features=2, full_resolution=full_resolution
+    ).eval()
+    samples = tiny_samples()
     losses = []
     with torch.no_grad():
         for i in range(2):
@@ -84,6 +89,22 @@ def test_whole_embedding_loss_is_the_loss_of_the_decoders_forward():
             assert maps.shape == target.shape
             losses.append(float(dice_distance_loss(maps, target)))
     assert validation_loss(decoder, samples) == pytest.approx(np.mean(losses), abs=1e-5)
+
+
+def test_the_half_resolution_decoder_trains_on_the_tokens_that_cover_the_image(tmp_path):
+    samples = tiny_samples()  # image 0 is covered by 3 of 4 token rows; the 4th is canvas padding
+    changed = InstanceSamples(
+        samples.features.clone(), samples.targets, samples.input_sizes, samples.original_sizes
+    )
+    changed.features[0, :, 3] = 100.0
+    decoder = tiny_decoder()
+    assert validation_loss(decoder, changed) == validation_loss(decoder, samples)
+    config = tiny_config(steps=3, full_fraction=1.0, full_batch_size=2)
+    one, two = tiny_decoder(), tiny_decoder()
+    train_instance_decoder(one, samples, config, tmp_path / "a")
+    train_instance_decoder(two, changed, config, tmp_path / "b")
+    for key, value in one.state_dict().items():
+        torch.testing.assert_close(two.state_dict()[key], value, atol=0, rtol=0, msg=key)
 
 
 def test_dice_distance_loss():

@@ -2,8 +2,9 @@
 
 The image embeddings are computed once (:func:`embed_samples`, the same preprocessing and geometry as
 inference) and kept as float16; each step decodes a batch of embedding *windows* (``window`` × ``window``
-tokens; with probability ``full_fraction`` a step takes whole embeddings instead, as inference sees them —
-the decoder's instance norms see the whole input) and compares the maps with the targets of
+tokens; with probability ``full_fraction`` a step takes all the tokens inference decodes instead — the
+whole embedding for micro-sam's layout, the tokens covering the image for the half-resolution variant —
+since the decoder's instance norms see its whole input) and compares the maps with the targets of
 :func:`~napari_sam.engine.training.instance_targets.instance_target_maps` at the image's own resolution.
 
 The maps of a window are brought to image pixels exactly as :meth:`InstanceDecoder.forward` brings the whole
@@ -145,14 +146,16 @@ def embed_samples(
     return InstanceSamples(torch.cat(features), targets, inputs, originals)
 
 
-def resize_matrix(map_len: int, image_size: int, input_len: int, original_len: int) -> torch.Tensor:
+def resize_matrix(map_len: int, canvas_len: int, input_len: int, original_len: int) -> torch.Tensor:
     """The linear map of one axis of :meth:`InstanceDecoder.forward`'s resizing, ``(original_len, map_len)``.
 
-    A map axis of ``map_len`` pixels is resized (bilinear, ``align_corners=False``) to ``image_size``,
-    cropped to ``input_len`` and resized to ``original_len``; ``A @ x`` does the same to a vector ``x``.
+    A map axis of ``map_len`` pixels is resized (bilinear, ``align_corners=False``) to the ``canvas_len``
+    model-input pixels it covers (the whole canvas, or the tokens covering the image for the
+    half-resolution variant), cropped to ``input_len`` and resized to ``original_len``; ``A @ x`` does the
+    same to a vector ``x``.
     """
     eye = torch.eye(map_len).unsqueeze(1)  # (M, 1, M): M signals of one channel
-    moved = F.interpolate(eye, size=image_size, mode="linear", align_corners=False)[..., :input_len]
+    moved = F.interpolate(eye, size=canvas_len, mode="linear", align_corners=False)[..., :input_len]
     moved = F.interpolate(moved, size=original_len, mode="linear", align_corners=False)
     return moved[:, 0, :].T.contiguous()
 
@@ -245,39 +248,58 @@ class InstanceTrainState:
     finished: bool = False
 
 
+#: a window of an embedding: first token row, first token column, token rows, token columns
+_Window = tuple[int, int, int, int]
+
+
+def _extent(decoder: InstanceDecoder, samples: InstanceSamples, index: int) -> tuple[int, int]:
+    """Token rows and columns the decoder reads for image ``index`` at inference: the whole embedding
+    (micro-sam's layout), or the tokens covering the image (the half-resolution variant)."""
+    rows, cols = samples.features.shape[-2:]
+    if decoder.config.full_resolution:
+        return rows, cols
+    stride = decoder.image_size // cols
+    height, width = samples.input_sizes[index]
+    return min(rows, math.ceil(height / stride)), min(cols, math.ceil(width / stride))
+
+
 def _decode_crops(
-    decoder: InstanceDecoder,
-    samples: InstanceSamples,
-    indices: Sequence[int],
-    windows: Sequence[tuple[int, int]],
-    side: int,
+    decoder: InstanceDecoder, samples: InstanceSamples, indices: Sequence[int], windows: Sequence[_Window]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and target maps of windows of ``side`` tokens starting at ``windows`` (token row, col),
-    flattened and concatenated: two ``(3, N)`` float32 tensors."""
+    """Predicted and target maps of embedding windows, at image resolution, flattened and concatenated:
+    two ``(3, N)`` float32 tensors. Windows of the same size are decoded as one batch."""
     device = next(decoder.parameters()).device
-    feats = torch.stack(
-        [
-            samples.features[i, :, r : r + side, c : c + side]
-            for i, (r, c) in zip(indices, windows, strict=True)
-        ]
-    ).to(device, torch.float32)
-    maps = decoder.decode(feats)  # (B, 3, m, m)
-    scale = maps.shape[-1] // side
-    tokens = samples.features.shape[-1]
+    stride = decoder.image_size // samples.features.shape[-1]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for b, (_, _, height, width) in enumerate(windows):
+        groups.setdefault((height, width), []).append(b)
+    maps: dict[int, torch.Tensor] = {}
+    for (height, width), members in groups.items():
+        feats = torch.stack(
+            [
+                samples.features[indices[b], :, r : r + height, c : c + width]
+                for b in members
+                for r, c, _, _ in [windows[b]]
+            ]
+        ).to(device, torch.float32)
+        for b, one in zip(members, decoder.decode(feats), strict=True):
+            maps[b] = one  # (3, scale·height, scale·width)
     preds, targets = [], []
-    for b, (i, (r, c)) in enumerate(zip(indices, windows, strict=True)):
+    for b, (i, window) in enumerate(zip(indices, windows, strict=True)):
+        extent = _extent(decoder, samples, i)
         per_axis = []
-        for axis, start in ((0, r), (1, c)):
+        for axis in (0, 1):
+            scale = maps[b].shape[1 + axis] // window[2 + axis]
             matrix = resize_matrix(
-                tokens * scale,
-                decoder.image_size,
+                extent[axis] * scale,
+                extent[axis] * stride,
                 samples.input_sizes[i][axis],
                 samples.original_sizes[i][axis],
             )
-            lo, hi = start * scale, (start + side) * scale
-            inside = matrix.clone()
-            inside[:, lo:hi] = 0
-            keep = torch.nonzero(inside.abs().sum(1) == 0).flatten()  # pixels read only from the window
+            lo, hi = window[axis] * scale, (window[axis] + window[2 + axis]) * scale
+            outside = matrix.clone()
+            outside[:, lo:hi] = 0
+            keep = torch.nonzero(outside.abs().sum(1) == 0).flatten()  # pixels read only from the window
             per_axis.append((matrix[keep][:, lo:hi].to(device), keep))
         (rows_m, rows), (cols_m, cols) = per_axis
         if rows.numel() == 0 or cols.numel() == 0:
@@ -292,33 +314,33 @@ def _decode_crops(
 
 
 def _draw_batch(
-    config: InstanceTrainConfig, samples: InstanceSamples, step: int, patch: int
-) -> tuple[list[int], list[tuple[int, int]], int]:
+    config: InstanceTrainConfig, decoder: InstanceDecoder, samples: InstanceSamples, step: int
+) -> tuple[list[int], list[_Window]]:
+    """The images and windows of step ``step`` (from ``default_rng([seed, step])``): ``window``² tokens, or
+    with probability ``full_fraction`` all the tokens the decoder reads at inference — either cut to
+    those tokens."""
     rng = np.random.default_rng([config.seed, step])
-    tokens = samples.features.shape[-1]
     full = rng.random() < config.full_fraction
-    side = tokens if full else min(config.window, tokens)
+    side = max(samples.features.shape[-2:]) if full else config.window
     count = min(len(samples), config.full_batch_size if full else config.batch_size)
     indices = [int(i) for i in rng.choice(len(samples), size=count, replace=False)]
     windows = []
     for i in indices:
-        start = []
-        for axis in (0, 1):
-            valid = math.ceil(samples.input_sizes[i][axis] / patch)
-            start.append(int(rng.integers(0, max(0, valid - side) + 1)))
-        windows.append((start[0], start[1]))
-    return indices, windows, side
+        extent = _extent(decoder, samples, i)
+        size = [min(side, extent[0]), min(side, extent[1])]
+        start = [int(rng.integers(0, extent[axis] - size[axis] + 1)) for axis in (0, 1)]
+        windows.append((start[0], start[1], size[0], size[1]))
+    return indices, windows
 
 
 def validation_loss(decoder: InstanceDecoder, samples: InstanceSamples) -> float:
-    """Mean :func:`dice_distance_loss` of whole embeddings (as at inference), one image at a time."""
-    tokens = samples.features.shape[-1]
+    """Mean :func:`dice_distance_loss` of whole images decoded as at inference, one at a time."""
     was_training = decoder.training
     decoder.eval()
     losses = []
     with torch.no_grad():
         for i in range(len(samples)):
-            pred, target = _decode_crops(decoder, samples, [i], [(0, 0)], tokens)
+            pred, target = _decode_crops(decoder, samples, [i], [(0, 0, *_extent(decoder, samples, i))])
             losses.append(float(dice_distance_loss(pred, target)))
     decoder.train(was_training)
     return float(np.mean(losses))
@@ -351,15 +373,14 @@ def _train_steps(
         decoder.load_state_dict(saved["decoder"])
         optimizer.load_state_dict(saved["optimizer"])
         state = InstanceTrainState(**json.loads(saved["state"]))
-    patch = decoder.image_size // samples.features.shape[-1]
     started, seconds_before, recent = time.perf_counter(), state.seconds, []
     decoder.train()
     yield state.step, config.steps
     while state.step < config.steps:
-        indices, windows, side = _draw_batch(config, samples, state.step, patch)
+        indices, windows = _draw_batch(config, decoder, samples, state.step)
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(state.step)
-        pred, target = _decode_crops(decoder, samples, indices, windows, side)
+        pred, target = _decode_crops(decoder, samples, indices, windows)
         loss = dice_distance_loss(pred, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
