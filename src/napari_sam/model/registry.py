@@ -64,7 +64,7 @@ NANO_SHA256 = "3d700b3594d8e42b664b7df804a1134c1e644a054d127778b610f82413032408"
 #: on the frozen nano encoder); None while no decoder is registered (nano then segments automatically
 #: with the prompt grid, AMG).
 NANO_DECODER_FILENAME = "nano_decoder.safetensors"
-NANO_DECODER_SHA256: str | None = "b91e1c7e1ea1da3cbc7d13c0240b07cd637d8ac15a8e12a162ec6b4a630d0380"
+NANO_DECODER_SHA256: str | None = "3d080d55ae6a3c5b4f9505b7ab428e7fc7885b3c948aad3ba985e8bcc7f5ae4a"
 
 
 def shipped_nano_path() -> Path:
