@@ -189,8 +189,10 @@ def build_sam(
     >>> sam = build_sam(shipped_nano_path())  # architecture read from the file
     >>> type(sam).__name__, sam.config.encoder_type, sam.image_size, sam.training
     ('Sam', 'nano', 1024, False)
-    >>> sorted({key.split(".")[0] for key in sam.state_dict()})
-    ['image_encoder', 'mask_decoder', 'prompt_encoder']
+    >>> sorted({key.split(".")[0] for key in sam.state_dict()})  # nano_decoder.safetensors lies beside it
+    ['image_encoder', 'instance_decoder', 'mask_decoder', 'prompt_encoder']
+    >>> build_sam(shipped_nano_path(), instance_decoder=False).instance_decoder is None
+    True
 
     ``build_sam("vit_b")`` gives the official architecture with random weights and the official
     state-dict keys; ``build_sam("vit_b", "sam_vit_b_01ec64.pth")`` loads the official file strictly.

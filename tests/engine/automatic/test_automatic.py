@@ -520,9 +520,11 @@ def test_segment_without_prompts_takes_the_nuclei_preset_for_nano_only(monkeypat
 
     monkeypatch.setattr(front, "iter_automatic", fake)
     image = np.arange(64, dtype=np.uint8).reshape(8, 8)  # not constant: it is segmented
-    ns.segment(image)
+    ns.segment(image, mode="amg")  # nano carries an instance decoder: "auto" would run AIS
     automatic_segmentation(image, preset="official", model="nano")
     assert seen == [resolve_options("nuclei"), resolve_options(None)]
+    ns.segment(image)  # AIS: the prompt grid is not run
+    assert len(seen) == 2
     # vit_b's weights are not here: what segment() would ask of it is its plan's AMG options
     assert AutomaticPlan.make("auto", "auto", model="vit_b").amg == resolve_options(None)
     assert ns.automatic(np.zeros((8, 8), np.uint8), model="vit_b").n_objects == 0  # constant: no model
