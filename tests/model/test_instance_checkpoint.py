@@ -160,3 +160,17 @@ def test_batch_statistics_decode_each_image_alone_and_leave_the_running_statisti
     eval_mode = _reference_decoder(decoder_state, micro_sam=False).eval()
     with torch.no_grad():
         assert not torch.allclose(eval_mode(features[:1], (128, 96), (64, 48)), alone[0], atol=1e-3)
+
+
+def test_the_shipped_nano_decoder_is_checked_before_it_is_attached(monkeypatch, tmp_path: Path) -> None:
+    from napari_sam.engine import loading
+    from napari_sam.errors import WeightsHashError, WeightsUnavailableError
+    from napari_sam.model import registry
+
+    assert loading.open_model("nano").instance_decoder is not None
+    monkeypatch.setattr(registry, "shipped_nano_decoder_path", lambda: tmp_path / "nano_decoder.safetensors")
+    with pytest.raises(WeightsUnavailableError, match="nano instance decoder file is missing"):
+        loading.open_model("nano")
+    (tmp_path / "nano_decoder.safetensors").write_bytes(b"not the shipped decoder")
+    with pytest.raises(WeightsHashError, match=r"nano_decoder\.safetensors has sha256"):
+        loading.open_model("nano")

@@ -52,22 +52,20 @@ def _load_nano() -> Sam:
         verify_sha256,
     )
 
-    path = shipped_nano_path()
-    if not path.is_file():
-        raise WeightsUnavailableError(
-            f"the shipped nano weights are missing from this installation ({path}); reinstall "
-            "napari-sam-pipeline, or pass model='vit_b' / a weights path"
-        )
-    verify_sha256(path, NANO_SHA256)
+    def checked(path: Path, sha256: str, what: str, other: str = "") -> Path:
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"the shipped {what} file is missing from this installation ({path}); reinstall "
+                f"napari-sam-pipeline{other}"
+            )
+        verify_sha256(path, sha256)
+        return path
+
+    other_model = ", or pass model='vit_b' / a weights path"
+    path = checked(shipped_nano_path(), NANO_SHA256, "nano weights", other_model)
     decoder: Path | bool = False  # only a registered, checked decoder is attached
     if NANO_DECODER_SHA256 is not None:
-        decoder = shipped_nano_decoder_path()
-        if not decoder.is_file():
-            raise WeightsUnavailableError(
-                f"the shipped nano instance decoder is missing from this installation ({decoder}); "
-                "reinstall napari-sam-pipeline"
-            )
-        verify_sha256(decoder, NANO_DECODER_SHA256)
+        decoder = checked(shipped_nano_decoder_path(), NANO_DECODER_SHA256, "nano instance decoder")
     model = build_sam(path, instance_decoder=decoder)
     model.name = "nano"
     return model
