@@ -12,13 +12,13 @@ Cases per entry point (``CASES``; counted by ``test_case_count``):
 segment                        61
 compute_embeddings             29
 predict                        30
-automatic                      42
+automatic                      43
 propagate                      27
 train                          12
 load_model                     13
 open_embeddings                10
 ==========================  =====
-total                         224
+total                         225
 """
 
 from __future__ import annotations
@@ -662,6 +662,13 @@ AUTOMATIC = [
         lambda e: auto(e, mode="apg", multimask="yes"),
         ValueError,
         r"multimask must be True or False",
+    ),
+    bad(
+        "automatic",
+        "embeddings-other-image-ais",
+        lambda e: auto(e, e.image[:20], embeddings=ns.compute_embeddings(e.image, "nano"), mode="ais"),
+        ValueError,
+        r"embeddings are of an image of shape",
     ),
     bad(
         "automatic",

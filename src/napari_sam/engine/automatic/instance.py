@@ -76,6 +76,14 @@ def iter_instance(
             raise TypeError(f"a 2D image gave {type(made).__name__}")
         emb: Embeddings | TiledEmbeddings = made
     else:
+        if image is not None:  # given beside the image: they must be its embeddings
+            plane, _ = (preprocessor or Preprocessor()).channels(image)
+            shape = (int(plane.shape[0]), int(plane.shape[1]))
+            if tuple(embeddings.original_size) != shape:
+                raise ValueError(
+                    f"embeddings are of an image of shape {tuple(embeddings.original_size)}, but the image "
+                    f"has shape {shape}"
+                )
         sam = model_for(embeddings, model, device, needs_decoder=mode)
         emb = embeddings
     yield 1, _STEPS
