@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from ...model import InstanceDecoder, Sam
 from ..steps import ProgressLike, run_steps
+from ..types import check_field, check_int, check_number
 from .instance_targets import instance_target_maps
 
 __all__ = [
@@ -210,21 +211,11 @@ class InstanceTrainConfig:
     validate_every: int = 200
 
     def __post_init__(self) -> None:
-        for name in (
-            "steps",
-            "batch_size",
-            "window",
-            "full_batch_size",
-            "checkpoint_every",
-            "validate_every",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 <= self.full_fraction <= 1.0:
-            raise ValueError(f"full_fraction must be in [0, 1], got {self.full_fraction!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        counts = ("steps", "batch_size", "window", "full_batch_size", "checkpoint_every", "validate_every")
+        for name in counts:
+            check_field(self, name, check_int, 1)
+        check_field(self, "full_fraction", check_number, 0.0, 1.0)
+        check_field(self, "lr", check_number, 0.0, math.inf, open_low=True)
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (0-based): linear warm-up, then cosine down to
