@@ -12,7 +12,6 @@ from collections.abc import Generator
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..embed.embeddings import compute_embeddings
 from ..embed.encoder import Precision
@@ -22,7 +21,7 @@ from .ais import ais_labels
 from .apg import apg_segment
 from .inputs import image_or_embeddings, model_for
 from .maps import predict_maps
-from .result import AutomaticResult, empty_result
+from .result import AutomaticResult, empty_result, label_boxes
 
 __all__ = ["iter_instance", "labels_result"]
 
@@ -119,10 +118,7 @@ def labels_result(labels: np.ndarray, scores: np.ndarray, *, return_masks: bool 
         return empty_result((int(labels.shape[0]), int(labels.shape[1])), return_masks)
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     present = np.flatnonzero(areas) + 1
-    boxes = np.zeros((n, 4), dtype=np.int64)
-    for index, where in enumerate(ndimage.find_objects(labels)):
-        if where is not None:
-            boxes[index] = (where[0].start, where[1].start, where[0].stop, where[1].stop)
+    boxes = label_boxes(labels)
     nan = np.full(n, np.nan, dtype=np.float32)
     table = {
         "label": np.arange(1, n + 1, dtype=np.uint32),

@@ -16,7 +16,7 @@ from ..decode.coords import boxes_xyxy_to_rc, points_xy_to_rc
 from .candidates import MaskCandidates
 from .masks import paint_first_hit
 
-__all__ = ["AutomaticResult", "empty_result", "paint"]
+__all__ = ["AutomaticResult", "empty_result", "label_boxes", "paint"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,19 @@ def _table(
     }
 
 
+def label_boxes(labels: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` int64 half-open ``(min_row, min_col, max_row, max_col)`` of labels ``1..N`` of a 2D
+    labels image (``N`` its largest label; zeros for a label it does not hold)."""
+    from scipy import ndimage
+
+    slices = ndimage.find_objects(labels)
+    boxes = np.zeros((len(slices), 4), dtype=np.int64)
+    for index, where in enumerate(slices):
+        if where is not None:
+            boxes[index] = (where[0].start, where[1].start, where[0].stop, where[1].stop)
+    return boxes
+
+
 def _painting_order(masks: MaskCandidates, overlap: str) -> torch.Tensor:
     """``(N,)`` mask indices, first painted first: by decreasing predicted IoU, or increasing area."""
     if overlap == "area":
@@ -88,7 +101,6 @@ def _painting_order(masks: MaskCandidates, overlap: str) -> torch.Tensor:
 
 def paint(masks: MaskCandidates, return_masks: bool, overlap: str) -> AutomaticResult:
     """Resolve overlaps (``overlap``: by predicted IoU or smaller area first) into one labels image."""
-    from scipy import ndimage
 
     n = len(masks)
     device = masks.iou.device
@@ -105,10 +117,7 @@ def paint(masks: MaskCandidates, return_masks: bool, overlap: str) -> AutomaticR
     labels = lut[canvas_np]
 
     ranked = masks.take(order[torch.from_numpy(visible).to(device)])
-    slices = ndimage.find_objects(labels)
-    bboxes = np.array(
-        [[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in slices if s is not None], dtype=np.int64
-    ).reshape(-1, 4)
+    bboxes = label_boxes(labels)  # labels 1..N, each present
     properties = _table(ranked, lut[1:][visible], counts[visible], bboxes)
 
     label_of_mask = np.zeros(n, dtype=np.uint32)
