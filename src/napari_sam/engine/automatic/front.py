@@ -57,7 +57,8 @@ def iter_plan(
     image, embeddings = image_or_embeddings(image, embeddings)
     if embeddings is None and _constant(image):  # no objects; no model needed to know it
         yield 1, 1
-        return empty_result(_plane_shape(image, preprocessor), return_masks)
+        plane, _ = (preprocessor or Preprocessor()).channels(image)
+        return empty_result((int(plane.shape[0]), int(plane.shape[1])), return_masks)
     sam = model_for(embeddings, model, device)
     mode = plan.mode_for(sam)
     source = image if image is not None else embeddings
@@ -104,15 +105,6 @@ def _constant(image: Any) -> bool:
         return False
     low, high = float(values.min()), float(values.max())
     return bool(np.isfinite(low)) and low == high
-
-
-def _plane_shape(image: Any, preprocessor: Preprocessor | None) -> tuple[int, int]:
-    """``(H, W)`` of a 2D image whose channels (if any) lie on the preprocessor's channel axis."""
-    shape = tuple(int(n) for n in np.shape(image))
-    axis = preprocessor.channel_axis if preprocessor is not None else None
-    if len(shape) == 3:
-        shape = tuple(n for i, n in enumerate(shape) if i != (axis % 3 if axis is not None else 2))
-    return shape[0], shape[1]
 
 
 def automatic(
