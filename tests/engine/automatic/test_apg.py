@@ -13,6 +13,7 @@ from scipy import ndimage
 
 import napari_sam as ns
 from napari_sam.data.synthetic import nuclei_2d
+from napari_sam.engine.automatic.ais import check_maps
 from napari_sam.engine.automatic.apg import (
     SeedMasks,
     apg_segment,
@@ -21,7 +22,7 @@ from napari_sam.engine.automatic.apg import (
     paint_masks,
     suppress_masks,
 )
-from napari_sam.engine.automatic.apg_seeds import check_maps, seed_points
+from napari_sam.engine.automatic.apg_seeds import seed_points
 from napari_sam.engine.types import Embeddings, InstanceOptions
 
 

@@ -38,22 +38,24 @@ __all__ = ["ais_labels", "check_maps"]
 SMOOTHING_TRUNCATE = 3.0
 
 
-def check_maps(maps: Any, name: str = "maps") -> np.ndarray:
-    """``maps`` as a C-contiguous float32 ``(3, H, W)`` or ``(3, Z, H, W)`` array, or ValueError.
+def check_maps(maps: Any, name: str = "maps", *, stacks: bool = True) -> np.ndarray:
+    """``maps`` as a C-contiguous float32 ``(3, H, W)`` or (with ``stacks``) ``(3, Z, H, W)`` array, or
+    ValueError.
 
     Raises
     ------
     ValueError
-        Not a real-valued array; not 3 or 4 dimensions with 3 channels first; an empty spatial axis;
-        NaN or infinite values. The message names ``name``.
+        Not a real-valued array; not 3 (or 4, with ``stacks``) dimensions with 3 channels first; an empty
+        spatial axis; NaN or infinite values. The message names ``name``.
     """
     arr = np.asarray(maps)
     if arr.dtype.kind not in "fiu":  # floats, signed and unsigned integers (not bool, complex, object)
         raise ValueError(f"{name} must be a real-valued array, got dtype {arr.dtype}")
-    if arr.ndim not in (3, 4) or arr.shape[0] != 3:
+    if arr.ndim not in ((3, 4) if stacks else (3,)) or arr.shape[0] != 3:
+        shapes = "(3, H, W) or (3, Z, H, W)" if stacks else "(3, H, W)"
         raise ValueError(
-            f"{name} must have shape (3, H, W) or (3, Z, H, W) (foreground, centre distance, boundary "
-            f"distance), got shape {arr.shape}"
+            f"{name} must have shape {shapes} (foreground, centre distance, boundary distance), "
+            f"got shape {arr.shape}"
         )
     if 0 in arr.shape:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")

@@ -31,7 +31,8 @@ from ..decode.coords import mask_to_box
 from ..decode.plain import DecodeOptions, predict_plain
 from ..decode.prompts import object_prompts
 from ..types import Embeddings, InstanceOptions, TiledEmbeddings
-from .apg_seeds import check_maps, seed_points
+from .ais import check_maps
+from .apg_seeds import seed_points
 from .candidates import UPSCALE_BUDGET
 
 __all__ = [
@@ -160,7 +161,7 @@ def _check_inputs(
         raise TypeError(f"embeddings must be Embeddings or TiledEmbeddings, got {type(embeddings).__name__}")
     if not isinstance(opts, InstanceOptions):
         raise TypeError(f"opts must be an InstanceOptions, got {type(opts).__name__}")
-    arr = check_maps(maps)
+    arr = check_maps(maps, stacks=False)
     shape = tuple(arr.shape[1:])
     if tuple(embeddings.original_size) != shape:
         raise ValueError(

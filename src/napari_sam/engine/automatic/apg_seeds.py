@@ -16,34 +16,10 @@ from skimage.segmentation import find_boundaries
 
 from ..types import InstanceOptions
 
-__all__ = ["check_maps", "seed_components", "seed_points"]
+__all__ = ["seed_components", "seed_points"]
 
 #: 4-connectivity (micro-sam labels the seed pixels with ``connectivity=1``).
 _CROSS = ndimage.generate_binary_structure(2, 1)
-
-
-def check_maps(maps: object, name: str = "maps") -> np.ndarray:
-    """``maps`` as a ``(3, H, W)`` float32 array, or a ValueError naming ``name``.
-
-    Raises
-    ------
-    ValueError
-        Not an array of real numbers, not ``(3, H, W)`` with ``H, W >= 1``, or holding a NaN or infinity.
-    """
-    arr = np.asarray(maps)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise ValueError(f"{name} must be a (3, H, W) array of real numbers, got dtype {arr.dtype}")
-    if arr.ndim != 3 or arr.shape[0] != 3 or arr.shape[1] < 1 or arr.shape[2] < 1:
-        raise ValueError(
-            f"{name} must have shape (3, H, W) (foreground, centre distance, boundary distance), "
-            f"got {arr.shape}"
-        )
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite (it holds NaN or infinity)")
-    return arr
 
 
 def seed_components(maps: np.ndarray, opts: InstanceOptions) -> tuple[np.ndarray, int]:
@@ -81,7 +57,7 @@ def seed_points(maps: np.ndarray, opts: InstanceOptions) -> np.ndarray:
     Parameters
     ----------
     maps
-        ``(3, H, W)`` float32 maps, checked (:func:`check_maps`).
+        ``(3, H, W)`` float32 maps, checked (:func:`~napari_sam.engine.automatic.ais.check_maps`).
     opts
         The thresholds.
 
