@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from ...model import Sam
@@ -34,6 +35,7 @@ from ..types import Embeddings, InstanceOptions, TiledEmbeddings
 from .ais import check_maps
 from .apg_seeds import seed_points
 from .candidates import UPSCALE_BUDGET
+from .masks import mask_statistics
 
 __all__ = [
     "SeedMasks",
@@ -242,18 +244,17 @@ def _decode_on(
         batch = np.asarray(points[start : start + step], dtype=np.float64)
         prompts = object_prompts(None, batch[:, None, :], np.ones((len(batch), 1), dtype=np.int64))
         pred = predict_plain(emb, prompts, decode, model=sam)
-        for b, logits in enumerate(pred.masks[:, 0]):
-            mask = logits > threshold
-            area = int(np.count_nonzero(mask))
+        logits = torch.from_numpy(pred.masks[:, 0])
+        stability, _, areas = mask_statistics(logits, threshold, STABILITY_OFFSET)
+        for b, mask in enumerate((logits > threshold).numpy()):
+            area = int(areas[b])
             if area == 0:
                 continue
-            inner = np.count_nonzero(logits > threshold + STABILITY_OFFSET)
-            outer = np.count_nonzero(logits > threshold - STABILITY_OFFSET)
             r0, c0, r1, c1 = mask_to_box(mask).tolist()
             windows.append(mask[r0:r1, c0:c1].copy())
             box = (r0 + offset[0], c0 + offset[1], r1 + offset[0], c1 + offset[1])
             iou = float(pred.iou_scores[b, 0])
-            records.append((*box, area, iou, inner / outer, int(seeds[start + b])))
+            records.append((*box, area, iou, float(stability[b]), int(seeds[start + b])))
     table = np.array(records, dtype=np.float64).reshape(-1, 8)
     return SeedMasks(
         windows=windows,
