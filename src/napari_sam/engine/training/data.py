@@ -75,6 +75,20 @@ def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def read_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pair of :func:`find_pairs`: the image, and its labels as int64 ``(H, W)``.
+
+    Raises
+    ------
+    ValueError
+        The labels are not 2D or not of the image's ``(H, W)``.
+    """
+    image, labels = read_array(image_path), read_array(label_path)
+    if labels.ndim != 2 or labels.shape != image.shape[:2]:
+        raise ValueError(f"{label_path} has shape {labels.shape}, expected the image's {image.shape[:2]}")
+    return image, labels.astype(np.int64)
+
+
 def folder_source(folder: str | Path) -> ImageSource:
     """A source drawing random pairs from :func:`find_pairs` (files are read once and kept)."""
     pairs = find_pairs(folder)
@@ -83,13 +97,7 @@ def folder_source(folder: str | Path) -> ImageSource:
     def draw(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         index = int(rng.integers(0, len(pairs)))
         if index not in cache:
-            image_path, label_path = pairs[index]
-            image, labels = read_array(image_path), read_array(label_path)
-            if labels.ndim != 2 or labels.shape != image.shape[:2]:
-                raise ValueError(
-                    f"{label_path} has shape {labels.shape}, expected the image's {image.shape[:2]}"
-                )
-            cache[index] = (image, labels.astype(np.int64))
+            cache[index] = read_pair(*pairs[index])
         return cache[index]
 
     return draw

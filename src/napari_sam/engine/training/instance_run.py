@@ -37,7 +37,7 @@ import torch
 from ...model import InstanceDecoder, Sam
 from ..steps import Progress, ProgressLike
 from ..types.tiles import DEFAULT_TILE_SIZE, DEFAULT_TILE_THRESHOLD
-from .data import find_pairs, read_array
+from .data import find_pairs, read_pair
 from .instance_training import (
     InstanceSamples,
     InstanceTrainConfig,
@@ -104,16 +104,7 @@ class InstanceData:
 
 
 def _folder_reader(image_path: Path, label_path: Path) -> PairReader:
-    def read() -> tuple[np.ndarray, np.ndarray]:
-        image, labels = read_array(image_path), read_array(label_path)
-        if labels.ndim != 2 or labels.shape != image.shape[:2]:
-            raise ValueError(
-                f"{label_path} has shape {labels.shape}, expected 2D labels of the image's shape "
-                f"{image.shape[:2]}"
-            )
-        return image, labels.astype(np.int64)
-
-    return read
+    return lambda: read_pair(image_path, label_path)
 
 
 def _callable_reader(source: Callable[[np.random.Generator], Any], seed: int, index: int) -> PairReader:
