@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.types import AUTOMATIC_MODES, DECODER_MODES
+from ..engine.types import AUTOMATIC_MODES, DECODER_MODES, PRESET_CHOICES
 from ..errors import AnnotatorError
 from .embeddings import EmbeddingSettings, LayerEmbeddings, compute_steps, preprocessing_of, stored
 from .prompts import image_spatial_shape
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 RESULT_NAME = "SAM automatic"
 #: Modes understood by :class:`AutomaticSettings` (as :func:`napari_sam.automatic`'s ``mode``).
 MODE_CHOICES = AUTOMATIC_MODES
-#: Preset names understood by :class:`AutomaticSettings` (``None``: the official defaults).
-PRESET_CHOICES: tuple[str | None, ...] = ("auto", "nuclei", None)
 #: The prompt grid's (AMG's) options the panel shows, besides the preset.
 SHOWN_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "min_mask_region_area")
 #: The instance decoder's (AIS / APG) options the panel shows.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..types import AutomaticOptions, InstanceOptions, check_mode, one_of
+from ..types import PRESET_CHOICES, AutomaticOptions, InstanceOptions, check_mode, one_of
 from .inputs import require_decoder
 from .options import OPTION_NAMES, auto_preset, resolve_options
 
@@ -19,10 +19,6 @@ __all__ = ["AUTO_DECODER_MODE", "PRESET_CHOICES", "AutomaticPlan"]
 
 #: What ``mode="auto"`` runs on a model with an instance decoder (micro-sam's default with a decoder).
 AUTO_DECODER_MODE = "ais"
-
-#: ``preset=`` values: ``"auto"`` (the model's own preset for AMG: ``"nuclei"`` for nano), a preset name,
-#: or None (the official thresholds).
-PRESET_CHOICES: tuple[str | None, ...] = ("auto", "nuclei", None)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ the module of one responsibility:
 
 from __future__ import annotations
 
-from .automatic_options import MAX_POINTS_PER_SIDE, OVERLAP_RULES, AutomaticOptions
+from .automatic_options import MAX_POINTS_PER_SIDE, OVERLAP_RULES, PRESET_CHOICES, AutomaticOptions
 from .checks import check_choice, check_field, check_flag, check_int, check_number, keep, one_of
 from .embed_options import (
     CACHE_DTYPE_NAMES,
@@ -87,6 +87,7 @@ __all__ = [
     "PERCENTILE_SCOPES",
     "PRECISIONS",
     "PRECISION_NAMES",
+    "PRESET_CHOICES",
     "PROPAGATION_PROMPT_KINDS",
     "VOLUME_SAMPLE_SLICES",
     "_VOLUME_SAMPLE_PIXELS",

@@ -14,6 +14,10 @@ from .checks import check_choice, check_field, check_flag, check_int, check_numb
 #: Largest prompt grid side accepted (a million single-point prompts per crop already takes hours).
 MAX_POINTS_PER_SIDE = 1024
 
+#: ``preset=`` values of automatic segmentation: ``"auto"`` (the model's own preset for AMG: ``"nuclei"``
+#: for nano), a preset name, or None (the official thresholds).
+PRESET_CHOICES: tuple[str | None, ...] = ("auto", "nuclei", None)
+
 #: Who keeps a pixel several masks cover (:attr:`AutomaticOptions.overlap`).
 OVERLAP_RULES = ("score", "area")
 
