@@ -17,7 +17,7 @@ import numpy as np
 from ..device import DeviceLike
 from ..embed.encoder import Precision
 from ..embed.layout import read_slice
-from ..loading import ModelLike
+from ..loading import ModelLike, load_model
 from ..preprocess import Preprocessor
 from ..steps import ProgressLike, run_steps
 from ..types import (
@@ -28,7 +28,7 @@ from ..types import (
     TiledEmbeddings,
 )
 from .amg import iter_automatic
-from .inputs import image_or_embeddings, model_for
+from .inputs import image_or_embeddings
 from .instance import iter_instance
 from .options import OPTION_NAMES, PRESETS
 from .plan import AutomaticPlan
@@ -51,7 +51,8 @@ def iter_plan(
 ) -> Generator[tuple[int, int], None, AutomaticResult]:
     """Automatic segmentation of one 2D image as ``plan`` says; yields ``(done, total)``, returns the result.
 
-    The model is loaded first (it settles ``mode="auto"``), then the chosen mode runs:
+    The model is loaded first (it settles ``mode="auto"``), then the chosen mode runs (and checks that the
+    model made any embeddings given):
     :func:`~.amg.iter_automatic` or :func:`~.instance.iter_instance`.
     """
     image, embeddings = image_or_embeddings(image, embeddings)
@@ -59,7 +60,9 @@ def iter_plan(
         yield 1, 1
         plane, _ = (preprocessor or Preprocessor()).channels(image)
         return empty_result((int(plane.shape[0]), int(plane.shape[1])), return_masks)
-    sam = model_for(embeddings, model, device)
+    # the model that settles "auto"; the mode's own run checks that it made the embeddings (once)
+    own = embeddings.model if embeddings is not None else None
+    sam = own if own is not None else load_model(model, device)
     mode = plan.mode_for(sam)
     source = image if image is not None else embeddings
     extra = embeddings if image is not None else None  # embeddings given beside the image
