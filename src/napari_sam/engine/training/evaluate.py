@@ -60,6 +60,7 @@ def evaluate_prompts(
     max_objects: int = 40,
     min_pixels: int = 9,
     seed: int = 0,
+    embed_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Mean IoU of box, 1-point and point + ``clicks`` corrections over all objects of ``samples``.
 
@@ -75,6 +76,10 @@ def evaluate_prompts(
         Objects evaluated per image (a seeded random subset beyond that).
     min_pixels
         Smaller objects are skipped.
+    seed
+        Seeds the subset of objects.
+    embed_options
+        Keyword arguments of :func:`compute_embeddings` (the geometry, say); ``None``: its defaults.
 
     Returns
     -------
@@ -86,15 +91,14 @@ def evaluate_prompts(
     for n in range(1, clicks + 1):
         scores[f"clicks_{n}"] = []
     for image, labels in samples:
-        ids, counts = np.unique(labels[labels > 0], return_counts=True)
-        ids = ids[counts >= min_pixels]
+        ids, _ = select_objects(labels, rng, max_objects=max_objects, min_pixels=min_pixels)
         if ids.size == 0:
             continue
-        if ids.size > max_objects:
-            ids = np.sort(rng.choice(ids, size=max_objects, replace=False))
         truth = np.stack([labels == i for i in ids])
-        for key, values in _image_scores(model, image, truth, clicks).items():
-            scores[key].append(values)
+        emb = compute_embeddings(image, model, **(embed_options or {}))
+        assert isinstance(emb, (Embeddings, TiledEmbeddings))  # one 2D image
+        for key, (iou, _) in step_scores(emb, truth, clicks).items():
+            scores[key].append(iou)
     result: dict[str, Any] = {
         k: float(np.mean(np.concatenate(v))) if v else float("nan") for k, v in scores.items()
     }
@@ -102,28 +106,79 @@ def evaluate_prompts(
     return result
 
 
-def _image_scores(model: Sam, image: np.ndarray, truth: np.ndarray, clicks: int) -> dict[str, np.ndarray]:
-    """``(N,)`` IoU per protocol step (``box``, ``point``, ``clicks_<n>``) for the ``(N, Y, X)`` bool
-    ``truth`` objects of one image."""
-    emb = compute_embeddings(image, model)
-    assert isinstance(emb, (Embeddings, TiledEmbeddings))  # one 2D image
-    scores: dict[str, np.ndarray] = {}
+def select_objects(
+    labels: np.ndarray, rng: np.random.Generator, *, max_objects: int, min_pixels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The objects of one label image that the protocol evaluates, and their areas.
+
+    Parameters
+    ----------
+    labels
+        ``(Y, X)`` integer labels, 0 background.
+    rng
+        Draws the subset when more than ``max_objects`` objects are large enough (the only draw).
+    max_objects
+        At most this many objects (a random subset, sorted by id, beyond that).
+    min_pixels
+        Objects with fewer pixels are skipped.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(K,)`` label ids (ascending) and ``(K,)`` int64 pixel counts.
+    """
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    keep = counts >= min_pixels
+    ids, counts = ids[keep], counts[keep].astype(np.int64)
+    if ids.size > max_objects:
+        chosen = np.sort(rng.choice(ids.size, size=max_objects, replace=False))
+        ids, counts = ids[chosen], counts[chosen]
+    return ids, counts
+
+
+def step_scores(
+    embeddings: Embeddings | TiledEmbeddings, truth: np.ndarray, clicks: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """IoU and predicted area of every protocol step for the objects of one embedded image.
+
+    Parameters
+    ----------
+    embeddings
+        The image's embeddings (from :func:`compute_embeddings`).
+    truth
+        ``(N, Y, X)`` bool, one true mask per object (none empty), of the image's shape.
+    clicks
+        Correction clicks after the first point.
+
+    Returns
+    -------
+    dict
+        ``box``, ``point``, ``clicks_<n>`` (n = 1..clicks) → ``((N,) float64 IoU, (N,) int64 predicted
+        pixel count)``.
+    """
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     boxes = np.stack([mask_to_box(m) for m in truth])
-    pred = predict(emb, box=boxes, multimask=False)
-    scores["box"] = masks_iou(pred.masks[:, 0], truth)
+    pred = predict(embeddings, box=boxes, multimask=False)
+    scores["box"] = _score(pred.masks[:, 0], truth)
 
     points = np.stack([interior_point(m) for m in truth])[:, None, :]
     point_labels = np.ones(points.shape[:2], dtype=np.int64)
-    pred = predict(emb, points=points, point_labels=point_labels, multimask=True)
+    pred = predict(embeddings, points=points, point_labels=point_labels, multimask=True)
     rows = np.arange(len(truth))
     current = pred.masks[rows, pred.best_index]
     logits = pred.low_res_logits[rows, pred.best_index]
-    scores["point"] = masks_iou(current, truth)
+    scores["point"] = _score(current, truth)
     for n in range(1, clicks + 1):
         new = [correction_click(p, t) for p, t in zip(current, truth, strict=True)]
         points = np.concatenate([points, np.stack([c[0] for c in new])[:, None, :]], axis=1)
         point_labels = np.concatenate([point_labels, np.array([[c[1]] for c in new])], axis=1)
-        pred = predict(emb, points=points, point_labels=point_labels, mask_input=logits, multimask=False)
+        pred = predict(
+            embeddings, points=points, point_labels=point_labels, mask_input=logits, multimask=False
+        )
         current, logits = pred.masks[:, 0], pred.low_res_logits[:, 0]
-        scores[f"clicks_{n}"] = masks_iou(current, truth)
+        scores[f"clicks_{n}"] = _score(current, truth)
     return scores
+
+
+def _score(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return masks_iou(pred, truth), pred.sum(axis=(1, 2), dtype=np.int64)
