@@ -89,7 +89,7 @@ def cells(
     extent: Range,
     intensity: Range,
     kind: str,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cell labels grown from the nuclei (distance-limited, irregular) and the second channel's emission.
 
     Parameters
@@ -113,14 +113,17 @@ def cells(
     cells
         ``nuclei.shape`` uint32: cell ``k`` contains nucleus ``k`` and is one connected region.
     emission
-        ``nuclei.shape`` float32: filled cell bodies (cytoplasm) or their outlines (membrane).
+        ``nuclei.shape`` float32: filled cell bodies (cytoplasm) or their outlines (membrane), smooth.
+    tex
+        ``nuclei.shape`` float32: the texture that multiplies ``emission`` in the image.
     """
     from scipy import ndimage
     from skimage.segmentation import find_boundaries
 
     shape = nuclei.shape
     if not nuclei.any():
-        return np.zeros(shape, dtype=np.uint32), np.zeros(shape, dtype=np.float32)
+        empty = np.zeros(shape, dtype=np.float32)
+        return np.zeros(shape, dtype=np.uint32), empty, empty + 1.0
     distance, nearest = ndimage.distance_transform_edt(nuclei == 0, sampling=spacing, return_indices=True)
     owner = nuclei[tuple(nearest)]
     del nearest
@@ -143,4 +146,4 @@ def cells(
         outline = find_boundaries(labels, mode="inner")
         faint = np.float32(rng.uniform(0.05, 0.25))
         emission = bright[labels] * np.where(outline, np.float32(1.0), faint)
-    return labels, (emission * tex).astype(np.float32)
+    return labels, emission.astype(np.float32), tex.astype(np.float32)

@@ -10,88 +10,23 @@ camera (:mod:`.imaging`); a second channel draws the cells around the nuclei las
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .appearance import cells, texture
-from .imaging import acquire
-from .placement import place, rotations
-from .ranges import Range, as_range, draw, draw_log
-from .shapes import HARMONICS, Objects, Raster, exact_labels, rasterise
-
-_DTYPES = ("uint8", "uint16", "float32")
-_SECOND_CHANNELS = ("cytoplasm", "membrane")
-
-
-def _as_dtype_name(value: Any) -> str:
-    try:
-        name = np.dtype(value).name
-    except TypeError:
-        raise ValueError(f"dtype: unknown dtype {value!r}; use one of {', '.join(_DTYPES)}") from None
-    if name not in _DTYPES:
-        raise ValueError(f"dtype: unsupported dtype {name!r}; use one of {', '.join(_DTYPES)}")
-    return name
-
-
-#: ``(low, high)`` limits of each range field of :class:`SyntheticConfig` (None: unbounded).
-_RANGE_LIMITS: dict[str, tuple[float | None, float | None]] = {
-    "diameter": (1.0, None),
-    "size_spread": (0.0, 2.0),
-    "aspect": (1.0, 10.0),
-    "irregularity": (0.0, 0.5),
-    "cluster_probability": (0.0, 1.0),
-    "overlap": (-1.0, 0.6),
-    "overlap_brightness": (0.0, 1.0),
-    "intensity": (0.0, None),
-    "edge_falloff": (0.0, 0.95),
-    "texture": (0.0, 2.0),
-    "nucleoli": (0.0, 20.0),
-    "nucleolus_contrast": (-1.0, 5.0),
-    "background": (0.0, None),
-    "background_variation": (0.0, 1.0),
-    "illumination_variation": (0.0, 0.9),
-    "haze": (0.0, None),
-    "blur": (0.0, 20.0),
-    "photons": (0.01, None),
-    "read_noise": (0.0, None),
-    "cell_extent": (0.0, 10.0),
-    "cell_intensity": (0.0, None),
-    "z_aspect": (0.05, 10.0),
-    "axial_blur": (0.0, 20.0),
-    "depth_attenuation": (0.0, 20.0),
-}
-
-
-def _checked_shape(value: Any) -> tuple[int, ...]:
-    """``value`` as ``(rows, cols)`` or ``(planes, rows, cols)`` of positive integers."""
-    try:
-        shape = tuple(int(s) for s in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape: expected a tuple of 2 or 3 integers, got {value!r}") from None
-    if len(shape) not in (2, 3):
-        raise ValueError(f"shape: expected (rows, cols) or (planes, rows, cols), got {value!r}")
-    if min(shape) < 1:
-        raise ValueError(f"shape: every side must be >= 1, got {value!r}")
-    return shape
-
-
-def _checked_z_spacing(value: Any) -> float:
-    """``value`` as a positive finite float."""
-    try:
-        z_spacing = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"z_spacing: expected a positive number, got {value!r}") from None
-    if not (math.isfinite(z_spacing) and z_spacing > 0):
-        raise ValueError(f"z_spacing: must be a positive number, got {value!r}")
-    return z_spacing
+from .appearance import cells
+from .config import ConfigFields
+from .imaging import acquire, draw_psf
+from .labelfree import labelfree_emission
+from .nuclei import Drawn, draw_objects, nuclei_emission
+from .scene import Scene, realise, stream
+from .shapes import Raster, exact_labels, rasterise
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(ConfigFields):
     """Everything that defines a family of synthetic images; each image samples its own values.
 
     Most fields are ``(min, max)`` ranges (a single number means a fixed value). Each image first draws
@@ -191,68 +126,6 @@ class SyntheticConfig:
     (96, 96)
     """
 
-    shape: tuple[int, ...] = (512, 512)
-    diameter: Range = (10.0, 40.0)
-    size_spread: Range = (0.05, 0.25)
-    count: Range | None = None
-    density: Range | None = (0.4, 3.0)
-    aspect: Range = (1.0, 1.6)
-    irregularity: Range = (0.0, 0.12)
-    cluster_probability: Range = (0.0, 0.4)
-    overlap: Range = (-0.05, 0.2)
-    overlap_brightness: Range = (0.0, 0.6)
-    intensity: Range = (0.25, 1.0)
-    edge_falloff: Range = (0.1, 0.5)
-    texture: Range = (0.05, 0.3)
-    nucleoli: Range = (0, 3)
-    nucleolus_contrast: Range = (-0.5, 0.3)
-    background: Range = (0.01, 0.12)
-    background_variation: Range = (0.0, 0.5)
-    illumination_variation: Range = (0.0, 0.3)
-    haze: Range = (0.0, 0.15)
-    blur: Range = (0.6, 1.8)
-    photons: Range = (40.0, 2000.0)
-    read_noise: Range = (0.002, 0.02)
-    dtype: str = "uint16"
-    channels: int = 1
-    second_channel: str = "cytoplasm"
-    cell_extent: Range = (0.3, 1.0)
-    cell_intensity: Range = (0.2, 0.8)
-    z_spacing: float = 2.0
-    z_aspect: Range = (0.6, 1.0)
-    axial_blur: Range = (2.0, 3.0)
-    depth_attenuation: Range = (0.0, 0.4)
-    min_area: int = 10
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "shape", _checked_shape(self.shape))
-        for name, (low, high) in _RANGE_LIMITS.items():
-            set_(self, name, as_range(name, getattr(self, name), low=low, high=high))
-        if self.intensity[1] <= 0:
-            raise ValueError(f"intensity: max must be > 0, got {self.intensity!r}")
-        for name in ("count", "density"):
-            if getattr(self, name) is not None:
-                set_(self, name, as_range(name, getattr(self, name), low=0.0))
-        if self.count is None and self.density is None:
-            raise ValueError("count / density: give at least one of them")
-        set_(self, "dtype", _as_dtype_name(self.dtype))
-        if self.channels not in (1, 2) or isinstance(self.channels, bool):
-            raise ValueError(f"channels: must be 1 or 2, got {self.channels!r}")
-        if self.second_channel not in _SECOND_CHANNELS:
-            raise ValueError(
-                f"second_channel: must be one of {', '.join(_SECOND_CHANNELS)}, got {self.second_channel!r}"
-            )
-        set_(self, "z_spacing", _checked_z_spacing(self.z_spacing))
-        if int(self.min_area) != self.min_area or self.min_area < 1:
-            raise ValueError(f"min_area: must be an integer >= 1, got {self.min_area!r}")
-        set_(self, "min_area", int(self.min_area))
-
-    @property
-    def ndim(self) -> int:
-        """2 or 3: the number of spatial axes."""
-        return len(self.shape)
-
     def replace(self, **changes: Any) -> SyntheticConfig:
         """A copy with some fields changed (checked like the constructor)."""
         return dataclasses.replace(self, **changes)
@@ -261,23 +134,10 @@ class SyntheticConfig:
         """One image with its labels; the same ``seed`` always gives the same arrays. See :func:`generate`."""
         return generate(self, seed)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of all fields (for recording how training data was made)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SyntheticConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SyntheticConfig fields: {', '.join(sorted(unknown))}")
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**fields)
+        return cls(**cls.check_keys(data))
 
 
 @dataclass(frozen=True)
@@ -359,7 +219,7 @@ def generate(config: SyntheticConfig, seed: int) -> SyntheticSample:
     spacing = np.ones(config.ndim)
     if config.ndim == 3:
         spacing[0] = config.z_spacing
-    drawn = _draw_objects(rng, config, spacing)
+    drawn = draw_objects(rng, config, spacing)
     raster = rasterise(drawn.objects, config.shape, spacing)
     labels, kept = exact_labels(raster, config.min_area)
     params: dict[str, float] = {
@@ -370,12 +230,18 @@ def generate(config: SyntheticConfig, seed: int) -> SyntheticSample:
         "size_spread": drawn.size_spread,
         "irregularity": drawn.irregularity,
     }
-    signal = _nuclei_emission(rng, config, drawn, raster, labels, kept, spacing, params)
-    image = acquire(rng, signal, config, spacing, params)
+    kind = config.second_channel
+    if kind == "mixed":
+        kind = ("cytoplasm", "membrane")[int(stream(seed, "second_channel").integers(0, 2))]
+    scene = _objects_light(rng, config, drawn, raster, labels, kept, spacing, kind, params)
+    psf = draw_psf(rng, config, config.shape, spacing)
+    camera = realise(scene, config, seed, raster, spacing, drawn.mean_diameter, kind, psf, params)
+    image = acquire(rng, scene.signal, config, spacing, params, psf=psf, camera=camera)
+    labels, kept = scene.labels, scene.kept
 
     cell_labels = None
     if config.channels == 2:
-        cell_labels, second = cells(
+        cell_labels, emission, tex = cells(
             rng,
             labels,
             drawn.objects.diameter[kept],
@@ -383,117 +249,50 @@ def generate(config: SyntheticConfig, seed: int) -> SyntheticSample:
             drawn.mean_diameter,
             extent=config.cell_extent,
             intensity=config.cell_intensity,
-            kind=config.second_channel,
+            kind=kind,
         )
+        second = (emission * tex).astype(np.float32)
         channel_params: dict[str, float] = {"mean_diameter": drawn.mean_diameter}
         image = np.stack([image, acquire(rng, second, config, spacing, channel_params)], axis=-1)
         params.update({f"cells_{k}": v for k, v in channel_params.items() if k != "mean_diameter"})
     return SyntheticSample(image=image, labels=labels, cells=cell_labels, params=params)
 
 
-@dataclass(frozen=True, eq=False)
-class _Drawn:
-    """The objects one image asked for, and the per-image values their sizes and shapes came from."""
-
-    #: the objects that found room, in placement order
-    objects: Objects
-    #: how many objects were asked for (before any failed to find room)
-    requested: int
-    #: the image's mean object diameter, pixels
-    mean_diameter: float
-    #: the spread of the log diameters around it
-    size_spread: float
-    #: the amplitude of the boundary perturbations
-    irregularity: float
-
-
-def _draw_objects(rng: np.random.Generator, config: SyntheticConfig, spacing: np.ndarray) -> _Drawn:
-    """How many objects, how big, what shape, how bright, and where (``spacing`` per axis)."""
-    shape, ndim = config.shape, config.ndim
-    if config.count is not None:
-        requested = int(rng.integers(round(config.count[0]), round(config.count[1]) + 1))
-    else:
-        assert config.density is not None  # __post_init__: count or density is given
-        unit = 1e4 if ndim == 2 else 1e6
-        requested = round(draw_log(rng, config.density) * math.prod(shape) / unit)
-    mean_d = draw_log(rng, config.diameter)
-    spread = draw(rng, config.size_spread)
-    n = requested
-    diameter = np.clip(mean_d * np.exp(rng.normal(0.0, spread, n)), *config.diameter)
-    aspect = rng.uniform(config.aspect[0], config.aspect[1], n)
-    semi = np.empty((n, ndim))
-    semi[:, 0] = diameter / 2 * np.sqrt(aspect)
-    semi[:, 1] = diameter / 2 / np.sqrt(aspect)
-    if ndim == 3:
-        semi[:, 2] = diameter / 2 * rng.uniform(config.z_aspect[0], config.z_aspect[1], n)
-    irregular = draw(rng, config.irregularity)
-    amp = irregular * rng.uniform(-1.0, 1.0, (n, 5)) / (HARMONICS - 1.0)
-    phase = rng.uniform(0.0, 2 * np.pi, (n, 5))
-    polar = irregular * rng.uniform(-0.5, 0.5, (n, 2)) if ndim == 3 else np.zeros((n, 2))
-    i_lo, i_hi = np.sort(rng.uniform(config.intensity[0], config.intensity[1], 2))
-    intensity = rng.uniform(i_lo, i_hi, n)
-    rot = rotations(rng, n, ndim)
-
-    # where: in 3D the bounding radius of flat nuclei is their lateral one, in 2D the mean radius
-    radii = diameter / 2
-    extent = np.asarray(shape, dtype=float) * spacing
-    centre = place(rng, radii, extent, draw(rng, config.cluster_probability), config.overlap)
-    ok = ~np.isnan(centre[:, 0])
-    objects = Objects(
-        centre=centre[ok],
-        semi=semi[ok],
-        rot=rot[ok],
-        amp=amp[ok],
-        phase=phase[ok],
-        polar=polar[ok],
-        diameter=diameter[ok],
-        intensity=intensity[ok],
-    )
-    return _Drawn(objects, requested, mean_d, spread, irregular)
-
-
-def _nuclei_emission(
+def _objects_light(
     rng: np.random.Generator,
     config: SyntheticConfig,
-    drawn: _Drawn,
+    drawn: Drawn,
     raster: Raster,
     labels: np.ndarray,
     kept: np.ndarray,
     spacing: np.ndarray,
+    kind: str,
     params: dict[str, float],
-) -> np.ndarray:
-    """The nuclei channel's emission, rendered from the final ``labels`` (float32, ``labels.shape``).
-
-    Each nucleus is brightest at its centre (``edge_falloff``), may shine through where a neighbour owns
-    part of it (``overlap_brightness``) and is textured; the drawn falloff and shine go into ``params``.
-    """
-    falloff = np.float32(draw(rng, config.edge_falloff))
-    power = np.float32(rng.uniform(2.0, 8.0))
-    bright = np.zeros(len(kept) + 1, dtype=np.float32)
-    bright[1:] = drawn.objects.intensity[kept]
-    signal = bright[labels] * (1.0 - falloff * raster.depth**power)
-    shine = np.float32(draw(rng, config.overlap_brightness))
-    if shine > 0:
-        owner_area = np.bincount(labels.ravel(), minlength=len(kept) + 1)
-        for k, i in enumerate(kept, start=1):
-            got = raster.fields[i]
-            if got is None or raster.nominal[i + 1] <= owner_area[k]:
-                continue
-            box, f = got
-            view_l = labels[box]
-            under = (f < 1.0) & (view_l > 0) & (view_l != k)
-            if under.any():
-                signal[box][under] += shine * bright[k] * (1.0 - falloff * f[under] ** power)
-    signal *= texture(
-        rng,
-        drawn.objects,
-        kept,
-        labels,
-        spacing,
-        drawn.mean_diameter,
-        amount=config.texture,
-        nucleoli=config.nucleoli,
-        nucleolus_contrast=config.nucleolus_contrast,
-    )
-    params.update(edge_falloff=float(falloff), overlap_brightness=float(shine))
-    return signal
+) -> Scene:
+    """The labelled objects and their light: nuclei, cells (``stain="cells"``) or label-free cells."""
+    if config.modality == "labelfree":
+        signal, profile = labelfree_emission(
+            rng,
+            labels,
+            raster.depth,
+            spacing,
+            drawn.mean_diameter,
+            contrast=config.labelfree_contrast,
+            params=params,
+        )
+        return Scene(labels, kept, signal, profile)
+    if config.stain == "cells":
+        cell_labels, profile, tex = cells(
+            rng,
+            labels,
+            drawn.objects.diameter[kept],
+            spacing,
+            drawn.mean_diameter,
+            extent=config.cell_extent,
+            intensity=config.cell_intensity,
+            kind=kind,
+        )
+        params["cells"] = float(cell_labels.max())
+        return Scene(cell_labels, kept, profile * tex, profile)
+    signal, profile = nuclei_emission(rng, config, drawn, raster, labels, kept, spacing, params)
+    return Scene(labels, kept, signal, profile, brightness=drawn.objects.intensity[kept])
