@@ -2,9 +2,10 @@
 and a seed) and :class:`SyntheticSample` (what it returns).
 
 One image is drawn in this order, every step from the one random generator seeded by ``seed``: how many
-objects and how big (:func:`_draw_objects`), where (:mod:`.placement`), their shapes and exact labels
-(:mod:`.shapes`), their emission (:func:`_nuclei_emission`, :mod:`.appearance`), then the microscope and
-camera (:mod:`.imaging`); a second channel draws the cells around the nuclei last.
+objects and how big, where and what shape (:mod:`.nuclei`, :mod:`.placement`, :mod:`.shapes`), their light
+(:mod:`.nuclei`, :mod:`.appearance`, :mod:`.labelfree`), the realism features (:mod:`.scene`, each from
+its own stream), then the microscope and camera (:mod:`.imaging`); a second channel draws the cells
+around the nuclei last.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class SyntheticConfig(ConfigFields):
     channels
         1 (nuclei) or 2 (nuclei + a second channel showing the cells grown around them).
     second_channel
-        ``"cytoplasm"`` (filled cell bodies, dimmer over the nucleus) or ``"membrane"`` (cell outlines).
+        ``"cytoplasm"`` (filled cell bodies, dimmer over the nucleus), ``"membrane"`` (cell outlines) or
+        ``"mixed"`` (either, drawn per image).
     cell_extent
         Range of how far a cell reaches beyond its nucleus, as a fraction of the nucleus diameter.
     cell_intensity
@@ -113,6 +115,38 @@ class SyntheticConfig(ConfigFields):
     min_area
         Smallest object kept, in pixels (voxels); smaller ones — fragments, slivers at the image border,
         objects mostly hidden by neighbours — are removed from labels and image alike.
+    camera_offset
+        Range of the camera's constant offset, relative to brightness 1, added after the photon noise and
+        before the read noise (as a camera adds it), so dark pixels' read noise is not cut at zero.
+    vignetting
+        Range of the light lost at the field's corners (0.3: corners at 70 %).
+    saturated
+        Range of the fraction of nuclei that are condensed (mitotic / apoptotic): smaller (the inner
+        60–85 % of their shape), 3–6 times as bright as the brightest other nucleus, so they clip at the
+        detector's maximum. Nuclei stain only.
+    defocused
+        Range of out-of-focus nuclei from other planes per labelled object: dim, strongly blurred, unlabelled.
+    defocused_brightness
+        Range of their peak brightness relative to the labelled objects' mean.
+    seam
+        Range of how much dimmer the line is where two labelled objects touch (0.4: 40 % dimmer on the
+        line, over 1–2 pixels): touching nuclei separated only by a dim seam. Not for membrane stains.
+    debris
+        Range of unlabelled specks and fibres, bright (emitting) or dark (absorbing), per 10,000 pixels
+        (2D) or 1,000,000 voxels (3D).
+    label_boundary
+        ``"shape"`` (labels are the objects' geometric shapes) or ``"half_max"`` (the annotators'
+        convention: each label is where its object's own blurred, noise-free profile reaches half its peak,
+        so blur and edge falloff do not make the visible object larger than its label).
+    stain
+        ``"nuclei"``, or ``"cells"``: one channel of the ``second_channel`` stain (cytoplasm, membrane or
+        ``"mixed"``, drawn per image) and labels that are the cells (one-channel fluorescence only).
+    modality
+        ``"fluorescence"`` or ``"labelfree"``: transmitted light (phase contrast / defocused brightfield);
+        the objects are cells, darker (or brighter) than a grey background with a bright (or dark) halo
+        at their rim and a low-contrast interior; labels are the cells.
+    labelfree_contrast
+        Range of how far label-free cells depart from the background level (1).
 
     Examples
     --------

@@ -75,10 +75,9 @@ def half_max_labels(
         view_o[higher] = k
     out = np.where((owner > 0) & (total >= np.float32(0.5) * peak[owner]), owner, 0).astype(np.uint32)
     for k, box in enumerate(ndimage.find_objects(out), start=1):
-        if box is None:
-            continue
-        view = out[box]
-        view[ndimage.binary_fill_holes(view == k) & (view == 0)] = k
+        if box is not None:
+            view = out[box]
+            view[_holes(view == k, box, labels.shape) & (view == 0) & (labels[box] == k)] = k
     out = one_region_each(out)
     area = np.bincount(out.ravel(), minlength=n + 1)
     keep = area >= min_area
@@ -86,3 +85,17 @@ def half_max_labels(
     new_id = np.zeros(n + 1, dtype=np.uint32)
     new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
     return new_id[out], np.flatnonzero(keep)
+
+
+def _holes(mask: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """``mask`` with its holes filled; the image border closes a hole (a ring cut by the border)."""
+    from scipy import ndimage
+
+    padded = np.pad(mask, 1)
+    for axis, (b, size) in enumerate(zip(box, shape, strict=True)):
+        for at_border, index in ((b.start == 0, 0), (b.stop == size, -1)):
+            if at_border:
+                edge: list[slice | int] = [slice(None)] * mask.ndim
+                edge[axis] = index
+                padded[tuple(edge)] = True
+    return ndimage.binary_fill_holes(padded)[(slice(1, -1),) * mask.ndim]

@@ -70,12 +70,14 @@ def labelfree_emission(
     polarity = 1.0 if rng.random() < 0.7 else -1.0
     amount = draw(rng, contrast)
     sharp = rng.uniform(0.5, 1.2) / spacing
-    halo = max(mean_d * rng.uniform(0.15, 0.4), 1.5)
+    halo = rng.uniform(1.5, 3.0) + mean_d * rng.uniform(0.02, 0.08)
     band = ndimage.gaussian_filter(thickness, sharp, truncate=3.0) - ndimage.gaussian_filter(
         thickness, halo / spacing, truncate=3.0, mode="nearest"
     )
-    peak = max(float(np.abs(band).max()), 1e-6)
-    signal = 1.0 - np.float32(polarity * amount / peak) * band
+    band /= max(float(np.abs(band).max()), 1e-6)
+    interior = np.float32(rng.uniform(0.1, 0.5))  # how much of the cell's thickness survives the shade-off
+    band += interior * thickness / max(float(thickness.max()), 1e-6)
+    signal = 1.0 - np.float32(polarity * amount / (1.0 + interior)) * band
     absorb = np.float32(rng.uniform(0.0, 0.08))
     signal *= 1.0 - absorb * thickness / max(float(thickness.max()), 1e-6)
     np.maximum(signal, 0.05, out=signal)

@@ -1,7 +1,10 @@
 """The named presets (:data:`PRESETS`, :func:`preset`) and the one-call shortcuts built on them:
 :func:`nuclei_2d`, :func:`nuclei_3d` and :func:`cells_2d`.
 
-``"wide"`` is held out for evaluation: every range is wider than the training presets'.
+``"wide"`` is held out for evaluation: every range is wider than the nuclei training presets'. The realism
+families (issue 19) have their own held-out presets, wider than their training family: ``"touching"`` and
+``"small"`` widen ``"realistic"``, ``"cells"`` widens ``"realistic_cells"``, ``"labelfree"`` widens
+``"realistic_labelfree"`` (:data:`TRAINING_OF`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from .families import REALISM_PRESETS
 from .generator import SyntheticConfig
 from .ranges import Range, as_range
 
@@ -73,6 +77,20 @@ PRESETS: Mapping[str, SyntheticConfig] = MappingProxyType(
             axial_blur=(1.5, 3.5),
             depth_attenuation=(0.0, 0.7),
         ),
+        **REALISM_PRESETS,
+    }
+)
+
+#: the presets held out for evaluation (evaluate them on seeds that no training run used)
+HELD_OUT: tuple[str, ...] = ("wide", "touching", "small", "cells", "labelfree")
+#: the training family each held-out preset widens (``wide`` widens every nuclei family)
+TRAINING_OF: Mapping[str, str] = MappingProxyType(
+    {
+        "wide": "nuclei",
+        "touching": "realistic",
+        "small": "realistic",
+        "cells": "realistic_cells",
+        "labelfree": "realistic_labelfree",
     }
 )
 
@@ -82,7 +100,10 @@ def preset(name: str, **overrides: Any) -> SyntheticConfig:
 
     Presets: ``"nuclei"`` (varied, medium density), ``"nuclei_sparse"``, ``"nuclei_dense"``, ``"nuclei_3d"``
     (``(32, 256, 256)`` stacks), ``"cells_2ch"`` (two channels + cell labels) and ``"wide"`` — wider ranges
-    than all others, held out for evaluation.
+    than all others, held out for evaluation. With realism and half-maximum labels: the training families
+    ``"realistic"`` (nuclei), ``"realistic_cells"`` (one-channel cell stain, labels = cells) and
+    ``"realistic_labelfree"`` (label-free cells), and the held-out ``"touching"``, ``"small"``, ``"cells"``
+    and ``"labelfree"`` (:data:`HELD_OUT`, :data:`TRAINING_OF`).
 
     Parameters
     ----------

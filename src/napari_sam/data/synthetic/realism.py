@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .ranges import Range, draw, draw_log
+from .ranges import Range, draw
 from .shapes import Raster, one_region_each
 
 
@@ -196,7 +196,7 @@ def debris(
     brightness: float,
     *,
     density: Range,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Unlabelled specks and fibres: bright (autofluorescent) ones emit, dark ones absorb.
 
     Parameters
@@ -208,8 +208,8 @@ def debris(
     brightness
         The objects' mean brightness (bright debris is 0.3–2 times it).
     density
-        The config's ``debris`` range: pieces per 10,000 pixels (2D) or 1,000,000 voxels (3D),
-        log-uniform; at least one piece when > 0.
+        The config's ``debris`` range: pieces per 10,000 pixels (2D) or 1,000,000 voxels (3D); at least
+        one piece when > 0.
 
     Returns
     -------
@@ -217,17 +217,19 @@ def debris(
         ``shape`` float32: the bright pieces' light.
     transmission
         ``shape`` float32 in ``(0, 1]``: the fraction of light the dark pieces let through.
+    pieces
+        How many pieces were drawn.
     """
     from scipy import ndimage
 
     ndim = len(shape)
     emission = np.zeros(shape, dtype=np.float32)
     absorbed = np.zeros(shape, dtype=np.float32)
-    rate = draw_log(rng, density) if density[1] > 0 else 0.0
+    rate = draw(rng, density)
     m = max(round(rate * math.prod(shape) / (1e4 if ndim == 2 else 1e6)), 1) if rate > 0 else 0
     for _ in range(m):
         bright = rng.random() < 0.6
-        fibre = rng.random() < 0.3
+        fibre = rng.random() < 0.2
         start = rng.uniform(0.0, 1.0, ndim) * np.asarray(shape) * spacing
         if fibre:  # a smooth random walk, 10–60 pixels long
             steps = int(rng.uniform(20, 120))
@@ -258,7 +260,7 @@ def debris(
             emission[box] += np.float32(brightness * rng.uniform(0.3, 2.0)) * piece
         else:
             absorbed[box] = np.maximum(absorbed[box], np.float32(rng.uniform(0.2, 0.7)) * piece)
-    return emission, (1.0 - absorbed).astype(np.float32)
+    return emission, (1.0 - absorbed).astype(np.float32), m
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -92,7 +92,7 @@ def realise(
     if config.saturated[1] > 0 and scene.brightness is not None and len(scene.kept):
         _condense(scene, config, seed, raster, params)
     membrane = config.stain == "cells" and kind == "membrane"
-    if config.seam[1] > 0 and not membrane:
+    if config.seam[1] > 0 and fluorescence and not membrane:
         rng = stream(seed, "seam")
         factor = seam_factor(rng, scene.labels, spacing, config.seam)
         scene.signal *= factor
@@ -121,12 +121,12 @@ def realise(
         scene.signal += halos
         params["defocused"] = float(halos.max())
     if config.debris[1] > 0:
-        emission, transmission = debris(
+        emission, transmission, pieces = debris(
             stream(seed, "debris"), scene.labels.shape, spacing, level, density=config.debris
         )
         scene.signal += emission
         scene.transmission = transmission
-        params["debris"] = float(np.count_nonzero((emission > 0.05 * level) | (transmission < 0.95)))
+        params["debris"] = float(pieces)
     camera_on = config.camera_offset[1] > 0 or config.vignetting[1] > 0
     if not (camera_on or scene.boost is not None or scene.transmission is not None):
         return None
