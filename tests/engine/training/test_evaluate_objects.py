@@ -126,3 +126,11 @@ def test_equivalent_diameter_and_bad_arguments(nano):
 def test_embed_options_reach_compute_embeddings(nano):
     with pytest.raises(TypeError, match="no_such_option"):
         evaluate_objects(nano, [_sample()], embed_options={"no_such_option": 1})
+
+
+def test_tiled_embeddings_take_the_click_protocol(nano):
+    """Tiled embeddings accept no logits as mask prompt: the clicks go on with the previous masks."""
+    records = evaluate_objects(nano, [_sample()], clicks=1, min_pixels=20, embed_options={"tile": (128, 16)})
+    assert len(records) == 4
+    assert np.mean([r.iou["box"] for r in records]) > 0.7  # bright discs: tiling must not lose them
+    assert all(0.0 <= r.iou["clicks_1"] <= 1.0 for r in records)

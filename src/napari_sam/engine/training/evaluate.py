@@ -148,7 +148,8 @@ def step_scores(
     truth
         ``(N, Y, X)`` bool, one true mask per object (none empty), of the image's shape.
     clicks
-        Correction clicks after the first point.
+        Correction clicks after the first point; each click's prediction also gets the previous one's
+        low-resolution logits (on tiled embeddings, which take no logits, its binary masks).
 
     Returns
     -------
@@ -172,8 +173,9 @@ def step_scores(
         new = [correction_click(p, t) for p, t in zip(current, truth, strict=True)]
         points = np.concatenate([points, np.stack([c[0] for c in new])[:, None, :]], axis=1)
         point_labels = np.concatenate([point_labels, np.array([[c[1]] for c in new])], axis=1)
+        previous = current if isinstance(embeddings, TiledEmbeddings) else logits  # tiles take masks
         pred = predict(
-            embeddings, points=points, point_labels=point_labels, mask_input=logits, multimask=False
+            embeddings, points=points, point_labels=point_labels, mask_input=previous, multimask=False
         )
         current, logits = pred.masks[:, 0], pred.low_res_logits[:, 0]
         scores[f"clicks_{n}"] = _score(current, truth)
