@@ -4,13 +4,15 @@ and its size and CPU speed.
     python benchmarks/eval_quality.py [--images 8] [--presets nuclei wide ...] [--model nano]
         [--object-size auto|PIXELS] [--threads 2] [--max-objects 40] [--json OUT]
 
-Held-out sets (never seen in training; seeds no training run draws):
-- ``nuclei``: the richer generator's default preset (napari_sam.data.synthetic), seeds 50000+;
+Held-out sets (images never seen in training: seeds no training run draws):
+- ``nuclei``: the richer generator's default preset (napari_sam.data.synthetic), a training family,
+  seeds 50000+;
 - ``wide``: its evaluation preset, every range wider than training's, seeds 60000+;
-- ``touching``, ``small`` (objects 8-15 px across), ``cells`` (cytoplasm / membrane stain, labels = cells),
-  ``labelfree`` (phase-contrast / brightfield-like, labels = cells) and ``realistic`` (nuclei with every
-  realism feature), seeds 70000+ each — those of them that ``napari_sam.data.synthetic.PRESETS`` has
-  (a missing one is skipped with a note);
+- ``touching``, ``small`` (objects 8-15 px across), ``cells`` (cytoplasm / membrane stain, labels = cells)
+  and ``labelfree`` (phase-contrast / brightfield-like, labels = cells), each wider than its training
+  family (the generator's HELD_OUT), and ``realistic`` (nuclei with every realism feature; a training
+  family, like ``nuclei``), seeds 70000+ each — those of them that ``napari_sam.data.synthetic.PRESETS``
+  has (a missing one is skipped with a note);
 - ``basic``: the stage-1 training generator (scripts/train_nano.py's training_source) with other seeds.
 
 Protocol (napari_sam.engine.training.evaluate, per object of each image, at most --max-objects a seeded
