@@ -20,6 +20,7 @@ from .engine.device import DeviceLike
 from .engine.embed.embeddings import VolumeEmbeddings, embed_image
 from .engine.embed.layout import image_layout, layout_warnings_once
 from .engine.loading import ModelLike, load_model
+from .engine.object_scale import object_size_of_boxes
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode, has_no_contrast
 from .engine.preprocess import _check_dtype as check_dtype
 from .engine.types import (
@@ -65,6 +66,7 @@ def segment(
     propagate: bool = True,
     propagate_options: dict[str, Any] | None = None,
     mode: str = "auto",
+    object_size: float | str | None = None,
 ) -> np.ndarray:
     """Segment objects given by points and boxes; return a labels image.
 
@@ -118,6 +120,11 @@ def segment(
         Without prompts only: ``"auto"`` (the instance decoder's AIS when the model carries one, else
         the prompt grid, AMG, with the model's preset), ``"ais"``, ``"apg"`` or ``"amg"`` — see
         :func:`napari_sam.automatic`.
+    object_size
+        The objects' typical diameter in pixels, or ``"auto"``: the image is scaled onto the model's
+        canvas (and tiled) so that objects have the size the model segments best (see
+        ``compute_embeddings(object_size=)``). ``"auto"`` takes the median size of the given boxes, or
+        estimates it from the image without boxes. None (default): the model's fixed rule.
 
     Returns
     -------
@@ -156,6 +163,7 @@ def segment(
             "tile": tile,
             "tile_threshold": tile_threshold,
             "precision": precision,
+            "object_size": object_size,
         }
         options = EmbedOptions(**embedding)  # checked now, before any model is loaded
         storage = {"cache": cache, "overwrite": overwrite}
@@ -181,6 +189,10 @@ def segment(
         prompts = normalize_prompts(
             points=points, point_labels=point_labels, boxes=boxes, spatial_shape=layout.spatial_shape
         )
+        if options.object_size == "auto" and len(prompts.boxes):  # the boxes say how big objects are
+            rc = prompts.boxes[:, [1, 2, 4, 5]] if prompts.boxes.shape[1] == 6 else prompts.boxes
+            embedding["object_size"] = object_size_of_boxes(rc)
+            options = EmbedOptions(**embedding)
         if layout.is_volume and propagate:
             _refuse_ignored("a stack with propagate=True", mode_options)
             sam = _model_for(embeddings, model, device)

@@ -239,7 +239,7 @@ def test_nano_embeds_small_images_at_most_twice_enlarged_and_prompts_follow():
 
     sample = preset("nuclei", shape=(200, 160)).sample(4)
     nano = open_model("nano")
-    emb = compute_embeddings(sample.image, nano)
+    emb = compute_embeddings(sample.image, nano, object_size="fixed")  # the fixed rule
     assert tuple(emb.input_size) == (400, 320)
     truth = sample.labels == 1
     rows, cols = np.nonzero(truth)
@@ -253,6 +253,7 @@ def test_nano_embeds_small_images_at_most_twice_enlarged_and_prompts_follow():
     assert (refined & from_box.masks[0, 0]).sum() / (refined | from_box.masks[0, 0]).sum() > 0.9
     official_like = open_model("nano")
     official_like.max_upscale = None
+    official_like.default_object_size = None  # the official models' fixed rule
     assert tuple(compute_embeddings(sample.image, official_like).input_size) == (1024, 819)
 
 

@@ -38,6 +38,7 @@ from .types import (
     PreprocessParams,
     check_contrast_limits,
     check_normalize,
+    check_object_size,
     check_percentiles,
 )
 
@@ -179,17 +180,23 @@ def select_channels(
 
 
 def preprocess_shape(
-    height: int, width: int, long_side: int, max_upscale: float | None = None
+    height: int, width: int, long_side: int, max_upscale: float | None = None, scale: float | None = None
 ) -> tuple[int, int]:
     """``(rows, cols)`` after resizing so the longer side equals ``long_side`` (official rounding).
 
     With ``max_upscale``, a small image is enlarged by at most that factor (its resized longer side
-    is then shorter than ``long_side``; the rest of the canvas is padding). Images larger than the
-    canvas are always shrunk to fit.
+    is then shorter than ``long_side``; the rest of the canvas is padding). With ``scale`` (chosen from
+    the objects' size, :mod:`napari_sam.engine.object_scale`) the image is scaled by exactly that,
+    enlarged or shrunk, and ``max_upscale`` does not apply. Images larger than the canvas are always
+    shrunk to fit.
     """
-    scale = long_side / max(height, width)
-    if max_upscale is not None and scale > max_upscale:
+    fit = long_side / max(height, width)
+    if scale is not None:
+        scale = min(float(scale), fit)
+    elif max_upscale is not None and fit > max_upscale:
         scale = float(max_upscale)
+    else:
+        scale = fit
     # at least one pixel: a very elongated image (e.g. 3 × 2000 on a 256 canvas) would round to 0 rows
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
@@ -245,19 +252,20 @@ def fit_to_canvas(
     pixel_mean: torch.Tensor,
     pixel_std: torch.Tensor,
     max_upscale: float | None = None,
+    scale: float | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """``(H, W, 1|3)`` image on the 0–255 scale → ``(1, 3, image_size, image_size)`` model input.
 
-    Resizes the longer side to ``image_size`` (a small image enlarged by at most ``max_upscale``, see
-    :func:`preprocess_shape`), then :func:`to_model_input`.
+    Resizes the longer side to ``image_size`` (a small image enlarged by at most ``max_upscale``; with
+    ``scale``, by that; see :func:`preprocess_shape`), then :func:`to_model_input`.
 
     Returns
     -------
     model_input, input_size
         ``(1, 3, S, S)`` float32 on ``device``, and ``(rows, cols)`` of the resized image inside it.
     """
-    input_size = preprocess_shape(int(scaled.shape[0]), int(scaled.shape[1]), image_size, max_upscale)
+    input_size = preprocess_shape(int(scaled.shape[0]), int(scaled.shape[1]), image_size, max_upscale, scale)
     resized = resize_image(scaled, input_size)
     model_input = to_model_input(
         resized, image_size=image_size, pixel_mean=pixel_mean, pixel_std=pixel_std, device=device
@@ -371,7 +379,8 @@ class Preprocessor:
        :meth:`normalized_as` repeats a recorded normalisation on a tile or window of the image.
     3. :meth:`canvas`: → ``(1, 3, S, S)`` model input: gray → RGB, the longer side resized to the
        model's ``image_size`` (Pillow bilinear; a small image enlarged by at most the model's
-       ``max_upscale``), minus the pixel mean, over the pixel std, zero-padded bottom / right.
+       ``max_upscale``; or scaled by :attr:`scale`), minus the pixel mean, over the pixel std,
+       zero-padded bottom / right.
        :meth:`prepare` runs steps 1 to 3.
     4. :meth:`upscale_logits`: the inverse for masks: low-resolution logits → the image's size.
 
@@ -394,6 +403,15 @@ class Preprocessor:
     volume_limits, volume_residuals
         Percentile limits (and their residuals) fixed for a whole stack: every slice is normalised
         with them (see :meth:`with_volume_limits`); None: each image gets its own.
+    scale
+        How much images go onto the canvas enlarged (or shrunk), chosen from the objects' size
+        (:mod:`napari_sam.engine.object_scale`); None: the model's rule (the longer side to the
+        canvas, nano enlarging at most ``max_upscale``). A tile or image larger than the canvas at
+        this scale is shrunk to fit.
+    object_size
+        What the scale of an embedding run is chosen from: the objects' diameter in pixels,
+        ``"auto"`` or None (see ``compute_embeddings(object_size=)``); runs that embed through this
+        preprocessing pass it on, and the run sets :attr:`scale` from it.
 
     Raises
     ------
@@ -416,8 +434,13 @@ class Preprocessor:
     channel_axis: int | None = None
     volume_limits: Limits | None = None
     volume_residuals: Limits | None = None
+    scale: float | None = None
+    object_size: float | str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "object_size", check_object_size(self.object_size))
+        if self.scale is not None and not (isinstance(self.scale, (int, float)) and self.scale > 0):
+            raise ValueError(f"scale must be a positive number or None, got {self.scale!r}")
         object.__setattr__(self, "normalize", check_normalize(self.normalize))
         check_percentiles(self.percentiles)
         object.__setattr__(self, "percentiles", tuple(self.percentiles))
@@ -427,7 +450,12 @@ class Preprocessor:
     def from_options(cls, options: EmbedOptions, channel_axis: int | None = None) -> Preprocessor:
         """The preprocessing ``options`` ask for; ``channel_axis`` is the channel axis of one 2D slice."""
         return cls(
-            options.normalize, options.percentiles, options.contrast_limits, options.channel, channel_axis
+            options.normalize,
+            options.percentiles,
+            options.contrast_limits,
+            options.channel,
+            channel_axis,
+            object_size=options.object_size,
         )
 
     def with_volume_limits(self, limits: Limits, residuals: Limits | None) -> Preprocessor:
@@ -500,6 +528,7 @@ class Preprocessor:
             pixel_mean=model.pixel_mean,
             pixel_std=model.pixel_std,
             max_upscale=model.max_upscale,
+            scale=self.scale,
             device=model.device if device is None else device,
         )
 

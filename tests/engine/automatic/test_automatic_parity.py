@@ -41,6 +41,7 @@ def golden_amg():
     # official resize: the longer side always to 1024, however small the image)
     model = open_model("nano")
     model.max_upscale = None
+    model.default_object_size = None  # the official geometry, as the reference package's
     embeddings = compute_embeddings(arrays["image"], model, normalize=None)
     return arrays, options, embeddings
 

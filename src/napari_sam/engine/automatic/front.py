@@ -18,6 +18,7 @@ from ..device import DeviceLike
 from ..embed.encoder import Precision
 from ..embed.layout import read_slice
 from ..loading import ModelLike, load_model
+from ..object_scale import estimate_object_size
 from ..preprocess import Preprocessor
 from ..steps import ProgressLike, run_steps
 from ..types import (
@@ -151,6 +152,7 @@ def automatic(
     channel: int | Sequence[int] | None = None,
     channel_axis: int | None = None,
     precision: Precision = "auto",
+    object_size: float | str | None = None,
     return_masks: bool = False,
     progress: ProgressLike = None,
 ) -> AutomaticResult:
@@ -238,6 +240,10 @@ def automatic(
         image normalised once as a whole.
     precision
         Encoder arithmetic (see :func:`napari_sam.compute_embeddings`); the decoder runs in float32.
+    object_size
+        AIS / APG: the objects' diameter in pixels, or ``"auto"``, to choose how the image is scaled
+        onto the canvas (and tiled) from it, as ``compute_embeddings(object_size=)``; None: the model's
+        fixed rule. AMG embeds each crop whole by the fixed rule.
     return_masks
         Also return every kept mask before overlaps are resolved (``(M, H, W)`` bool; memory!).
     progress
@@ -281,7 +287,9 @@ def automatic(
         amg_options={name: given[name] for name in OPTION_NAMES},
         instance_options={name: given[name] for name in INSTANCE_OPTION_NAMES},
     )
-    preprocessor = Preprocessor(normalize, percentiles, contrast_limits, channel, channel_axis)
+    preprocessor = Preprocessor(
+        normalize, percentiles, contrast_limits, channel, channel_axis, object_size=object_size
+    )
     steps = iter_plan(
         image,
         plan,
@@ -342,6 +350,9 @@ def automatic_labels(
     layout = stack_layout(tuple(int(n) for n in image.shape), preprocessor.channel_axis)
     per_slice = replace(preprocessor, channel_axis=layout.slice_channel_axis)
     per_slice = volume_preprocessor(image, layout, per_slice)
+    if per_slice.object_size == "auto":  # one size for the whole stack, from its middle slice
+        middle, _ = per_slice.normalized(read_slice(image, layout, layout.n_slices // 2))
+        per_slice = replace(per_slice, object_size=estimate_object_size(middle))
     out = np.zeros(layout.spatial_shape, dtype=np.uint32)
     offset = 0
     for z in range(layout.n_slices):

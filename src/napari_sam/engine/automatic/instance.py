@@ -65,12 +65,15 @@ def iter_instance(
     image, embeddings = image_or_embeddings(image, embeddings)
     yield 0, _STEPS
     if embeddings is None:
-        scaled, _ = (preprocessor or Preprocessor()).normalized(image)
+        preprocessor = preprocessor or Preprocessor()
+        scaled, _ = preprocessor.normalized(image)
         if float(scaled.min()) == float(scaled.max()):  # a constant image has no objects
             yield _STEPS, _STEPS
             return empty_result((int(scaled.shape[0]), int(scaled.shape[1])), return_masks)
         sam = model_for(None, model, device, needs_decoder=mode)
-        made = compute_embeddings(scaled, sam, normalize=None, precision=precision)
+        made = compute_embeddings(
+            scaled, sam, normalize=None, precision=precision, object_size=preprocessor.object_size
+        )
         if not isinstance(made, (Embeddings, TiledEmbeddings)):  # one 2D image gives one of these
             raise TypeError(f"a 2D image gave {type(made).__name__}")
         emb: Embeddings | TiledEmbeddings = made

@@ -36,11 +36,12 @@ from ..types import (
     TiledEmbeddings,
     TileSpec,
 )
+from .geometry import resolve_geometry
 from .layout import channel_count, image_layout, read_window
 from .pipeline import SliceEmbedder, embed_plane, missing_slice
 from .reader import volume_limits
 from .store import EmbeddingStore, open_store
-from .tiling import resolve_tiling, tile_windows
+from .tiling import tile_windows
 
 __all__ = ["VolumeEmbeddings", "compute_embeddings", "embed_image", "open_embeddings"]
 
@@ -161,6 +162,7 @@ def compute_embeddings(
     tile: Any = None,
     tile_threshold: int = DEFAULT_TILE_THRESHOLD,
     percentile_scope: PercentileScope = "slice",
+    object_size: float | str | None = None,
     slices: Sequence[int] | None = None,
     progress: ProgressLike = False,
     cancel: Any = None,
@@ -210,6 +212,18 @@ def compute_embeddings(
         Stacks with percentile normalisation: ``"slice"`` (default) computes the limits on each slice;
         ``"volume"`` once for the stack, from up to 16 evenly spaced slices (the limits are part of
         the cache's preprocessing record: if they change, the cache no longer matches).
+    object_size
+        The objects' typical diameter in image pixels (as Cellpose's ``diameter``); ``"auto"``:
+        estimate it from the image (the middle slice of a stack,
+        :func:`~napari_sam.engine.object_scale.estimate_object_size`); ``"fixed"``: the fixed rule (the
+        longer side to the canvas, nano enlarging at most 2×, tiles past ``tile_threshold``); None
+        (default): the model's choice (``model.default_object_size``: ``"auto"`` for nano, ``"fixed"``
+        for the official models, whose results then match the reference package's). With a size, the
+        image is scaled by ``model.object_scale`` (nano: ``3 * sqrt(14 / object_size)``, at most 3×, the
+        scales it segments best at) — enlarged for small objects, shrunk for very large ones — and, when
+        the scaled image exceeds the canvas, embedded in tiles that each fill it (unless ``tile=`` says
+        otherwise); see :mod:`napari_sam.engine.object_scale`. The size and scale are part of the cache's
+        record.
     slices
         Stacks: only compute these slices now; the others are computed when first indexed.
     progress
@@ -261,6 +275,7 @@ def compute_embeddings(
         tile_threshold=tile_threshold,
         percentile_scope=percentile_scope,
         cache_dtype=cache_dtype,
+        object_size=object_size,
     )
     layout = image_layout(image, channel_axis, channel=channel)
     todo = _slices_to_embed(slices, layout)
@@ -329,15 +344,16 @@ def _embed(
     cancel: Any,
 ) -> Embeddings | TiledEmbeddings | VolumeEmbeddings:
     """Embed ``todo`` of ``image``: a plain 2D image directly, anything else through the pipeline."""
-    spec = resolve_tiling(options.tile, layout.plane_shape, options.tile_threshold)
     preprocessor = Preprocessor.from_options(options, layout.slice_channel_axis)
-    if cache is None and spec is None and not layout.is_volume:
-        return embed_plane(image, sam, preprocessor, options, progress=progress, cancel=cancel)
     if layout.is_volume and options.percentile_scope == "volume":
         preprocessor = _with_volume_limits(image, layout, preprocessor)
+    geometry = resolve_geometry(image, layout, sam, options, preprocessor)
+    preprocessor, spec = geometry.preprocessor, geometry.tiling
+    if cache is None and spec is None and not layout.is_volume:
+        return embed_plane(image, sam, preprocessor, options, progress=progress, cancel=cancel)
     store = meta = None
     if cache is not None:
-        meta = _cache_record(image, layout, sam, preprocessor, spec, options)
+        meta = _cache_record(image, layout, sam, preprocessor, spec, options, geometry.object_size)
         store = EmbeddingStore.open_or_create(cache, meta, overwrite=overwrite)
     embedder = SliceEmbedder(
         image, layout, sam, spec, preprocessor=preprocessor, options=options, store=store, meta=meta
@@ -364,6 +380,7 @@ def _cache_record(
     preprocessor: Preprocessor,
     spec: TileSpec | None,
     options: EmbedOptions,
+    object_size: float | None = None,
 ) -> dict[str, Any]:
     """The record a cache is made with and checked against: library, model, preprocessing, image, tiling."""
     from ..._version import __version__
@@ -388,6 +405,9 @@ def _cache_record(
         "channel_axis": layout.slice_channel_axis,
         "max_upscale": sam.max_upscale,
     }
+    if preprocessor.scale is not None:  # chosen from the objects' size (absent: the model's rule)
+        preprocessing["object_size"] = object_size
+        preprocessing["scale"] = preprocessor.scale
     if preprocessor.volume_residuals is not None:  # only where float64 cannot hold the volume's limits
         preprocessing["volume_residuals"] = [list(v) for v in preprocessor.volume_residuals]
     return {

@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from .checks import check_choice, check_field, check_int, keep, one_of
+from .checks import check_choice, check_field, check_int, check_number, keep, one_of
 from .tiles import DEFAULT_HALO, DEFAULT_TILE_THRESHOLD, TileSpec
 
 #: How intensities are brought to the model's scale (see :class:`~napari_sam.engine.preprocess.Preprocessor`).
@@ -21,6 +21,33 @@ NormalizeMode = Literal["auto", "percentile", "none"] | None
 PercentileScope = Literal["slice", "volume"]
 #: Encoder arithmetic (see :func:`napari_sam.engine.embed.encoder.resolve_precision`).
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+#: Smallest and largest ``object_size`` accepted (pixels across).
+OBJECT_SIZE_RANGE = (1.0, 100_000.0)
+
+
+def check_object_size(value: Any, name: str = "object_size") -> float | str | None:
+    """``value`` as ``object_size=`` keeps it: None (the model's default), ``"auto"`` (estimate),
+    ``"fixed"`` (the fixed rule, whatever the model) or a diameter in pixels (a float).
+
+    Raises
+    ------
+    ValueError
+        Anything else, naming ``name``.
+
+    Examples
+    --------
+    >>> check_object_size(20), check_object_size("auto"), check_object_size(None)
+    (20.0, 'auto', None)
+    """
+    if value is None or (isinstance(value, str) and value in ("auto", "fixed")):
+        return value
+    if isinstance(value, str):
+        raise ValueError(
+            f"{name} must be None, 'auto', 'fixed' or the objects' diameter in pixels, got {value!r}"
+        )
+    return check_number(value, name, *OBJECT_SIZE_RANGE)
+
 
 #: Percentiles used by default for intensity normalisation (low, high).
 DEFAULT_PERCENTILES = (1.0, 99.8)
@@ -150,6 +177,9 @@ class EmbedOptions:
         Stacks with percentile normalisation: limits per ``"slice"`` or once for the ``"volume"``.
     cache_dtype
         ``"float16"`` or ``"float32"``: the dtype features are kept in by a cache (and rounded to).
+    object_size
+        The objects' typical diameter in image pixels, ``"auto"`` (estimated from the image), or None
+        (the model's fixed rule); see :mod:`napari_sam.engine.object_scale`.
 
     Raises
     ------
@@ -178,8 +208,10 @@ class EmbedOptions:
     tile_threshold: int = DEFAULT_TILE_THRESHOLD
     percentile_scope: PercentileScope = "slice"
     cache_dtype: str = "float16"
+    object_size: float | str | None = None
 
     def __post_init__(self) -> None:
+        keep(self, "object_size", check_object_size(self.object_size))
         check_field(self, "batch_size", check_int)
         check_choice(self.cache_dtype, "cache_dtype", CACHE_DTYPE_NAMES)
         check_choice(self.percentile_scope, "percentile_scope", PERCENTILE_SCOPES)
