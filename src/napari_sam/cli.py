@@ -214,6 +214,29 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _object_size(text: str) -> float | str:
+    """``--object-size``: ``auto``, ``fixed`` or the objects' diameter in pixels (a positive number)."""
+    from .engine.types import check_object_size
+
+    if text in ("auto", "fixed"):
+        return text
+    try:
+        value = float(text)
+        check_object_size(value, "--object-size")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, fixed or the objects' diameter in pixels (a number from 1), got {text!r}"
+        ) from None
+    return value
+
+
+OBJECT_SIZE_HELP = (
+    "scale images so that objects of this diameter (pixels) get the size the model segments best; "
+    "auto: estimate it (from the boxes with --boxes); fixed: no object scaling "
+    "(default: the model's, auto for nano, fixed for vit_b/l/h)"
+)
+
+
 def _check_model_and_device(args: argparse.Namespace) -> None:
     """Bad ``--model`` / ``--device`` are usage errors, found before any file is touched.
 
@@ -356,6 +379,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         tile=_tile_option(args),
         batch_size=args.batch_size,
         precision=args.precision,
+        object_size=args.object_size,
         overwrite=args.overwrite,
         scheduler=args.scheduler,
         slices_per_task=args.slices_per_task,
@@ -384,6 +408,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         channel=args.channel,
+        object_size=args.object_size,
         overwrite=args.overwrite,
         scheduler=args.scheduler,
         progress=not args.quiet,
@@ -401,6 +426,7 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         metavar="C[,C,C]",
         help="multi-channel images: the channel to use, or up to 3 mapped to red, green, blue",
     )
+    parser.add_argument("--object-size", type=_object_size, metavar="PX|auto|fixed", help=OBJECT_SIZE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist (never an input)")
     parser.add_argument(
         "--scheduler", metavar="ADDRESS", help="dask.distributed scheduler: run every file as a task there"

@@ -59,6 +59,16 @@ def _channel(channel: int | Sequence[int] | None) -> int | tuple[int, ...] | Non
     return picks
 
 
+def _object_size(value: Any) -> float | str | None:
+    """``object_size=`` checked (a :class:`UsageError` naming it), as a job holds it."""
+    from ..engine.types import check_object_size
+
+    try:
+        return check_object_size(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cache_path(folder: str | os.PathLike[str], source: str | os.PathLike[str]) -> Path:
     """The embedding cache of image ``source`` inside ``folder``: ``folder/<name>.embeddings.zarr``."""
     return Path(folder) / f"{image_name(source)}{CACHE_SUFFIX}"
@@ -76,6 +86,8 @@ class EmbedJob:
     precision: Precision = "auto"
     overwrite: bool = False
     slices_per_task: int = 0
+    #: ``object_size=`` of :func:`napari_sam.compute_embeddings`: pixels across, "auto", "fixed" or None.
+    object_size: float | str | None = None
     slices: tuple[int, ...] | None = None
     #: ``{output: how}``: items whose cache path is, lies in or holds an input (never written).
     conflicts: Mapping[str, str] = field(default_factory=dict)
@@ -123,6 +135,7 @@ class EmbedJob:
             batch_size=self.batch_size,
             tile=self.tile,
             precision=self.precision,
+            object_size=self.object_size,
             slices=list(self.slices) if self.slices is not None else None,
             progress=progress if progress is not None else False,
         )
@@ -143,6 +156,7 @@ def embed_files(
     scheduler: Any = None,
     slices_per_task: int = 0,
     progress: bool = True,
+    object_size: float | str | None = None,
 ) -> BatchSummary:
     """Embed images into one cache each, ``out/<name>.embeddings.zarr``, resuming half-done caches.
 
@@ -154,9 +168,10 @@ def embed_files(
         out, with a note.
     out
         Folder of the caches (created; not inside an input).
-    model, device, channel, tile, batch_size, precision
+    model, device, channel, tile, batch_size, precision, object_size
         As in :func:`napari_sam.compute_embeddings` (``channel``: the channel, or up to three mapped to
-        RGB, of multi-channel images).
+        RGB, of multi-channel images; ``object_size``: the objects' diameter in pixels, ``"auto"``,
+        ``"fixed"`` or None for the model's choice, recorded in each cache).
     overwrite
         Recompute caches from scratch (also caches made with another model or preprocessing, which
         are otherwise an error for that item).
@@ -195,6 +210,7 @@ def embed_files(
         or slices_per_task < 0
     ):
         raise UsageError(f"slices_per_task must be an integer >= 0, got {slices_per_task!r}")
+    size = _object_size(object_size)
     sources = expand_inputs(inputs)
     folder = check_output_folder(Path(out).expanduser(), "output", sources)
     items = [BatchItem(source, cache_path(folder, source)) for source in sources]
@@ -208,6 +224,7 @@ def embed_files(
         precision=precision,
         overwrite=overwrite,
         slices_per_task=int(slices_per_task),
+        object_size=size,
     )
     return run_batch(items, job, is_done=None, scheduler=scheduler, progress=progress, desc="embed")
 
@@ -268,6 +285,8 @@ class SegmentJob:
     model_id: Mapping[str, Any] = field(default_factory=dict)
     #: Without prompts: ``"auto"``, ``"ais"``, ``"apg"`` or ``"amg"`` (see :func:`napari_sam.automatic`).
     automatic_mode: str = "auto"
+    #: ``object_size=`` of :func:`napari_sam.segment`: pixels across, "auto", "fixed" or None.
+    object_size: float | str | None = None
 
     def ran_mode(self) -> str:
         """The automatic mode that runs: the one asked for, or what ``"auto"`` settles on for the model
@@ -284,7 +303,8 @@ class SegmentJob:
         """What is asked of ``item``, as recorded with its labels and compared on a rerun.
 
         ``mode`` (boxes, points or auto), ``prompts_sha256`` (the exact prompt values of this file
-        after reading the table), the model, ``propagate``, ``channel`` and ``format``; without
+        after reading the table), the model, ``propagate``, ``channel``, ``object_size`` (as given:
+        None for the model's choice) and ``format``; without
         prompts also ``automatic_mode``, the mode that runs (``"ais"``, ``"apg"`` or ``"amg"``,
         :meth:`ran_mode`), so that labels of one mode are never taken for another's.
         """
@@ -299,6 +319,7 @@ class SegmentJob:
                 "weights_sha256": self.model_id.get("weights_sha256"),
                 "propagate": self.propagate,
                 "channel": self.channel,
+                "object_size": self.object_size,
                 "format": item.output.suffix.lstrip(".").lower(),
             }
         )
@@ -368,6 +389,7 @@ class SegmentJob:
                 device=self.device,
                 channel=self.channel,
                 propagate=self.propagate,
+                object_size=self.object_size,
                 **options,
             )
         return labels, empty
@@ -454,6 +476,7 @@ def segment_files(
     scheduler: Any = None,
     progress: bool = True,
     propagate: bool = True,
+    object_size: float | str | None = None,
 ) -> BatchSummary:
     """Segment images from prompt tables (or automatically) and write ``out/<name>_labels.<format>``.
 
@@ -497,6 +520,11 @@ def segment_files(
     propagate
         3D stacks, as in :func:`napari_sam.segment`: prompts are propagated through the stack (False:
         the prompted slices only); without prompts, the slices' objects are linked into 3D objects.
+    object_size
+        As in :func:`napari_sam.segment`: the objects' diameter in pixels, ``"auto"`` (the boxes'
+        median size with ``boxes``, else estimated from the image), ``"fixed"`` or None (the model's
+        choice). Recorded with the labels (labels made with another size are not taken as done); with
+        ``cache``, give the size the caches were made with.
 
     Returns
     -------
@@ -531,6 +559,7 @@ def segment_files(
         raise UsageError(f"mode={mode!r} applies to automatic segmentation (auto=True), not to prompt tables")
     if format is not None and format not in ("tif", "zarr"):
         raise UsageError(f"format must be 'tif' or 'zarr', got {format!r}")
+    size = _object_size(object_size)
     sources = expand_inputs(inputs)
     prompts: dict[str, dict[str, np.ndarray]] = {str(s): {} for s in sources}
     table = boxes if boxes is not None else points
@@ -563,5 +592,6 @@ def segment_files(
         propagate=bool(propagate),
         model_id=model_identity(model),
         automatic_mode=mode,
+        object_size=size,
     )
     return run_batch(items, job, is_done=None, scheduler=scheduler, progress=progress, desc="segment")

@@ -171,7 +171,7 @@ def outdated_output(item: BatchItem, request: Mapping[str, Any]) -> str | None:
         (:func:`foreign_output` is None).
     request
         What is asked now (:meth:`.jobs.SegmentJob.request`): prompts digest, mode (and the automatic
-        mode that runs), model, propagate, channel, format.
+        mode that runs), model, propagate, channel, object size, format.
 
     Returns
     -------
@@ -243,9 +243,19 @@ def _request_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     if old.get("channel") != new.get("channel"):
         then, now = (_channel_text(r.get("channel")) for r in (old, new))
         changes.append(f"from another channel ({then}; now {now})")
+    if old.get("object_size") != new.get("object_size"):
+        then, now = (_size_text(r.get("object_size")) for r in (old, new))
+        changes.append(f"with another object size ({then}; now {now})")
     if old.get("format") != new.get("format"):
         changes.append(f"in another format ({old.get('format')}; now {new.get('format')})")
     return changes
+
+
+def _size_text(size: Any) -> str:
+    """``--object-size`` as written on the command line (``"default"`` when not given)."""
+    if size is None:
+        return "default"
+    return f"{size:g} px" if isinstance(size, (int, float)) else str(size)
 
 
 def _channel_text(channel: Any) -> str:
