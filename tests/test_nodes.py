@@ -108,3 +108,51 @@ def test_automatic_segmentation_checks_input_before_running():
         automatic_segmentation(np.zeros((64, 64), np.uint8), preset="cells")
     with pytest.raises(ValueError, match="image must be 2D"):
         automatic_segmentation(np.zeros((2, 3, 64, 64), np.float32))
+
+
+@pytest.fixture(scope="module")
+def small_sample():
+    return nuclei_2d((96, 96), n_objects=6, seed=3)
+
+
+def test_segment_from_prompts_object_size_as_segment_takes_it(small_sample):
+    import napari_sam as ns
+
+    image, truth = small_sample
+    corners = _corners(truth == 1)
+    box = shapes_to_boxes([corners])
+    # a number (also as the widget's text), and "auto": the boxes' median size
+    expected = ns.segment(image, boxes=box, object_size=8, device="cpu")
+    for size in (8.0, " 8 "):
+        node = segment_from_prompts(image, boxes=[corners], object_size=size, device="cpu")
+        np.testing.assert_array_equal(node, expected, repr(size))
+    expected = ns.segment(image, boxes=box, object_size="auto", device="cpu")
+    node = segment_from_prompts(image, boxes=[corners], object_size="auto", device="cpu")
+    np.testing.assert_array_equal(node, expected)
+
+
+@pytest.mark.parametrize("bad", ["big", 0, -4.0, float("nan"), "0"])
+def test_nodes_refuse_a_bad_object_size_before_running(bad, tmp_path):
+    image = np.zeros((32, 32), np.uint8)
+    with pytest.raises(ValueError, match="object_size"):
+        segment_from_prompts(image, points=[[4, 4]], object_size=bad)
+    with pytest.raises(ValueError, match="object_size"):
+        automatic_segmentation(image, object_size=bad)
+    with pytest.raises(ValueError, match="object_size"):
+        compute_embeddings_to_cache(image, cache=tmp_path / "c.zarr", object_size=bad)
+    assert not (tmp_path / "c.zarr").exists()
+
+
+def test_object_size_reaches_the_cache_and_automatic_segmentation(small_sample, tmp_path):
+    import napari_sam as ns
+    from napari_sam.engine.embed.store import open_store
+
+    image, _ = small_sample
+    path = tmp_path / "nuclei.zarr"
+    compute_embeddings_to_cache(image, cache=path, object_size=40)
+    preprocessing = open_store(path).meta["preprocessing"]
+    assert preprocessing["object_size"] == 40.0
+    assert ns.open_embeddings(path).input_size == tuple(round(96 * preprocessing["scale"]) for _ in "yx")
+    labels = automatic_segmentation(image, object_size=8, device="cpu")
+    np.testing.assert_array_equal(labels, ns.segment(image, object_size=8, device="cpu"))
+    assert not np.array_equal(labels, automatic_segmentation(image, object_size="fixed", device="cpu"))

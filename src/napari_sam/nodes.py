@@ -12,7 +12,7 @@ result as a new layer. Without napari installed the annotations fall back to ``n
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
@@ -28,12 +28,41 @@ else:
         LayerDataTuple = tuple
 
 __all__ = [
+    "ObjectSize",
     "automatic_segmentation",
     "compute_embeddings_to_cache",
     "segment_from_prompts",
     "segment_from_prompts_node",
     "shapes_to_boxes",
 ]
+
+
+#: ``object_size=`` of the nodes: the objects' diameter in pixels, ``"auto"``, ``"fixed"`` or None (the
+#: model's choice). The widget shows a text field: empty for None, ``auto``, ``fixed`` or a number.
+ObjectSize = Annotated[
+    float | str | None,
+    {
+        "widget_type": "LineEdit",
+        "value": "",
+        "tooltip": "objects' diameter in pixels, auto (estimated) or fixed; empty: the model's choice",
+    },
+]
+
+
+def _object_size(value: Any) -> float | str | None:
+    """A node's ``object_size``, checked: as :func:`~napari_sam.engine.types.check_object_size` keeps it,
+    with the widget's text read too (``""`` → None, ``"20"`` → 20.0)."""
+    from .engine.types import check_object_size
+
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", "none", "None"):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = text
+    return check_object_size(value)
 
 
 def shapes_to_boxes(shapes: Sequence[Any] | None) -> np.ndarray:
@@ -156,6 +185,7 @@ def segment_from_prompts(
     boxes: ShapesData | None = None,
     model: str = "nano",
     device: str = "auto",
+    object_size: ObjectSize = None,
 ) -> LabelsData:
     """Segment the objects marked by points and boxes; 3D stacks slice by slice.
 
@@ -175,6 +205,13 @@ def segment_from_prompts(
         ``"nano"`` (shipped), ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or a weights file.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+    object_size
+        The objects' typical diameter in pixels: the image is scaled onto the model's canvas (and
+        tiled) so that objects get the size the model segments best; ``"auto"``: the boxes' median
+        size when there are boxes, else estimated from the image (each slice of a stack); ``"fixed"``:
+        the image's longer side to the canvas; None (default): the model's choice (nano ``"auto"``,
+        the official models ``"fixed"``). See :func:`napari_sam.segment`. Text is read too
+        (``"20"``, ``""`` for None), as the widget gives it.
 
     Returns
     -------
@@ -206,6 +243,7 @@ def segment_from_prompts(
     """
     from .errors import DuplicateBoxesWarning
 
+    size = _object_size(object_size)
     arr = np.asarray(image)
     rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4  # channels last, as segment() reads them
     spatial = _spatial_shape(arr, rgb)
@@ -223,7 +261,7 @@ def segment_from_prompts(
     _warn_merged_shapes(_merged_shapes(box))
     with warnings.catch_warnings():  # said above, in the shapes' own numbering
         warnings.simplefilter("ignore", DuplicateBoxesWarning)
-        return _segment_prompts(arr, prompts, model, device)
+        return _segment_prompts(arr, prompts, model, device, size)
 
 
 def _node_prompts(
@@ -247,9 +285,12 @@ def _node_prompts(
     )
 
 
-def _segment_prompts(arr: np.ndarray, prompts: "Prompts", model: str, device: str) -> np.ndarray:
+def _segment_prompts(
+    arr: np.ndarray, prompts: "Prompts", model: str, device: str, object_size: float | str | None
+) -> np.ndarray:
     """:func:`segment_from_prompts` on checked prompts: a 2D image at once, a stack slice by slice
-    (objects numbered on from slice to slice: on each, boxes first, then free foreground points)."""
+    (objects numbered on from slice to slice: on each, boxes first, then free foreground points).
+    ``object_size="auto"`` with boxes is their median size (on a stack: of all boxes)."""
     from .api import segment_image
     from .engine.decode.objects import plan_objects, warn_empty_objects
     from .engine.embed.embeddings import compute_embeddings
@@ -257,8 +298,9 @@ def _segment_prompts(arr: np.ndarray, prompts: "Prompts", model: str, device: st
     from .engine.loading import load_model
 
     sam = load_model(model, device)
+    size = _of_boxes(object_size, prompts.boxes)
     if prompts.points.shape[1] == 2:  # an image (gray or with channels)
-        embeddings = compute_embeddings(arr, sam)
+        embeddings = compute_embeddings(arr, sam, object_size=size)
         return segment_image(image_layout(arr), prompts, sam, embeddings, "auto", 32, stacklevel=3)
     out = np.zeros(arr.shape[:3], dtype=np.uint32)
     numbered = 0  # objects of the slices before: a slice's object k is object numbered + k + 1
@@ -267,13 +309,23 @@ def _segment_prompts(arr: np.ndarray, prompts: "Prompts", model: str, device: st
         plane_prompts = prompts.on_slice(z)
         if not (plane_prompts.point_labels == 1).any() and not plane_prompts.has_boxes:
             continue
-        emb = compute_embeddings(arr[z], sam)
+        emb = compute_embeddings(arr[z], sam, object_size=size)
         plane, plane_empty = _segment_plane(arr[z], plane_prompts, sam, emb)
         out[z] = np.where(plane > 0, plane + numbered, 0)
         empty.update((k + numbered, z) for k in plane_empty)
         numbered += len(plan_objects(plane_prompts))
     warn_empty_objects(empty, stacklevel=3)
     return out
+
+
+def _of_boxes(object_size: float | str | None, boxes: np.ndarray) -> float | str | None:
+    """``object_size`` for the embeddings: ``"auto"`` with ``(M, 4)`` or ``(M, 6)`` boxes is their median
+    size (as :func:`napari_sam.segment` takes it), else ``object_size`` itself."""
+    from .engine.object_scale import object_size_of_boxes
+
+    if object_size != "auto" or not len(boxes):
+        return object_size
+    return object_size_of_boxes(boxes[:, [1, 2, 4, 5]] if boxes.shape[1] == 6 else boxes)
 
 
 def _segment_plane(
@@ -302,6 +354,7 @@ def segment_from_prompts_node(
     boxes: ShapesData | None = None,
     model: str = "nano",
     device: str = "auto",
+    object_size: ObjectSize = None,
 ) -> LayerDataTuple:
     """:func:`segment_from_prompts` as the napari widget runs it: the labels as a layer-data tuple.
 
@@ -310,7 +363,7 @@ def segment_from_prompts_node(
 
     Parameters
     ----------
-    image, points, negative_points, boxes, model, device
+    image, points, negative_points, boxes, model, device, object_size
         As in :func:`segment_from_prompts`.
 
     Returns
@@ -327,7 +380,9 @@ def segment_from_prompts_node(
     >>> data.shape, meta["name"], kind
     ((128, 128), 'SAM labels (node)', 'labels')
     """
-    labels = segment_from_prompts(image, points, negative_points, boxes, model=model, device=device)
+    labels = segment_from_prompts(
+        image, points, negative_points, boxes, model=model, device=device, object_size=object_size
+    )
     return (labels, {"name": "SAM labels (node)"}, "labels")
 
 
@@ -338,6 +393,7 @@ def automatic_segmentation(
     points_per_side: int = 0,
     model: str = "nano",
     device: str = "auto",
+    object_size: ObjectSize = None,
 ) -> LabelsData:
     """Segment every object without prompts; 3D stacks slice by slice.
 
@@ -357,6 +413,10 @@ def automatic_segmentation(
         objects); 0: the default (32). Other than 0 it chooses AMG.
     model, device
         As in :func:`segment_from_prompts`.
+    object_size
+        AIS / APG: the objects' diameter in pixels, ``"auto"`` (estimated from the image; for a stack,
+        once from its middle slice), ``"fixed"`` or None (the model's choice), as in
+        :func:`napari_sam.automatic`; AMG embeds the image whole by the fixed rule.
 
     Returns
     -------
@@ -376,6 +436,7 @@ def automatic_segmentation(
     from .engine.automatic.plan import AutomaticPlan
     from .engine.preprocess import Preprocessor
 
+    size = _object_size(object_size)
     arr = np.asarray(image)
     rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4
     spatial = _spatial_shape(arr, rgb)
@@ -389,7 +450,8 @@ def automatic_segmentation(
         model=model,
         amg_options={"points_per_side": points_per_side or None},
     )
-    return automatic_labels(arr, plan, Preprocessor(), stack=len(spatial) == 3, model=model, device=device)
+    preprocessor = Preprocessor(object_size=size)
+    return automatic_labels(arr, plan, preprocessor, stack=len(spatial) == 3, model=model, device=device)
 
 
 def compute_embeddings_to_cache(
@@ -398,6 +460,7 @@ def compute_embeddings_to_cache(
     model: str = "nano",
     device: str = "auto",
     overwrite: bool = False,
+    object_size: ObjectSize = None,
 ) -> None:
     """Embed a 2D image or every slice of a stack into a zarr cache folder (resumable; reused later).
 
@@ -411,6 +474,10 @@ def compute_embeddings_to_cache(
         As in :func:`segment_from_prompts`.
     overwrite
         Replace a cache made for another image or model instead of stopping with an error.
+    object_size
+        The objects' diameter in pixels, ``"auto"`` (estimated from the image, a stack's middle
+        slice), ``"fixed"`` or None (the model's choice), as in :func:`napari_sam.compute_embeddings`;
+        recorded in the cache (a cache made with another size is refused unless ``overwrite``).
 
     Returns
     -------
@@ -433,4 +500,5 @@ def compute_embeddings_to_cache(
     """
     from .engine.embed.embeddings import compute_embeddings
 
-    compute_embeddings(image, model, device=device, cache=Path(cache), overwrite=overwrite)
+    size = _object_size(object_size)
+    compute_embeddings(image, model, device=device, cache=Path(cache), overwrite=overwrite, object_size=size)
