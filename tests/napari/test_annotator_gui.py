@@ -369,3 +369,37 @@ def test_identical_boxes_are_merged_with_a_message(make_napari_viewer, qtbot, me
     assert [text for _, text in messages].count(note) == 1
     assert widget.commit() == [1, 2]
     assert "committed 2 objects" in messages[-1][1] and "merged into one object" in messages[-1][1]
+
+
+def test_object_size_box_sets_the_scale_and_another_size_recomputes(make_napari_viewer, qtbot):
+    from napari_sam.data.synthetic import nuclei_2d
+    from napari_sam.engine.object_scale import canvas_scale
+    from napari_sam.model.sam import NANO_OBJECT_SCALE
+
+    viewer = make_napari_viewer()
+    image, truth = nuclei_2d((128, 128), n_objects=6, seed=0)
+    viewer.add_image(image, name="small nuclei")
+    widget = annotator_widget(viewer)
+    ann, size_box = widget.annotator, widget.embedding.object_size_spin
+    panel_box = widget.automatic_panel.object_size_spin
+    assert size_box.value() == 0 and size_box.text() == "auto" and widget.embedding.object_size() is None
+
+    size_box.setValue(10)
+    assert panel_box.value() == 10  # "Segment everything" shows (and sets) the same size
+    widget.embedding.start()
+    wait_idle(qtbot, widget)
+    side = round(128 * canvas_scale(10.0, NANO_OBJECT_SCALE))  # 3×: 384 px on the 1024 canvas
+    assert ann.embeddings().input_size == (side, side) and ann.embeddings().original_size == (128, 128)
+
+    # with a prompt, another size (set in the "Segment everything" panel) re-embeds before the preview
+    ann.points_layer.add(interior_point(truth == 1))
+    qtbot.waitUntil(lambda: ann.last_result is not None, timeout=WAIT_MS)
+    wait_idle(qtbot, widget)
+    panel_box.setValue(40)
+    assert size_box.value() == 40 and widget.embedding.object_size() == 40.0
+    qtbot.waitUntil(lambda: ann.settings.object_size == 40.0, timeout=WAIT_MS)
+    wait_idle(qtbot, widget)
+    side = round(128 * canvas_scale(40.0, NANO_OBJECT_SCALE))  # 1.77×
+    assert ann.embeddings().input_size == (side, side)
+    assert stored(ann.image_layer).settings.object_size == 40.0  # the 10 px embeddings are gone
+    assert iou(viewer.layers[PREVIEW_NAME].data > 0, truth == 1) >= 0.6

@@ -81,3 +81,32 @@ def test_cancelling_a_tiled_2d_layer_stops_between_tiles():
     assert done < total
     steps.close()
     assert 0 not in record.slices  # nothing half-made is kept
+
+
+def test_object_size_sets_the_geometry_and_another_size_is_not_reused(small_weights):
+    from napari.layers import Image
+
+    from napari_sam._napari.embeddings import compute_steps, lookup, stored
+    from napari_sam.data.synthetic import nuclei_2d
+    from napari_sam.engine.loading import load_model
+    from napari_sam.engine.object_scale import canvas_scale
+
+    image, _ = nuclei_2d((64, 72), n_objects=3, seed=1)
+    layer = Image(image, name="cells")
+    rule = load_model(str(small_weights), "cpu").object_scale
+    sized = EmbeddingSettings(model=str(small_weights), device="cpu", object_size=32)
+    assert sized.object_size == 32.0 and sized != EmbeddingSettings(model=str(small_weights), device="cpu")
+    for _ in compute_steps(layer, [None], sized):
+        pass
+    scale = canvas_scale(32.0, rule)  # 2.0: the image is 128 × 144 on the canvas
+    assert lookup(layer, None, sized).input_size == (round(64 * scale), round(72 * scale))
+    # another object size is another geometry: the kept embeddings are not handed out for it …
+    other = EmbeddingSettings(model=str(small_weights), device="cpu", object_size=24)
+    assert stored(layer, other) is None and lookup(layer, None, other) is None
+    for _ in compute_steps(layer, [None], other):  # … and computing them replaces the record
+        pass
+    scale = canvas_scale(24.0, rule)  # 2.67: 171 × 192
+    assert lookup(layer, None, other).input_size == (round(64 * scale), round(72 * scale))
+    assert lookup(layer, None, sized) is None
+    with pytest.raises(ValueError, match="object_size"):
+        EmbeddingSettings(object_size="big")

@@ -68,3 +68,18 @@ def test_embedding_widget_channel_choice_for_rgb_layers(make_napari_viewer, qtbo
     qtbot.waitUntil(lambda: not widget.is_running(), timeout=120_000)
     embeddings = stored(layer, widget.settings()).slices[0]
     assert embeddings.preprocessing.channel == (1,)
+
+
+def test_node_widgets_take_an_object_size(make_napari_viewer, tmp_path):
+    from napari_sam.engine.embed.store import open_store
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sam-pipeline", "nuclei_2d")
+    for name in ("Segment from prompts (node)", "Segment everything (node)"):
+        _, node = viewer.window.add_plugin_dock_widget("napari-sam-pipeline", name)
+        assert type(node.object_size).__name__ == "LineEdit" and node.object_size.value == ""
+    _, node = viewer.window.add_plugin_dock_widget("napari-sam-pipeline", "Embeddings to cache (node)")
+    node.cache.value = tmp_path / "nuclei.zarr"
+    node.object_size.value = "40"  # typed in the text field
+    node()
+    assert open_store(tmp_path / "nuclei.zarr").meta["preprocessing"]["object_size"] == 40.0

@@ -305,6 +305,7 @@ class AutomaticJob:
             sam,
             device=self.settings.device,
             precision=self.settings.precision,
+            object_size=self.settings.object_size,
             tile=False if not decoder else None,
             **self.image_options,
         )

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..engine.types import Precision
+from ..engine.types import Precision, check_object_size
 from ..errors import AnnotatorError
 from .prompts import image_spatial_shape
 
@@ -28,6 +28,11 @@ class EmbeddingSettings:
     """How embeddings are computed: the model (name or weights path), device, encoder precision, an
     optional on-disk cache folder (zarr; reused when it matches, see :func:`napari_sam.compute_embeddings`)
     and, for RGB(A) layers, one channel to embed as a gray image (``None``: all, the official RGB path).
+
+    ``object_size`` is ``compute_embeddings(object_size=)``: the objects' diameter in pixels,
+    ``"auto"``, ``"fixed"`` or None (the model's choice). It sets how the image is scaled onto the
+    model's canvas, so embeddings kept for other settings — another object size included — are not
+    reused (:func:`stored`).
     """
 
     model: str = "nano"
@@ -35,6 +40,10 @@ class EmbeddingSettings:
     precision: Precision = "auto"
     cache: str | None = None
     channel: int | None = None
+    object_size: float | str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "object_size", check_object_size(self.object_size))
 
 
 @dataclass
@@ -119,6 +128,17 @@ def preprocessing_of(layer: Any) -> dict[str, Any]:
     return {"contrast_limits": (lo, hi)}
 
 
+def embedding_options(shape: tuple[int, ...], settings: EmbeddingSettings) -> dict[str, Any]:
+    """The keywords of ``compute_embeddings`` that ``settings`` give for an image of spatial ``shape``:
+    ``device``, ``precision``, ``cache`` (:func:`cache_for`) and ``object_size``."""
+    return {
+        "device": settings.device,
+        "precision": settings.precision,
+        "cache": cache_for(shape, settings),
+        "object_size": settings.object_size,
+    }
+
+
 def compute_steps(
     layer: Any, planes: Sequence[int | None], settings: EmbeddingSettings
 ) -> Iterator[tuple[int, int]]:
@@ -147,7 +167,7 @@ def compute_steps(
                 + (f"({n_channels} channels)" if layer.rgb else "(not an RGB image: pick a channel's layer)")
             )
         options["channel"] = settings.channel
-    options.update(device=settings.device, precision=settings.precision, cache=cache_for(shape, settings))
+    options.update(embedding_options(shape, settings))
     return _steps(_level0(layer), list(planes), settings.model, record, options, compute_embeddings)
 
 

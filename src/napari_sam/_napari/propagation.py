@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AnnotatorError
-from .embeddings import EmbeddingSettings, cache_for, preprocessing_of, stored
+from .embeddings import EmbeddingSettings, embedding_options, preprocessing_of, stored
 from .prompts import image_spatial_shape
 
 
@@ -37,7 +37,7 @@ def stack_embeddings(image_layer: Any, settings: EmbeddingSettings) -> Any:
     if record.volume is None:
         data = image_layer.data[0] if image_layer.multiscale else image_layer.data
         options = dict(preprocessing_of(image_layer))
-        options.update(device=settings.device, precision=settings.precision, cache=cache_for(shape, settings))
+        options.update(embedding_options(shape, settings))
         record.volume = compute_embeddings(data, settings.model, slices=[], **options)
     return record.volume
 

@@ -179,6 +179,8 @@ class AnnotatorWidget(QWidget):
         self.target_combo.activated.connect(self._on_target)
         self.embedding.image_combo.currentIndexChanged.connect(self._on_image)
         self.embedding.computed.connect(lambda _layer: self.schedule_preview())
+        # another object size is another geometry: the preview is redone on embeddings made with it
+        self.embedding.object_size_spin.valueChanged.connect(self.schedule_preview)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.changed):
             event.connect(self.reset_targets)

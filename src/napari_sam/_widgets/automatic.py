@@ -41,6 +41,7 @@ from .._napari.prompts import image_spatial_shape
 from ..errors import AnnotatorError
 from ._messages import failure_text, reported
 from ._worker import start_steps
+from .embeddings import object_size_box
 
 #: (shown text, mode) of the mode choices; the first is the default
 MODES: tuple[tuple[str, str], ...] = (
@@ -93,6 +94,9 @@ class AutomaticPanel(QWidget):
         3D images: the slice on screen or the whole stack.
     link_check
         Whole stack: link the objects of neighbouring slices into 3D objects.
+    object_size_spin
+        The objects' diameter in pixels (0: "auto", the model's choice): the same value as the
+        embedding panel's box (each follows the other), since the run uses the annotator's embeddings.
     result_layer
         The labels layer the last run added (None before).
     """
@@ -114,6 +118,10 @@ class AutomaticPanel(QWidget):
         self.mode_combo.currentIndexChanged.connect(self._on_mode)
         self.scope_combo.currentIndexChanged.connect(self.refresh)
         owner.embedding.model_combo.currentTextChanged.connect(self._on_model)
+        shared = owner.embedding.object_size_spin
+        self.object_size_spin.setValue(shared.value())
+        self.object_size_spin.valueChanged.connect(shared.setValue)
+        shared.valueChanged.connect(self.object_size_spin.setValue)
         owner.embedding.image_combo.currentIndexChanged.connect(self.refresh)
         self.apply_preset()
         self._on_mode()
@@ -188,6 +196,10 @@ class AutomaticPanel(QWidget):
         )
 
     def _build_run_controls(self) -> None:
+        self.object_size_spin = object_size_box()
+        self.object_size_spin.setToolTip(
+            f"{self.object_size_spin.toolTip()}\n(the same box as the embeddings' object size)"
+        )
         self.run_button = QPushButton("Segment everything")
         self.run_button.setToolTip("automatic segmentation of the image into a new labels layer")
         self.cancel_button = QPushButton("Cancel")
@@ -242,9 +254,11 @@ class AutomaticPanel(QWidget):
         layout.addWidget(QLabel("3D"), 3, 0)
         layout.addWidget(self.scope_combo, 3, 1)
         layout.addWidget(self.link_check, 3, 2, 1, 2)
-        layout.addWidget(self.run_button, 4, 0, 1, 3)
-        layout.addWidget(self.cancel_button, 4, 3)
-        layout.addWidget(self.progress, 5, 0, 1, 4)
+        layout.addWidget(QLabel("object size"), 4, 0)
+        layout.addWidget(self.object_size_spin, 4, 1)
+        layout.addWidget(self.run_button, 5, 0, 1, 3)
+        layout.addWidget(self.cancel_button, 5, 3)
+        layout.addWidget(self.progress, 6, 0, 1, 4)
         layout.setColumnStretch(1, 1)
 
     def _show_tuning(self, shown: bool) -> None:

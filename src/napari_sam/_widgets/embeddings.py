@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +31,24 @@ PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 CHANNELS = ("all (RGB)", "0 (red)", "1 (green)", "2 (blue)")
 CURRENT_SLICE = "current slice"
 WHOLE_STACK = "whole stack"
+#: The object size box's largest value (pixels across).
+MAX_OBJECT_SIZE = 10_000
+OBJECT_SIZE_TIP = (
+    "the objects' typical diameter in pixels: the image is scaled onto the model's canvas (and tiled) "
+    "so that objects get the size the model segments best\nauto (0): the model's choice — nano "
+    "estimates the objects' size from the image; vit_b/l/h keep the fixed rule\nchanging it "
+    "recomputes the embeddings"
+)
+
+
+def object_size_box() -> QSpinBox:
+    """A spin box of the objects' diameter in pixels; 0 shows "auto" (the model's choice)."""
+    box = QSpinBox()
+    box.setRange(0, MAX_OBJECT_SIZE)
+    box.setSpecialValueText("auto")
+    box.setSuffix(" px")
+    box.setToolTip(OBJECT_SIZE_TIP)
+    return box
 
 
 class EmbeddingWidget(QWidget):
@@ -91,6 +110,7 @@ class EmbeddingWidget(QWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
         self.scope_combo.setToolTip("3D stacks: embed only the slice on screen, or every slice")
+        self.object_size_spin = object_size_box()
 
     def _build_cache(self) -> None:
         self.cache_edit = QLineEdit()
@@ -122,6 +142,7 @@ class EmbeddingWidget(QWidget):
         form.addRow("device", self.device_combo)
         form.addRow("precision", self.precision_combo)
         form.addRow("channel", self.channel_combo)
+        form.addRow("object size", self.object_size_spin)
         form.addRow("3D", self.scope_combo)
         cache_row = QHBoxLayout()
         cache_row.addWidget(self.cache_edit, 1)
@@ -164,7 +185,7 @@ class EmbeddingWidget(QWidget):
         self.image_combo.setCurrentText(layer.name)
 
     def settings(self) -> EmbeddingSettings:
-        """The model, device and precision chosen."""
+        """The model, device, precision, cache, channel and object size chosen."""
         model = self.model_combo.currentText().strip() or "nano"
         return EmbeddingSettings(
             model=model,
@@ -172,7 +193,17 @@ class EmbeddingWidget(QWidget):
             precision=PRECISIONS[self.precision_combo.currentIndex()],
             cache=self.cache_edit.text().strip() or None,
             channel=self._channel(),
+            object_size=self.object_size(),
         )
+
+    def object_size(self) -> float | None:
+        """The objects' diameter in pixels chosen, or None ("auto": the model's choice)."""
+        value = self.object_size_spin.value()
+        return float(value) if value > 0 else None
+
+    def set_object_size(self, size: float | None) -> None:
+        """Show ``size`` (pixels across, rounded) in the object size box; None or 0: "auto"."""
+        self.object_size_spin.setValue(0 if not size else max(1, round(size)))
 
     def _channel(self) -> int | None:
         """The RGB channel to embed alone (None: all channels, or not an RGB layer)."""
