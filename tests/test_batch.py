@@ -311,3 +311,39 @@ def test_automatic_mode_is_checked_recorded_and_old_records_count_as_amg(tmp_pat
     assert segment_files([tmp_path / "cells.tif"], out, **run).skipped == ["cells.tif"]
     failed = segment_files([tmp_path / "cells.tif"], out, **run, mode="ais").failed
     assert "labels were made by another method (AMG; now AIS)" in failed["cells.tif"]
+
+
+def test_object_size_is_checked_recorded_and_kept_by_cluster_parts(tmp_path, small_weights):
+    import json
+
+    import tifffile
+
+    from napari_sam.batch import EmbedJob, embed_files, segment_files
+
+    tifffile.imwrite(tmp_path / "cells.tif", np.full((32, 32), 9, np.uint16))  # flat: fast, no objects
+    out = tmp_path / "labels"
+    run = {"auto": True, "model": str(small_weights), "device": "cpu", "progress": False}
+    for bad in ("big", 0, -2.0):
+        with pytest.raises(UsageError, match="object_size must be"):
+            segment_files([tmp_path / "cells.tif"], out, **run, object_size=bad)
+        with pytest.raises(UsageError, match="object_size must be"):
+            embed_files([tmp_path / "cells.tif"], tmp_path / "caches", object_size=bad, progress=False)
+    assert not out.exists() and not (tmp_path / "caches").exists()
+
+    assert segment_files([tmp_path / "cells.tif"], out, **run).ok == ["cells.tif"]
+    record_path = out / "cells_labels.tif.napari-sam.json"
+    record = json.loads(record_path.read_text())
+    assert record["request"]["object_size"] is None
+    # a record from before the option counts as the model's default size
+    del record["request"]["object_size"]
+    record_path.write_text(json.dumps(record))
+    assert segment_files([tmp_path / "cells.tif"], out, **run).skipped == ["cells.tif"]
+    failed = segment_files([tmp_path / "cells.tif"], out, **run, object_size=20).failed
+    assert "labels were made with another object size (default; now 20 px)" in failed["cells.tif"]
+
+    # on a cluster a stack is embedded in parts: every part keeps the size
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 16, 16), np.uint16))
+    job = EmbedJob(slices_per_task=2, object_size=20.0)
+    parts = job.split(BatchItem(tmp_path / "stack.tif", tmp_path / "stack.embeddings.zarr"))
+    assert [p.slices for p in parts] == [(0, 1), (2, 3), (4,)]
+    assert {p.object_size for p in parts} == {20.0}
