@@ -124,7 +124,10 @@ def segment(
         The objects' typical diameter in pixels, or ``"auto"``: the image is scaled onto the model's
         canvas (and tiled) so that objects have the size the model segments best (see
         ``compute_embeddings(object_size=)``). ``"auto"`` takes the median size of the given boxes, or
-        estimates it from the image without boxes. None (default): the model's fixed rule.
+        estimates it from the image without boxes or with ``cache=`` (so that a cache made by
+        ``compute_embeddings(object_size="auto")`` or ``napari-sam embed`` is reused); ``"fixed"``: the
+        fixed rule; None (default): the model's choice (nano estimates from the image, the official
+        models use the fixed rule).
 
     Returns
     -------
@@ -189,7 +192,8 @@ def segment(
         prompts = normalize_prompts(
             points=points, point_labels=point_labels, boxes=boxes, spatial_shape=layout.spatial_shape
         )
-        if options.object_size == "auto" and len(prompts.boxes):  # the boxes say how big objects are
+        if options.object_size == "auto" and len(prompts.boxes) and cache is None and embeddings is None:
+            # the boxes say how big objects are (with a cache: the image's estimate, as `embed` makes it)
             rc = prompts.boxes[:, [1, 2, 4, 5]] if prompts.boxes.shape[1] == 6 else prompts.boxes
             embedding["object_size"] = object_size_of_boxes(rc)
             options = EmbedOptions(**embedding)

@@ -60,7 +60,7 @@ def test_estimate_of_channels_and_blank_images() -> None:
 def test_canvas_scale_enlarges_small_and_shrinks_large_objects_within_limits() -> None:
     assert canvas_scale(10, NANO_OBJECT_SCALE) == 3.0  # nano's most
     assert canvas_scale(56, NANO_OBJECT_SCALE) == pytest.approx(1.5)
-    assert canvas_scale(224, NANO_OBJECT_SCALE) == pytest.approx(0.75)
+    assert canvas_scale(224, NANO_OBJECT_SCALE) == pytest.approx(90 / 224)  # at most 90 px on the canvas
     assert canvas_scale(16, OFFICIAL_OBJECT_SCALE) == 4.0
     assert canvas_scale(128, OFFICIAL_OBJECT_SCALE) == 0.5  # official: 64 px on the canvas
     assert canvas_scale(0.5, ObjectScale(1.0, 1.0, 100.0)) == MAX_SCALE
@@ -72,7 +72,8 @@ def test_canvas_scale_enlarges_small_and_shrinks_large_objects_within_limits() -
 def test_scaled_tiling_one_canvas_when_it_fits_tiles_that_fill_the_canvas_otherwise() -> None:
     assert scaled_tiling((300, 200), 3.0, 1024) == (3.0, None)
     # 2.0 fills the canvas and keeps objects within the tolerance of the best scale: no tiles
-    assert scaled_tiling((512, 512), 2.3, 1024) == (2.0, None)
+    assert scaled_tiling((512, 512), 2.8, 1024) == (2.0, None)
+    assert scaled_tiling((512, 512), 3.0, 1024)[1] is not None  # 2.0 < 0.7 * 3.0: tiles
     scale, tiles = scaled_tiling((512, 512), 4.0, 1024)
     assert scale == 4.0 and tiles == TileSpec(256, 32)
     assert tiles.tile_size * scale <= 1024  # each tile fills the canvas at the scale asked for

@@ -38,6 +38,8 @@ class ObjectScale:
         lets it grow as ``sqrt(d)``.
     max_scale
         The most the model wants an image enlarged.
+    max_canvas_size
+        Objects are never made larger than this on the canvas (px); None: no limit.
 
     Examples
     --------
@@ -49,17 +51,22 @@ class ObjectScale:
     reference: float
     exponent: float
     max_scale: float
+    max_canvas_size: float | None = None
 
     def scale(self, object_size: float) -> float:
         """The scale for objects ``object_size`` px across (positive)."""
-        return float(min(self.max_scale, self.max_scale * (self.reference / object_size) ** self.exponent))
+        scale = min(self.max_scale, self.max_scale * (self.reference / object_size) ** self.exponent)
+        if self.max_canvas_size is not None:
+            scale = min(scale, self.max_canvas_size / object_size)
+        return float(scale)
 
 
 #: nano's rule. Measured with the shipped weights on synthetic nuclei of one size each (2 images per
 #: size, box IoU and AIS F1@0.5 at scales 1–4): the best scale is ~3 for objects of 8–14 px, ~2.5 at
-#: 20 px, ~2 at 32, ~1.5 at 50 and ~1.2 at 80 — about ``3 * sqrt(14 / d)``; objects larger than ~130 px
-#: on the canvas collapse (box IoU 0.9 → 0.1).
-NANO_OBJECT_SCALE = ObjectScale(reference=14.0, exponent=0.5, max_scale=3.0)
+#: 20 px, ~2 at 32, ~1.5 at 50 and ~1.2 at 80 — about ``3 * sqrt(14 / d)``; box prompts collapse once
+#: objects pass ~100 px on the canvas (120 px objects: box IoU 0.91 at 0.6–0.8×, 0.67 at 1×, 0.23 at
+#: 1.45×), hence at most 90 px there.
+NANO_OBJECT_SCALE = ObjectScale(reference=14.0, exponent=0.5, max_scale=3.0, max_canvas_size=90.0)
 #: The official models (trained on objects of every size): objects to 64 px on the canvas, enlarging
 #: at most 4× (not measured here: no official weights on this machine).
 OFFICIAL_OBJECT_SCALE = ObjectScale(reference=16.0, exponent=1.0, max_scale=4.0)

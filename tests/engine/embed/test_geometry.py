@@ -22,10 +22,10 @@ def small_nuclei() -> np.ndarray:
 
 
 def test_given_size_sets_the_scale_of_one_canvas(nano, small_nuclei) -> None:
-    # nano's rule: 3 * sqrt(14 / d), at most 3: 10 px objects 3x, 56 px ones 1.5x, 224 px ones 0.75x
+    # nano's rule: 3 * sqrt(14 / d), at most 3x and 90 px: 10 px objects 3x, 56 px 1.5x, 224 px 90/224
     assert ns.compute_embeddings(small_nuclei, nano, object_size=10).input_size == (384, 480)
     assert ns.compute_embeddings(small_nuclei, nano, object_size=56).input_size == (192, 240)
-    assert ns.compute_embeddings(small_nuclei, nano, object_size=224).input_size == (96, 120)
+    assert ns.compute_embeddings(small_nuclei, nano, object_size=224).input_size == (51, 64)
     # the fixed rule: nano enlarges at most 2x
     assert ns.compute_embeddings(small_nuclei, nano, object_size="fixed").input_size == (256, 320)
 
