@@ -275,21 +275,35 @@ def generate(config: SyntheticConfig, seed: int) -> SyntheticSample:
 
     cell_labels = None
     if config.channels == 2:
-        cell_labels, emission, tex = cells(
-            rng,
-            labels,
-            drawn.objects.diameter[kept],
-            spacing,
-            drawn.mean_diameter,
-            extent=config.cell_extent,
-            intensity=config.cell_intensity,
-            kind=kind,
-        )
+        cell_labels, emission, tex = _cells_around(rng, config, drawn, labels, kept, spacing, kind)
         second = (emission * tex).astype(np.float32)
         channel_params: dict[str, float] = {"mean_diameter": drawn.mean_diameter}
         image = np.stack([image, acquire(rng, second, config, spacing, channel_params)], axis=-1)
         params.update({f"cells_{k}": v for k, v in channel_params.items() if k != "mean_diameter"})
     return SyntheticSample(image=image, labels=labels, cells=cell_labels, params=params)
+
+
+def _cells_around(
+    rng: np.random.Generator,
+    config: SyntheticConfig,
+    drawn: Drawn,
+    labels: np.ndarray,
+    kept: np.ndarray,
+    spacing: np.ndarray,
+    kind: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cells grown around the kept nuclei (:func:`.appearance.cells` with the config's extent and
+    intensity): cell labels, their emission profile and its texture."""
+    return cells(
+        rng,
+        labels,
+        drawn.objects.diameter[kept],
+        spacing,
+        drawn.mean_diameter,
+        extent=config.cell_extent,
+        intensity=config.cell_intensity,
+        kind=kind,
+    )
 
 
 def _objects_light(
@@ -316,16 +330,7 @@ def _objects_light(
         )
         return Scene(labels, kept, signal, profile)
     if config.stain == "cells":
-        cell_labels, profile, tex = cells(
-            rng,
-            labels,
-            drawn.objects.diameter[kept],
-            spacing,
-            drawn.mean_diameter,
-            extent=config.cell_extent,
-            intensity=config.cell_intensity,
-            kind=kind,
-        )
+        cell_labels, profile, tex = _cells_around(rng, config, drawn, labels, kept, spacing, kind)
         params["cells"] = float(cell_labels.max())
         return Scene(cell_labels, kept, profile * tex, profile)
     signal, profile = nuclei_emission(rng, config, drawn, raster, labels, kept, spacing, params)
