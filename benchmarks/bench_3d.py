@@ -2,6 +2,7 @@
 
     python benchmarks/bench_3d.py [--volumes 3] [--shape 16 256 256] [--objects 14] [--seed 20000]
                                   [--points-per-side 16] [--skip-automatic] [--cache DIR] [--json OUT]
+                                  [--object-size PX|auto|fixed] [--diameter 12 32]
 
 Stacks: ``napari_sam.data.synthetic.nuclei_3d`` with seeds from ``--seed`` on (20000+ are never used
 in training). Embeddings go through a zarr cache (``--cache``, default a temporary folder), so runs
@@ -167,6 +168,18 @@ def main() -> int:
         default=None,
         help="run automatic 3D on the first N stacks (default all)",
     )
+    parser.add_argument(
+        "--object-size",
+        default=None,
+        help="compute_embeddings(object_size=): px, auto or fixed (default: the model's)",
+    )
+    parser.add_argument(
+        "--diameter",
+        type=float,
+        nargs=2,
+        default=(12.0, 32.0),
+        help="nuclei diameters, px (nuclei_3d's range)",
+    )
     parser.add_argument("--skip-automatic", action="store_true")
     parser.add_argument("--skip-two", action="store_true")
     parser.add_argument("--skip-boxes", action="store_true", help="only automatic 3D and the baseline")
@@ -195,11 +208,18 @@ def main() -> int:
     )
     for v in range(args.volumes):
         image, truth = nuclei_3d(
-            tuple(args.shape), n_objects=args.objects, z_spacing=args.z_spacing, seed=args.seed + v
+            tuple(args.shape),
+            n_objects=args.objects,
+            z_spacing=args.z_spacing,
+            seed=args.seed + v,
+            diameter=tuple(args.diameter),
         )
         start = time.perf_counter()
-        name = f"{args.model}-{args.seed + v}-{'x'.join(map(str, args.shape))}-{args.objects}.zarr"
-        vol = ns.compute_embeddings(image, model, cache=cache / name)
+        size = args.object_size
+        size = float(size) if size not in (None, "auto", "fixed") else size
+        shape = "x".join(map(str, args.shape))
+        name = f"{args.model}-{args.seed + v}-{shape}-{args.objects}-{args.diameter}-{size}.zarr"
+        vol = ns.compute_embeddings(image, model, cache=cache / name, object_size=size)
         seconds["embed"] += time.perf_counter() - start
         runs = (("one box", one_box), ("two boxes", two_boxes), ("box on every slice", every_slice))
         for key, run in runs:

@@ -100,3 +100,13 @@ def test_official_models_keep_the_fixed_rule_by_default(small_model) -> None:
     image = np.random.default_rng(0).integers(0, 255, (40, 60), dtype=np.uint8)
     emb = ns.compute_embeddings(image, small_model)
     assert max(emb.input_size) == small_model.image_size
+
+
+def test_amg_embeds_at_the_given_size_too(nano) -> None:
+    sample = preset("nuclei", shape=(160, 160), diameter=(12, 12), density=(1.0, 2.0)).sample(10)
+    grid = {"mode": "amg", "preset": "nuclei", "points_per_side": 4}
+    direct = ns.automatic(sample.image, model=nano, object_size=40, **grid)
+    emb = ns.compute_embeddings(sample.image, nano, object_size=40)
+    assert emb.input_size == (284, 284)  # 40 px objects: 3 * sqrt(14 / 40) = 1.77x
+    via = ns.automatic(sample.image, model=nano, embeddings=emb, **grid)
+    assert np.array_equal(direct.labels, via.labels)

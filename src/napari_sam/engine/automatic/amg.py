@@ -38,6 +38,7 @@ import torch
 from ..device import DeviceLike
 from ..embed.encoder import Precision
 from ..loading import ModelLike
+from ..object_scale import estimate_object_size
 from ..preprocess import Preprocessor
 from ..types import AutomaticOptions, Embeddings
 from .generate import generate_masks
@@ -103,7 +104,10 @@ def iter_automatic(
     sam = model_for(embeddings, model, device)
     # inference mode is entered step by step inside, never across a yield (it is thread state and
     # would leak into the caller's code between steps)
-    masks = yield from generate_masks(sam, scaled, embeddings, image_shape, opts, precision)
+    size = (preprocessor or Preprocessor()).object_size
+    if scaled is not None and (size == "auto" or (size is None and sam.default_object_size == "auto")):
+        size = estimate_object_size(scaled) or "fixed"  # once for the image: every crop at one scale
+    masks = yield from generate_masks(sam, scaled, embeddings, image_shape, opts, precision, size)
     if not len(masks):
         return empty_result(image_shape, return_masks)
     with torch.inference_mode():

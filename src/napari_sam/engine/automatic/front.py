@@ -241,9 +241,9 @@ def automatic(
     precision
         Encoder arithmetic (see :func:`napari_sam.compute_embeddings`); the decoder runs in float32.
     object_size
-        AIS / APG: the objects' diameter in pixels, or ``"auto"``, to choose how the image is scaled
-        onto the canvas (and tiled) from it, as ``compute_embeddings(object_size=)``; None: the model's
-        fixed rule. AMG embeds each crop whole by the fixed rule.
+        The objects' diameter in pixels, ``"auto"`` or ``"fixed"``: how the image is scaled onto the
+        canvas (AIS / APG: and tiled), as ``compute_embeddings(object_size=)``; None: the model's choice
+        (nano estimates). AMG embeds each crop whole, at that scale where it fits the canvas.
     return_masks
         Also return every kept mask before overlaps are resolved (``(M, H, W)`` bool; memory!).
     progress

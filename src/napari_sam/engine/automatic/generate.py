@@ -40,6 +40,7 @@ def generate_masks(
     image_shape: tuple[int, int],
     opts: AutomaticOptions,
     precision: Precision,
+    object_size: float | str | None = None,
 ) -> Generator[tuple[int, int], None, MaskCandidates]:
     """Every kept mask of an image, before overlaps are resolved; yields ``(done, total)`` steps.
 
@@ -58,6 +59,9 @@ def generate_masks(
         The options.
     precision
         Encoder arithmetic for the crops embedded here.
+    object_size
+        ``compute_embeddings(object_size=)`` of the crops embedded here (each embedded whole: the scale
+        is at most what fits the canvas).
 
     Returns
     -------
@@ -75,7 +79,7 @@ def generate_masks(
         emb = (
             embeddings
             if crop_id == 0 and embeddings is not None
-            else _embed_crop(sam, scaled, box, precision)
+            else _embed_crop(sam, scaled, box, precision, object_size)
         )
         run = CropRun(box, tuple(emb.input_size), emb.image_size)  # type: ignore[arg-type]
         runs.append(run)
@@ -98,7 +102,9 @@ def generate_masks(
         return _suppress_and_clean(masks, boxes, opts)
 
 
-def _embed_crop(sam: Sam, scaled: np.ndarray | None, box: CropBox, precision: Precision) -> Embeddings:
+def _embed_crop(
+    sam: Sam, scaled: np.ndarray | None, box: CropBox, precision: Precision, object_size: float | str | None
+) -> Embeddings:
     """Embeddings of one crop of the (already normalised) image.
 
     Every crop is embedded whole (as the official generator does), however large: the grid covers the
@@ -106,7 +112,9 @@ def _embed_crop(sam: Sam, scaled: np.ndarray | None, box: CropBox, precision: Pr
     """
     assert scaled is not None  # checked by the caller: crops need the image
     crop = scaled[box.y0 : box.y1, box.x0 : box.x1]
-    emb = compute_embeddings(crop, sam, normalize=None, precision=precision, tile=False)
+    emb = compute_embeddings(
+        crop, sam, normalize=None, precision=precision, tile=False, object_size=object_size
+    )
     assert isinstance(emb, Embeddings)  # one 2D image, untiled
     return emb
 
