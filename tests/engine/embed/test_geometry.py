@@ -42,7 +42,7 @@ def test_small_objects_in_a_large_image_are_tiled_at_their_scale(nano) -> None:
     image = preset("nuclei", shape=(512, 512), diameter=(10, 10), density=(1.0, 2.0)).sample(2).image
     emb = ns.compute_embeddings(image, nano, object_size=10)  # 3x: 1536 px, tiles of 341 px
     assert isinstance(emb, ns.TiledEmbeddings)
-    assert emb.spec == ns.TileSpec(341, 42)
+    assert emb.spec == ns.TileSpec(341, 21)  # halo: 1.5 objects (at least a sixteenth of a tile)
     assert all(min(tile.input_size) >= 1020 for tile in emb.tiles)  # each tile fills the canvas
     # an explicit tile= wins over the scaled tiling; the scale still holds up to the canvas
     emb = ns.compute_embeddings(image, nano, object_size=10, tile=(200, 20))

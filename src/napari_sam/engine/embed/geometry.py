@@ -63,7 +63,7 @@ def resolve_geometry(
         return Geometry(preprocessor, tiling, None)
     scale = canvas_scale(float(size), sam.object_scale)
     if options.tile is None:
-        scale, tiling = scaled_tiling(layout.plane_shape, scale, sam.image_size)
+        scale, tiling = scaled_tiling(layout.plane_shape, scale, sam.image_size, object_size=float(size))
     else:
         tiling = resolve_tiling(options.tile, layout.plane_shape, options.tile_threshold)
     return Geometry(replace(preprocessor, scale=scale), tiling, float(size))
