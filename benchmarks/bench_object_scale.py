@@ -46,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _scoring import f1_at_iou, watershed_baseline
+from _strict_json import strict
 
 from napari_sam import automatic, compute_embeddings
 from napari_sam.data.synthetic import preset
@@ -221,17 +222,6 @@ def print_tables(size: int, sets: list[dict[str, Any]], clicks: int) -> None:
     print(f"- baselines: Otsu in box {baseline:.3f}, watershed F1 {watershed:.3f}")
 
 
-def _strict(value: Any) -> Any:
-    """``value`` with NaN and infinities as ``None``: strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -278,7 +268,7 @@ def main() -> int:
         report["sizes"][str(size)] = sets
     print(f"\n({time.perf_counter() - begin:.0f} s)")
     if args.json:
-        args.json.write_text(json.dumps(_strict(report), indent=1))
+        args.json.write_text(json.dumps(strict(report), indent=1))
     return 0
 
 

@@ -48,7 +48,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _strict_json import strict  # noqa: E402
 from train_nano import training_source  # noqa: E402
 
 from napari_sam.data.synthetic import PRESETS, preset  # noqa: E402
@@ -231,7 +233,7 @@ def main() -> int:
             "embed_options": embed_options,
             "sets": report,
         }
-        args.json.write_text(json.dumps(_strict(payload), indent=1))
+        args.json.write_text(json.dumps(strict(payload), indent=1))
     return 0
 
 
@@ -249,17 +251,6 @@ def _set_report(
         "goals": [{"goal": text, "met": met} for text, met in found],
         "records": [asdict(r) for r in records],
     }
-
-
-def _strict(value: Any) -> Any:
-    """``value`` with NaN and infinities (empty bands, the open last band) as ``None``: strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":
