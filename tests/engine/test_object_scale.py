@@ -98,3 +98,13 @@ def test_object_size_option_forms() -> None:
     assert EmbedOptions(object_size="auto").object_size == "auto"
     assert EmbedOptions(object_size="fixed").object_size == "fixed"
     assert EmbedOptions().object_size is None
+
+
+def test_estimate_treats_nan_and_inf_as_dark() -> None:
+    sample = preset("nuclei", shape=(128, 128), diameter=(12, 12), density=(1.0, 2.0)).sample(1)
+    image = sample.image.astype(np.float32)
+    clean = estimate_object_size(image)
+    image[:3, :3] = np.nan
+    image[-2:, -2:] = np.inf
+    dirty = estimate_object_size(image)
+    assert clean is not None and dirty is not None and 0.8 < dirty / clean < 1.25

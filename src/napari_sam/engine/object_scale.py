@@ -171,7 +171,9 @@ def estimate_object_size(plane: Any) -> float | None:
         arr = arr.mean(axis=-1)
     if arr.ndim != 2:
         raise ValueError(f"plane must be (H, W) or (H, W, C), got shape {np.shape(plane)}")
-    arr = np.where(np.isfinite(arr), arr, np.nanmin(arr) if np.isfinite(arr).any() else 0.0)
+    finite = np.isfinite(arr)
+    if not finite.all():  # NaN / inf pixels count as the darkest finite value
+        arr = np.where(finite, arr, arr[finite].min() if finite.any() else 0.0)
     factor = max(1, math.ceil(max(arr.shape) / _ESTIMATE_SIDE))
     if factor > 1:
         rows, cols = (arr.shape[0] // factor) * factor, (arr.shape[1] // factor) * factor

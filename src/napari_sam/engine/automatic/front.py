@@ -350,9 +350,11 @@ def automatic_labels(
     layout = stack_layout(tuple(int(n) for n in image.shape), preprocessor.channel_axis)
     per_slice = replace(preprocessor, channel_axis=layout.slice_channel_axis)
     per_slice = volume_preprocessor(image, layout, per_slice)
-    if per_slice.object_size == "auto":  # one size for the whole stack, from its middle slice
+    size = per_slice.object_size
+    if size == "auto" or (size is None and load_model(model, device).default_object_size == "auto"):
+        # one size for the whole stack, from its middle slice (not one estimate per slice)
         middle, _ = per_slice.normalized(read_slice(image, layout, layout.n_slices // 2))
-        per_slice = replace(per_slice, object_size=estimate_object_size(middle))
+        per_slice = replace(per_slice, object_size=estimate_object_size(middle) or "fixed")
     out = np.zeros(layout.spatial_shape, dtype=np.uint32)
     offset = 0
     for z in range(layout.n_slices):
