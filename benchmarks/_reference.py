@@ -7,7 +7,6 @@ the two implementations the same seeded random weights, so nothing is downloaded
 
 from __future__ import annotations
 
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +34,9 @@ except ImportError as exc:
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_golden import randomize  # noqa: E402  (the fixtures' seeded weights)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_name  # noqa: E402
+
 from napari_sam.model import build_sam  # noqa: E402
 
 __all__ = ["ROOT", "device_name", "napari_sam", "random_pair", "segment_anything"]
@@ -44,13 +46,7 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU model."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def random_pair(name: str, seed: int, device: torch.device) -> tuple[Any, Any]:

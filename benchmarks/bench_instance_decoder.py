@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -47,20 +46,12 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("embedding", "decoder", "watershed")
 DEFAULT_REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_image(seed: int, size: int = 512) -> np.ndarray:
