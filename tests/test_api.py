@@ -170,17 +170,6 @@ def test_train_returns_new_weights_and_leaves_the_given_model_alone(tmp_path):
     assert trained.config == model.config
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny convolutions train several times faster on one thread when the cores are shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _pairs_folder(folder, count):
     import tifffile
 

@@ -127,17 +127,6 @@ def test_train_help_documents_fine_tuning(capsys):
     assert "--instance-decoder" in text and "model_decoder.pt" in text
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny convolutions train several times faster on one thread when the cores are shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_train_instance_decoder_on_a_folder(small_model, tmp_path, capsys, one_torch_thread):
     import copy
 
