@@ -11,7 +11,8 @@ The protocol used for every quality figure of this project:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,24 +87,83 @@ def evaluate_prompts(
     dict
         ``box``, ``point``, ``clicks_<n>`` for n = 1..clicks (mean IoU), ``objects`` (count).
     """
-    rng = np.random.default_rng(seed)
     scores: dict[str, list[np.ndarray]] = {"box": [], "point": []}
     for n in range(1, clicks + 1):
         scores[f"clicks_{n}"] = []
-    for image, labels in samples:
-        ids, _ = select_objects(labels, rng, max_objects=max_objects, min_pixels=min_pixels)
-        if ids.size == 0:
-            continue
-        truth = np.stack([labels == i for i in ids])
-        emb = compute_embeddings(image, model, **(embed_options or {}))
-        assert isinstance(emb, (Embeddings, TiledEmbeddings))  # one 2D image
-        for key, (iou, _) in step_scores(emb, truth, clicks).items():
+    protocol = ObjectProtocol(clicks, max_objects, min_pixels, seed, embed_options)
+    for scored in protocol.run(model, samples):
+        for key, (iou, _) in scored.scores.items():
             scores[key].append(iou)
     result: dict[str, Any] = {
         k: float(np.mean(np.concatenate(v))) if v else float("nan") for k, v in scores.items()
     }
     result["objects"] = int(sum(len(v) for v in scores["box"]))
     return result
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    """One image's evaluated objects and their scores (:meth:`ObjectProtocol.run`).
+
+    Attributes
+    ----------
+    index
+        The sample's position.
+    image
+        The sample's image, as given.
+    ids, areas
+        ``(K,)`` label ids (ascending) and int64 pixel counts of the evaluated objects.
+    truth
+        ``(K, Y, X)`` bool true masks.
+    scores
+        :func:`step_scores`' dict: step name → ``(IoU, predicted pixel count)``, each ``(K,)``.
+    """
+
+    index: int
+    image: Any
+    ids: np.ndarray
+    areas: np.ndarray
+    truth: np.ndarray
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ObjectProtocol:
+    """The evaluation protocol's choices: correction ``clicks``, at most ``max_objects`` per image (a
+    subset drawn with ``seed``), objects of at least ``min_pixels``, and ``compute_embeddings``'
+    ``embed_options``."""
+
+    clicks: int = 3
+    max_objects: int = 40
+    min_pixels: int = 9
+    seed: int = 0
+    embed_options: dict[str, Any] | None = None
+
+    def run(self, model: Sam, samples: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[ScoredImage]:
+        """Each sample with objects to evaluate, embedded once and scored (:func:`step_scores`).
+
+        Raises
+        ------
+        ValueError
+            Labels of another shape than the image's plane, or a sample that is not one 2D image.
+        """
+        rng = np.random.default_rng(self.seed)
+        for index, (image, labels) in enumerate(samples):
+            labels = np.asarray(labels)
+            if labels.shape != np.shape(image)[:2]:
+                raise ValueError(
+                    f"samples[{index}]: labels must have the image's (Y, X) shape {np.shape(image)[:2]}, "
+                    f"got {labels.shape}"
+                )
+            ids, areas = select_objects(labels, rng, max_objects=self.max_objects, min_pixels=self.min_pixels)
+            if ids.size == 0:
+                continue
+            truth = np.stack([labels == i for i in ids])
+            emb = compute_embeddings(image, model, **(self.embed_options or {}))
+            if not isinstance(emb, (Embeddings, TiledEmbeddings)):
+                shape = np.shape(image)
+                raise ValueError(f"samples[{index}]: the image must be one 2D image, got shape {shape}")
+            yield ScoredImage(index, image, ids, areas, truth, step_scores(emb, truth, self.clicks))
 
 
 def select_objects(

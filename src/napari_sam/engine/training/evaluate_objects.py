@@ -19,11 +19,9 @@ import numpy as np
 
 from ...model import Sam
 from ..decode.coords import mask_to_box
-from ..embed.embeddings import compute_embeddings
-from ..types import Embeddings, TiledEmbeddings
 from ..types.checks import check_int
 from .box_baseline import otsu_in_boxes
-from .evaluate import masks_iou, select_objects, step_scores
+from .evaluate import ObjectProtocol, masks_iou
 
 #: Bands of equivalent diameter (pixels across), ``low <= d < high``; together they cover ``[0, inf)``.
 SIZE_BANDS: tuple[tuple[float, float], ...] = (
@@ -161,30 +159,17 @@ def evaluate_objects(
     clicks = check_int(clicks, "clicks", 0)
     max_objects = check_int(max_objects, "max_objects")
     min_pixels = check_int(min_pixels, "min_pixels")
-    rng = np.random.default_rng(seed)
     records: list[ObjectRecord] = []
-    for index, (image, labels) in enumerate(samples):
-        labels = np.asarray(labels)
-        if labels.shape != np.shape(image)[:2]:
-            raise ValueError(
-                f"samples[{index}]: labels must have the image's (Y, X) shape {np.shape(image)[:2]}, "
-                f"got {labels.shape}"
-            )
-        ids, areas = select_objects(labels, rng, max_objects=max_objects, min_pixels=min_pixels)
-        if ids.size == 0:
-            continue
-        truth = np.stack([labels == i for i in ids])
-        emb = compute_embeddings(image, model, **(embed_options or {}))
-        if not isinstance(emb, (Embeddings, TiledEmbeddings)):
-            raise ValueError(f"samples[{index}]: the image must be one 2D image, got shape {np.shape(image)}")
-        scores = step_scores(emb, truth, clicks)
-        baseline = otsu_in_boxes(image, np.stack([mask_to_box(m) for m in truth]))
-        scores[BASELINE] = (masks_iou(baseline, truth), baseline.sum(axis=(1, 2), dtype=np.int64))
-        diameters = equivalent_diameter(areas)
-        for k, (label, area) in enumerate(zip(ids.tolist(), areas.tolist(), strict=True)):
+    protocol = ObjectProtocol(clicks, max_objects, min_pixels, seed, embed_options)
+    for scored in protocol.run(model, samples):
+        scores = dict(scored.scores)
+        baseline = otsu_in_boxes(scored.image, np.stack([mask_to_box(m) for m in scored.truth]))
+        scores[BASELINE] = (masks_iou(baseline, scored.truth), baseline.sum(axis=(1, 2), dtype=np.int64))
+        diameters = equivalent_diameter(scored.areas)
+        for k, (label, area) in enumerate(zip(scored.ids.tolist(), scored.areas.tolist(), strict=True)):
             records.append(
                 ObjectRecord(
-                    image=index,
+                    image=scored.index,
                     label=int(label),
                     area=int(area),
                     diameter=float(diameters[k]),
