@@ -33,6 +33,8 @@ __all__ = [
     "MIN_SCALE",
     "SCALE_TOLERANCE",
     "canvas_scale",
+    "central_window",
+    "effective_object_size",
     "estimate_object_size",
     "object_size_of_boxes",
     "scaled_tiling",
@@ -113,6 +115,31 @@ def scaled_tiling(
     tile = max(int(image_size / scale), 16)
     halo = tile // 8 if object_size is None else max(tile // 16, math.ceil(1.5 * object_size))
     return float(scale), TileSpec(tile, max(0, min(halo, (tile - 1) // 2)))
+
+
+#: ``object_size="auto"`` measures a central window of at most this many pixels a side of a plane, at
+#: full resolution (a reduced view of a big image would lose its small objects; memory stays bounded).
+ESTIMATE_WINDOW = 768
+
+
+def central_window(plane_shape: Sequence[int], side: int = ESTIMATE_WINDOW) -> tuple[slice, slice]:
+    """Row and column slices of the central ``side × side`` window of a ``(rows, cols)`` plane (the whole
+    plane along a shorter side).
+
+    Examples
+    --------
+    >>> central_window((1000, 300), 768)
+    (slice(116, 884, None), slice(0, 768, None))
+    """
+    rows, cols = int(plane_shape[0]), int(plane_shape[1])
+    r0, c0 = max(0, (rows - side) // 2), max(0, (cols - side) // 2)
+    return slice(r0, r0 + side), slice(c0, c0 + side)
+
+
+def effective_object_size(object_size: float | str | None, sam: Any) -> float | str | None:
+    """What ``object_size`` means for model ``sam``: itself, or None → the model's
+    ``default_object_size`` (nano ``"auto"``; the official models None, the fixed rule)."""
+    return object_size if object_size is not None else sam.default_object_size
 
 
 def object_size_of_boxes(boxes: Any) -> float | None:

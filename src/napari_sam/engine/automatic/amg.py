@@ -38,7 +38,7 @@ import torch
 from ..device import DeviceLike
 from ..embed.encoder import Precision
 from ..loading import ModelLike
-from ..object_scale import estimate_object_size
+from ..object_scale import central_window, effective_object_size, estimate_object_size
 from ..preprocess import Preprocessor
 from ..types import AutomaticOptions, Embeddings
 from .generate import generate_masks
@@ -105,8 +105,9 @@ def iter_automatic(
     # inference mode is entered step by step inside, never across a yield (it is thread state and
     # would leak into the caller's code between steps)
     size = (preprocessor or Preprocessor()).object_size
-    if scaled is not None and (size == "auto" or (size is None and sam.default_object_size == "auto")):
-        size = estimate_object_size(scaled) or "fixed"  # once for the image: every crop at one scale
+    if scaled is not None and effective_object_size(size, sam) == "auto":
+        # once for the image, as compute_embeddings measures it: every crop at one scale
+        size = estimate_object_size(scaled[central_window(scaled.shape)]) or "fixed"
     masks = yield from generate_masks(sam, scaled, embeddings, image_shape, opts, precision, size)
     if not len(masks):
         return empty_result(image_shape, return_masks)

@@ -18,7 +18,7 @@ from ..device import DeviceLike
 from ..embed.encoder import Precision
 from ..embed.layout import read_slice
 from ..loading import ModelLike, load_model
-from ..object_scale import estimate_object_size
+from ..object_scale import central_window, effective_object_size, estimate_object_size
 from ..preprocess import Preprocessor
 from ..steps import ProgressLike, run_steps
 from ..types import (
@@ -351,10 +351,13 @@ def automatic_labels(
     per_slice = replace(preprocessor, channel_axis=layout.slice_channel_axis)
     per_slice = volume_preprocessor(image, layout, per_slice)
     size = per_slice.object_size
-    if size == "auto" or (size is None and load_model(model, device).default_object_size == "auto"):
-        # one size for the whole stack, from its middle slice (not one estimate per slice)
+    if size is None:  # the model's choice (the model is cached: the run below gets the same one)
+        size = effective_object_size(size, load_model(model, device))
+    if size == "auto":
+        # one size for the whole stack, from its middle slice as compute_embeddings measures a stack's
         middle, _ = per_slice.normalized(read_slice(image, layout, layout.n_slices // 2))
-        per_slice = replace(per_slice, object_size=estimate_object_size(middle) or "fixed")
+        size = estimate_object_size(middle[central_window(middle.shape)])
+        per_slice = replace(per_slice, object_size=size or "fixed")
     out = np.zeros(layout.spatial_shape, dtype=np.uint32)
     offset = 0
     for z in range(layout.n_slices):

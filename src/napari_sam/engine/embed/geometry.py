@@ -12,16 +12,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...model import Sam
-from ..object_scale import canvas_scale, estimate_object_size, scaled_tiling
+from ..object_scale import (
+    canvas_scale,
+    central_window,
+    effective_object_size,
+    estimate_object_size,
+    scaled_tiling,
+)
 from ..preprocess import Preprocessor
 from ..types import EmbedOptions, ImageLayout, TileSpec
 from .layout import read_window
 from .tiling import resolve_tiling
 
 __all__ = ["Geometry", "resolve_geometry"]
-
-#: ``object_size="auto"`` estimates on a central window of at most this many pixels a side.
-_ESTIMATE_SIDE = 768
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def resolve_geometry(
     ``object_size="auto"`` is estimated once, on the middle slice of a stack (a central window of at
     most 768 px a side, normalised as the run normalises it).
     """
-    size = options.object_size if options.object_size is not None else sam.default_object_size
+    size = effective_object_size(options.object_size, sam)
     if size == "fixed":
         size = None
     elif size == "auto":
@@ -72,9 +75,6 @@ def resolve_geometry(
 def _estimate(image: Any, layout: ImageLayout, preprocessor: Preprocessor) -> float | None:
     """The objects' size on a central window of the middle slice, at full resolution (a strided view
     would lose small objects of a big image); memory stays that of one window."""
-    rows, cols = layout.plane_shape
-    r0, c0 = max(0, (rows - _ESTIMATE_SIDE) // 2), max(0, (cols - _ESTIMATE_SIDE) // 2)
-    window = slice(r0, r0 + _ESTIMATE_SIDE), slice(c0, c0 + _ESTIMATE_SIDE)
-    view = read_window(image, layout, layout.n_slices // 2, *window)
+    view = read_window(image, layout, layout.n_slices // 2, *central_window(layout.plane_shape))
     plane, _ = preprocessor.normalized(view)
     return estimate_object_size(plane)
