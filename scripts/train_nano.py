@@ -8,10 +8,17 @@ The shipped weights come from three runs (see docs/models.md):
     python scripts/train_nano.py --init src/napari_sam/weights/nano.safetensors --source broad \
         --steps 2800 --lr 2e-4 --warmup 50 --correction-iters 2 --seed 2 --out artifacts/nano-stage3 \
         --export artifacts/nano-v2.safetensors   # then copied over the package's nano.safetensors
+    python scripts/train_nano.py --init src/napari_sam/weights/nano.safetensors --source realistic \
+        --object-scale --windows-per-image 2 --steps 2400 --lr 2e-4 --warmup 50 --correction-iters 2 \
+        --seed 3 --out artifacts/nano-stage4 --export artifacts/nano-v3.safetensors
 
 Stage 1 draws from :mod:`napari_sam.data.basic` with randomised size, object count, object size and
 dtype (``training_source``); stage 2 mixes those with the richer :mod:`napari_sam.data.synthetic`
-presets (``mixed_source``); stage 3 adds :func:`broad_config` images (``broad_source``); nothing else. A run checkpoints to ``--out`` and resumes from there when
+presets (``mixed_source``); stage 3 adds :func:`broad_config` images (``broad_source``); stage 4
+(``realistic_source``) trains at nano's object-scale geometry (``--object-scale``: each image scaled
+by the rule inference uses for its objects' size) on the realistic families — nuclei, cells,
+label-free (:data:`napari_sam.data.synthetic.TRAINING_OF`) — with a quarter of stage 3's mix so that
+nothing learnt before is lost; nothing else. A run checkpoints to ``--out`` and resumes from there when
 restarted. At the end the weights are written as float16 safetensors (``--export``) and their sha256
 is printed for the registry.
 """
@@ -97,9 +104,38 @@ def broad_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return sample.image, sample.labels
 
 
+#: Stage 4's families and their shares (the rest is stage 3's mix).
+REALISTIC_SHARES = {"realistic": 0.35, "realistic_cells": 0.2, "realistic_labelfree": 0.2}
+
+
+def realistic_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 4: the realistic training families (:data:`REALISTIC_SHARES`), a quarter stage 3's mix."""
+    from napari_sam.data.synthetic import preset
+
+    draw, edge = rng.random(), 0.0
+    for name, share in REALISTIC_SHARES.items():
+        edge += share
+        if draw < edge:
+            sample = preset(name).sample(int(rng.integers(1 << 31)))
+            return sample.image, sample.labels
+    return broad_source(rng)
+
+
 def validation_samples(seed: int = 12345, count: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [training_source(rng) for _ in range(count)]
+
+
+def realistic_validation_samples(seed: int = 12345) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One image of each stage-4 family on seeds no training draw uses (training seeds are drawn
+    from ``[0, 2**31)`` by the run's generator; these are fixed, and the held-out presets stay out)."""
+    from napari_sam.data.synthetic import preset
+
+    samples = []
+    for offset, name in enumerate(REALISTIC_SHARES):
+        sample = preset(name).sample(seed + offset)
+        samples.append((sample.image, sample.labels))
+    return samples
 
 
 def main() -> int:
@@ -113,7 +149,13 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--correction-iters", type=int, default=1)
     parser.add_argument("--init", type=Path, help="start from these weights (stage 2) instead of scratch")
-    parser.add_argument("--source", choices=("basic", "mixed", "broad"), default="basic")
+    parser.add_argument("--source", choices=("basic", "mixed", "broad", "realistic"), default="basic")
+    parser.add_argument(
+        "--object-scale",
+        action="store_true",
+        help="train at nano's object-scale geometry (each image scaled for its objects' size)",
+    )
+    parser.add_argument("--windows-per-image", type=int, default=1, help="with --object-scale")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "nano-train")
     parser.add_argument(
@@ -134,12 +176,19 @@ def main() -> int:
         correction_iters=args.correction_iters,
         warmup_steps=args.warmup,
         checkpoint_every=100,
+        object_scale=args.object_scale,
+        windows_per_image=args.windows_per_image,
     )
-    held_out = validation_samples()
+    held_out = realistic_validation_samples() if args.source == "realistic" else validation_samples()
     start = time.perf_counter()
     state = train_model(
         model,
-        {"basic": training_source, "mixed": mixed_source, "broad": broad_source}[args.source],
+        {
+            "basic": training_source,
+            "mixed": mixed_source,
+            "broad": broad_source,
+            "realistic": realistic_source,
+        }[args.source],
         cfg,
         TrainRun(
             out_dir=args.out,

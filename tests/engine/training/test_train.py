@@ -147,3 +147,45 @@ def test_crop_training_needs_the_nano_encoder(small_model):
 def test_bad_training_settings(kwargs):
     with pytest.raises(ValueError, match="must"):
         TrainConfig(**kwargs)
+
+
+def test_object_scale_canvas_follows_the_inference_rule():
+    from napari_sam.engine.object_scale import canvas_scale
+    from napari_sam.engine.training.canvas import labels_object_size, object_scale_canvas
+
+    model = build_sam("nano")
+    image, labels = nuclei_2d((600, 700), n_objects=40, radius=(6, 8), seed=5)
+    size = labels_object_size(labels)
+    assert 10 < size < 18
+    scale = canvas_scale(size, model.object_scale)
+    assert scale > 2  # small objects are enlarged beyond nano's fixed 2x cap
+    canvas = object_scale_canvas(image, labels, model, np.random.default_rng(0), jitter=0.0)
+    # the image is larger than the canvas at that scale: a window of side image_size / scale fills it
+    side = int(1024 / scale)
+    assert canvas.input_size == (round(side * scale), round(side * scale))
+    assert canvas.labels[canvas.input_size[0] :].max() == 0
+    on_canvas = labels_object_size(canvas.labels)
+    assert on_canvas == pytest.approx(size * scale, rel=0.15)
+    # the jitter moves the scale of larger objects (below nano's 3x cap) within exp(+-jitter)
+    rng = np.random.default_rng(1)
+    big_image, big_labels = nuclei_2d((400, 400), n_objects=20, radius=(14, 18), seed=6)
+    big = labels_object_size(big_labels)
+    sizes = [
+        labels_object_size(object_scale_canvas(big_image, big_labels, model, rng, 0.3).labels)
+        for _ in range(6)
+    ]
+    expected = big * canvas_scale(big, model.object_scale)
+    assert max(sizes) / min(sizes) > 1.05
+    assert expected * np.exp(-0.3) * 0.85 < min(sizes) <= max(sizes) < expected * np.exp(0.3) * 1.15
+    # without objects the plain canvas is used
+    plain = object_scale_canvas(image, np.zeros_like(labels), model, rng, jitter=0.3)
+    assert plain.input_size == prepare_canvas(image, np.zeros_like(labels), model).input_size
+
+
+def test_object_scale_training_runs(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(object_scale=True, windows_per_image=2)
+    state = train_model(build_sam("nano"), small_source, cfg, TrainRun(out_dir=tmp_path), progress=False)
+    assert state.step == 2 and all(np.isfinite(h["loss"]) for h in state.history)
+    with pytest.raises(ValueError, match="windows_per_image"):
+        TrainConfig(windows_per_image=0)

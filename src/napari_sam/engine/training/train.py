@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ...model import Sam
 from ..steps import ProgressLike, run_steps
-from .canvas import TOKEN, Canvas, crop_window, prepare_canvas
+from .canvas import TOKEN, Canvas, crop_window, object_scale_canvas, prepare_canvas
 from .checkpoint import Checkpoint, restore_random_state
 from .data import ImageSource
 from .losses import dice_loss, focal_loss, mask_iou
@@ -62,6 +62,9 @@ class TrainConfig:
     iou_weight: float = 1.0
     freeze_encoder: bool = False
     min_object_pixels: int = 12
+    object_scale: bool = False
+    object_size_jitter: float = 0.2
+    windows_per_image: int = 1
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 200
@@ -73,6 +76,11 @@ class TrainConfig:
             raise ValueError(f"crop_size must be a multiple of 16 (or None), got {self.crop_size}")
         if not 0.0 <= self.point_fraction <= 1.0:
             raise ValueError(f"point_fraction must be within [0, 1], got {self.point_fraction}")
+        if self.windows_per_image < 1 or self.object_size_jitter < 0:
+            raise ValueError(
+                f"windows_per_image must be >= 1 and object_size_jitter >= 0, got "
+                f"{self.windows_per_image} and {self.object_size_jitter}"
+            )
 
 
 @dataclass(frozen=True)
@@ -288,12 +296,22 @@ class Trainer:
 def _batches(
     source: ImageSource, model: Sam, cfg: TrainConfig, rng: np.random.Generator
 ) -> Iterator[list[Canvas]]:
-    """Endless batches of ``cfg.batch_images`` canvases drawn from ``source``."""
+    """Endless batches of ``cfg.batch_images`` canvases drawn from ``source``: with ``cfg.object_scale``
+    at nano's object-scale geometry, ``cfg.windows_per_image`` windows of each image drawn."""
+    pending: list[Canvas] = []
     while True:
         batch: list[Canvas] = []
         while len(batch) < cfg.batch_images:
-            image, labels = source(rng)
-            batch.append(prepare_canvas(image, labels, model))
+            if not pending:
+                image, labels = source(rng)
+                if cfg.object_scale:
+                    pending = [
+                        object_scale_canvas(image, labels, model, rng, cfg.object_size_jitter)
+                        for _ in range(cfg.windows_per_image)
+                    ]
+                else:
+                    pending = [prepare_canvas(image, labels, model)]
+            batch.append(pending.pop())
         yield batch
 
 
