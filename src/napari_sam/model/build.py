@@ -96,8 +96,10 @@ def _instance_decoder(
 
 def _describe(config: SamConfig) -> str:
     fields = ["encoder_type", "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "image_size"]
-    if config.encoder_type == "nano":
+    if config.encoder_type in ("nano", "tiny_vit"):
         fields.append("encoder_widths")
+    if config.encoder_type == "tiny_vit":
+        fields.append("encoder_stage_depths")
     return ", ".join(f"{field}={getattr(config, field)!r}" for field in fields)
 
 
@@ -156,8 +158,10 @@ def build_sam(
     Parameters
     ----------
     name_or_path
-        ``"vit_b"``, ``"vit_l"``, ``"vit_h"``, a :class:`SamConfig`, or the path of a weights file
-        (official ``.pth`` or our ``.safetensors``), whose architecture is then inferred.
+        ``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"vit_t"`` (MobileSAM's TinyViT encoder), ``"nano"``,
+        a :class:`SamConfig`, or the path of a weights file (official ``.pth``, MobileSAM's
+        ``mobile_sam.pt``, a micro-sam ``.pt`` or our ``.safetensors``), whose architecture is then
+        inferred.
     checkpoint
         With a name or config: a weights file to load strictly into that architecture. Without one,
         a name or config gives PyTorch's default random initialisation (nothing is downloaded; use

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .configs import CONFIGS, SamConfig, config_name
+from .configs import CONFIGS, SamConfig, config_name, tiny_vit_stride
 
 #: Keys under which training frameworks commonly nest a model's state dict.
 _CONTAINER_KEYS = ("model", "state_dict", "model_state", "model_state_dict")
@@ -175,12 +176,46 @@ def _indices(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[int]:
     return sorted(found)
 
 
+#: A key only TinyViT (MobileSAM, ``vit_t``) state dicts have.
+TINY_VIT_KEY = "image_encoder.patch_embed.seq.0.c.weight"
+
+
 def infer_config(state_dict: Mapping[str, torch.Tensor], *, decoder_num_heads: int = 8) -> SamConfig:
-    """Infer the architecture of a ViT SAM state dict from its tensor shapes.
+    """Infer the architecture of a SAM state dict (ViT or MobileSAM's TinyViT) from its tensor shapes.
 
     The decoder's number of attention heads leaves no trace in the shapes; it defaults to the
-    official 8.
+    official 8. Nor does a TinyViT's canvas: it is MobileSAM's 1024.
     """
+    encoder = _tiny_vit_fields(state_dict) if TINY_VIT_KEY in state_dict else _vit_fields(state_dict)
+    prompt_dim = _require(state_dict, "image_encoder.neck.0.weight").shape[0]
+    mask_in = _require(state_dict, "prompt_encoder.mask_downscaling.3.weight").shape[0]
+    dec_layers = _indices(state_dict, "mask_decoder.transformer.layers.")
+    dec_mlp = _require(state_dict, "mask_decoder.transformer.layers.0.mlp.lin1.weight").shape[0]
+    cross_q = _require(
+        state_dict, "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"
+    )
+    iou_layers = _indices(state_dict, "mask_decoder.iou_prediction_head.layers.")
+    iou_hidden = _require(state_dict, "mask_decoder.iou_prediction_head.layers.0.weight").shape[0]
+    mask_tokens = _require(state_dict, "mask_decoder.mask_tokens.weight").shape[0]
+    try:
+        return SamConfig(
+            **encoder,
+            prompt_embed_dim=int(prompt_dim),
+            mask_in_chans=int(mask_in),
+            decoder_depth=len(dec_layers),
+            decoder_num_heads=decoder_num_heads,
+            decoder_mlp_dim=int(dec_mlp),
+            decoder_attention_downsample_rate=int(prompt_dim // cross_q.shape[0]),
+            iou_head_depth=len(iou_layers),
+            iou_head_hidden_dim=int(iou_hidden),
+            num_multimask_outputs=int(mask_tokens - 1),
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"inconsistent checkpoint shapes: {exc}") from exc
+
+
+def _vit_fields(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The :class:`SamConfig` fields of a ViT image encoder's state dict."""
     proj = _require(state_dict, "image_encoder.patch_embed.proj.weight")  # (D, 3, p, p)
     pos = _require(state_dict, "image_encoder.pos_embed")  # (1, g, g, D)
     embed_dim, patch = proj.shape[0], proj.shape[-1]
@@ -197,38 +232,58 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, decoder_num_heads: i
         else:
             window = (length + 1) // 2
     lin1 = _require(state_dict, "image_encoder.blocks.0.mlp.lin1.weight")
-    prompt_dim = _require(state_dict, "image_encoder.neck.0.weight").shape[0]
-    mask_in = _require(state_dict, "prompt_encoder.mask_downscaling.3.weight").shape[0]
-    dec_layers = _indices(state_dict, "mask_decoder.transformer.layers.")
-    dec_mlp = _require(state_dict, "mask_decoder.transformer.layers.0.mlp.lin1.weight").shape[0]
-    cross_q = _require(
-        state_dict, "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"
-    )
-    iou_layers = _indices(state_dict, "mask_decoder.iou_prediction_head.layers.")
-    iou_hidden = _require(state_dict, "mask_decoder.iou_prediction_head.layers.0.weight").shape[0]
-    mask_tokens = _require(state_dict, "mask_decoder.mask_tokens.weight").shape[0]
-    try:
-        return SamConfig(
-            encoder_embed_dim=int(embed_dim),
-            encoder_depth=len(blocks),
-            encoder_num_heads=int(embed_dim // head_dim),
-            encoder_global_attn_indexes=tuple(global_blocks),
-            image_size=int(grid * patch),
-            patch_size=int(patch),
-            window_size=int(window),
-            mlp_ratio=lin1.shape[0] / embed_dim,
-            prompt_embed_dim=int(prompt_dim),
-            mask_in_chans=int(mask_in),
-            decoder_depth=len(dec_layers),
-            decoder_num_heads=decoder_num_heads,
-            decoder_mlp_dim=int(dec_mlp),
-            decoder_attention_downsample_rate=int(prompt_dim // cross_q.shape[0]),
-            iou_head_depth=len(iou_layers),
-            iou_head_hidden_dim=int(iou_hidden),
-            num_multimask_outputs=int(mask_tokens - 1),
+    return {
+        "encoder_embed_dim": int(embed_dim),
+        "encoder_depth": len(blocks),
+        "encoder_num_heads": int(embed_dim // head_dim),
+        "encoder_global_attn_indexes": tuple(global_blocks),
+        "image_size": int(grid * patch),
+        "patch_size": int(patch),
+        "window_size": int(window),
+        "mlp_ratio": lin1.shape[0] / embed_dim,
+    }
+
+
+def _tiny_vit_fields(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The :class:`SamConfig` fields of a TinyViT image encoder's state dict (MobileSAM's layout)."""
+    stages = _indices(state_dict, "image_encoder.layers.")
+    if len(stages) < 2 or stages != list(range(len(stages))):
+        raise CheckpointError(
+            f"this does not look like a TinyViT (vit_t) checkpoint: encoder stages {stages}, expected 0, 1, …"
         )
-    except ValueError as exc:
-        raise CheckpointError(f"inconsistent checkpoint shapes: {exc}") from exc
+    widths = [int(_require(state_dict, "image_encoder.patch_embed.seq.2.c.weight").shape[0])]
+    for i in stages[:-1]:
+        widths.append(
+            int(_require(state_dict, f"image_encoder.layers.{i}.downsample.conv1.c.weight").shape[0])
+        )
+    depths = [len(_indices(state_dict, f"image_encoder.layers.{i}.blocks.")) for i in stages]
+    heads, windows = [], []
+    for i in stages[1:]:
+        biases = _require(state_dict, f"image_encoder.layers.{i}.blocks.0.attn.attention_biases")
+        window = math.isqrt(biases.shape[1])
+        if window * window != biases.shape[1]:
+            raise CheckpointError(
+                f"this does not look like a TinyViT (vit_t) checkpoint: stage {i}'s attention_biases "
+                f"{tuple(biases.shape)} are not one per head and offset of a square window"
+            )
+        heads.append(int(biases.shape[0]))
+        windows.append(window)
+    fc1 = _require(state_dict, "image_encoder.layers.1.blocks.0.mlp.fc1.weight")
+    head = state_dict.get("image_encoder.head.weight")
+    return {
+        "encoder_type": "tiny_vit",
+        "encoder_embed_dim": widths[-1],
+        "encoder_depth": sum(depths),
+        "encoder_num_heads": heads[-1],
+        "encoder_global_attn_indexes": (),
+        "encoder_widths": tuple(widths),
+        "encoder_stage_depths": tuple(depths),
+        "encoder_stage_heads": tuple(heads),
+        "encoder_stage_windows": tuple(windows),
+        "encoder_num_classes": 0 if head is None else int(head.shape[0]),
+        "patch_size": tiny_vit_stride(len(stages)),
+        "mlp_ratio": fc1.shape[0] / widths[1],
+    }
 
 
 def config_from_metadata(metadata: Mapping[str, str]) -> SamConfig | None:
@@ -247,10 +302,15 @@ def describe_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
     try:
         config = infer_config(state_dict)
     except CheckpointError as exc:
-        return f"not a ViT Segment Anything state dict ({exc})"
+        return f"not a ViT Segment Anything state dict, nor a TinyViT one ({exc})"
     name = config_name(config)
     if name is not None:
         return name
+    if config.encoder_type == "tiny_vit":
+        return (
+            f"a custom TinyViT (stage widths {list(config.encoder_widths)}, depths "
+            f"{list(config.encoder_stage_depths)})"
+        )
     return (
         f"a custom ViT (embed dim {config.encoder_embed_dim}, depth {config.encoder_depth}, "
         f"image size {config.image_size})"

@@ -6,6 +6,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+#: The image encoders :class:`SamConfig` knows.
+ENCODER_TYPES = ("vit", "nano", "tiny_vit")
+_TUPLE_FIELDS = (
+    "encoder_global_attn_indexes",
+    "encoder_widths",
+    "encoder_dilations",
+    "encoder_stage_depths",
+    "encoder_stage_heads",
+    "encoder_stage_windows",
+)
+
 
 @dataclass(frozen=True)
 class SamConfig:
@@ -31,28 +42,37 @@ class SamConfig:
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
     num_multimask_outputs: int = 3
-    #: ``"vit"`` (official architecture) or ``"nano"`` (:class:`~napari_sam.model.nano.NanoEncoder`)
+    #: ``"vit"`` (official architecture), ``"nano"`` (:class:`~napari_sam.model.nano.NanoEncoder`) or
+    #: ``"tiny_vit"`` (MobileSAM's :class:`~napari_sam.model.tiny_vit.TinyViTEncoder`)
     encoder_type: str = "vit"
-    #: nano only: channels at strides 4, 8, 16 (the last equals ``encoder_embed_dim``)
+    #: nano: channels at strides 4, 8, 16; tiny_vit: channels per stage (the last equals
+    #: ``encoder_embed_dim`` for both)
     encoder_widths: tuple[int, ...] = ()
     #: nano only: dilations of the stride-16 blocks, cycled
     encoder_dilations: tuple[int, ...] = ()
+    #: tiny_vit only: blocks per stage (they sum to ``encoder_depth``)
+    encoder_stage_depths: tuple[int, ...] = ()
+    #: tiny_vit only: attention heads of the attention stages (stage 2 onwards; the last equals
+    #: ``encoder_num_heads``)
+    encoder_stage_heads: tuple[int, ...] = ()
+    #: tiny_vit only: window sides of the attention stages (stage 2 onwards)
+    encoder_stage_windows: tuple[int, ...] = ()
+    #: tiny_vit only: outputs of the unused ImageNet classifier head that MobileSAM's files carry
+    #: (1000), 0 for none
+    encoder_num_classes: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "encoder_widths", tuple(int(i) for i in self.encoder_widths))
-        object.__setattr__(self, "encoder_dilations", tuple(int(i) for i in self.encoder_dilations))
-        object.__setattr__(
-            self,
-            "encoder_global_attn_indexes",
-            tuple(int(i) for i in self.encoder_global_attn_indexes),
-        )
+        for key in _TUPLE_FIELDS:
+            object.__setattr__(self, key, tuple(int(i) for i in getattr(self, key)))
         problems = []
-        if self.encoder_type not in ("vit", "nano"):
-            problems.append(f"encoder_type must be 'vit' or 'nano', got {self.encoder_type!r}")
+        if self.encoder_type not in ENCODER_TYPES:
+            problems.append(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
         if self.encoder_type == "nano" and (
             len(self.encoder_widths) != 3 or self.encoder_widths[-1] != self.encoder_embed_dim
         ):
             problems.append("a nano encoder needs encoder_widths=(c4, c8, c16) with c16 = encoder_embed_dim")
+        if self.encoder_type == "tiny_vit":
+            problems += _tiny_vit_problems(self)
         if self.image_size % self.patch_size:
             problems.append(
                 f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
@@ -77,7 +97,7 @@ class SamConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("encoder_global_attn_indexes", "encoder_widths", "encoder_dilations"):
+        for key in _TUPLE_FIELDS:
             data[key] = list(data[key])
         return data
 
@@ -88,6 +108,46 @@ class SamConfig:
         if unknown:
             raise ValueError(f"unknown SamConfig fields: {unknown}")
         return cls(**data)
+
+
+def tiny_vit_stride(num_stages: int) -> int:
+    """Output stride of a TinyViT of ``num_stages`` stages: the stem's 4, ×2 for every merge between
+    stages but the last (which keeps the grid, as in MobileSAM).
+
+    >>> tiny_vit_stride(4)
+    16
+    """
+    return 4 * 2 ** max(num_stages - 2, 0)
+
+
+def _tiny_vit_problems(config: SamConfig) -> list[str]:
+    """What is inconsistent in a tiny_vit ``config`` (empty: nothing)."""
+    widths, depths = config.encoder_widths, config.encoder_stage_depths
+    heads, windows = config.encoder_stage_heads, config.encoder_stage_windows
+    stages = len(widths)
+    if stages < 2 or len(depths) != stages or len(heads) != stages - 1 or len(windows) != stages - 1:
+        return [
+            "a tiny_vit encoder needs encoder_widths and encoder_stage_depths for every stage (at least "
+            "2) and encoder_stage_heads and encoder_stage_windows for stages 2 onwards"
+        ]
+    problems = []
+    stride = tiny_vit_stride(stages)
+    if config.patch_size != stride:
+        problems.append(
+            f"a {stages}-stage tiny_vit encoder has stride {stride}, got patch_size={config.patch_size}"
+        )
+    if widths[-1] != config.encoder_embed_dim or heads[-1] != config.encoder_num_heads:
+        problems.append("encoder_embed_dim and encoder_num_heads must equal the last stage's width and heads")
+    if sum(depths) != config.encoder_depth or min(depths) < 1:
+        problems.append(f"encoder_stage_depths {depths} must be positive and sum to encoder_depth")
+    if widths[0] % 2:
+        problems.append(f"the first stage's width ({widths[0]}) must be even")
+    bad = [(w, h) for w, h in zip(widths[1:], heads, strict=True) if h < 1 or w % h]
+    if bad:
+        problems.append(f"stage widths must be divisible by their heads, got (width, heads) {bad}")
+    if min(windows) < 1 or config.encoder_num_classes < 0:
+        problems.append("encoder_stage_windows must be positive and encoder_num_classes >= 0")
+    return problems
 
 
 CONFIGS: dict[str, SamConfig] = {
@@ -117,6 +177,19 @@ CONFIGS: dict[str, SamConfig] = {
         encoder_global_attn_indexes=(),
         encoder_widths=(32, 64, 192),
         encoder_dilations=(1, 2, 4, 8),
+    ),
+    # MobileSAM's TinyViT-5M encoder with SAM's prompt encoder and mask decoder
+    "vit_t": SamConfig(
+        encoder_type="tiny_vit",
+        encoder_embed_dim=320,
+        encoder_depth=12,
+        encoder_num_heads=10,
+        encoder_global_attn_indexes=(),
+        encoder_widths=(64, 128, 160, 320),
+        encoder_stage_depths=(2, 2, 6, 2),
+        encoder_stage_heads=(4, 5, 10),
+        encoder_stage_windows=(7, 14, 7),
+        encoder_num_classes=1000,
     ),
 }
 

@@ -206,6 +206,19 @@ def build_from_config(config: SamConfig, *, name: str = "custom") -> Sam:
             out_chans=config.prompt_embed_dim,
             img_size=config.image_size,
         )
+    elif config.encoder_type == "tiny_vit":
+        from .tiny_vit import TinyViTEncoder
+
+        encoder = TinyViTEncoder(
+            img_size=config.image_size,
+            widths=config.encoder_widths,
+            depths=config.encoder_stage_depths,
+            num_heads=config.encoder_stage_heads,
+            windows=config.encoder_stage_windows,
+            mlp_ratio=config.mlp_ratio,
+            out_chans=config.prompt_embed_dim,
+            num_classes=config.encoder_num_classes,
+        )
     else:
         encoder = _build_vit(config)
     return _assemble(config, encoder, name)
