@@ -11,6 +11,7 @@ from ..model import CONFIGS, OFFICIAL_WEIGHTS, Sam, build_sam, fetch_weights
 from ..model.checkpoint import weights_fingerprint
 from ..model.identity import state_tensors
 from ..model.instance_checkpoint import decoder_beside
+from ..model.zoo import ZOO_MODELS, fetch_zoo_model, model_names
 from .device import DeviceLike, resolve_device
 from .lru import LRU
 
@@ -21,7 +22,7 @@ _CACHE: LRU[tuple[Any, ...], tuple[Sam, str | None]] = LRU(2)
 
 
 def _cache_key(model: str | Path, device: torch.device) -> tuple[Any, ...]:
-    if isinstance(model, str) and model in CONFIGS:
+    if isinstance(model, str) and (model in CONFIGS or model in ZOO_MODELS):
         return ("name", model, str(device))
     path = Path(model).expanduser()
     if not path.is_file():
@@ -38,7 +39,36 @@ def open_model(model: str | Path) -> Sam:
         return _load_nano()
     if isinstance(model, str) and model in OFFICIAL_WEIGHTS:
         return build_sam(model, checkpoint=fetch_weights(model))
+    if isinstance(model, str) and model in ZOO_MODELS:
+        return _load_zoo_model(model)
+    if isinstance(model, str) and not _may_be_a_file(model):
+        raise ValueError(
+            f"unknown model {model!r}: expected one of {', '.join(model_names())}, or the path of a "
+            "weights file (.pth / .pt / .safetensors)"
+        )
     return build_sam(model)
+
+
+def _may_be_a_file(text: str) -> bool:
+    """Whether ``text`` (not a model name) reads as a file path: it exists, has a folder or a suffix."""
+    return Path(text).expanduser().exists() or "/" in text or "\\" in text or bool(Path(text).suffix)
+
+
+def _load_zoo_model(name: str) -> Sam:
+    """One of micro-sam's models (see :mod:`napari_sam.model.zoo`): its files found or downloaded and
+    checked, built on its base architecture with its instance decoder attached."""
+    entry = ZOO_MODELS[name]
+    if entry.architecture not in CONFIGS:
+        raise NotImplementedError(
+            f"{name!r} is built on the {entry.architecture} architecture, which this version of "
+            f"napari-sam does not have yet (it has {', '.join(CONFIGS)})"
+        )
+    files = fetch_zoo_model(entry)
+    # no published decoder: a decoder_state inside the weights file is still attached (None)
+    decoder: Path | None = files.decoder
+    model = build_sam(entry.architecture, checkpoint=files.weights, instance_decoder=decoder)
+    model.name = name
+    return model
 
 
 def _load_nano() -> Sam:
@@ -78,9 +108,12 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
     ----------
     model
         ``"nano"`` (shipped with the package, works offline), ``"vit_b"``, ``"vit_l"``, ``"vit_h"``
-        (official weights, found locally or downloaded and sha256-checked), the path of a weights
-        file (``.pth`` / ``.safetensors``; architecture inferred), or a :class:`Sam`
-        (returned as is, moved to ``device`` unless it is ``"auto"``).
+        (official weights, found locally or downloaded and sha256-checked), one of micro-sam's
+        models (``"vit_b_lm"``, ``"vit_t_em_organelles"`` … — see
+        :data:`napari_sam.model.zoo.ZOO_MODELS`; found locally or downloaded and xxh128-checked, with
+        micro-sam's instance decoder attached where it publishes one), the path of a weights file
+        (``.pth`` / ``.pt`` / ``.safetensors``; architecture inferred), or a :class:`Sam` (returned as
+        is, moved to ``device`` unless it is ``"auto"``).
     device
         ``"auto"`` (CUDA → MPS → CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``.
 

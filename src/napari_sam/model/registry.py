@@ -1,11 +1,13 @@
-"""Registered models: names, download URLs, sha256, and finding or fetching their weights.
+"""Registered models: names, download URLs, published hashes, and finding or fetching their weights.
 
 Where weights are looked for, in order:
 
 1. ``NAPARI_SAM_WEIGHTS``: one or more folders (or files), separated by ``os.pathsep``, holding the
-   official file names (``sam_vit_b_01ec64.pth`` …) — for offline sites;
+   registered file names (``sam_vit_b_01ec64.pth``, ``vit_b_lm.pt`` …) — for offline sites;
 2. the cache folder (``NAPARI_SAM_CACHE``, else the user cache dir), where downloads go;
-3. a download through pooch, checked against the published sha256.
+3. folders a caller adds (micro-sam's own cache, for micro-sam's models: see :mod:`.zoo`);
+4. a download through pooch, checked against the published hash: sha256 for the official files,
+   xxh128 (the ``xxhash`` package) for micro-sam's, as each publisher states it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +24,72 @@ from ..errors import WeightsHashError, WeightsUnavailableError
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
+#: Hash algorithms checked, and the length of their hex digests.
+HASH_LENGTHS = {"sha256": 64, "xxh128": 32}
+
+
 @dataclass(frozen=True)
 class WeightsInfo:
-    """Where a registered model's weights come from."""
+    """Where a registered model's weights come from (a file published with its sha256)."""
 
     name: str
     filename: str
     url: str
     sha256: str
+
+    @property
+    def known_hash(self) -> str:
+        """The published hash as pooch writes it: ``"sha256:<64 hex digits>"``."""
+        return f"sha256:{self.sha256}"
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """The names a local copy may have."""
+        return (self.filename,)
+
+
+@dataclass(frozen=True)
+class HostedFile:
+    """A downloadable file whose publisher states its hash in pooch's form (``"xxh128:<32 hex>"``).
+
+    Attributes
+    ----------
+    name
+        What the file is, for messages (``"vit_b_lm"``, ``"vit_b_lm_decoder"``).
+    filename
+        The name it gets in the cache folder.
+    url
+        Where it is downloaded from.
+    known_hash
+        ``"<algorithm>:<hex digest>"``; ``sha256`` and ``xxh128`` are checked.
+    aliases
+        Other names a local copy may have (micro-sam's cache names its files without a suffix).
+    """
+
+    name: str
+    filename: str
+    url: str
+    known_hash: str
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        algorithm, _, digest = self.known_hash.partition(":")
+        if algorithm not in HASH_LENGTHS or not re.fullmatch(
+            rf"[0-9a-f]{{{HASH_LENGTHS[algorithm]}}}", digest
+        ):
+            raise ValueError(
+                f"known_hash of {self.name!r} must be 'sha256:<64 hex>' or 'xxh128:<32 hex>', "
+                f"got {self.known_hash!r}"
+            )
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """The names a local copy may have: :attr:`filename`, then the aliases."""
+        return (self.filename, *self.aliases)
+
+
+#: A file :func:`fetch_weights` can find or download.
+Downloadable = WeightsInfo | HostedFile
 
 
 OFFICIAL_WEIGHTS: dict[str, WeightsInfo] = {
@@ -77,7 +138,8 @@ def shipped_nano_decoder_path() -> Path:
     return shipped_nano_path().with_name(NANO_DECODER_FILENAME)
 
 
-_verified: dict[tuple[str, int, int], str] = {}
+_verified: dict[tuple[str, int, int], str] = {}  # sha256 by (path, size, mtime)
+_verified_xxh128: dict[tuple[str, int, int], str] = {}
 
 
 def cache_dir() -> Path:
@@ -95,18 +157,56 @@ def _weights_search_paths() -> list[Path]:
     return [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
 
 
+def _stat_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of ``path``, remembered for the process while size and mtime stay the same."""
     from .checkpoint import sha256_file
 
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = _stat_key(path)
     if key not in _verified:
         _verified[key] = sha256_file(path)
     return _verified[key]
 
 
-#: File in :func:`cache_dir` remembering the sha256 of local weights files for ``napari-sam models``.
+def _xxh128_file(path: Path, *, chunk_size: int = 1 << 22) -> str:
+    try:
+        import xxhash
+    except ImportError as exc:  # a dependency; only a broken installation lacks it
+        raise ImportError(
+            "checking micro-sam's files needs the xxhash package (their publisher states xxh128 "
+            "hashes): pip install xxhash"
+        ) from exc
+    digest = xxhash.xxh128()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return str(digest.hexdigest())
+
+
+def file_hash(path: Path, algorithm: str = "sha256") -> str:
+    """The ``algorithm`` (``"sha256"`` or ``"xxh128"``) hex digest of ``path``, remembered for the
+    process while its size and mtime stay the same."""
+    if algorithm == "sha256":
+        return file_sha256(path)
+    if algorithm != "xxh128":
+        raise ValueError(f"algorithm must be one of {sorted(HASH_LENGTHS)}, got {algorithm!r}")
+    key = _stat_key(path)
+    if key not in _verified_xxh128:
+        _verified_xxh128[key] = _xxh128_file(path)
+    return _verified_xxh128[key]
+
+
+def _split_hash(known_hash: str) -> tuple[str, str]:
+    """``"xxh128:ab…"`` → ``("xxh128", "ab…")``."""
+    algorithm, _, digest = known_hash.partition(":")
+    return algorithm, digest.lower()
+
+
+#: File in :func:`cache_dir` remembering the hashes of local weights files for ``napari-sam models``.
 SHA256_RECORD = "sha256-record.json"
 
 
@@ -130,8 +230,8 @@ def _write_record(record: Path, entries: dict[str, dict[str, object]]) -> None:
         pass
 
 
-def remembered_sha256(path: Path) -> str:
-    """sha256 of ``path``, remembered across processes while its size and mtime stay the same.
+def remembered_hash(path: Path, algorithm: str = "sha256") -> str:
+    """The ``algorithm`` hash of ``path``, remembered across processes while its size and mtime stay.
 
     The result is kept in ``SHA256_RECORD`` in :func:`cache_dir`, keyed by the resolved path, so
     that listing a 2.5 GB file a second time does not read it again. Loading weights does not trust
@@ -141,67 +241,87 @@ def remembered_sha256(path: Path) -> str:
     ----------
     path
         An existing file.
+    algorithm
+        ``"sha256"`` (64 hex digits) or ``"xxh128"`` (32).
 
     Returns
     -------
     str
-        64 hex digits.
+        The hex digest.
     """
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key in _verified:
-        return _verified[key]
+    key = _stat_key(path)
+    memo = _verified if algorithm == "sha256" else _verified_xxh128
+    if key in memo:
+        return memo[key]
     record = cache_dir() / SHA256_RECORD
     entries = _read_record(record)
     entry = entries.get(key[0])
-    known = entry.get("sha256") if isinstance(entry, dict) else None
+    known = entry.get(algorithm) if isinstance(entry, dict) else None
     fresh = isinstance(entry, dict) and entry.get("size") == key[1] and entry.get("mtime_ns") == key[2]
-    if fresh and isinstance(known, str) and re.fullmatch(r"[0-9a-f]{64}", known):
-        _verified[key] = known
+    length = HASH_LENGTHS.get(algorithm, 0)
+    if fresh and isinstance(known, str) and re.fullmatch(rf"[0-9a-f]{{{length}}}", known):
+        memo[key] = known
         return known
-    digest = file_sha256(path)
-    entries[key[0]] = {"size": key[1], "mtime_ns": key[2], "sha256": digest}
+    digest = file_hash(path, algorithm)
+    kept = dict(entry) if fresh and isinstance(entry, dict) else {}
+    entries[key[0]] = {**kept, "size": key[1], "mtime_ns": key[2], algorithm: digest}
     _write_record(record, entries)
     return digest
 
 
-def local_weights_status(info: WeightsInfo) -> str:
-    """Where the local copy of ``info``'s file is and whether its sha256 is the published one.
+def remembered_sha256(path: Path) -> str:
+    """sha256 of ``path`` (64 hex digits), remembered across processes: :func:`remembered_hash`."""
+    return remembered_hash(path, "sha256")
+
+
+def local_file_status(info: Downloadable, *, also: Sequence[Path] = ()) -> str:
+    """Where the local copy of ``info``'s file is and whether its hash is the published one.
 
     Returns
     -------
     str
-        ``"-"`` (no local copy), ``"PATH (sha256 ok)"``, or ``"PATH (WRONG HASH: …)"`` with the
-        hash found, the one expected and what to do.
+        ``"-"`` (no local copy), ``"PATH (sha256 ok)"`` / ``"PATH (xxh128 ok)"``, or
+        ``"PATH (WRONG HASH: …)"`` with the hash found, the one expected and what to do.
     """
-    local = find_local_weights(info)
+    local = find_local_weights(info, also=also)
     if local is None:
         return "-"
+    algorithm, expected = _split_hash(info.known_hash)
     try:
-        actual = remembered_sha256(local)
+        actual = remembered_hash(local, algorithm)
     except OSError as exc:
         return f"{local} (UNREADABLE: {exc.strerror or exc})"
-    if actual == info.sha256.lower():
-        return f"{local} (sha256 ok)"
+    if actual == expected:
+        return f"{local} ({algorithm} ok)"
     return (
-        f"{local} (WRONG HASH: sha256 {actual[:12]}…, published {info.sha256[:12]}…; the file is "
+        f"{local} (WRONG HASH: {algorithm} {actual[:12]}…, published {expected[:12]}…; the file is "
         "corrupt, truncated or not the published one — delete it and download it again)"
     )
 
 
+def local_weights_status(info: WeightsInfo) -> str:
+    """``"-"``, ``"PATH (sha256 ok)"`` or ``"PATH (WRONG HASH: …)"``: :func:`local_file_status`."""
+    return local_file_status(info)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """One row of :func:`model_catalogue`: a name ``model=`` accepts, what it is for, its weights."""
+    """One row of ``napari-sam models``: a name ``model=`` accepts, what it is for, its weights."""
 
     name: str
     purpose: str
     weights: str  # the file name (and its size where it is downloaded)
-    status: str  # where it is on this machine and whether its sha256 is the published one
+    status: str  # where it is on this machine and whether its hash is the published one
+    #: how it segments without prompts: its instance decoder (AIS / APG) or the prompt grid (AMG)
+    automatic: str = "AMG (prompt grid; no instance decoder)"
 
+
+#: ``ModelEntry.automatic`` of a model that carries an instance decoder.
+WITH_DECODER = "AIS / APG (instance decoder)"
 
 #: What each registered model is for, in one line (facts of the published models; nano is ours).
 PURPOSES = {
-    "nano": "offline, fast on a CPU; trained on synthetic fluorescence nuclei only",
+    "nano": "ours: offline, fast on a CPU; trained on synthetic fluorescence nuclei only",
     "vit_b": "official SAM ViT-B: general purpose, the usual choice on a GPU",
     "vit_l": "official SAM ViT-L: larger and slower than vit_b, a little better",
     "vit_h": "official SAM ViT-H: the largest and slowest, the best official masks",
@@ -221,15 +341,25 @@ def shipped_nano_status() -> str:
 
 
 def model_catalogue() -> list[ModelEntry]:
-    """Every registered model name: what it is for, its weights file and its state on this machine.
+    """nano and the official models: what each is for, its weights file and its state on this machine.
 
     Returns
     -------
     list of ModelEntry
         nano first, then the official models in :data:`OFFICIAL_WEIGHTS` order. Official files are
-        hashed once and remembered (see :func:`remembered_sha256`).
+        hashed once and remembered (see :func:`remembered_sha256`). micro-sam's models follow in
+        :func:`napari_sam.model.zoo.catalogue`, which lists every name.
     """
-    rows = [ModelEntry("nano", PURPOSES["nano"], f"{NANO_FILENAME} (in the package)", shipped_nano_status())]
+    nano_automatic = WITH_DECODER if NANO_DECODER_SHA256 is not None else ModelEntry.automatic
+    rows = [
+        ModelEntry(
+            "nano",
+            PURPOSES["nano"],
+            f"{NANO_FILENAME} (in the package)",
+            shipped_nano_status(),
+            nano_automatic,
+        )
+    ]
     for name, info in OFFICIAL_WEIGHTS.items():
         size = DOWNLOAD_SIZES.get(name)
         weights = f"{info.filename} ({size} download)" if size else info.filename
@@ -237,27 +367,42 @@ def model_catalogue() -> list[ModelEntry]:
     return rows
 
 
-def verify_sha256(path: Path, expected: str) -> None:
-    """Raise :class:`WeightsHashError` unless ``path`` has sha256 ``expected``."""
-    actual = file_sha256(path)
-    if actual != expected.lower():
+def verify_hash(path: Path, known_hash: str) -> None:
+    """Raise :class:`WeightsHashError` unless ``path`` has the hash ``known_hash``
+    (``"sha256:<hex>"`` or ``"xxh128:<hex>"``)."""
+    algorithm, expected = _split_hash(known_hash)
+    actual = file_hash(path, algorithm)
+    if actual != expected:
         raise WeightsHashError(
-            f"{path} has sha256 {actual}, expected {expected}: the file is corrupt, truncated or "
+            f"{path} has {algorithm} {actual}, expected {expected}: the file is corrupt, truncated or "
             "not the published one. Delete it and download it again."
         )
 
 
-def find_local_weights(info: WeightsInfo) -> Path | None:
-    """The first existing local copy of ``info.filename`` (``NAPARI_SAM_WEIGHTS``, then cache)."""
-    for entry in [*_weights_search_paths(), cache_dir()]:
-        is_that_file = entry.is_file() and entry.name == info.filename
-        candidate = entry if is_that_file else entry / info.filename
-        if candidate.is_file():
-            return candidate
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise :class:`WeightsHashError` unless ``path`` has sha256 ``expected``."""
+    verify_hash(path, f"sha256:{expected}")
+
+
+def find_local_weights(info: Downloadable, *, also: Sequence[Path] = ()) -> Path | None:
+    """The first existing local copy of ``info``'s file: in ``NAPARI_SAM_WEIGHTS``, then the cache,
+    then the folders ``also``; under :attr:`WeightsInfo.file_names` (a file named in
+    ``NAPARI_SAM_WEIGHTS`` counts when its name is one of them)."""
+    for entry in [*_weights_search_paths(), cache_dir(), *also]:
+        for name in info.file_names:
+            candidate = entry if entry.is_file() and entry.name == name else entry / name
+            if candidate.is_file():
+                return candidate
     return None
 
 
-def _offline_help(info: WeightsInfo, *, tried_download: bool = True, directory: Path | None = None) -> str:
+def describe_hash(known_hash: str) -> str:
+    """``"sha256:ab…"`` → ``"sha256 ab…"`` (the words a message shows)."""
+    algorithm, digest = _split_hash(known_hash)
+    return f"{algorithm} {digest}"
+
+
+def _offline_help(info: Downloadable, *, tried_download: bool = True, directory: Path | None = None) -> str:
     where = (
         f"could not be downloaded from {info.url}"
         if tried_download
@@ -271,37 +416,54 @@ def _offline_help(info: WeightsInfo, *, tried_download: bool = True, directory: 
     )
     return (
         f"Weights for {info.name!r} ({info.filename}) are not on this machine and {where}. "
-        f"On a machine with internet access download that file (sha256 {info.sha256}), then "
+        f"On a machine with internet access download that file ({describe_hash(info.known_hash)}), then "
         f"{put} or pass model='/path/to/{info.filename}'. model='nano' works offline."
     )
 
 
+def _check_algorithm(info: Downloadable) -> None:
+    """An unusable hash algorithm is found before anything is downloaded."""
+    algorithm, _ = _split_hash(info.known_hash)
+    if algorithm == "xxh128":
+        import importlib.util
+
+        if importlib.util.find_spec("xxhash") is None:
+            raise ImportError(
+                f"checking {info.filename} needs the xxhash package (its publisher states an xxh128 "
+                "hash): pip install xxhash"
+            )
+
+
 def fetch_weights(
-    info: WeightsInfo | str,
+    info: Downloadable | str,
     *,
     download: bool = True,
     directory: Path | str | None = None,
     progressbar: bool = True,
+    also: Sequence[Path] = (),
 ) -> Path:
-    """Return a verified local path to a registered model's weights, downloading if needed.
+    """Return a verified local path to a registered file, downloading it if needed.
 
     Parameters
     ----------
     info
-        A :class:`WeightsInfo` or a registered name (``"vit_b"`` …).
+        A :class:`WeightsInfo` / :class:`HostedFile`, or an official name (``"vit_b"`` …; micro-sam's
+        models have two files each: :func:`napari_sam.model.zoo.fetch_zoo_model`).
     download
         If False, only look on disk.
     directory
-        Download folder; defaults to :func:`cache_dir`.
+        Download folder; defaults to :func:`cache_dir`. Given, only that folder is searched.
     progressbar
         Show a download progress bar.
+    also
+        More folders to search after ``NAPARI_SAM_WEIGHTS`` and the cache (never written to).
 
     Raises
     ------
     WeightsUnavailableError
         Not on disk and not downloadable (offline, or ``download=False``).
     WeightsHashError
-        A local or downloaded file has the wrong sha256.
+        A local or downloaded file has the wrong hash (a bad download is not kept).
     """
     if isinstance(info, str):
         if info not in OFFICIAL_WEIGHTS:
@@ -309,15 +471,16 @@ def fetch_weights(
                 f"model {info!r} has no downloadable weights; registered: {sorted(OFFICIAL_WEIGHTS)}"
             )
         info = OFFICIAL_WEIGHTS[info]
-    local = find_local_weights(info) if directory is None else None
+    _check_algorithm(info)
+    local = find_local_weights(info, also=also) if directory is None else None
     if local is not None:
-        verify_sha256(local, info.sha256)
+        verify_hash(local, info.known_hash)
         return local
     explicit_dir = Path(directory).expanduser() if directory is not None else None
     target_dir = explicit_dir if explicit_dir is not None else cache_dir()
     target = target_dir / info.filename
     if target.is_file():
-        verify_sha256(target, info.sha256)
+        verify_hash(target, info.known_hash)
         return target
     if not download:
         raise WeightsUnavailableError(_offline_help(info, tried_download=False, directory=explicit_dir))
@@ -327,7 +490,7 @@ def fetch_weights(
     try:
         path = pooch.retrieve(
             info.url,
-            known_hash=f"sha256:{info.sha256}",
+            known_hash=info.known_hash,
             fname=info.filename,
             path=target_dir,
             progressbar=progressbar,
@@ -335,7 +498,7 @@ def fetch_weights(
     except ValueError as exc:  # pooch's hash mismatch (the bad download is removed)
         if "hash" in str(exc).lower():
             raise WeightsHashError(
-                f"downloaded {info.url} but its sha256 is not {info.sha256}: {exc}"
+                f"downloaded {info.url} but its {describe_hash(info.known_hash)} does not match: {exc}"
             ) from exc
         raise
     except Exception as exc:  # network errors: requests / urllib / OS
