@@ -24,7 +24,10 @@ def test_models_lists_the_registry(capsys):
         assert name in out
     lines = out.splitlines()
     names = [line.split()[0] for line in lines[2:] if not line.startswith(" ")]
-    assert names == ["nano", "vit_b", "vit_l", "vit_h"]  # every registered model, nano first
+    from napari_sam.model.zoo import ZOO_MODELS
+
+    # every registered model, nano first, then the official ones, then micro-sam's
+    assert names == ["nano", "vit_b", "vit_l", "vit_h", *ZOO_MODELS]
     nano = lines.index(next(line for line in lines if line.startswith("nano ")))
     assert "nano.safetensors (shipped, sha256 ok)" in lines[nano]
     assert "offline" in lines[nano + 1] and "nuclei" in lines[nano + 1]  # what it is for

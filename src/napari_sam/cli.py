@@ -24,6 +24,8 @@ EPILOG = """
 examples:
   napari-sam models                       # the models, what they are for, which are on this machine
   napari-sam models --verify sam_vit_b_01ec64.pth
+  napari-sam models --download vit_b_lm   # micro-sam's light-microscopy model and its decoder
+  napari-sam export-model trained/model.safetensors vit_b_mine.pt   # back to micro-sam
   napari-sam demo                         # offline demo on synthetic nuclei: picture + labels
   napari-sam gui                          # napari with the annotator docked
   napari-sam embed stacks/ --out cache/   # embed every image of a folder (resumable)
@@ -51,38 +53,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .model.registry import cache_dir, model_catalogue
+    from ._cli_models import cmd_models
 
-    if args.verify:
-        return _verify(Path(args.verify))
-    print(f"weights cache: {cache_dir()} (folders in NAPARI_SAM_WEIGHTS are searched first)")
-    print(f"{'name':8} on this machine / what it is for")
-    for entry in model_catalogue():
-        here = entry.status
-        if here == "-":
-            here = f"not here: napari-sam models --download {entry.name} (or see NAPARI_SAM_WEIGHTS)"
-        print(f"{entry.name:8} {here}")
-        print(f"{'':8} {entry.purpose}; weights: {entry.weights}")
-    if args.download:
-        from .model import fetch_weights
-
-        path = fetch_weights(args.download)
-        print(f"{args.download}: {path} (sha256 verified)")
-    return 0
+    return cmd_models(args)
 
 
-def _verify(path: Path) -> int:
-    from .model import OFFICIAL_WEIGHTS, build_sam
-    from .model.registry import file_sha256
+def _cmd_export_model(args: argparse.Namespace) -> int:
+    from ._cli_models import cmd_export_model
 
-    model = build_sam(path)
-    digest = file_sha256(path)
-    known = {info.sha256: name for name, info in OFFICIAL_WEIGHTS.items()}
-    origin = f"official {known[digest]}" if digest in known else "not an official release file"
-    params = sum(p.numel() for p in model.parameters())
-    print(f"{path}: architecture {model.name}, {params / 1e6:.1f} M parameters")
-    print(f"sha256 {digest} ({origin})")
-    return 0
+    return cmd_export_model(args)
 
 
 def _cmd_gui(args: argparse.Namespace) -> int:
@@ -245,13 +224,13 @@ def _check_model_and_device(args: argparse.Namespace) -> None:
     if getattr(args, "scheduler", None):
         return
     from .engine.device import resolve_device
-    from .model import MODEL_NAMES
+    from .model.zoo import model_names
 
     try:
         resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
-    names = (*MODEL_NAMES, "auto") if args.command == "demo" else MODEL_NAMES
+    names = (*model_names(), "auto") if args.command == "demo" else model_names()
     if args.model not in names and not Path(args.model).expanduser().is_file():
         raise UsageError(
             f"--model {args.model!r} is neither a model name ({', '.join(names)}) nor a weights file"
@@ -457,11 +436,41 @@ def _add_models(sub: Subcommands) -> None:
         "models",
         help="list registered models, download or verify weights",
         description="List every model name this version knows: what it is for, where its weights\n"
-        "are, whether they are on this machine. Download an official file, or check a weights file.",
+        "are, whether they are on this machine, whether it segments automatically with an instance\n"
+        "decoder. Download a model's files (official, or micro-sam's with their decoders), or check a\n"
+        "weights file.",
     )
-    models.add_argument("--download", metavar="NAME", help="download NAME's weights (checks sha256)")
+    models.add_argument(
+        "--download", metavar="NAME", help="download NAME's files (checks sha256, or xxh128 for micro-sam's)"
+    )
     models.add_argument("--verify", metavar="FILE", help="read FILE, name its architecture and hash")
     models.set_defaults(func=_cmd_models)
+
+
+def _add_export_model(sub: Subcommands) -> None:
+    export = _subcommand(
+        sub,
+        "export-model",
+        help="write a model in micro-sam's checkpoint format (or ours)",
+        description="Write MODEL (a name, or a weights file such as the model.safetensors that\n"
+        "napari-sam train writes) to OUT in micro-sam's format: a torch file holding\n"
+        '{"model_state": …, "decoder_state": …} that micro-sam\'s get_sam_model and\n'
+        "get_predictor_and_decoder load (the bare state dict without an instance decoder). The nano\n"
+        "model has no micro-sam counterpart: write it with --format napari_sam.",
+    )
+    export.add_argument("model", metavar="MODEL", help="a model name or a weights file")
+    export.add_argument("out", metavar="OUT", help="the file to write (e.g. vit_b_mine.pt)")
+    export.add_argument(
+        "--format", default="micro_sam", choices=["micro_sam", "napari_sam"], help="the file's format"
+    )
+    export.add_argument(
+        "--decoder",
+        default="inside",
+        choices=["inside", "beside", "none"],
+        help="micro_sam format: the instance decoder in the file, beside it as OUT_decoder.pt "
+        "(as micro-sam's zoo ships them), or left out",
+    )
+    export.set_defaults(func=_cmd_export_model)
 
 
 def _add_demo(sub: Subcommands) -> None:
@@ -618,7 +627,8 @@ def _add_segment(sub: Subcommands) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``napari-sam`` parser: one subcommand each for models, demo, gui, train, embed and segment."""
+    """The ``napari-sam`` parser: one subcommand each for models, demo, gui, train, embed, segment and
+    export-model."""
     parser = argparse.ArgumentParser(
         prog="napari-sam",
         description="Segment Anything for microscopy: embed, segment and fine-tune from the shell.",
@@ -627,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"napari-sam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_models, _add_demo, _add_gui, _add_train, _add_embed, _add_segment):
+    for add in (_add_models, _add_demo, _add_gui, _add_train, _add_embed, _add_segment, _add_export_model):
         add(sub)
     return parser
 
