@@ -9,7 +9,7 @@ The shipped weights come from three runs (see docs/models.md):
         --steps 2800 --lr 2e-4 --warmup 50 --correction-iters 2 --seed 2 --out artifacts/nano-stage3 \
         --export artifacts/nano-v2.safetensors   # then copied over the package's nano.safetensors
     python scripts/train_nano.py --init src/napari_sam/weights/nano.safetensors --source realistic \
-        --object-scale --windows-per-image 2 --steps 2400 --lr 2e-4 --warmup 50 --correction-iters 2 \
+        --object-scale --windows-per-image 2 --steps 3500 --lr 2e-4 --warmup 50 --correction-iters 2 \
         --seed 3 --out artifacts/nano-stage4 --export artifacts/nano-v3.safetensors
 
 Stage 1 draws from :mod:`napari_sam.data.basic` with randomised size, object count, object size and

@@ -68,6 +68,11 @@ def test_point_preview_commit_undo_and_batch_boxes(make_napari_viewer, qtbot, me
     wait_idle(qtbot, widget)
     assert ann.embeddings() is not None
     assert any("embeddings ready" in text for _, text in messages)
+    # "auto" shows the objects' size the embeddings were scaled for (nano estimates it)
+    size = ann.embeddings().object_size
+    assert size is not None and widget.embedding.object_size() is None
+    assert widget.embedding.object_size_spin.text() == f"auto (≈{round(size)} px)"
+    assert any(f"objects ≈ {round(size)} px across" in text for _, text in messages)
 
     # one positive click inside nucleus 24 → the live preview covers it
     obj = truth == 24

@@ -91,6 +91,18 @@ def stored(layer: Any, settings: EmbeddingSettings | None = None) -> LayerEmbedd
     return record
 
 
+def scaled_object_size(layer: Any) -> float | None:
+    """The objects' diameter (image px) the embeddings of ``layer`` were scaled for: the object size
+    given, or the estimate of ``"auto"``; None when none are computed or the model's fixed rule placed
+    the image."""
+    record = stored(layer)
+    if record is None:
+        return None
+    if record.volume is not None:
+        return record.volume.object_size
+    return next((emb.object_size for emb in record.slices.values()), None)
+
+
 def lookup(layer: Any, plane: int | None = None, settings: EmbeddingSettings | None = None) -> Any:
     """The :class:`~napari_sam.engine.embed.embeddings.Embeddings` of ``layer`` (on ``plane``), or None."""
     record = stored(layer, settings)

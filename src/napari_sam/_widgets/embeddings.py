@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._napari.embeddings import EmbeddingSettings, compute_steps, stored
+from .._napari.embeddings import EmbeddingSettings, compute_steps, scaled_object_size, stored
 from .._napari.prompts import image_spatial_shape
 from ..engine.types import Precision
 from ..errors import AnnotatorError
@@ -79,6 +79,8 @@ class EmbeddingWidget(QWidget):
         self.browse_button.clicked.connect(self._browse)
         self.cache_button.clicked.connect(self._browse_cache)
         self.image_combo.currentIndexChanged.connect(self._update_scope)
+        self.image_combo.currentIndexChanged.connect(lambda *_: self.show_estimate(None))
+        self.model_combo.currentTextChanged.connect(lambda *_: self.show_estimate(None))
         events = self.viewer.layers.events
         events.inserted.connect(self.reset_choices)
         events.removed.connect(self.reset_choices)
@@ -205,6 +207,10 @@ class EmbeddingWidget(QWidget):
         """Show ``size`` (pixels across, rounded) in the object size box; None or 0: "auto"."""
         self.object_size_spin.setValue(0 if not size else max(1, round(size)))
 
+    def show_estimate(self, size: float | None) -> None:
+        """Show beside "auto" the objects' size the last embeddings were scaled for (None: plain "auto")."""
+        self.object_size_spin.setSpecialValueText(f"auto (≈{round(size)} px)" if size else "auto")
+
     def _channel(self) -> int | None:
         """The RGB channel to embed alone (None: all channels, or not an RGB layer)."""
         index = self.channel_combo.currentIndex()
@@ -301,7 +307,10 @@ class EmbeddingWidget(QWidget):
     def _on_done(self, layer: Any) -> None:
         record = stored(layer)
         n = 0 if record is None else len(record.slices)
-        tell(self.viewer, f"embeddings ready for '{layer.name}' ({n} slice{'s' if n != 1 else ''})")
+        size = scaled_object_size(layer) if self.object_size() is None else None
+        self.show_estimate(size)
+        estimate = f"; objects ≈ {round(size)} px across, estimated" if size else ""
+        tell(self.viewer, f"embeddings ready for '{layer.name}' ({n} slice{'s' if n != 1 else ''}{estimate})")
         self.computed.emit(layer)
 
     def _on_error(self, exc: BaseException) -> None:

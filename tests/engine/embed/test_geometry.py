@@ -36,6 +36,10 @@ def test_nano_estimates_by_default_and_uses_the_estimate(nano, small_nuclei) -> 
     given = ns.compute_embeddings(small_nuclei, nano, object_size=estimate)
     assert default.input_size == given.input_size != (256, 320)
     assert np.array_equal(default.features.numpy(), given.features.numpy())
+    # the embeddings say what size they were scaled for: the estimate, the given size, or None (fixed)
+    # (the run estimates on the normalised image: close to the raw image's estimate, the same scale)
+    assert default.object_size == pytest.approx(estimate, rel=0.15) and given.object_size == estimate
+    assert ns.compute_embeddings(small_nuclei, nano, object_size="fixed").object_size is None
 
 
 def test_small_objects_in_a_large_image_are_tiled_at_their_scale(nano) -> None:
@@ -44,6 +48,7 @@ def test_small_objects_in_a_large_image_are_tiled_at_their_scale(nano) -> None:
     assert isinstance(emb, ns.TiledEmbeddings)
     assert emb.spec == ns.TileSpec(341, 21)  # halo: 1.5 objects (at least a sixteenth of a tile)
     assert all(min(tile.input_size) >= 1020 for tile in emb.tiles)  # each tile fills the canvas
+    assert emb.object_size == 10.0
     # an explicit tile= wins over the scaled tiling; the scale still holds up to the canvas
     emb = ns.compute_embeddings(image, nano, object_size=10, tile=(200, 20))
     assert emb.spec == ns.TileSpec(200, 20) and emb.tiles[0].input_size == (600, 600)
@@ -69,7 +74,7 @@ def test_cache_records_the_geometry_and_refuses_another(nano, small_nuclei, tmp_
     again = ns.compute_embeddings(small_nuclei, nano, object_size=10, cache=cache)
     assert np.array_equal(first.features.numpy(), again.features.numpy())
     record = ns.open_embeddings(cache)
-    assert record.input_size == (384, 480)
+    assert record.input_size == (384, 480) and record.object_size == first.object_size == 10.0
     with pytest.raises(CacheMismatchError):
         ns.compute_embeddings(small_nuclei, nano, object_size="fixed", cache=cache)
 

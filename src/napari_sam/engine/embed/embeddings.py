@@ -91,6 +91,11 @@ class VolumeEmbeddings(Sequence):
         return self._embedder.sam
 
     @property
+    def object_size(self) -> float | None:
+        """The objects' diameter (image px) the slices' scale was chosen from; None: the fixed rule."""
+        return self._embedder.object_size
+
+    @property
     def tiled(self) -> bool:
         return self._embedder.windows is not None
 
@@ -350,13 +355,29 @@ def _embed(
     geometry = resolve_geometry(image, layout, sam, options, preprocessor)
     preprocessor, spec = geometry.preprocessor, geometry.tiling
     if cache is None and spec is None and not layout.is_volume:
-        return embed_plane(image, sam, preprocessor, options, progress=progress, cancel=cancel)
+        return embed_plane(
+            image,
+            sam,
+            preprocessor,
+            options,
+            progress=progress,
+            cancel=cancel,
+            object_size=geometry.object_size,
+        )
     store = meta = None
     if cache is not None:
         meta = _cache_record(image, layout, sam, preprocessor, spec, options, geometry.object_size)
         store = EmbeddingStore.open_or_create(cache, meta, overwrite=overwrite)
     embedder = SliceEmbedder(
-        image, layout, sam, spec, preprocessor=preprocessor, options=options, store=store, meta=meta
+        image,
+        layout,
+        sam,
+        spec,
+        preprocessor=preprocessor,
+        options=options,
+        store=store,
+        meta=meta,
+        object_size=geometry.object_size,
     )
     embedder.run(todo, progress, cancel)
     return VolumeEmbeddings(embedder) if layout.is_volume else embedder.get(0)

@@ -69,10 +69,12 @@ def make_embeddings(
     params: PreprocessParams,
     sam: Sam | None,
     model_record: Mapping[str, Any] | None = None,
+    object_size: float | None = None,
 ) -> Embeddings:
     """An :class:`Embeddings` from features (a ``(1, C, h, w)`` tensor, or ``(C, h, w)`` read from a store).
 
-    The model's name, weights and canvas come from ``model_record`` (a store's) or else from ``sam``.
+    The model's name, weights and canvas come from ``model_record`` (a store's) or else from ``sam``;
+    ``object_size`` is the size the run's scale was chosen from (None: the model's fixed rule).
     """
     record = model_record or {}
     if isinstance(features, np.ndarray):
@@ -89,6 +91,7 @@ def make_embeddings(
         weights_sha256=str(weights),
         preprocessing=params,
         model=sam,
+        object_size=object_size,
     )
 
 
@@ -100,10 +103,12 @@ def embed_plane(
     *,
     progress: ProgressLike = False,
     cancel: Any = None,
+    object_size: float | None = None,
 ) -> Embeddings:
     """Embed one 2D image straight through: read → preprocess → encode (no cache, no tiles, no thread).
 
-    Progress counts one slice; ``cancel`` is checked before and after the encoder runs.
+    Progress counts one slice; ``cancel`` is checked before and after the encoder runs. ``object_size``
+    is recorded in the result (what ``preprocessor.scale`` was chosen from).
     """
     with Progress(progress, 1, cancel=cancel, unit="slice", what="embedding") as reporter:
         reporter.check()
@@ -112,7 +117,7 @@ def embed_plane(
         features = encode(sam, [pixels], options)
         reporter.advance(1)
         reporter.check()
-    return make_embeddings(features, input_size, scaled.shape[:2], params, sam)
+    return make_embeddings(features, input_size, scaled.shape[:2], params, sam, object_size=object_size)
 
 
 @dataclass
@@ -159,6 +164,7 @@ class SliceEmbedder:
         options: EmbedOptions | None = None,
         store: EmbeddingStore | None = None,
         meta: Mapping[str, Any] | None = None,
+        object_size: float | None = None,
     ) -> None:
         self.layout, self.sam, self.spec, self.options, self.store = layout, sam, spec, options, store
         self.batch_size = options.batch_size if options is not None else 1
@@ -167,6 +173,9 @@ class SliceEmbedder:
         if image is not None and sam is not None and preprocessor is not None:
             self.reader = SliceReader(image, layout, preprocessor, sam, self.windows)
         self.meta = meta or (store.meta if store is not None else {})
+        recorded = self.meta.get("preprocessing", {}).get("object_size")
+        #: the objects' size the run's scale was chosen from (a store records it); None: fixed rule
+        self.object_size = object_size if object_size is not None else recorded
         self.memory: dict[int, Embeddings | TiledEmbeddings] = {}
         self.params: dict[int, PreprocessParams] = {}
         cache_float16 = store is not None and store.meta.get("cache_dtype") == "float16"
@@ -338,9 +347,7 @@ class SliceEmbedder:
             return
         self.params[z] = params
         tiles = [
-            make_embeddings(
-                state.features[t], state.input_sizes[t], state.original_sizes[t], params, self.sam
-            )
+            self._embeddings(state.features[t], state.input_sizes[t], state.original_sizes[t], params)
             for t in range(self.n_tiles)
         ]
         self.memory[z] = tiles[0] if self.windows is None else self._tiled(z, tiles)
@@ -364,7 +371,9 @@ class SliceEmbedder:
     def _embeddings(
         self, features: Any, input_size: Any, original_size: Any, params: PreprocessParams
     ) -> Embeddings:
-        return make_embeddings(features, input_size, original_size, params, self.sam, self.meta.get("model"))
+        return make_embeddings(
+            features, input_size, original_size, params, self.sam, self.meta.get("model"), self.object_size
+        )
 
     def _tiled(self, z: int, tiles: Sequence[Embeddings]) -> TiledEmbeddings:
         assert self.windows is not None and self.spec is not None

@@ -145,6 +145,11 @@ class TiledEmbeddings:
     #: windows embedded for objects no tile holds, the last few kept
     _extra: LRU[tuple[int, int, int, int], Embeddings] = field(default_factory=lambda: LRU(4), repr=False)
 
+    @property
+    def object_size(self) -> float | None:
+        """The objects' diameter (image px) the tiles' scale was chosen from; None: the fixed rule."""
+        return self.tiles[0].object_size if len(self.tiles) else None
+
     def __len__(self) -> int:
         return len(self.windows)
 

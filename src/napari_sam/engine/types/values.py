@@ -79,6 +79,10 @@ class Embeddings:
         How the image was normalised (see :class:`PreprocessParams`).
     model
         The model that computed the features (used to decode prompts); not part of the record.
+    object_size
+        The objects' diameter in image pixels the canvas scale was chosen from (given as
+        ``object_size=`` or estimated for ``"auto"``); None when the model's fixed rule placed the
+        image (the scale itself is ``input_size / original_size``).
 
     Examples
     --------
@@ -100,6 +104,7 @@ class Embeddings:
     weights_sha256: str
     preprocessing: PreprocessParams
     model: Sam | None = field(default=None, repr=False)
+    object_size: float | None = None
 
     def record(self) -> dict[str, Any]:
         """Everything but the tensors, as plain JSON-able values."""
