@@ -73,6 +73,7 @@ from napari_sam.engine.training.instance_training import (  # noqa: E402
 )
 from napari_sam.model import InstanceDecoder  # noqa: E402
 from napari_sam.model.checkpoint import sha256_file  # noqa: E402
+from napari_sam.model.registry import NANO_SHA256  # noqa: E402
 
 #: preset seeds of training images start here (held-out sets use 10_000–70_000)
 FIRST_TRAIN_SEED = 1_000_000
@@ -105,7 +106,26 @@ def decoder_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return sample.image, sample.labels
 
 
-def make_samples(model: Any, folder: Path, name: str, count: int, seed: int) -> InstanceSamples:
+#: ``--realistic``: the realistic training families (``train_nano.py`` stage 4) drawn for this share
+REALISTIC_SHARE = 0.4
+REALISTIC_FAMILIES = ("realistic", "realistic_cells")
+
+
+def realistic_decoder_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``--realistic``: :data:`REALISTIC_SHARE` of the images from the realistic nuclei and cell families
+    (touching nuclei with dim seams, half-maximum labels) at a random size of 256–1024 px, the rest
+    :func:`decoder_source`."""
+    if rng.random() >= REALISTIC_SHARE:
+        return decoder_source(rng)
+    shape = _shape(rng)
+    name = REALISTIC_FAMILIES[int(rng.integers(0, len(REALISTIC_FAMILIES)))]
+    sample = preset(name, shape=shape).sample(int(rng.integers(FIRST_TRAIN_SEED, 1 << 31)))
+    return sample.image, sample.labels
+
+
+def make_samples(
+    model: Any, folder: Path, name: str, count: int, seed: int, source: Any = None
+) -> InstanceSamples:
     """``count`` images (image ``i`` drawn from ``default_rng([seed, i])``), embedded; cached in ``folder``
     in chunks of :data:`CHUNK`, so an interrupted precomputation resumes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +135,8 @@ def make_samples(model: Any, folder: Path, name: str, count: int, seed: int) -> 
         path = folder / f"{name}_{first:05d}_{last:05d}.npz"
         if not path.is_file():
             start = time.perf_counter()
-            pairs = (decoder_source(np.random.default_rng([seed, i])) for i in range(first, last))
+            draw = source or decoder_source
+            pairs = (draw(np.random.default_rng([seed, i])) for i in range(first, last))
             embed_samples(pairs, model).save(path)
             print(
                 f"{name}: images {first}-{last} embedded in {time.perf_counter() - start:.0f} s", flush=True
@@ -239,10 +260,19 @@ def main() -> int:
         help="torch threads (1: on 2 shared cores, 2× faster than 2 threads)",
     )
     parser.add_argument("--eval-only", action="store_true", help="score --export without training")
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        help="nano weights whose frozen encoder the decoder reads (default: the shipped nano); a new nano "
+        "and its decoder are trained one after the other and shipped together",
+    )
+    parser.add_argument(
+        "--realistic", action="store_true", help="draw 40 %% of the images from the realistic families"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = napari_sam.load_model("nano")
+    model = napari_sam.load_model("nano" if args.encoder is None else args.encoder)
     if args.eval_only:
         table = evaluate(load_exported(args.export), model, args.eval_images)
         print_table(table, args.eval_images)
@@ -250,8 +280,9 @@ def main() -> int:
         return 0
     start = time.perf_counter()
     data = args.out / "data" if args.data is None else args.data
-    train = make_samples(model, data, "train", args.images, args.data_seed)
-    val = make_samples(model, data, "val", args.val_images, args.data_seed + 10_000)
+    source = realistic_decoder_source if args.realistic else decoder_source
+    train = make_samples(model, data, "train", args.images, args.data_seed, source)
+    val = make_samples(model, data, "val", args.val_images, args.data_seed + 10_000, source)
     print(f"data ready: {len(train)} + {len(val)} images, {time.perf_counter() - start:.0f} s", flush=True)
 
     torch.manual_seed(args.seed)
@@ -293,8 +324,10 @@ def main() -> int:
         "train_images": len(train),
         "seed": args.seed,
         "data_seed": args.data_seed,
+        "realistic": args.realistic,
         "minutes": round(state.seconds / 60, 1),
         "init_sha256": None if args.init is None else sha256_file(args.init),
+        "encoder_sha256": sha256_file(args.encoder) if args.encoder is not None else NANO_SHA256,
     }
     digest = export(decoder, args.export, meta)
     print(f"exported {args.export} sha256 {digest}", flush=True)
