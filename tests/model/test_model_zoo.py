@@ -146,6 +146,7 @@ def test_every_name_of_the_brief_is_registered_on_its_base():
     assert zoo.model_names()[:4] == ("nano", "vit_b", "vit_l", "vit_h")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REF_PYTHON.is_file(), reason="needs the reference environment (.venv-ref)")
 def test_names_urls_and_hashes_are_micro_sams():
     """Read micro-sam's own registry (micro_sam.util.models) in the reference environment."""
