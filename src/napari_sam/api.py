@@ -67,8 +67,10 @@ def segment(
     propagate_options: dict[str, Any] | None = None,
     mode: str = "auto",
     object_size: float | str | None = None,
+    masks: Any = None,
+    point_objects: Any = None,
 ) -> np.ndarray:
-    """Segment objects given by points and boxes; return a labels image.
+    """Segment objects given by points and boxes, or refine given labels; return a labels image.
 
     Parameters
     ----------
@@ -128,6 +130,18 @@ def segment(
         ``compute_embeddings(object_size="auto")`` or ``napari-sam embed`` is reused); ``"fixed"``: the
         fixed rule; None (default): the model's choice (nano estimates from the image, the official
         models use the fixed rule).
+    masks
+        Labels to refine (from Cellpose, StarDist, a threshold …): ``(Y, X)`` integer labels of the
+        image's spatial shape, or ``(Z, Y, X)`` for a stack (refined slice by slice). Each label is
+        prompted with its bounding box and its mask (as SAM's mask prompt) and its refined mask is
+        written back under the same id; ``points`` are then correction points (see
+        ``point_objects``), ``boxes`` are not taken. Labels too small to refine (fewer than 3 pixels)
+        or whose refined mask is empty are kept as given, and one
+        :class:`~napari_sam.engine.refine.RefineWarning` names them; ``masks`` itself is not modified.
+        See :mod:`napari_sam.engine.refine`.
+    point_objects
+        With ``masks`` and ``points``: ``(N,)`` the label id each point corrects. Default: the label
+        under the point, or for a point on background the label nearest to it (on its slice).
 
     Returns
     -------
@@ -150,6 +164,12 @@ def segment(
     >>> labels = ns.segment(image, points=[[14, 75], [100, 10]], point_labels=[1, 0])
     >>> int(labels.max()), int(labels[14, 75])
     (1, 1)
+
+    Refine labels from another tool (each label keeps its id); a click adds a missed part:
+
+    >>> refined = ns.segment(image, masks=truth, points=[[14, 75]])  # truth: e.g. Cellpose's labels
+    >>> refined.shape, refined.dtype, int(refined[14, 75]) == int(truth[14, 75])
+    ((128, 128), dtype('uint32'), True)
 
     With the official weights (downloaded once, or found offline):
 
@@ -177,6 +197,25 @@ def segment(
             "tile_threshold": tile_threshold,
             "propagate_options": propagate_options,
         }
+        if masks is not None or point_objects is not None:
+            _refuse_ignored("refining masks", mode_options)
+            if mode != "auto" or boxes is not None:
+                bad = "boxes" if boxes is not None else f"mode={mode!r}"
+                raise ValueError(f"{bad} does not apply when refining masks=; leave it out")
+            sam = _model_for(embeddings, model, device)
+            embedding.update(storage)
+            return _segment_masks(
+                image,
+                layout,
+                masks,
+                points,
+                point_labels,
+                point_objects,
+                sam,
+                embeddings,
+                embedding,
+                batch_size,
+            )
         if points is None and boxes is None:
             if point_labels is not None:
                 raise ValueError("point_labels given without points")
@@ -263,6 +302,44 @@ def segment_image(
     ids = list(range(1, len(objects) + 1))
     decode_into(labels, embeddings, objects, ids, sam, multimask, batch_size, stacklevel=stacklevel + 1)
     return labels
+
+
+def _segment_masks(
+    image: Any,
+    layout: ImageLayout,
+    masks: Any,
+    points: Any,
+    point_labels: Any,
+    point_objects: Any,
+    sam: Any,
+    embeddings: Any,
+    embedding: dict[str, Any],
+    batch_size: int,
+) -> np.ndarray:
+    """:func:`segment` with ``masks=``: :func:`~napari_sam.engine.refine.refine_image`."""
+    from .engine.refine import RefineOptions, refine_image
+
+    if masks is None:
+        raise ValueError("point_objects applies to refining masks=: give the labels to refine")
+    options = RefineOptions(batch_size=batch_size)  # checks batch_size
+    prompts = normalize_prompts(points=points, point_labels=point_labels, spatial_shape=layout.spatial_shape)
+    if layout.is_volume and embeddings is not None:
+        embeddings = _stack_embeddings(embeddings, layout)
+    storage = {"cache": embedding.pop("cache"), "overwrite": embedding.pop("overwrite")}
+    result = refine_image(
+        image,
+        layout,
+        masks,
+        prompts,
+        sam,
+        EmbedOptions(**embedding),
+        embeddings,
+        storage,
+        point_objects,
+        options,
+    )
+    result.warn(stacklevel=3)
+    return result.labels.astype(np.uint32)
 
 
 def _stack_embeddings(embeddings: Any, layout: ImageLayout) -> VolumeEmbeddings:
@@ -362,6 +439,7 @@ _IGNORED: dict[str, tuple[str, ...]] = {
     "a stack with propagate=True": ("multimask", "batch_size"),
     "a stack with propagate=False": ("propagate_options",),
     "a 2D image": ("propagate_options",),
+    "refining masks": ("multimask", "propagate_options"),
 }
 
 

@@ -31,6 +31,7 @@ from ._messages import reported, tell, unwrap_viewer
 from .automatic import AutomaticPanel
 from .embeddings import EmbeddingWidget
 from .propagate import PropagatePanel
+from .refine import RefinePanel
 
 NEW_LAYER = "(new layer)"
 DEBOUNCE_MS = 120
@@ -64,7 +65,7 @@ class AnnotatorWidget(QWidget):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         groups = (self._embed_group(), self._prompt_group(), self._labels_group())
-        self._build_scroll((*groups, self.automatic_group, self.status_label))
+        self._build_scroll((*groups, self.automatic_group, self.refine_group, self.status_label))
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
@@ -101,7 +102,8 @@ class AnnotatorWidget(QWidget):
         self.redo_button = QPushButton("Redo")
 
     def _build_extras(self) -> None:
-        """Automatic segmentation ("segment everything") and 3D propagation, in one group."""
+        """Automatic segmentation ("segment everything") and 3D propagation, in one group; refining
+        the labels of another tool in another."""
         self.automatic_group = QGroupBox("Automatic and 3D")
         self.extras_layout = QVBoxLayout(self.automatic_group)
         self.automatic_panel = AutomaticPanel(self)
@@ -110,6 +112,9 @@ class AnnotatorWidget(QWidget):
         self.propagate_panel = PropagatePanel(self)
         self.propagate_button = self.propagate_panel.run_button
         self.extras_layout.addWidget(self.propagate_panel)
+        self.refine_group = QGroupBox("Refine labels (Cellpose, StarDist …)")
+        self.refine_panel = RefinePanel(self)
+        QVBoxLayout(self.refine_group).addWidget(self.refine_panel)
 
     def _embed_group(self) -> QGroupBox:
         group = QGroupBox("Image and embeddings")

@@ -100,9 +100,21 @@ class DecodeOptions:
 def _mask_prompt(
     mask_input: np.ndarray, n_objects: int, embeddings: Embeddings, mask_input_size: tuple[int, int]
 ) -> torch.Tensor:
+    """``mask_input`` as ``(1 or N, 1, 4h, 4w)`` mask-prompt logits.
+
+    Accepted forms: float low-resolution logits of shape ``(..., 4h, 4w)`` (a previous
+    :attr:`Prediction.low_res_logits`), or a binary mask of the image's shape ``(..., H, W)``: bool,
+    integer (nonzero is the object) or float holding only 0 and 1 (``(labels == k).astype(float)``).
+    A float array of the image's shape that is also the logits' shape is read as logits.
+    """
     arr = np.asarray(mask_input)
-    is_binary = arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)
-    if is_binary and arr.shape[-2:] == tuple(embeddings.original_size):
+    image_shape = tuple(embeddings.original_size)
+    is_float = np.issubdtype(arr.dtype, np.floating)
+    is_logits = is_float and arr.shape[-2:] == tuple(mask_input_size)
+    is_binary = (
+        arr.dtype == bool or np.issubdtype(arr.dtype, np.integer) or (is_float and _zeros_and_ones(arr))
+    )
+    if arr.ndim >= 2 and arr.shape[-2:] == image_shape and is_binary and not is_logits:
         stack = arr.reshape(-1, *arr.shape[-2:])
         logits = torch.cat(
             [
@@ -115,7 +127,7 @@ def _mask_prompt(
                 for m in stack
             ]
         )
-    elif arr.shape[-2:] == tuple(mask_input_size) and np.issubdtype(arr.dtype, np.floating):
+    elif arr.ndim >= 2 and is_logits:
         logits = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).reshape(
             -1, 1, *mask_input_size
         )
@@ -123,7 +135,8 @@ def _mask_prompt(
         raise ValueError(
             f"mask_input must be low-resolution logits of shape {tuple(mask_input_size)} (float, "
             f"e.g. Prediction.low_res_logits[i, k]) or a binary mask of the image's shape "
-            f"{tuple(embeddings.original_size)} (bool or integer); got shape {arr.shape}, dtype {arr.dtype}"
+            f"{image_shape} (bool, integer, or float of 0 and 1, e.g. labels == k); got shape "
+            f"{arr.shape}, dtype {arr.dtype}"
         )
     if logits.shape[0] == 1 and n_objects > 1:
         logits = logits.expand(n_objects, -1, -1, -1)
@@ -132,6 +145,11 @@ def _mask_prompt(
             f"mask_input holds {logits.shape[0]} masks for {n_objects} objects; give one or one per object"
         )
     return logits
+
+
+def _zeros_and_ones(arr: np.ndarray) -> bool:
+    """Whether a float array holds only 0 and 1 (a binary mask stored as floats)."""
+    return bool(np.all((arr == 0) | (arr == 1)))
 
 
 #: Images whose prompt-independent decoder inputs are kept at once (a few slices of a stack).

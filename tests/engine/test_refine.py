@@ -1,0 +1,178 @@
+"""Refining given labels: segment(masks=), the engine's refine_labels, predict's mask_input forms."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import napari_sam as ns
+from napari_sam.data.synthetic import nuclei_2d
+from napari_sam.engine.refine import (
+    RefineOptions,
+    RefineWarning,
+    assign_points,
+    label_boxes,
+    refine_labels,
+)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    image, truth = nuclei_2d((128, 128), n_objects=5, seed=3)
+    return image, truth.astype(np.uint32), ns.compute_embeddings(image)
+
+
+@pytest.fixture(scope="module")
+def sam():
+    return ns.load_model("nano")
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def _eroded(truth: np.ndarray, px: int = 2) -> np.ndarray:
+    out = np.zeros_like(truth)
+    for k in np.unique(truth)[1:]:
+        out[ndi.binary_erosion(truth == k, iterations=px)] = k
+    return out
+
+
+def test_refining_eroded_labels_brings_each_id_back_to_its_object(scene, sam):
+    image, truth, emb = scene
+    rough = _eroded(truth)
+    given = rough.copy()
+    result = refine_labels(rough, emb, sam)
+    np.testing.assert_array_equal(rough, given)  # the input is never modified
+    ids = [int(k) for k in np.unique(rough)[1:]]
+    assert list(result.refined) == ids and not result.skipped
+    before = np.mean([_iou(truth == k, rough == k) for k in ids])
+    after = np.mean([_iou(truth == k, result.labels == k) for k in ids])
+    assert after > before + 0.05 and after > 0.75, (before, after)
+    assert result.labels.dtype == rough.dtype
+    assert set(result.scores) == set(ids)
+
+
+def test_bad_labels_are_kept_and_named_the_rest_refined(scene, sam):
+    image, truth, emb = scene
+    rough = _eroded(truth)
+    rough[0, 0] = 90  # one pixel, in the corner (touching the border)
+    rough[-3:, 60:70] = 91  # a sliver on the border: refined like any other
+    result = refine_labels(rough, emb, sam)
+    assert list(result.skipped) == [90]
+    assert result.labels[0, 0] == 90  # kept as given
+    # the sliver of background is decoded; where its mask went to a nucleus it lost to that label
+    assert 91 in result.refined and ((result.labels == 91).any() or 91 in result.covered)
+    with pytest.warns(RefineWarning, match="90: 1 pixel") as said:
+        result.warn()
+    assert said[0].message.skipped == {90: "1 pixel(s), fewer than min_pixels=3"}
+    # one empty refined mask keeps its label as given: the others still refine
+    assert len(result.refined) == len(np.unique(rough)) - 2
+
+
+def test_labels_not_asked_for_keep_every_pixel(scene, sam):
+    image, truth, emb = scene
+    rough = _eroded(truth)
+    ids = [int(k) for k in np.unique(rough)[1:]]
+    result = refine_labels(rough, emb, sam, ids=ids[:1])
+    assert result.refined == (ids[0],)
+    for k in ids[1:]:
+        np.testing.assert_array_equal(result.labels == k, rough == k)
+    with pytest.raises(ValueError, match=r"ids: label\(s\) \[77\]"):
+        refine_labels(rough, emb, sam, ids=[77])
+
+
+def test_correction_points_are_given_to_their_labels(scene, sam):
+    image, truth, emb = scene
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:6, 2:6] = 4
+    labels[12:18, 12:18] = 7
+    pts = np.array([[3.0, 3.0], [10.0, 10.5], [19.0, 19.0]])
+    np.testing.assert_array_equal(assign_points(labels, pts), [4, 7, 7])
+    np.testing.assert_array_equal(assign_points(labels, pts, [7, 7, 4]), [7, 7, 4])
+    rough = _eroded(truth)
+    k = int(np.unique(rough)[1])
+    with pytest.raises(ValueError, match="point_objects: correction points belong to label"):
+        refine_labels(rough, emb, sam, ids=[k], points=np.array([[64.0, 64.0]]), point_objects=[999])
+
+
+def test_a_negative_click_splits_a_merged_label(scene, sam):
+    image, truth, emb = scene
+    ids = [int(k) for k in np.unique(truth)[1:]]
+    a, b = ids[0], ids[1]
+    merged = truth.copy()
+    merged[merged == b] = a  # another tool merged two objects into one label
+    rows, cols = np.nonzero(truth == b)
+    centre = ndi.distance_transform_edt(truth == b)
+    r, c = np.unravel_index(np.argmax(centre), centre.shape)
+    clicked = refine_labels(merged, emb, sam, points=np.array([[r, c]], float), point_labels=np.array([0]))
+    plain = refine_labels(merged, emb, sam)
+    assert clicked.labels[r, c] != a  # the clicked object left label a
+    assert _iou(truth == a, clicked.labels == a) > _iou(truth == a, plain.labels == a)
+
+
+def test_stack_is_refined_slice_by_slice(scene, sam):
+    image, truth, emb = scene
+    rough = _eroded(truth)
+    stack = np.stack([rough, np.zeros_like(rough), rough[:, ::-1]])
+    images = np.stack([image, image, image[:, ::-1]])
+    refined = ns.segment(images, masks=stack)
+    assert refined.shape == stack.shape and refined.dtype == np.uint32
+    assert not refined[1].any()  # nothing there, nothing made
+    np.testing.assert_array_equal(refined[0], ns.segment(image, masks=rough))
+
+
+def test_segment_masks_checks_its_arguments(scene):
+    image, truth, _ = scene
+    with pytest.raises(ValueError, match="boxes does not apply when refining masks="):
+        ns.segment(image, masks=truth, boxes=[[0, 0, 10, 10]])
+    with pytest.raises(ValueError, match="multimask=True does not apply to refining masks"):
+        ns.segment(image, masks=truth, multimask=True)
+    with pytest.raises(ValueError, match=r"spatial shape \(128, 128\)"):
+        ns.segment(image, masks=truth[:64])
+    with pytest.raises(ValueError, match="integer labels"):
+        ns.segment(image, masks=truth.astype(float))
+    with pytest.raises(ValueError, match="point_objects applies to refining masks="):
+        ns.segment(image, points=[[5, 5]], point_objects=[1])
+    with pytest.raises(ValueError, match="use_box and use_mask are both False"):
+        RefineOptions(use_box=False, use_mask=False)
+
+
+def test_segment_masks_warns_once_and_returns_uint32(scene):
+    image, truth, emb = scene
+    rough = _eroded(truth).astype(np.int64)
+    rough[5, 5] = 50
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = ns.segment(image, masks=rough, embeddings=emb)
+    said = [w for w in seen if issubclass(w.category, RefineWarning)]
+    assert len(said) == 1 and "50" in str(said[0].message)
+    assert out.dtype == np.uint32 and out[5, 5] == 50
+
+
+def test_label_boxes_are_half_open():
+    labels = np.zeros((10, 12), np.uint16)
+    labels[2:5, 3:9] = 8
+    labels[9, 11] = 3
+    ids, boxes, counts = label_boxes(labels)
+    assert ids.tolist() == [3, 8]
+    assert boxes.tolist() == [[9, 11, 10, 12], [2, 3, 5, 9]]
+    assert counts.tolist() == [1, 18]
+
+
+def test_predict_takes_a_full_size_mask_in_any_binary_form(scene):
+    image, truth, emb = scene
+    k = int(np.unique(truth)[1])
+    as_bool = ns.predict(emb, mask_input=truth == k, multimask=False)
+    as_float = ns.predict(emb, mask_input=(truth == k).astype(np.float32), multimask=False)
+    as_int = ns.predict(emb, mask_input=(truth == k).astype(np.uint8), multimask=False)
+    np.testing.assert_array_equal(as_bool.masks, as_float.masks)
+    np.testing.assert_array_equal(as_bool.masks, as_int.masks)
+    assert _iou(as_bool.masks[0, 0], truth == k) > 0.5
+    logits = ns.predict(emb, mask_input=as_bool.low_res_logits[0, 0], multimask=False)  # the old form
+    assert logits.masks.shape == (1, 1, 128, 128)
+    with pytest.raises(ValueError, match="float of 0 and 1"):
+        ns.predict(emb, mask_input=(truth == k) * 0.5, multimask=False)
