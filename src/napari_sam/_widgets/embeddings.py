@@ -25,7 +25,6 @@ from ..engine.types import Precision
 from ..errors import AnnotatorError
 from ._messages import reported, tell, unwrap_viewer
 
-MODELS = ("nano", "vit_b", "vit_l", "vit_h")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 CHANNELS = ("all (RGB)", "0 (red)", "1 (green)", "2 (blue)")
@@ -93,9 +92,12 @@ class EmbeddingWidget(QWidget):
         self.image_combo.setToolTip("the image layer to embed (2D, or 3D: Z, Y, X)")
         self.model_combo = QComboBox()
         self.model_combo.setEditable(True)
-        self.model_combo.addItems(MODELS)
+        from ..model.zoo import model_names  # every name model= accepts (torch is loaded from here on)
+
+        self.model_combo.addItems(model_names())
         self.model_combo.setToolTip(
-            "nano: shipped, offline; vit_b/l/h: official weights (downloaded once); or a weights file"
+            "nano: shipped, offline; vit_b/l/h: official weights; vit_b_lm, vit_t_em_organelles …: "
+            "micro-sam's models with their instance decoders (both downloaded once); or a weights file"
         )
         self.browse_button = QPushButton("…")
         self.browse_button.setToolTip("choose a weights file (.pth / .safetensors)")
