@@ -18,6 +18,7 @@ _LAZY = {
     "segment": "napari_sam.api",
     "train": "napari_sam.api",
     "load_model": "napari_sam.engine.loading",
+    "export_model": "napari_sam.model.export",
     "compute_embeddings": "napari_sam.engine.embed.embeddings",
     "predict": "napari_sam.engine.decode.predict",
     "Embeddings": "napari_sam.engine.types.values",
@@ -43,6 +44,7 @@ __all__ = [
     "__version__",
     "automatic",
     "compute_embeddings",
+    "export_model",
     "load_model",
     "open_embeddings",
     "predict",
@@ -62,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine.types.tiles import TiledEmbeddings, TileSpec
     from .engine.types.values import Embeddings
     from .engine.volume.propagate import PropagationResult, propagate
+    from .model.export import export_model
 
 
 def __getattr__(name: str) -> Any:
