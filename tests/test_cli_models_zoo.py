@@ -89,3 +89,9 @@ def test_export_model_refuses_nano_for_micro_sam(tmp_path, capsys):
     assert main(["export-model", "nano", str(tmp_path / "nano.safetensors"), "--format", "napari_sam"]) == 0
     assert build_sam(tmp_path / "nano.safetensors").config.encoder_type == "nano"
     assert main(["export-model", "nano", str(tmp_path)]) == 2  # a folder, not a file
+
+
+def test_gui_refuses_an_unknown_model_before_opening_napari(capsys):
+    assert main(["gui", "--model", "vit_b_lmm"]) == 2
+    err = capsys.readouterr().err
+    assert "neither a model name" in err and "vit_b_lm" in err

@@ -53,15 +53,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ._cli_models import cmd_models
+    from ._cli_models import cmd_export_model, cmd_models
 
-    return cmd_models(args)
-
-
-def _cmd_export_model(args: argparse.Namespace) -> int:
-    from ._cli_models import cmd_export_model
-
-    return cmd_export_model(args)
+    return (cmd_models if args.command == "models" else cmd_export_model)(args)
 
 
 def _cmd_gui(args: argparse.Namespace) -> int:
@@ -69,9 +63,11 @@ def _cmd_gui(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("napari") is None:
         raise UsageError("napari is not installed; install it with pip install 'napari-sam-pipeline[napari]'")
+    if args.model is not None:
+        _check_model(args.model)
     from ._widgets.launch import run
 
-    run(args.images, sample=args.sample)
+    run(args.images, sample=args.sample, model=args.model)
     return 0
 
 
@@ -224,17 +220,21 @@ def _check_model_and_device(args: argparse.Namespace) -> None:
     if getattr(args, "scheduler", None):
         return
     from .engine.device import resolve_device
-    from .model.zoo import model_names
 
     try:
         resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
-    names = (*model_names(), "auto") if args.command == "demo" else model_names()
-    if args.model not in names and not Path(args.model).expanduser().is_file():
-        raise UsageError(
-            f"--model {args.model!r} is neither a model name ({', '.join(names)}) nor a weights file"
-        )
+    _check_model(args.model, also=("auto",) if args.command == "demo" else ())
+
+
+def _check_model(model: str, also: tuple[str, ...] = ()) -> None:
+    """A ``--model`` that is neither a model name (nor one of ``also``) nor a file is a usage error."""
+    from .model.zoo import model_names
+
+    names = (*model_names(), *also)
+    if model not in names and not Path(model).expanduser().is_file():
+        raise UsageError(f"--model {model!r} is neither a model name ({', '.join(names)}) nor a weights file")
 
 
 def _channels(text: str) -> int | tuple[int, ...]:
@@ -452,10 +452,8 @@ def _add_export_model(sub: Subcommands) -> None:
         sub,
         "export-model",
         help="write a model in micro-sam's checkpoint format (or ours)",
-        description="Write MODEL (a name, or a weights file such as the model.safetensors that\n"
-        "napari-sam train writes) to OUT in micro-sam's format: a torch file holding\n"
-        '{"model_state": …, "decoder_state": …} that micro-sam\'s get_sam_model and\n'
-        "get_predictor_and_decoder load (the bare state dict without an instance decoder). The nano\n"
+        description="Write MODEL (a name, or a weights file such as train's model.safetensors) to OUT in\n"
+        "micro-sam's format, which its get_sam_model / get_predictor_and_decoder load. The nano\n"
         "model has no micro-sam counterpart: write it with --format napari_sam.",
     )
     export.add_argument("model", metavar="MODEL", help="a model name or a weights file")
@@ -470,7 +468,7 @@ def _add_export_model(sub: Subcommands) -> None:
         help="micro_sam format: the instance decoder in the file, beside it as OUT_decoder.pt "
         "(as micro-sam's zoo ships them), or left out",
     )
-    export.set_defaults(func=_cmd_export_model)
+    export.set_defaults(func=_cmd_models)
 
 
 def _add_demo(sub: Subcommands) -> None:
@@ -501,6 +499,12 @@ def _add_gui(sub: Subcommands) -> None:
     gui.add_argument("images", nargs="*", metavar="IMAGE", help="images to open instead of the sample")
     gui.add_argument(
         "--sample", default="nuclei_2d", choices=["nuclei_2d", "nuclei_3d"], help="sample data to open"
+    )
+    gui.add_argument(
+        "--model",
+        default=None,
+        help="the model the annotator starts with: a name (nano, vit_b, micro-sam's vit_b_lm …) or a "
+        "weights file (default: nano)",
     )
     gui.set_defaults(func=_cmd_gui)
 

@@ -13,7 +13,12 @@ LAYER_DOCK_WIDTH = 240
 
 
 def open_viewer(
-    paths: Sequence[str] = (), *, sample: str | None = "nuclei_2d", show: bool = True, defer: bool = False
+    paths: Sequence[str] = (),
+    *,
+    sample: str | None = "nuclei_2d",
+    show: bool = True,
+    defer: bool = False,
+    model: str | None = None,
 ) -> Any:
     """A napari viewer with ``paths`` opened (or the ``sample`` data when no path is given) and the
     Annotator widget docked on the right, the window fitted to the screen and the image to the canvas.
@@ -30,6 +35,9 @@ def open_viewer(
         Show the (empty) window first and open the images and the annotator once Qt's event loop
         runs, with a "loading" message in the status bar, so that the window is never a black
         rectangle while the model code is imported. :func:`run` uses it.
+    model
+        The model the annotator starts with (a name such as ``"vit_b_lm"`` or a weights path); None:
+        its default (nano).
 
     Returns
     -------
@@ -46,20 +54,22 @@ def open_viewer(
         from qtpy.QtCore import QTimer
 
         viewer.status = "napari-sam: loading the annotator …"
-        QTimer.singleShot(0, lambda: _populate(viewer, paths, sample))
+        QTimer.singleShot(0, lambda: _populate(viewer, paths, sample, model))
     else:
-        _populate(viewer, paths, sample)
+        _populate(viewer, paths, sample, model)
     return viewer
 
 
-def _populate(viewer: Any, paths: Sequence[str], sample: str | None) -> None:
-    """Open the images, dock the annotator (compact), fit the image to the canvas."""
+def _populate(viewer: Any, paths: Sequence[str], sample: str | None, model: str | None = None) -> None:
+    """Open the images, dock the annotator (compact) with ``model`` chosen, fit the image to the canvas."""
     if paths:
         for path in paths:
             viewer.open(path)
     elif sample is not None:
         viewer.open_sample(PLUGIN, sample)
-    dock, _ = viewer.window.add_plugin_dock_widget(PLUGIN, "Annotator")
+    dock, annotator = viewer.window.add_plugin_dock_widget(PLUGIN, "Annotator")
+    if model is not None:
+        annotator.embedding.model_combo.setCurrentText(model)
     _compact_docks(viewer, dock)
     _fit_image(viewer)
     viewer.status = "napari-sam: ready"
@@ -105,9 +115,9 @@ def _compact_docks(viewer: Any, dock: Any) -> None:
     window.resizeDocks([dock], [ANNOTATOR_DOCK_WIDTH], Qt.Orientation.Horizontal)
 
 
-def run(paths: Sequence[str] = (), *, sample: str | None = "nuclei_2d") -> None:
+def run(paths: Sequence[str] = (), *, sample: str | None = "nuclei_2d", model: str | None = None) -> None:
     """:func:`open_viewer` (deferred loading), then napari's event loop until the window closes."""
     import napari
 
-    open_viewer(paths, sample=sample, defer=True)
+    open_viewer(paths, sample=sample, defer=True, model=model)
     napari.run()
