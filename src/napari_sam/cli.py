@@ -373,6 +373,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.mode is not None and not args.auto:
         raise UsageError(f"--mode {args.mode} applies to automatic segmentation: add --auto")
     _check_model_and_device(args)
+    if args.masks:
+        return _refine_masks(args)
     boxes = read_prompts_csv(args.boxes, "boxes") if args.boxes else None
     points = read_prompts_csv(args.points, "points") if args.points else None
     summary = segment_files(
@@ -394,6 +396,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         propagate=args.propagate,
     )
     return _finish(summary, strict=args.strict)
+
+
+def _refine_masks(args: argparse.Namespace) -> int:
+    """``segment IMAGE --masks LABELS``: refine the labels of one image (segment(masks=)), ids kept."""
+    from .api import segment
+    from .io import image_name, read_image, write_labels
+
+    if len(args.inputs) != 1:
+        raise UsageError("--masks refines the labels of one image: give one INPUT")
+    options = {"channel": args.channel, "object_size": args.object_size, "device": args.device}
+    refined = segment(read_image(args.inputs[0]), masks=read_image(args.masks), model=args.model, **options)
+    out = Path(args.out) / f"{image_name(args.inputs[0])}_labels.{args.format or 'tif'}"
+    print(write_labels(out, refined, overwrite=args.overwrite))
+    return 0
 
 
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
@@ -599,6 +615,9 @@ def _add_segment(sub: Subcommands) -> None:
     prompts.add_argument("--boxes", metavar="CSV", help="box prompts (format below)")
     prompts.add_argument("--points", metavar="CSV", help="point prompts (format below)")
     prompts.add_argument("--auto", action="store_true", help="automatic segmentation (no prompts)")
+    prompts.add_argument(
+        "--masks", metavar="LABELS", help="refine these labels of one INPUT (e.g. Cellpose's), ids kept"
+    )
     segment.add_argument(
         "--mode",
         choices=["auto", "ais", "apg", "amg"],

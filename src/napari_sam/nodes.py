@@ -31,6 +31,7 @@ __all__ = [
     "ObjectSize",
     "automatic_segmentation",
     "compute_embeddings_to_cache",
+    "refine_masks",
     "segment_from_prompts",
     "segment_from_prompts_node",
     "shapes_to_boxes",
@@ -384,6 +385,72 @@ def segment_from_prompts_node(
         image, points, negative_points, boxes, model=model, device=device, object_size=object_size
     )
     return (labels, {"name": "SAM labels (node)"}, "labels")
+
+
+def refine_masks(
+    image: ImageData,
+    labels: LabelsData,
+    points: PointsData | None = None,
+    negative_points: PointsData | None = None,
+    model: str = "nano",
+    device: str = "auto",
+    object_size: ObjectSize = None,
+) -> LabelsData:
+    """Refine labels from another tool (Cellpose, StarDist …): each label keeps its id; stacks slice by slice.
+
+    Parameters
+    ----------
+    image
+        ``(Y, X)``, ``(Y, X, C)`` or ``(Z, Y, X)`` array of any integer or float dtype.
+    labels
+        Integer labels of the image's spatial shape (0 background); not modified.
+    points, negative_points
+        Correction points, ``(N, 2)`` ``(row, col)`` (``(N, 3)`` ``(z, row, col)`` for a stack): a
+        foreground point adds to the label nearest to it (the one under it, or on background the
+        closest), a background point removes from the label under it.
+    model, device, object_size
+        As in :func:`segment_from_prompts`; ``object_size="auto"`` is the labels' median box size.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint32 labels: each label's refined mask under its own id; labels too small to refine or whose
+        refined mask is empty are kept as given (one :class:`~napari_sam.engine.refine.RefineWarning`
+        names them). See :func:`napari_sam.segment` (``masks=``).
+
+    Examples
+    --------
+    >>> from napari_sam.data.synthetic import nuclei_2d
+    >>> from napari_sam.nodes import refine_masks
+    >>> image, truth = nuclei_2d((128, 128), n_objects=4, seed=0)
+    >>> refined = refine_masks(image, truth)
+    >>> refined.shape, refined.dtype
+    ((128, 128), dtype('uint32'))
+    """
+    from .api import segment
+
+    size = _object_size(object_size)
+    arr = np.asarray(image)
+    spatial = _spatial_shape(arr, arr.ndim in (3, 4) and arr.shape[-1] <= 4)
+    found = []
+    for given, name, kind in ((points, "points", 1), (negative_points, "negative_points", 0)):
+        rows = _layer_points(given, name)
+        if rows is not None:
+            _check_prompt_dims(name, rows.shape[1], spatial)
+            found.append((rows, kind))
+    pts = np.concatenate([p for p, _ in found]) if found else None
+    kinds = np.concatenate([np.full(len(p), kind) for p, kind in found]) if found else None
+    if pts is not None and len(spatial) == 3:
+        pts = np.column_stack([np.round(pts[:, 0]), pts[:, 1:]])  # napari may place points between slices
+    return segment(
+        arr,
+        points=pts,
+        point_labels=kinds,
+        masks=np.asarray(labels),
+        model=model,
+        device=device,
+        object_size=size,
+    )
 
 
 def automatic_segmentation(
