@@ -10,7 +10,7 @@ import torch
 from napari_sam.cli import main
 from napari_sam.model import build_sam
 from napari_sam.model.zoo import ZOO_MODELS
-from tests.model.test_model_zoo import isolated, served  # noqa: F401 - fixtures
+from tests.model.test_model_zoo import isolated, isolated_env, served  # noqa: F401 - fixtures
 
 
 def _rows(out: str) -> dict[str, list[str]]:

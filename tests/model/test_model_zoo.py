@@ -23,25 +23,15 @@ import xxhash
 import napari_sam as ns
 from napari_sam.engine import loading
 from napari_sam.errors import CheckpointError, WeightsHashError, WeightsUnavailableError
-from napari_sam.model import CONFIGS, InstanceDecoder, SamConfig, build_sam, registry, zoo
+from napari_sam.model import CONFIGS, InstanceDecoder, build_sam, registry, zoo
 from napari_sam.model.zoo import ZOO_MODELS, fetch_zoo_model
-from tests.model.test_registry import LoopbackServer, _closed_port
+from tests.model.test_instance_checkpoint import TINY
+from tests.model.test_registry import LoopbackServer, _closed_port, isolated_env  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
 
-#: A small ViT standing in for vit_b (a real one is 375 MB).
-TINY = SamConfig(
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=128,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
+#: TINY (test_instance_checkpoint.py's small ViT) stands in for vit_b (a real one is 375 MB).
 TINY_NAME = "tiny_zoo_test"
 
 
@@ -50,21 +40,14 @@ def xxh128(path: Path) -> str:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch) -> Path:
-    """Our cache and micro-sam's in tmp_path; no proxy for loopback; no memo or loaded model kept."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("NAPARI_SAM_CACHE", str(cache))
+def isolated(isolated_env, tmp_path, monkeypatch) -> Path:  # noqa: F811 - extends the imported fixture
+    """test_registry's isolation (our cache in tmp_path, no proxy, no sha256 memo), and micro-sam's cache
+    in tmp_path too; no xxh128 memo or loaded model kept; the small architecture registered."""
     monkeypatch.setenv("MICROSAM_CACHEDIR", str(tmp_path / "microsam"))
-    monkeypatch.delenv("NAPARI_SAM_WEIGHTS", raising=False)
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(registry, "_verified", {})
     monkeypatch.setattr(registry, "_verified_xxh128", {})
     monkeypatch.setattr(loading, "_CACHE", type(loading._CACHE)(2))
     monkeypatch.setitem(CONFIGS, TINY_NAME, TINY)
-    return cache
+    return isolated_env
 
 
 @dataclasses.dataclass
