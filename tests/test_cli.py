@@ -585,7 +585,7 @@ def test_top_level_help_is_plain_text(capsys):
     assert "examples:" in text and "napari-sam demo" in text and "130 interrupted" in text
 
 
-@pytest.mark.parametrize("command", ["models", "demo", "gui", "train", "embed", "segment"])
+@pytest.mark.parametrize("command", ["models", "demo", "gui", "train", "embed", "segment", "export-model"])
 def test_every_subcommand_has_a_description_and_every_option_help(command, capsys):
     from napari_sam.cli import build_parser
 
