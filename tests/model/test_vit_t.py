@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -64,10 +65,6 @@ class Case:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The reference's seeded weights, every key in the reference's order."""
         return _script().seeded_state_dict(self.keys, self.seed)
-
-    def prompts(self, case: str) -> dict[str, np.ndarray]:
-        prefix = f"{case}/"
-        return {k[len(prefix) :]: v for k, v in self.arrays.items() if k.startswith(prefix)}
 
 
 @pytest.fixture(scope="module", params=["small", "vit_t"])
@@ -130,10 +127,11 @@ def test_encoder_features_match_the_reference(case, embeddings):
     assert float(np.abs(reference).max()) > 1.0  # the comparison is not between near-zero values
 
 
-def test_predictions_match_the_reference(case, embeddings):
-    names = SMALL_CASES if case.name == "small" else _script().VIT_T_CASES
+def _check_predictions(embeddings, arrays: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
+    """Our predictions for the reference's prompt cases ``names`` (and its batched boxes when recorded)
+    equal the reference's ``arrays`` within :data:`TOL`."""
     for name in names:
-        prompts = case.prompts(name)
+        prompts = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{name}/")}
         pred = predict(embeddings, return_logits=True, **official_prompts_to_ours(prompts))
         diffs = {
             "iou": _max_abs(pred.iou_scores[0], prompts["iou"]),
@@ -144,12 +142,17 @@ def test_predictions_match_the_reference(case, embeddings):
         assert all(v <= TOL for v in diffs.values()), (name, diffs)
         confident = np.abs(prompts["masks"]) > TOL
         np.testing.assert_array_equal((pred.masks[0] > 0)[confident], (prompts["masks"] > 0)[confident])
-    if case.name == "small":  # several boxes in one decoder call (the reference's batched path)
-        prompts = case.prompts("batched_boxes")
-        boxes = boxes_xyxy_to_rc(prompts["boxes"])
+    if "batched_boxes/boxes" in arrays:  # several boxes in one decoder call (the reference's batched path)
+        boxes = boxes_xyxy_to_rc(arrays["batched_boxes/boxes"])
         pred = predict(embeddings, box=boxes, multimask=False, return_logits=True)
-        assert _max_abs(pred.iou_scores, prompts["iou"]) <= TOL
-        assert _max_abs(pred.masks, prompts["masks"]) <= TOL
+        assert _max_abs(pred.iou_scores, arrays["batched_boxes/iou"]) <= TOL
+        assert _max_abs(pred.masks, arrays["batched_boxes/masks"]) <= TOL
+
+
+def test_predictions_match_the_reference(case, embeddings):
+    _check_predictions(
+        embeddings, case.arrays, SMALL_CASES if case.name == "small" else _script().VIT_T_CASES
+    )
 
 
 def test_micro_sam_file_with_decoder_state_loads_as_vit_t(tmp_path):
@@ -245,3 +248,34 @@ def test_tiny_vit_config_errors_name_the_field():
     fields = {**CONFIGS["vit_t"].to_dict(), "encoder_stage_heads": [3, 5, 10]}
     with pytest.raises(ValueError, match=r"divisible by their heads.*\(128, 3\)"):
         SamConfig.from_dict(fields)
+
+
+@pytest.fixture(scope="module")
+def full_size_reference(tmp_path_factory) -> Path:
+    """The folder ``make_vit_t_fixtures.py --full`` writes in the reference environment (~2 min)."""
+    from tests.model.test_parity_vit_b_slow import _reference_python, _run_reference
+
+    python = _reference_python()
+    probe = subprocess.run(
+        [str(python), "-c", "import mobile_sam"], capture_output=True, text=True, timeout=300
+    )
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(
+            f"{python} cannot import mobile_sam ({last}): `{python} -m pip install mobilesam-mirror timm`"
+        )
+    out = tmp_path_factory.mktemp("vit_t_full")
+    _run_reference(python, [str(SCRIPT), "--full", str(out)])
+    return out
+
+
+@pytest.mark.slow
+def test_full_size_vit_t_matches_the_reference(full_size_reference):
+    """MobileSAM's own vit_t at 1024 with seeded weights, a 600×800 image, every prompt case."""
+    sam = build_sam(full_size_reference / "weights.pt")  # a plain state dict, like mobile_sam.pt
+    assert sam.name == "vit_t" and sam.config == CONFIGS["vit_t"]
+    arrays = dict(np.load(full_size_reference / "cases.npz"))
+    embeddings = compute_embeddings(arrays["image"], sam, device="cpu", normalize=None)
+    assert embeddings.input_size == tuple(arrays["input_size"])
+    assert _max_abs(embeddings.features.cpu().numpy(), arrays["features"]) <= TOL
+    _check_predictions(embeddings, arrays, SMALL_CASES)
