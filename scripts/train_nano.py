@@ -166,7 +166,9 @@ def main() -> int:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model = build_sam("nano") if args.init is None else build_sam(args.init)
+    # the prompt model only: a decoder beside or inside --init reads the old encoder's features, so it is
+    # not carried into the new weights (a new decoder is trained on them: train_nano_instance_decoder.py)
+    model = build_sam("nano") if args.init is None else build_sam(args.init, instance_decoder=False)
     cfg = TrainConfig(
         steps=args.steps,
         batch_images=args.batch_images,
