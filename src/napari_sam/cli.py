@@ -374,7 +374,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise UsageError(f"--mode {args.mode} applies to automatic segmentation: add --auto")
     _check_model_and_device(args)
     if args.masks:
-        return _refine_masks(args)
+        from ._cli_refine import cmd_refine_masks
+
+        return cmd_refine_masks(args)
     boxes = read_prompts_csv(args.boxes, "boxes") if args.boxes else None
     points = read_prompts_csv(args.points, "points") if args.points else None
     summary = segment_files(
@@ -396,20 +398,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         propagate=args.propagate,
     )
     return _finish(summary, strict=args.strict)
-
-
-def _refine_masks(args: argparse.Namespace) -> int:
-    """``segment IMAGE --masks LABELS``: refine the labels of one image (segment(masks=)), ids kept."""
-    from .api import segment
-    from .io import image_name, read_image, write_labels
-
-    if len(args.inputs) != 1:
-        raise UsageError("--masks refines the labels of one image: give one INPUT")
-    options = {"channel": args.channel, "object_size": args.object_size, "device": args.device}
-    refined = segment(read_image(args.inputs[0]), masks=read_image(args.masks), model=args.model, **options)
-    out = Path(args.out) / f"{image_name(args.inputs[0])}_labels.{args.format or 'tif'}"
-    print(write_labels(out, refined, overwrite=args.overwrite))
-    return 0
 
 
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
