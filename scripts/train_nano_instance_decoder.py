@@ -171,24 +171,24 @@ def load_exported(path: Path) -> InstanceDecoder:
     return decoder.eval()
 
 
-def _watershed(maps: np.ndarray) -> np.ndarray:
-    from napari_sam.engine.automatic.ais import ais_labels
-
-    return ais_labels(maps)
-
-
 def evaluate(decoder: InstanceDecoder, model: Any, images: int) -> dict[str, Any]:
-    """F1 at IoU 0.5 and mean F1 over 0.5:0.95 of AIS and of the watershed baseline, per held-out set."""
+    """F1 at IoU 0.5 and mean F1 over 0.5:0.95 of AIS and of the watershed baseline, per held-out set.
+
+    AIS runs as users run it (``napari_sam.automatic(mode="ais")``: the model's default geometry, tiles
+    included) with ``decoder`` attached to a copy of ``model``.
+    """
+    import copy
+
+    paired = copy.copy(model)  # the same modules, another decoder: the caller's model is left as it is
+    paired.instance_decoder = decoder.eval()
+    paired.weights_sha256 = None  # another decoder: nothing cached for ``model`` may be reused
     table: dict[str, Any] = {}
     for name, (preset_name, first) in EVAL_SETS.items():
         rows = []
         for seed in range(first, first + images):
             sample = preset(preset_name).sample(seed)
-            emb = napari_sam.compute_embeddings(sample.image, model, device="cpu")
             start = time.perf_counter()
-            with torch.no_grad():
-                maps = decoder(emb.features.float(), emb.input_size, emb.original_size)[0].numpy()
-            ours = _watershed(maps)
+            ours = napari_sam.automatic(sample.image, model=paired, mode="ais", device="cpu").labels
             seconds = time.perf_counter() - start
             base = watershed_baseline(sample.image)
             rows.append(

@@ -118,14 +118,14 @@ OFFICIAL_WEIGHTS: dict[str, WeightsInfo] = {
 
 #: The nano model shipped inside the package (trained by scripts/train_nano.py on synthetic data).
 NANO_FILENAME = "nano.safetensors"
-NANO_SHA256 = "3d700b3594d8e42b664b7df804a1134c1e644a054d127778b610f82413032408"
+NANO_SHA256 = "498f7ce77ba0546d262427dfec119c4a213c0ff202147e369040c8ccb230a243"
 
 
 #: The nano model's instance decoder, shipped beside it (trained by scripts/train_nano_instance_decoder.py
 #: on the frozen nano encoder); None while no decoder is registered (nano then segments automatically
 #: with the prompt grid, AMG).
 NANO_DECODER_FILENAME = "nano_decoder.safetensors"
-NANO_DECODER_SHA256: str | None = "3d080d55ae6a3c5b4f9505b7ab428e7fc7885b3c948aad3ba985e8bcc7f5ae4a"
+NANO_DECODER_SHA256: str | None = "eff3c304bafd303bf86ab52fa4263b278df9757712cac225648137160fc36f04"
 
 
 def shipped_nano_path() -> Path:
