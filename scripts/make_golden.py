@@ -313,7 +313,9 @@ def official_nano() -> Sam:
             iou_head_hidden_dim=256,
         ),
     )
-    official.load_state_dict(ours.state_dict())
+    # the prompt model only: nano's instance decoder (shipped beside it) has no place in the official Sam
+    prompt_model = {k: v for k, v in ours.state_dict().items() if not k.startswith("instance_decoder.")}
+    official.load_state_dict(prompt_model)
     return official.eval()
 
 
