@@ -15,6 +15,12 @@ official model is run in reduced precision. ``--compile`` adds a row for ours wi
 (compile time is reported separately; kernels are cached on disk for the next run). ``--nano``
 adds our shipped encoder (no official counterpart).
 
+``vit_t`` (MobileSAM's TinyViT encoder) is compared with the MobileSAM package (``pip install
+mobilesam-mirror timm`` in the reference environment): its "official" columns are MobileSAM's encoder,
+with the seeded weights of ``scripts/make_vit_t_fixtures.py``. The CPU table of ``docs/benchmarks.md``:
+
+    .venv-ref/bin/python benchmarks/bench_encoder.py --models vit_t vit_b --nano
+
 Agreement: the largest feature difference between ours and the official at fp32 (should be ≤ 1e-4
 on CPU), and the relative error of reduced precision against fp32.
 """
@@ -36,6 +42,7 @@ from _reference import device_name, napari_sam, random_pair
 
 from napari_sam.engine.embed.encoder import autocast, encode_images, resolve_precision, warm_up
 from napari_sam.engine.loading import load_model
+from napari_sam.model import build_sam
 
 SIDE = 1024
 
@@ -57,6 +64,23 @@ def throughput(fn: Any, batch: int, iters: int, warmup: int, device: torch.devic
     return batch * iters / (time.perf_counter() - start)
 
 
+def vit_t_pair(seed: int, device: torch.device) -> tuple[Any, Any]:
+    """MobileSAM's vit_t with seeded random weights, and ours holding the same state dict."""
+    try:
+        import mobile_sam  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(
+            f"vit_t needs the MobileSAM package ({exc}): .venv-ref/bin/pip install mobilesam-mirror timm"
+        ) from exc
+    from make_vit_t_fixtures import build_vit_t, seeded_model
+
+    reference = build_vit_t()
+    seeded_model(reference, seed)  # strict load, then eval() refreshes MobileSAM's cached bias tables
+    ours = build_sam("vit_t")
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    return reference.to(device).eval(), ours.to(device).eval()
+
+
 def bench_model(
     name: str,
     args: argparse.Namespace,
@@ -65,7 +89,9 @@ def bench_model(
     agreement: list[str],
 ) -> None:
     """Time official and ours for one architecture; append to ``rows`` and ``agreement``."""
-    official, ours = random_pair(name, args.seed, device)
+    official, ours = (
+        vit_t_pair(args.seed, device) if name == "vit_t" else random_pair(name, args.seed, device)
+    )
     for batch in args.batch_sizes:
         x = torch.randn(batch, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(args.seed)).to(device)
         reference = None
@@ -113,7 +139,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", default=["vit_b"], choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument(
+        "--models", nargs="+", default=["vit_b"], choices=["vit_t", "vit_b", "vit_l", "vit_h"]
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
