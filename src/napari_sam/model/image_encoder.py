@@ -200,6 +200,27 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
+def sam_neck(in_chans: int, out_chans: int) -> nn.Sequential:
+    """SAM's neck: ``(B, in_chans, h, w)`` → ``(B, out_chans, h, w)`` (1×1 conv, LayerNorm2d, 3×3 conv,
+    LayerNorm2d; keys ``0.weight``, ``1.weight``, ``1.bias``, ``2.weight``, ``3.weight``, ``3.bias``)."""
+    return nn.Sequential(
+        nn.Conv2d(in_chans, out_chans, kernel_size=1, bias=False),
+        LayerNorm2d(out_chans),
+        nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+        LayerNorm2d(out_chans),
+    )
+
+
+def check_encoder_input(x: torch.Tensor, in_chans: int, img_size: int) -> None:
+    """Raise ValueError unless ``x`` is a ``(B, in_chans, img_size, img_size)`` batch."""
+    expected = (in_chans, img_size, img_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"image encoder input must have shape (B, {expected[0]}, {expected[1]}, "
+            f"{expected[2]}), got {tuple(x.shape)}"
+        )
+
+
 class ImageEncoderViT(nn.Module):
     """SAM's ViT image encoder.
 
@@ -248,20 +269,10 @@ class ImageEncoderViT(nn.Module):
             )
             for i in range(depth)
         )
-        self.neck = nn.Sequential(
-            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = sam_neck(embed_dim, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expected = (self.in_chans, self.img_size, self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"image encoder input must have shape (B, {expected[0]}, {expected[1]}, "
-                f"{expected[2]}), got {tuple(x.shape)}"
-            )
+        check_encoder_input(x, self.in_chans, self.img_size)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed

@@ -28,9 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import LayerNorm2d
 from .configs import tiny_vit_stride
-from .image_encoder import window_partition, window_unpartition
+from .image_encoder import check_encoder_input, sam_neck, window_partition, window_unpartition
 
 #: Hidden channels of an MBConv block per input channel (MobileSAM's ``mbconv_expand_ratio``).
 MBCONV_EXPAND_RATIO = 4
@@ -337,20 +336,10 @@ class TinyViTEncoder(nn.Module):
             self.layers.append(stage)
         self.norm_head = nn.LayerNorm(widths[-1])
         self.head: nn.Module = nn.Linear(widths[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.neck = nn.Sequential(
-            nn.Conv2d(widths[-1], out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = sam_neck(widths[-1], out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expected = (self.in_chans, self.img_size, self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"image encoder input must have shape (B, {expected[0]}, {expected[1]}, "
-                f"{expected[2]}), got {tuple(x.shape)}"
-            )
+        check_encoder_input(x, self.in_chans, self.img_size)
         x = self.patch_embed(x)
         for stage in self.layers:
             x = stage(x)
