@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 
 from .engine.automatic.plan import AutomaticPlan
-from .engine.decode.objects import decode_into, plan_objects, segment_stack
+from .engine.decode.objects import decode_into, is_blank, plan_objects, segment_stack
 from .engine.decode.prompts import normalize_prompts
 from .engine.device import DeviceLike
 from .engine.embed.embeddings import VolumeEmbeddings, embed_image
 from .engine.embed.layout import image_layout, layout_warnings_once
 from .engine.loading import ModelLike, load_model
 from .engine.object_scale import object_size_of_boxes
-from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode, has_no_contrast
+from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode
 from .engine.preprocess import _check_dtype as check_dtype
 from .engine.types import (
     DEFAULT_TILE_THRESHOLD,
@@ -33,13 +33,6 @@ from .engine.types import (
 )
 
 __all__ = ["TrainResult", "segment", "segment_image", "train"]
-
-
-def _is_blank(embeddings: Embeddings | TiledEmbeddings) -> bool:
-    """Whether the embedded image had no contrast (percentile limits ``low == high`` everywhere)."""
-    first = embeddings.tiles[0] if isinstance(embeddings, TiledEmbeddings) else embeddings
-    params = first.preprocessing
-    return params.normalize == "percentile" and has_no_contrast(params.contrast_limits)
 
 
 def segment(
@@ -297,7 +290,7 @@ def segment_image(
         raise ValueError(f"embeddings are of an image of shape {shape}, but image has shape {layout.shape}")
     objects = plan_objects(prompts)
     labels = np.zeros(shape, dtype=np.uint32)
-    if _is_blank(embeddings):  # a flat image: nothing to find (NoContrastWarning said so)
+    if is_blank(embeddings):  # a flat image: nothing to find (NoContrastWarning said so)
         return labels
     ids = list(range(1, len(objects) + 1))
     decode_into(labels, embeddings, objects, ids, sam, multimask, batch_size, stacklevel=stacklevel + 1)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...errors import DuplicateBoxesWarning, EmptyObjectsWarning
 from ..embed.embeddings import VolumeEmbeddings
+from ..intensity import has_no_contrast
 from ..types import Embeddings, Prompts, TiledEmbeddings
 from .plain import DecodeOptions, predict_plain
 from .prompts import object_prompts
@@ -331,6 +332,14 @@ def object_slices(prompts: Prompts) -> dict[int, int]:
     return out
 
 
+def is_blank(embeddings: Embeddings | TiledEmbeddings) -> bool:
+    """Whether the embedded image had no contrast (percentile limits ``low == high`` everywhere): such an
+    image gets no objects, whatever the model decodes on it (a :class:`NoContrastWarning` said so)."""
+    first = embeddings.tiles[0] if isinstance(embeddings, TiledEmbeddings) else embeddings
+    params = first.preprocessing
+    return params.normalize == "percentile" and has_no_contrast(params.contrast_limits)
+
+
 def segment_stack(
     embeddings: VolumeEmbeddings,
     prompts: Prompts,
@@ -369,6 +378,8 @@ def segment_stack(
         on_p, on_b = point_z == z, box_z == z
         objects = plan_objects(prompts.on_slice(z))
         ids = [*box_ids[on_b].tolist(), *point_ids[on_p & free].tolist()]
+        if is_blank(embeddings[z]):  # a flat slice: its objects stay empty (and are reported so)
+            continue
         decode_into(labels[z], embeddings[z], objects, ids, sam, multimask, batch_size, report_empty=False)
     if report_empty:
         warn_empty_objects(empty_objects(labels, object_slices(prompts)), stacklevel=3)
