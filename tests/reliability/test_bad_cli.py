@@ -53,7 +53,13 @@ MODELS = [
     cli("models", "verify-text-file", "models --verify {tmp}/notes.txt", 1, r"notes.txt: .*corrupt"),
     cli("models", "verify-missing", "models --verify {tmp}/nope.pth", 1, r"not found: .*nope.pth"),
     cli("models", "verify-folder", "models --verify {tmp}/folder", 1, r"is a folder, not a weights file"),
-    cli("models", "download-unknown", "models --download vit_z", 1, r"'vit_z' has no downloadable weights"),
+    cli(
+        "models",
+        "download-unknown",
+        "models --download vit_z",
+        2,
+        r"--download 'vit_z': not a model name; the names",
+    ),
     cli("models", "verify-no-value", "models --verify", 2, r"--verify: expected one argument"),
 ]
 
