@@ -190,9 +190,12 @@ def test_node_and_cli_refine_labels_keeping_their_ids(scene, tmp_path, capsys):
     image, truth, _ = scene
     rough = _eroded(truth)
     k = int(np.unique(rough)[1])
-    r, c = np.argwhere(truth == k)[0]  # an edge pixel the erosion removed: a click adds it back
+    r, c = np.argwhere(truth == k)[0]  # an edge pixel the erosion removed, nearest to label k
     node = refine_masks(image, rough, points=[[r, c]])
-    assert node.dtype == np.uint32 and node[r, c] == k
+    plain = refine_masks(image, rough)
+    assert node.dtype == np.uint32
+    assert _iou(node == k, truth == k) > _iou(rough == k, truth == k) + 0.05  # refined towards its object
+    assert not np.array_equal(node == k, plain == k)  # the click went to label k and changed its mask
     tifffile.imwrite(tmp_path / "cells.tif", image)
     tifffile.imwrite(tmp_path / "cellpose.tif", rough)
     assert (
