@@ -10,13 +10,19 @@ from napari_sam.cli import main
 
 
 def test_open_viewer_shows_sample_and_docks_annotator(gui, qtbot):
-    viewer = open_viewer(sample="nuclei_2d", show=False)
+    # ``napari-sam gui --model NAME``: the annotator starts with that model chosen
+    viewer = open_viewer(sample="nuclei_2d", show=False, model="vit_b_lm")
     try:
         images = [layer for layer in viewer.layers if layer.__class__.__name__ == "Image"]
         assert len(images) == 1 and images[0].data.shape == (512, 512)
         assert np.asarray(images[0].data).max() > 0
-        docked = [name for name in viewer.window.dock_widgets if "Annotator" in name]
-        assert docked, list(viewer.window.dock_widgets)
+        docked = [widget for name, widget in viewer.window.dock_widgets.items() if "Annotator" in name]
+        assert len(docked) == 1, list(viewer.window.dock_widgets)
+        annotator = docked[0] if hasattr(docked[0], "embedding") else docked[0].widget()
+        combo = annotator.embedding.model_combo
+        assert combo.currentText() == "vit_b_lm"
+        names = [combo.itemText(i) for i in range(combo.count())]
+        assert names[:4] == ["nano", "vit_b", "vit_l", "vit_h"] and "vit_t_em_organelles" in names
     finally:
         viewer.close()
 
