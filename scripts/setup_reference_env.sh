@@ -40,6 +40,8 @@ PY="$REF_VENV/bin/python"
   "torchvision==$TORCHVISION_VERSION" \
   "segment-anything==1.0" \
   opencv-python-headless  # the official AMG's small-region clean-up (make_golden.py --amg)
+# MobileSAM's TinyViT (vit_t parity: make_vit_t_fixtures.py, the slow test of tests/model/test_vit_t.py).
+"$PY" -m pip install "mobilesam-mirror==1.0.0" "timm==1.0.31"
 # This package (editable, so the benchmarks and fixtures see the working tree).
 "$PY" -m pip install -e "$ROOT"
 
