@@ -347,3 +347,20 @@ def test_object_size_is_checked_recorded_and_kept_by_cluster_parts(tmp_path, sma
     parts = job.split(BatchItem(tmp_path / "stack.tif", tmp_path / "stack.embeddings.zarr"))
     assert [p.slices for p in parts] == [(0, 1), (2, 3), (4,)]
     assert {p.object_size for p in parts} == {20.0}
+
+
+def test_model_identity_records_the_published_hash_of_every_registered_name():
+    from napari_sam.batch import model_identity
+    from napari_sam.batch.outputs import _same_model
+    from napari_sam.model.registry import NANO_SHA256, OFFICIAL_WEIGHTS
+    from napari_sam.model.zoo import ZOO_MODELS
+
+    assert model_identity("nano") == {"model": "nano", "weights_sha256": NANO_SHA256}
+    assert model_identity("vit_b")["weights_sha256"] == OFFICIAL_WEIGHTS["vit_b"].sha256
+    lm = model_identity("vit_b_lm")  # micro-sam publishes xxh128: kept as stated, nothing downloaded
+    assert lm["weights_sha256"] is None and lm["weights_hash"] == ZOO_MODELS["vit_b_lm"].weights.known_hash
+    assert lm["weights_hash"].startswith("xxh128:")
+    em = model_identity("vit_b_em_organelles")
+    assert _same_model(lm, dict(lm)) and not _same_model(lm, em)
+    # a record that names the model without a hash still matches by name
+    assert _same_model({"model": "vit_b_lm"}, lm) and not _same_model({"model": "vit_b"}, lm)

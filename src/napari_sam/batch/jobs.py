@@ -248,17 +248,21 @@ def prompts_digest(prompts: Mapping[str, Any]) -> str | None:
 def model_identity(model: str | os.PathLike[str]) -> dict[str, str | None]:
     """How the labels' model is recorded: ``{"model": name or weights path, "weights_sha256": …}``.
 
-    A registered name gives its published (or shipped) sha256, a weights file its own (remembered
-    by path, size and modification time, see :func:`napari_sam.model.registry.remembered_sha256`);
-    two records name the same model when their sha256 agree. Nothing is downloaded.
+    A registered name gives its published (or shipped) sha256 — micro-sam's models their published
+    xxh128 as ``weights_hash`` (``"xxh128:…"``) —, a weights file its own (remembered by path, size and
+    modification time, see :func:`napari_sam.model.registry.remembered_sha256`); two records name the
+    same model when their hashes agree. Nothing is downloaded.
     """
     from ..model.registry import NANO_SHA256, OFFICIAL_WEIGHTS, remembered_sha256
+    from ..model.zoo import ZOO_MODELS
 
     name = str(model)
     if name == "nano":
         return {"model": name, "weights_sha256": NANO_SHA256}
     if name in OFFICIAL_WEIGHTS:
         return {"model": name, "weights_sha256": OFFICIAL_WEIGHTS[name].sha256}
+    if name in ZOO_MODELS:  # micro-sam publishes xxh128, not sha256: recorded as its publisher states it
+        return {"model": name, "weights_sha256": None, "weights_hash": ZOO_MODELS[name].weights.known_hash}
     path = Path(name).expanduser()
     if path.is_file():
         try:

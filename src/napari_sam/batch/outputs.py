@@ -216,9 +216,11 @@ def _model_name(request: Mapping[str, Any]) -> str:
 
 
 def _same_model(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Same weights (by sha256 when both records know it, else by name or path)."""
-    if old.get("weights_sha256") and new.get("weights_sha256"):
-        return bool(old["weights_sha256"] == new["weights_sha256"])
+    """Same weights (by sha256, or a published hash such as micro-sam's xxh128, when both records know
+    it; else by name or path)."""
+    for key in ("weights_sha256", "weights_hash"):
+        if old.get(key) and new.get(key):
+            return bool(old[key] == new[key])
     return bool(old.get("model") == new.get("model"))
 
 
