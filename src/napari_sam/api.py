@@ -130,7 +130,7 @@ def segment(
         written back under the same id; ``points`` are then correction points (see
         ``point_objects``), ``boxes`` are not taken. Labels too small to refine (fewer than 3 pixels)
         or whose refined mask is empty are kept as given, and one
-        :class:`~napari_sam.engine.refine.RefineWarning` names them; ``masks`` itself is not modified.
+        :class:`~napari_sam.errors.RefineWarning` names them; ``masks`` itself is not modified.
         See :mod:`napari_sam.engine.refine`.
     point_objects
         With ``masks`` and ``points``: ``(N,)`` the label id each point corrects. Default: the label

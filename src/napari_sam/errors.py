@@ -30,6 +30,34 @@ class CacheLockedError(NapariSamError, TimeoutError):
     """An embedding cache stayed locked by another process for longer than the caller would wait."""
 
 
+class RefineWarning(UserWarning):
+    """Some labels were left as given: too small to refine, or their refined mask came back empty;
+    or a refined label lost every pixel to other refined labels (it is absent from the result).
+
+    Attributes
+    ----------
+    skipped
+        ``{label: reason}`` of the labels kept as given.
+    covered
+        Refined labels that ended with no pixel (another refined label with a higher predicted IoU
+        took all of them; typical of one object split into two labels).
+    """
+
+    def __init__(self, skipped: dict[int, str], covered: Sequence[int]) -> None:
+        self.skipped = dict(skipped)
+        self.covered = tuple(int(k) for k in covered)
+        parts = []
+        if self.skipped:
+            said = "; ".join(f"{k}: {why}" for k, why in sorted(self.skipped.items()))
+            parts.append(f"{len(self.skipped)} label(s) kept as given ({said})")
+        if self.covered:
+            parts.append(
+                f"label(s) {', '.join(map(str, self.covered))} refined into other labels' pixels and "
+                "absent from the result"
+            )
+        super().__init__("; ".join(parts))
+
+
 class EmptyObjectsWarning(UserWarning):
     """Some prompted objects got no pixels; the other objects were segmented all the same.
 

@@ -415,7 +415,7 @@ def refine_masks(
     -------
     numpy.ndarray
         uint32 labels: each label's refined mask under its own id; labels too small to refine or whose
-        refined mask is empty are kept as given (one :class:`~napari_sam.engine.refine.RefineWarning`
+        refined mask is empty are kept as given (one :class:`~napari_sam.errors.RefineWarning`
         names them). See :func:`napari_sam.segment` (``masks=``).
 
     Examples

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import RefineWarning
 from .decode.coords import mask_to_box
 from .decode.plain import DecodeOptions, predict_plain
 from .decode.prompts import object_prompts
@@ -59,34 +60,6 @@ __all__ = [
     "refine_labels",
     "refine_steps",
 ]
-
-
-class RefineWarning(UserWarning):
-    """Some labels were left as given: too small to refine, or their refined mask came back empty;
-    or a refined label lost every pixel to other refined labels (it is absent from the result).
-
-    Attributes
-    ----------
-    skipped
-        ``{label: reason}`` of the labels kept as given.
-    covered
-        Refined labels that ended with no pixel (another refined label with a higher predicted IoU
-        took all of them; typical of one object split into two labels).
-    """
-
-    def __init__(self, skipped: dict[int, str], covered: Sequence[int]) -> None:
-        self.skipped = dict(skipped)
-        self.covered = tuple(int(k) for k in covered)
-        parts = []
-        if self.skipped:
-            said = "; ".join(f"{k}: {why}" for k, why in sorted(self.skipped.items()))
-            parts.append(f"{len(self.skipped)} label(s) kept as given ({said})")
-        if self.covered:
-            parts.append(
-                f"label(s) {', '.join(map(str, self.covered))} refined into other labels' pixels and "
-                "absent from the result"
-            )
-        super().__init__("; ".join(parts))
 
 
 @dataclass(frozen=True)
