@@ -139,3 +139,23 @@ def test_embeddings_of_another_model_are_refused(emb):
 def test_predict_needs_embeddings():
     with pytest.raises(TypeError, match="Embeddings"):
         predict(np.zeros((4, 4)), points=[[1, 1]])
+
+
+def test_tiled_embeddings_take_the_same_mask_forms(small_model):
+    from napari_sam.engine.types import TiledEmbeddings
+
+    image = np.random.default_rng(3).integers(0, 255, (90, 160), dtype=np.uint8)
+    tiled = compute_embeddings(image, small_model, tile=(96, 16))
+    assert isinstance(tiled, TiledEmbeddings)
+    labels = np.zeros((90, 160), dtype=np.uint16)
+    labels[20:60, 30:90] = 7
+    box = [20, 30, 60, 90]
+    as_int = predict(tiled, box=box, mask_input=labels, multimask=False, return_logits=True)
+    as_float = predict(
+        tiled, box=box, mask_input=(labels == 7).astype(np.float32), multimask=False, return_logits=True
+    )
+    np.testing.assert_array_equal(as_int.masks, as_float.masks)  # one mask, in either form
+    without = predict(tiled, box=box, multimask=False, return_logits=True)
+    assert not np.allclose(without.masks, as_int.masks)  # and the mask prompt is used
+    with pytest.raises(ValueError, match="float of 0 and 1"):
+        predict(tiled, box=box, mask_input=(labels == 7) * 0.5, multimask=False)

@@ -112,7 +112,7 @@ def _mask_prompt(
     is_float = np.issubdtype(arr.dtype, np.floating)
     is_logits = is_float and arr.shape[-2:] == tuple(mask_input_size)
     is_binary = (
-        arr.dtype == bool or np.issubdtype(arr.dtype, np.integer) or (is_float and _zeros_and_ones(arr))
+        arr.dtype == bool or np.issubdtype(arr.dtype, np.integer) or (is_float and zeros_and_ones(arr))
     )
     if arr.ndim >= 2 and arr.shape[-2:] == image_shape and is_binary and not is_logits:
         stack = arr.reshape(-1, *arr.shape[-2:])
@@ -147,7 +147,7 @@ def _mask_prompt(
     return logits
 
 
-def _zeros_and_ones(arr: np.ndarray) -> bool:
+def zeros_and_ones(arr: np.ndarray) -> bool:
     """Whether a float array holds only 0 and 1 (a binary mask stored as floats)."""
     return bool(np.all((arr == 0) | (arr == 1)))
 

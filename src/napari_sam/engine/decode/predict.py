@@ -48,7 +48,9 @@ def predict(
         is combined with the points of the same object.
     mask_input
         Logits from a previous :class:`Prediction` (``low_res_logits[i, k]``, shape ``(4h, 4w)``), or a
-        binary mask of the image's shape; one for all objects or ``(N, ...)``.
+        binary mask of the image's shape (bool, integer — nonzero is the object — or float holding only
+        0 and 1, e.g. ``labels == k``; tiled embeddings take only the mask); one for all objects or
+        ``(N, ...)``.
     multimask
         True: 3 candidate masks per object (good for a single ambiguous point); False: one.
     best_only

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..types import OUTSIDE_LOGIT, Embeddings, Prompts, TiledEmbeddings
-from .plain import DecodeOptions, Prediction, predict_plain
+from .plain import DecodeOptions, Prediction, predict_plain, zeros_and_ones
 from .prompts import object_prompts
 
 if TYPE_CHECKING:
@@ -125,13 +125,16 @@ def _object_share(prompts: Prompts, i: int) -> tuple[np.ndarray | None, np.ndarr
 
 
 def _binary_masks(masks: np.ndarray, shape: tuple[int, ...], n: int) -> np.ndarray:
-    """``(1 or n, H, W)`` mask prompts for the whole image; a ValueError for any other form."""
-    if masks.shape[-2:] != shape or not (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer)):
+    """``(1 or n, H, W)`` mask prompts for the whole image (bool, integer, or float of 0 and 1, as on
+    one embedding); a ValueError for any other form."""
+    binary = masks.dtype == bool or np.issubdtype(masks.dtype, np.integer)
+    binary = binary or (np.issubdtype(masks.dtype, np.floating) and zeros_and_ones(masks))
+    if masks.shape[-2:] != shape or not binary:
         raise ValueError(
-            f"mask_input on tiled embeddings must be a binary mask of the image's shape {shape}; "
-            f"got shape {masks.shape}, dtype {masks.dtype}"
+            f"mask_input on tiled embeddings must be a binary mask of the image's shape {shape} (bool, "
+            f"integer, or float of 0 and 1); got shape {masks.shape}, dtype {masks.dtype}"
         )
-    masks = masks.reshape(-1, *shape)
+    masks = masks.reshape(-1, *shape) > 0
     if masks.shape[0] not in (1, n):
         raise ValueError(
             f"mask_input holds {masks.shape[0]} masks for {n} objects; give one or one per object"
