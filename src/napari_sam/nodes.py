@@ -248,14 +248,10 @@ def segment_from_prompts(
     arr = np.asarray(image)
     rgb = arr.ndim in (3, 4) and arr.shape[-1] <= 4  # channels last, as segment() reads them
     spatial = _spatial_shape(arr, rgb)
-    pos = _layer_points(points, "points")
-    neg = _layer_points(negative_points, "negative_points")
+    pos, neg = _checked_layer_points(points, negative_points, spatial)
     box = shapes_to_boxes(boxes)
     if pos is None and len(box) == 0:
         raise ValueError("segment_from_prompts needs points or boxes (got neither)")
-    for name, a in (("points", pos), ("negative_points", neg)):
-        if a is not None:
-            _check_prompt_dims(name, a.shape[1], spatial)
     if len(box):
         _check_prompt_dims("boxes", box.shape[1] // 2, spatial)
     prompts = _node_prompts(pos, neg, box, spatial)
@@ -265,6 +261,35 @@ def segment_from_prompts(
         return _segment_prompts(arr, prompts, model, device, size)
 
 
+def _checked_layer_points(
+    points: PointsData | None, negative_points: PointsData | None, spatial: tuple[int, ...]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The foreground and background points layers' data as ``(N, D)`` arrays (None when not given),
+    each checked to have the image's ``D`` spatial axes."""
+    pos = _layer_points(points, "points")
+    neg = _layer_points(negative_points, "negative_points")
+    for name, a in (("points", pos), ("negative_points", neg)):
+        if a is not None:
+            _check_prompt_dims(name, a.shape[1], spatial)
+    return pos, neg
+
+
+def _points_and_labels(
+    pos: np.ndarray | None, neg: np.ndarray | None, spatial: tuple[int, ...]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Foreground and background points as one ``(N, D)`` array and their ``(N,)`` labels (1, 0); on a
+    stack each point on its nearest slice (napari may place points between slices). ``(None, None)``
+    without points."""
+    layers = [(p, kind) for p, kind in ((pos, 1), (neg, 0)) if p is not None]
+    if not layers:
+        return None, None
+    pts = np.concatenate([p for p, _ in layers])
+    labels = np.concatenate([np.full(len(p), kind) for p, kind in layers])
+    if len(spatial) == 3:
+        pts = np.column_stack([np.round(pts[:, 0]), pts[:, 1:]])
+    return pts, labels
+
+
 def _node_prompts(
     pos: np.ndarray | None, neg: np.ndarray | None, box: np.ndarray, spatial: tuple[int, ...]
 ) -> "Prompts":
@@ -272,11 +297,8 @@ def _node_prompts(
     stack each prompt on its nearest slice (napari may place points between slices)."""
     from .engine.decode.prompts import normalize_prompts
 
-    layers = [(p, kind) for p, kind in ((pos, 1), (neg, 0)) if p is not None]
-    pts = np.concatenate([p for p, _ in layers]) if layers else None
-    labels = np.concatenate([np.full(len(p), kind) for p, kind in layers]) if layers else None
+    pts, labels = _points_and_labels(pos, neg, spatial)
     if len(spatial) == 3:
-        pts = None if pts is None else np.column_stack([np.round(pts[:, 0]), pts[:, 1:]])
         on = sorted({int(z) for z in ([] if pts is None else pts[:, 0])} | {int(b[0]) for b in box})
         outside = [z for z in on if not 0 <= z < spatial[0]]
         if outside:
@@ -432,16 +454,7 @@ def refine_masks(
     size = _object_size(object_size)
     arr = np.asarray(image)
     spatial = _spatial_shape(arr, arr.ndim in (3, 4) and arr.shape[-1] <= 4)
-    found = []
-    for given, name, kind in ((points, "points", 1), (negative_points, "negative_points", 0)):
-        rows = _layer_points(given, name)
-        if rows is not None:
-            _check_prompt_dims(name, rows.shape[1], spatial)
-            found.append((rows, kind))
-    pts = np.concatenate([p for p, _ in found]) if found else None
-    kinds = np.concatenate([np.full(len(p), kind) for p, kind in found]) if found else None
-    if pts is not None and len(spatial) == 3:
-        pts = np.column_stack([np.round(pts[:, 0]), pts[:, 1:]])  # napari may place points between slices
+    pts, kinds = _points_and_labels(*_checked_layer_points(points, negative_points, spatial), spatial)
     return segment(
         arr,
         points=pts,
