@@ -184,13 +184,21 @@ def evaluate(decoder: InstanceDecoder, model: Any, images: int) -> dict[str, Any
     """F1 at IoU 0.5 and mean F1 over 0.5:0.95 of AIS and of the watershed baseline, per held-out set.
 
     AIS runs as users run it (``napari_sam.automatic(mode="ais")``: the model's default geometry, tiles
-    included) with ``decoder`` attached to a copy of ``model``.
+    included) with ``decoder`` attached to ``model`` for the run; its own decoder and identity are put
+    back afterwards. (A shallow copy would not do: an ``nn.Module`` copy shares its submodule table, so
+    attaching the decoder to the copy changed the caller's model too.)
     """
-    import copy
+    previous = model.instance_decoder, model.weights_sha256
+    model.instance_decoder = decoder.eval()
+    model.weights_sha256 = None  # another decoder: nothing cached for the model as loaded may be reused
+    try:
+        return _score_sets(model, images)
+    finally:
+        model.instance_decoder, model.weights_sha256 = previous
 
-    paired = copy.copy(model)  # the same modules, another decoder: the caller's model is left as it is
-    paired.instance_decoder = decoder.eval()
-    paired.weights_sha256 = None  # another decoder: nothing cached for ``model`` may be reused
+
+def _score_sets(paired: Any, images: int) -> dict[str, Any]:
+    """:func:`evaluate`'s table for ``paired`` (a model with the decoder to score attached)."""
     table: dict[str, Any] = {}
     for name, (preset_name, first) in EVAL_SETS.items():
         rows = []
