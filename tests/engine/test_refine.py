@@ -216,3 +216,58 @@ def test_node_and_cli_refine_labels_keeping_their_ids(scene, tmp_path, capsys):
     assert "cells_labels.tif" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["segment", str(tmp_path / "cells.tif"), "--masks", "x.tif", "--boxes", "b.csv", "--out", "o"])
+
+
+def _merged(truth: np.ndarray) -> np.ndarray:
+    """Objects 3 and 5 of the scene under one label (3), as a tool that merges neighbours gives them."""
+    merged = truth.copy()
+    merged[truth == 5] = 3
+    return merged
+
+
+def test_one_background_click_splits_a_merged_label(scene, sam):
+    _image, truth, emb = scene
+    merged = _merged(truth)
+    click = np.argwhere(truth == 5).mean(0)[None]  # on the object that does not belong
+    result = refine_labels(merged, emb, sam, points=click, point_labels=np.array([0]))
+    new = int(merged.max()) + 1
+    assert result.split_off == {new: 3} and new in result.scores and 3 in result.refined
+    assert _iou(result.labels == 3, truth == 3) > 0.8
+    assert _iou(result.labels == new, truth == 5) > 0.8
+    for k in (1, 2, 4):  # the other labels are refined as usual, their ids kept
+        assert _iou(result.labels == k, truth == k) > 0.7
+    # without splitting, the click does not outweigh the label's own mask and box
+    whole = refine_labels(
+        merged, emb, sam, points=click, point_labels=np.array([0]), options=RefineOptions(split_merged=False)
+    )
+    assert not whole.split_off and new not in np.unique(whole.labels)
+    assert _iou(whole.labels == 3, truth == 3) < 0.7
+
+
+def test_split_off_ids_start_where_asked_and_widen_a_full_dtype(scene, sam):
+    _image, truth, emb = scene
+    merged = _merged(truth)
+    click = np.argwhere(truth == 5).mean(0)[None]
+    result = refine_labels(merged, emb, sam, points=click, point_labels=[0], first_new_id=40)
+    assert result.split_off == {40: 3} and result.labels.dtype == merged.dtype
+    full = merged.astype(np.uint8)
+    full[merged == 4] = 255  # the largest uint8 id is taken
+    result = refine_labels(full, emb, sam, points=click, point_labels=[0])
+    assert result.split_off == {256: 3} and result.labels.dtype == np.uint32
+    np.testing.assert_array_equal(np.unique(result.labels), [0, 1, 2, 3, 255, 256])
+    with pytest.raises(ValueError, match="first_new_id"):
+        refine_labels(merged, emb, sam, first_new_id=0)
+
+
+def test_labels_drawn_too_large_are_not_split(scene, sam):
+    from skimage.segmentation import expand_labels
+
+    _image, truth, emb = scene
+    grown = expand_labels(truth, 2)
+    result = refine_labels(grown, emb, sam)
+    assert not result.split_off
+    assert set(np.unique(result.labels)) <= set(np.unique(grown))
+    # a background click on the rim trims it without making a new label
+    rim = np.argwhere((grown == 1) & (truth != 1))[0][None]
+    trimmed = refine_labels(grown, emb, sam, points=rim, point_labels=[0])
+    assert not trimmed.split_off

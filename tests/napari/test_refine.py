@@ -81,6 +81,26 @@ def test_every_label_of_the_layer_refined_as_one_undo_step(scene):
     np.testing.assert_array_equal(layer.data, rough)
 
 
+def test_a_background_click_splits_a_merged_label_into_a_new_label(scene):
+    from napari.components import ViewerModel
+
+    image, truth, _rough = scene
+    merged = truth.astype(np.uint16)
+    merged[truth == 5] = 3  # another tool gave objects 3 and 5 one label
+    annotator, refiner, layer = _refiner(ViewerModel(), image, merged)
+    refiner.select(3)
+    annotator.points_layer.add(np.argwhere(truth == 5).mean(0))
+    annotator.points_layer.features.loc[0, "label"] = 0  # a background click on object 5
+    result = refiner.update_preview()
+    new = int(merged.max()) + 1  # the layer's next free id
+    assert result.split_off == {new: 3}
+    assert int(annotator.preview_layer.data.max()) == 2  # the label and its split-off part
+    assert refiner.commit() > 0
+    assert _iou(layer.data == 3, truth == 3) > 0.8 and _iou(layer.data == new, truth == 5) > 0.8
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, merged)
+
+
 @pytest.mark.usefixtures("gui")
 def test_refine_panel_picks_commits_and_refines_all(make_napari_viewer, qtbot, scene):
     from napari_sam._widgets import AnnotatorWidget

@@ -12,7 +12,9 @@ A plain object driven by the Qt panel (:mod:`napari_sam._widgets.refine`), usabl
     refiner.write(run_steps(steps), plane)     # … written back (plane: None for 2D), one undo step
 
 Every correction point on the current slice belongs to the selected label. Writing replaces the
-refined labels' pixels and takes background only: other labels keep every pixel.
+refined labels' pixels and takes background only: other labels keep every pixel. A label holding two
+objects is split by a background click on the one that does not belong: it becomes a new label (the
+layer's next free id), shown in the preview beside the selected one.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class LabelRefiner:
             )
         if layer is not self.layer:
             self.layer, self.selected, self.last = layer, None, None
+
+    def _first_free_id(self) -> int:
+        """One above the largest label of the whole layer (every slice): where split-off parts start."""
+        return int(np.asarray(self.layer.data).max(initial=0)) + 1
 
     def _plane_labels(self, plane: int | None) -> np.ndarray:
         if self.layer is None:
@@ -110,17 +116,23 @@ class LabelRefiner:
             points=prompts.points if has_points else None,
             point_labels=prompts.point_labels if has_points else None,
             point_objects=[self.selected] * len(prompts.points) if has_points else None,
+            first_new_id=self._first_free_id(),
         )
 
     def show(self, result: Any, plane: int | None) -> None:
-        """Draw the refined label of ``result`` in the annotator's preview layer."""
+        """Draw the refined label of ``result`` (and the parts split off it, as further objects) in
+        the annotator's preview layer."""
         ann = self.annotator
         self.last = result
         if result is None or self.selected is None:
             ann.show(None)
             return
-        index = (result.labels == self.selected).astype(np.int32)
-        ann.show(PreviewResult(plane, index, int(index.any()), np.ones(1, np.float32), 0, 1, ("refine",)))
+        shown = [self.selected] + [new for new, source in result.split_off.items() if source == self.selected]
+        index = np.zeros(np.shape(result.labels), np.int32)
+        for k, label in enumerate(shown, start=1):
+            index[result.labels == label] = k
+        n = int(index.max())
+        ann.show(PreviewResult(plane, index, n, np.ones(max(n, 1), np.float32), 0, 1, ("refine",)))
 
     def update_preview(self) -> Any:
         """Recompute and show the refinement of the selected label; returns the result."""
@@ -155,7 +167,8 @@ class LabelRefiner:
         labels = np.array(self._plane_labels(plane), copy=True)
         if not labels.any():
             raise AnnotatorError(f"'{self.layer.name}' has no label on this slice")
-        return refine_steps(labels, embeddings, None)  # the model of the embeddings
+        # the model of the embeddings; parts split off labels get the layer's next free ids
+        return refine_steps(labels, embeddings, None, first_new_id=self._first_free_id())
 
     def write(self, result: Any, plane: int | None) -> int:
         """Write a RefineResult of slice ``plane`` (None: a 2D layer) into the layer: one undo step,
@@ -169,7 +182,13 @@ class LabelRefiner:
                 f"the refinement has shape {new.shape}, the layer's slice {current.shape}: "
                 "the layer changed meanwhile; refine again"
             )
-        refined = np.array(list(result.refined) + list(result.covered), dtype=np.int64)
+        split_off = list(getattr(result, "split_off", {}))
+        if split_off and max(split_off) > np.iinfo(self.layer.data.dtype).max:
+            raise AnnotatorError(
+                f"labels layer '{self.layer.name}' ({self.layer.data.dtype}) cannot hold the new label "
+                f"{max(split_off)} split off a merged label; convert the layer to uint32 first"
+            )
+        refined = np.array(list(result.refined) + list(result.covered) + split_off, dtype=np.int64)
         mine = np.isin(current, refined) | ((current == 0) & np.isin(new, refined))
         rows, cols = np.nonzero(mine & (new != current))
         if not len(rows):

@@ -146,6 +146,9 @@ class RefinePanel(QWidget):
             result = self.refiner.update_preview()
             score = result.scores.get(self.refiner.selected)
             said = "empty: nothing would change" if score is None else f"predicted IoU {score:.2f}"
+            split = [new for new, source in result.split_off.items() if source == self.refiner.selected]
+            if split:
+                said += f"; the other object becomes label {', '.join(map(str, split))}"
             self.owner.say(f"refined label {self.refiner.selected}: {said}", popup=False)
 
     def commit(self) -> int:
@@ -198,6 +201,8 @@ class RefinePanel(QWidget):
         with reported(self.owner.viewer, "Refine all labels"):
             changed = self.refiner.write(result, self._plane)
             kept = f"; kept as given: {sorted(result.skipped)}" if result.skipped else ""
+            if result.split_off:
+                kept += f"; {len(result.split_off)} new label(s) split off merged labels"
             self.owner.say(
                 f"refined {len(result.refined)} labels: {changed} pixels changed (Undo reverts){kept}",
                 warning=bool(result.skipped),

@@ -12,6 +12,10 @@ Rules, whatever the labels hold:
 - labels that are not refined (not asked for, too small, or whose refined mask came back empty) keep
   their pixels exactly; a refined mask never takes pixels of a label that is not refined;
 - refined masks that overlap are resolved by predicted IoU (the higher wins);
+- a label holding two objects (a merge) is split by one background click on the object that does not
+  belong: that object is taken out of the label's prompts, and a part of a label that its refined mask
+  leaves out and that looks like an object of its own becomes a new label, refined the same way,
+  rather than being dropped (:attr:`RefineOptions.split_merged`, :mod:`~napari_sam.engine.leftovers`);
 - one bad label never sinks the rest: it is skipped and named in one :class:`RefineWarning`.
 
 A stack ``(Z, Y, X)`` is refined slice by slice: each slice's pieces of a label are refined on that
@@ -29,7 +33,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..errors import RefineWarning
 from .decode.coords import mask_to_box
@@ -37,6 +40,8 @@ from .decode.plain import DecodeOptions, predict_plain
 from .decode.prompts import object_prompts
 from .decode.tiled import localize
 from .embed.embeddings import embed_image
+from .label_prompts import assign_points, label_boxes
+from .leftovers import cut_at_click, object_at, object_pieces
 from .object_scale import object_size_of_boxes
 from .steps import ProgressLike, run_steps
 from .types import (
@@ -78,6 +83,12 @@ class RefineOptions:
         Labels (on a slice) with fewer pixels are kept as given, not refined.
     batch_size
         Objects decoded per call.
+    split_merged
+        Split merges: a background click inside a label, on what the model sees as another object,
+        takes that object out of the label's mask and box prompts; and the parts of a label that its
+        refined mask leaves out and that look like objects of their own (at least a quarter of the
+        refined mask's area and 0.4 of its thickness) are kept as new labels (the next free ids),
+        each refined with its own box and mask. False: neither (left-out parts are dropped).
     """
 
     use_box: bool = True
@@ -85,6 +96,7 @@ class RefineOptions:
     box_margin: int = 0
     min_pixels: int = 3
     batch_size: int = 32
+    split_merged: bool = True
 
     def __post_init__(self) -> None:
         check_field(self, "use_box", check_flag)
@@ -92,6 +104,7 @@ class RefineOptions:
         check_field(self, "box_margin", check_int, 0)
         check_field(self, "min_pixels", check_int, 1)
         check_field(self, "batch_size", check_int, 1)
+        check_field(self, "split_merged", check_flag)
         if not (self.use_box or self.use_mask):
             raise ValueError("use_box and use_mask are both False: a label needs its box or its mask")
 
@@ -103,7 +116,8 @@ class RefineResult:
     Attributes
     ----------
     labels
-        The refined labels: a new array of the input's shape and dtype.
+        The refined labels: a new array of the input's shape and dtype (``uint32`` when a part split
+        off a label needs an id that dtype cannot hold).
     refined
         The labels whose pixels were replaced by their refined mask, ascending (on a stack a label
         may be refined on some slices and kept as given on others: then it is in ``skipped`` too).
@@ -113,6 +127,10 @@ class RefineResult:
         ``{label: reason}`` of the labels kept as given (see :class:`RefineWarning`).
     covered
         Refined labels left with no pixel (all taken by other refined labels).
+    split_off
+        ``{new label: the label it was split from}``: object-like parts that a refined mask left
+        out, kept as new labels (see :attr:`RefineOptions.split_merged`); their predicted IoU is in
+        ``scores``.
     """
 
     labels: np.ndarray
@@ -120,72 +138,12 @@ class RefineResult:
     scores: dict[int, float] = field(default_factory=dict)
     skipped: dict[int, str] = field(default_factory=dict)
     covered: tuple[int, ...] = ()
+    split_off: dict[int, int] = field(default_factory=dict)
 
     def warn(self, stacklevel: int = 2) -> None:
         """One :class:`RefineWarning` naming the skipped and covered labels (nothing when none)."""
         if self.skipped or self.covered:
             warnings.warn(RefineWarning(self.skipped, self.covered), stacklevel=stacklevel + 1)
-
-
-def label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The labels of a 2D array with their half-open boxes and pixel counts.
-
-    Parameters
-    ----------
-    labels
-        ``(Y, X)`` integer labels, 0 background.
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        ``(K,)`` int64 label ids (ascending, 0 left out), ``(K, 4)`` int64 boxes ``(min_row, min_col,
-        max_row, max_col)`` and ``(K,)`` int64 pixel counts.
-    """
-    ids, compact = np.unique(np.asarray(labels), return_inverse=True)
-    compact = compact.reshape(np.shape(labels))
-    counts = np.bincount(compact.ravel(), minlength=len(ids))
-    found = ndi.find_objects(compact)
-    keep = ids != 0
-    boxes = np.zeros((len(ids), 4), dtype=np.int64)
-    for j, sl in enumerate(found, start=1):  # compact label j is ids[j] (ids[0] is 0 when present)
-        if sl is not None:
-            boxes[j] = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
-    if ids.size and ids[0] != 0:  # no background: compact 0 is a real label, not seen by find_objects
-        boxes[0] = mask_to_box(compact == 0)
-    return ids[keep].astype(np.int64), boxes[keep], counts[keep].astype(np.int64)
-
-
-def assign_points(
-    labels: np.ndarray, points: np.ndarray, point_objects: Sequence[int] | np.ndarray | None = None
-) -> np.ndarray:
-    """The label each correction point belongs to.
-
-    Parameters
-    ----------
-    labels
-        ``(Y, X)`` integer labels the points are on.
-    points
-        ``(N, 2)`` ``(row, col)`` points, checked (on the image).
-    point_objects
-        ``(N,)`` label ids given by the user (returned as they are), or None: each point belongs to
-        the label under it, or, on background, to the label with the nearest pixel.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N,)`` int64 label ids; 0 only when ``labels`` holds no label at all.
-    """
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if point_objects is not None:
-        return np.asarray(point_objects, dtype=np.int64).reshape(-1)
-    labels = np.asarray(labels)
-    rc = np.clip(np.round(points).astype(np.int64), 0, np.array(labels.shape) - 1)
-    owner = labels[rc[:, 0], rc[:, 1]].astype(np.int64)
-    if (owner == 0).any() and labels.any():
-        _, (rows, cols) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-        off = owner == 0
-        owner[off] = labels[rows[rc[off, 0], rc[off, 1]], cols[rc[off, 0], rc[off, 1]]]
-    return owner
 
 
 @dataclass
@@ -197,6 +155,7 @@ class _Object:
     window: tuple[slice, slice]  # the label's pixels lie inside
     points: np.ndarray | None  # (P, 2)
     point_labels: np.ndarray | None  # (P,)
+    mask: np.ndarray | None = None  # (Y, X) bool: the object's pixels when it is not a given label
 
 
 @dataclass
@@ -286,6 +245,7 @@ def refine_labels(
     point_labels: np.ndarray | None = None,
     point_objects: Sequence[int] | np.ndarray | None = None,
     options: RefineOptions | None = None,
+    first_new_id: int | None = None,
     progress: ProgressLike = None,
     cancel: Any = None,
 ) -> RefineResult:
@@ -300,6 +260,7 @@ def refine_labels(
         point_labels=point_labels,
         point_objects=point_objects,
         options=options,
+        first_new_id=first_new_id,
     )
     return run_steps(steps, progress=progress, cancel=cancel, what="refinement", unit="object")
 
@@ -314,6 +275,7 @@ def refine_steps(
     point_labels: np.ndarray | None = None,
     point_objects: Sequence[int] | np.ndarray | None = None,
     options: RefineOptions | None = None,
+    first_new_id: int | None = None,
 ) -> Generator[tuple[int, int], None, RefineResult]:
     """Refine labels; a step generator (see :mod:`napari_sam.engine.steps`).
 
@@ -339,6 +301,9 @@ def refine_steps(
         background the nearest label on its slice (see :func:`assign_points`).
     options
         :class:`RefineOptions`.
+    first_new_id
+        The first id given to a part split off a label (:attr:`RefineOptions.split_merged`); default
+        one above the largest label. Give it when ``labels`` is one slice of a larger labels array.
 
     Yields
     ------
@@ -369,6 +334,9 @@ def refine_steps(
     if missing:
         raise ValueError(f"ids: label(s) {missing[:10]} are not in the labels")
     owners = _point_owners(labels, pts, point_objects, wanted)
+    next_id = int(labels.max(initial=0)) + 1 if first_new_id is None else int(first_new_id)
+    if next_id < 1 or next_id > np.iinfo(np.uint32).max:
+        raise ValueError(f"first_new_id must be in [1, 2**32 - 1], got {first_new_id}")
     out = labels.copy()
     skipped: dict[int, str] = {}
     planes = []
@@ -384,9 +352,12 @@ def refine_steps(
     done = 0
     scores: dict[int, list[float]] = {}
     covered: set[int] = set()
+    split_off: dict[int, int] = {}
     for plane in planes:
         decoded: list[tuple[_Object, np.ndarray, float]] = []
         emb = plane.embeddings()
+        if options.split_merged:
+            _cut_clicked_objects(emb, plane, sam, options)
         for chunk, masks, ious in _decode(emb, plane, sam, options):
             decoded.extend(zip(chunk, masks, ious, strict=True))
             done += len(chunk)
@@ -396,14 +367,34 @@ def refine_steps(
         for obj, mask, iou in decoded:
             if mask.any():
                 scores.setdefault(obj.label, []).append(float(iou))
-    refined = sorted(scores)
+        if not options.split_merged:
+            continue
+        pieces = _pieces(target, plane.labels, decoded, next_id, options)
+        if pieces:
+            total += len(pieces)
+            next_id += len(pieces)
+            if next_id - 1 > np.iinfo(np.uint32).max:
+                raise ValueError("no free label id left below 2**32 for the parts split off labels")
+            if next_id - 1 > np.iinfo(out.dtype).max:  # the new ids do not fit: widen the result
+                out = out.astype(np.uint32)
+                target = out if plane.z is None else out[plane.z]
+            extra = _Plane(plane.z, plane.labels, [piece for piece, _ in pieces], plane.embeddings)
+            for chunk, masks, ious in _decode(emb, extra, sam, options):
+                for obj, mask, iou in zip(chunk, masks, ious, strict=True):
+                    _paint_piece(target, obj, mask)
+                    scores.setdefault(obj.label, []).append(float(iou) if mask.any() else 0.0)
+                done += len(chunk)
+                yield done, total
+            split_off.update({piece.label: source for piece, source in pieces})
+    refined = sorted(k for k in scores if k not in split_off)
     final = {int(k) for k in np.unique(out)}
     return RefineResult(
         labels=out,
         refined=tuple(refined),
-        scores={k: float(np.mean(scores[k])) for k in refined},
+        scores={k: float(np.mean(v)) for k, v in sorted(scores.items())},
         skipped=dict(sorted(skipped.items())),
         covered=tuple(sorted(k for k in covered if k not in final)),
+        split_off=split_off,
     )
 
 
@@ -544,6 +535,8 @@ def _decode(
 
 def _object_mask(labels: np.ndarray, obj: _Object) -> np.ndarray:
     """``(Y, X)`` bool: the pixels of ``obj``'s label (looked for inside its box only)."""
+    if obj.mask is not None:
+        return obj.mask
     mask = np.zeros(labels.shape, bool)
     mask[obj.window] = labels[obj.window] == obj.label
     return mask
@@ -578,3 +571,72 @@ def _paint(
         best[win] = score
     present = set(np.unique(target[claimable]).tolist())
     return [int(k) for k in refined if int(k) not in present]
+
+
+def _cut_clicked_objects(
+    emb: Embeddings | TiledEmbeddings, plane: _Plane, sam: Any, options: RefineOptions
+) -> None:
+    """Take the objects of background clicks inside a label out of its mask and box prompts
+    (:func:`~napari_sam.engine.leftovers.cut_at_click`); the objects of ``plane`` are updated."""
+    sam = sam if sam is not None else getattr(emb, "model", None)
+    shape = plane.labels.shape
+    h, w = shape
+    m = options.box_margin
+    for obj in plane.objects:
+        if obj.points is None or obj.point_labels is None or not (obj.point_labels == 0).any():
+            continue
+        label = _object_mask(plane.labels, obj)
+        for point in obj.points[obj.point_labels == 0]:
+            r, c = (int(v) for v in np.clip(np.round(point), 0, np.array(shape) - 1))
+            if not label[r, c]:
+                continue
+            cut = cut_at_click(label, object_at(emb, point, shape, sam), point)
+            if cut is None:
+                continue
+            label = cut
+            box = mask_to_box(cut)
+            obj.box = np.array(
+                [max(box[0] - m, 0), max(box[1] - m, 0), min(box[2] + m, h), min(box[3] + m, w)], np.float64
+            )
+            obj.mask = cut
+
+
+def _pieces(
+    target: np.ndarray,
+    given: np.ndarray,
+    decoded: list[tuple[_Object, np.ndarray, float]],
+    next_id: int,
+    options: RefineOptions,
+) -> list[tuple[_Object, int]]:
+    """The object-like parts that the refined labels of one slice (painted into ``target``) left
+    out, as new objects with ids from ``next_id``, each with the label it came from."""
+    h, w = given.shape
+    m = options.box_margin
+    pieces: list[tuple[_Object, int]] = []
+    for obj, mask, _ in decoded:
+        if obj.label not in given[obj.window] or not mask.any():  # a part split off itself
+            continue
+        window = obj.window
+        mine = target[window] == obj.label
+        if not mine.any():
+            continue
+        left_out = np.zeros(given.shape, bool)
+        left_out[window] = (given[window] == obj.label) & (target[window] == 0)
+        refined = np.zeros(given.shape, bool)
+        refined[window] = mine
+        for piece in object_pieces(left_out, refined, options.min_pixels):
+            box = mask_to_box(piece)
+            grown = np.array([max(box[0] - m, 0), max(box[1] - m, 0), min(box[2] + m, h), min(box[3] + m, w)])
+            piece_window = (slice(int(box[0]), int(box[2])), slice(int(box[1]), int(box[3])))
+            new = _Object(next_id + len(pieces), grown.astype(np.float64), piece_window, None, None, piece)
+            pieces.append((new, obj.label))
+    return pieces
+
+
+def _paint_piece(target: np.ndarray, piece: _Object, mask: np.ndarray) -> None:
+    """Write a split-off part's refined mask into ``target`` where it is background; a part whose
+    refined mask takes no pixel keeps its own pixels (nothing the user labelled is lost)."""
+    free = mask & (target == 0)
+    if not free.any() and piece.mask is not None:
+        free = piece.mask & (target == 0)
+    target[free] = piece.label
