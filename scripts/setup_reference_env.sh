@@ -2,7 +2,7 @@
 # Create (or update) the reference environment: the official segment-anything package, the
 # torch/torchvision it needs, and this package, side by side in one virtualenv.
 #
-# It is used by the parity fixtures (scripts/make_golden.py), the slow parity tests
+# It is used by the parity fixtures (scripts/make_golden.py, scripts/make_sam2_*_fixtures.py), the slow parity tests
 # (tests/model/test_parity_vit_b_slow.py) and the benchmarks (benchmarks/bench_predict.py).
 # The library itself never imports segment-anything or torchvision.
 #
@@ -42,10 +42,14 @@ PY="$REF_VENV/bin/python"
   opencv-python-headless  # the official AMG's small-region clean-up (make_golden.py --amg)
 # MobileSAM's TinyViT (vit_t parity: make_vit_t_fixtures.py, the slow test of tests/model/test_vit_t.py).
 "$PY" -m pip install "mobilesam-mirror==1.0.0" "timm==1.0.31"
+# The official SAM 2 (sam2 1.1.0, an sdist: built against the torch above, without its optional CUDA
+# extension) for the SAM 2 parity fixtures (scripts/make_sam2_*_fixtures.py).
+SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation "sam2==1.1.0"
 # This package (editable, so the benchmarks and fixtures see the working tree).
 "$PY" -m pip install -e "$ROOT"
 
 "$PY" - <<'EOF'
+import sam2
 import segment_anything
 import torch
 import torchvision
@@ -54,7 +58,8 @@ import napari_sam
 
 print(
     f"reference environment ready: torch {torch.__version__}, torchvision {torchvision.__version__}, "
-    f"segment_anything from {segment_anything.__file__}, napari_sam from {napari_sam.__file__}"
+    f"segment_anything from {segment_anything.__file__}, sam2 from {sam2.__file__}, "
+    f"napari_sam from {napari_sam.__file__}"
 )
 EOF
 echo "use it with: NAPARI_SAM_REFERENCE_PYTHON=$PY python -m pytest -m slow"

@@ -33,8 +33,20 @@ def _cache_key(model: str | Path, device: torch.device) -> tuple[Any, ...]:
     return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns, decoder, str(device))
 
 
+#: what the engine says of a SAM 2 model until its image and video paths are wired to it
+SAM2_NOT_YET = (
+    "is a SAM 2 model: this version builds and loads SAM 2 (napari_sam.model.build_sam, and "
+    "napari_sam.model.sam2.tracking for frame-to-frame tracking) but segment(), compute_embeddings() and "
+    "the napari widgets run SAM 1 models only (nano, vit_b/l/h, vit_t, micro-sam's models)"
+)
+
+
 def open_model(model: str | Path) -> Sam:
     """A new (uncached) model instance from a name or a weights path, on the CPU."""
+    from ..model.sam2.configs import SAM2_CONFIGS
+
+    if isinstance(model, str) and model in SAM2_CONFIGS:
+        raise NotImplementedError(f"{model!r} {SAM2_NOT_YET}")
     if isinstance(model, str) and model == "nano":
         return _load_nano()
     if isinstance(model, str) and model in OFFICIAL_WEIGHTS:
@@ -46,7 +58,10 @@ def open_model(model: str | Path) -> Sam:
             f"unknown model {model!r}: expected one of {', '.join(model_names())}, or the path of a "
             "weights file (.pth / .pt / .safetensors)"
         )
-    return build_sam(model)
+    built = build_sam(model)
+    if not isinstance(built, Sam):
+        raise NotImplementedError(f"{str(model)!r} {SAM2_NOT_YET}")
+    return built
 
 
 def _may_be_a_file(text: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, overload
 
 import torch
 
@@ -13,6 +14,8 @@ from .checkpoint import (
     describe_architecture,
     fit_problems,
     infer_config,
+    infer_sam2_config,
+    is_sam2_state_dict,
     load_state_dict_strict,
     read_checkpoint,
 )
@@ -26,9 +29,11 @@ from .instance_checkpoint import (
 from .instance_decoder import InstanceDecoder
 from .registry import file_sha256
 from .sam import Sam, build_from_config
+from .sam2.configs import SAM2_CONFIGS, Sam2Config, sam2_config_name
+from .sam2.sam2 import Sam2
 
-#: Names accepted by :func:`build_sam` besides file paths.
-MODEL_NAMES = tuple(CONFIGS)
+#: Names accepted by :func:`build_sam` besides file paths (SAM 1 architectures, then SAM 2.1 sizes).
+MODEL_NAMES = (*CONFIGS, *SAM2_CONFIGS)
 
 
 def _looks_like_path(value: str) -> bool:
@@ -43,8 +48,37 @@ def _looks_like_path(value: str) -> bool:
 DecoderChoice = str | Path | bool | None
 
 
-def _load_file(path: Path, *, expected: SamConfig | None, name: str | None, decoder: DecoderChoice) -> Sam:
+def _load_sam2(
+    path: Path, state_dict: dict[str, torch.Tensor], *, expected: Sam2Config | None, name: str | None
+) -> Sam2:
+    """A :class:`Sam2` with the weights of ``path`` (already read into ``state_dict``), strictly."""
+    if expected is None:
+        name_found, config = infer_sam2_config(state_dict)
+        name = name or name_found
+    else:
+        config = expected
+    model_name = name or sam2_config_name(config) or path.stem
+    with torch.device("meta"):  # shapes first, before any real tensor is allocated
+        skeleton = Sam2(config, name=model_name)
+    parts = fit_problems({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, state_dict)
+    if parts:
+        raise CheckpointError(
+            f"{path} does not fit the SAM 2 architecture {model_name!r}: " + "; ".join(parts)
+        )
+    model = Sam2(config, name=model_name)
+    model.load_state_dict(state_dict, strict=True)
+    model.weights_sha256 = file_sha256(path)
+    return model.eval()
+
+
+def _load_file(
+    path: Path, *, expected: SamConfig | None, name: str | None, decoder: DecoderChoice
+) -> Sam | Sam2:
     everything, metadata = read_checkpoint(path)
+    if expected is None and is_sam2_state_dict(everything):
+        if decoder not in (None, False):
+            raise CheckpointError("SAM 2 models have no instance decoder: leave instance_decoder= unset")
+        return _load_sam2(path, everything, expected=None, name=name)
     state_dict, decoder_state = split_instance_decoder(everything)
     declared = config_from_metadata(metadata) if expected is None else None
     config = expected or declared or infer_config(state_dict)
@@ -147,20 +181,40 @@ def _check_shapes_first(
         )
 
 
+@overload
 def build_sam(
-    name_or_path: str | Path | SamConfig,
+    name_or_path: SamConfig, checkpoint: str | Path | None = None, *, instance_decoder: DecoderChoice = None
+) -> Sam: ...
+
+
+@overload
+def build_sam(
+    name_or_path: Sam2Config, checkpoint: str | Path | None = None, *, instance_decoder: DecoderChoice = None
+) -> Sam2: ...
+
+
+@overload
+def build_sam(
+    name_or_path: str | Path, checkpoint: str | Path | None = None, *, instance_decoder: DecoderChoice = None
+) -> Any: ...
+
+
+def build_sam(
+    name_or_path: str | Path | SamConfig | Sam2Config,
     checkpoint: str | Path | None = None,
     *,
     instance_decoder: DecoderChoice = None,
-) -> Sam:
-    """Build a Segment Anything model.
+) -> Sam | Sam2:
+    """Build a Segment Anything model (SAM 1 or SAM 2.1).
 
     Parameters
     ----------
     name_or_path
         ``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"vit_t"`` (MobileSAM's TinyViT encoder), ``"nano"``,
-        a :class:`SamConfig`, or the path of a weights file (official ``.pth``, MobileSAM's
-        ``mobile_sam.pt``, a micro-sam ``.pt`` or our ``.safetensors``), whose architecture is then
+        a SAM 2.1 size (``"sam2.1_hiera_tiny"``, ``"_small"``, ``"_base_plus"``, ``"_large"``), a
+        :class:`SamConfig` or :class:`~napari_sam.model.sam2.configs.Sam2Config`, or the path of a
+        weights file (official ``.pth`` / SAM 2's ``.pt``, MobileSAM's ``mobile_sam.pt``, a micro-sam
+        ``.pt`` or our ``.safetensors``), whose architecture (SAM 1 or SAM 2, and its size) is then
         inferred.
     checkpoint
         With a name or config: a weights file to load strictly into that architecture. Without one,
@@ -174,8 +228,9 @@ def build_sam(
 
     Returns
     -------
-    Sam
-        In eval mode, on the CPU; ``sam.instance_decoder`` is the attached decoder or None.
+    Sam or Sam2
+        In eval mode, on the CPU; ``sam.instance_decoder`` is the attached decoder or None (always
+        None for a :class:`~napari_sam.model.sam2.sam2.Sam2`).
 
     Raises
     ------
@@ -201,6 +256,10 @@ def build_sam(
     ``build_sam("vit_b")`` gives the official architecture with random weights and the official
     state-dict keys; ``build_sam("vit_b", "sam_vit_b_01ec64.pth")`` loads the official file strictly.
     """
+    if isinstance(name_or_path, Sam2Config) or (
+        isinstance(name_or_path, str) and name_or_path in SAM2_CONFIGS
+    ):
+        return _build_sam2(name_or_path, checkpoint, instance_decoder)
     if isinstance(name_or_path, SamConfig):
         config, name = name_or_path, config_name(name_or_path) or "custom"
     elif isinstance(name_or_path, str) and name_or_path in CONFIGS:
@@ -216,7 +275,7 @@ def build_sam(
         return _load_file(path, expected=None, name=None, decoder=instance_decoder)
     else:
         raise ValueError(
-            f"unknown model {name_or_path!r}: expected one of {list(MODEL_NAMES)}, a SamConfig, "
+            f"unknown model {name_or_path!r}: expected one of {list(MODEL_NAMES)}, a SamConfig / Sam2Config, "
             "or the path of a weights file (.pth / .safetensors)"
         )
     if checkpoint is None:
@@ -227,3 +286,22 @@ def build_sam(
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     return _load_file(path, expected=config, name=name, decoder=instance_decoder)
+
+
+def _build_sam2(
+    name_or_config: str | Sam2Config, checkpoint: str | Path | None, decoder: DecoderChoice
+) -> Sam2:
+    """A :class:`Sam2` of a registered size or a config: random weights, or ``checkpoint``'s (strictly)."""
+    if decoder not in (None, False):
+        raise ValueError("SAM 2 models have no instance decoder: leave instance_decoder= unset")
+    if isinstance(name_or_config, Sam2Config):
+        config, name = name_or_config, sam2_config_name(name_or_config) or "sam2-custom"
+    else:
+        config, name = SAM2_CONFIGS[name_or_config], name_or_config
+    if checkpoint is None:
+        return Sam2(config, name=name).eval()
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    state_dict, _ = read_checkpoint(path)
+    return _load_sam2(path, state_dict, expected=config, name=name)

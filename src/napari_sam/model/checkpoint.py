@@ -443,3 +443,70 @@ def save_safetensors(
     path = Path(path)
     save_file(tensors, str(path), metadata=meta)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SAM 2
+
+#: A key every SAM 2 state dict has (and no SAM 1 one).
+SAM2_KEY = "image_encoder.trunk.patch_embed.proj.weight"
+
+
+def is_sam2_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` holds a SAM 2 model (a Hiera trunk and memory modules)."""
+    return SAM2_KEY in state_dict and "memory_attention.norm.weight" in state_dict
+
+
+def _sam2_shape_fields(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The :class:`~napari_sam.model.sam2.configs.Sam2Config` fields that the tensor shapes show."""
+    trunk = "image_encoder.trunk."
+    blocks = _indices(state_dict, trunk + "blocks.")
+    if not blocks or blocks != list(range(len(blocks))):
+        raise CheckpointError(f"this does not look like a SAM 2 checkpoint: trunk blocks {blocks}")
+    # the first block of every stage after the first changes the width (it has a projection)
+    starts = [0] + [i for i in blocks if f"{trunk}blocks.{i}.proj.weight" in state_dict]
+    stages = tuple(b - a for a, b in zip(starts, [*starts[1:], len(blocks)], strict=True))
+    pos = _require(state_dict, trunk + "pos_embed")  # (1, C, bh, bw)
+    window = _require(state_dict, trunk + "pos_embed_window")  # (1, C, w, w)
+    attn_layers = _indices(state_dict, "memory_attention.layers.")
+    return {
+        "hiera_embed_dim": int(_require(state_dict, SAM2_KEY).shape[0]),
+        "hiera_stages": stages,
+        "hiera_window_pos_embed_bkg_spatial_size": (int(pos.shape[2]), int(pos.shape[3])),
+        "window_0": int(window.shape[2]),
+        "d_model": int(_require(state_dict, "no_mem_embed").shape[-1]),
+        "mem_dim": int(_require(state_dict, "maskmem_tpos_enc").shape[-1]),
+        "num_maskmem": int(state_dict["maskmem_tpos_enc"].shape[0]),
+        "mem_attn_num_layers": len(attn_layers),
+        "mem_attn_dim_feedforward": int(
+            _require(state_dict, "memory_attention.layers.0.linear1.weight").shape[0]
+        ),
+        "mem_enc_num_layers": len(_indices(state_dict, "memory_encoder.fuser.layers.")),
+    }
+
+
+def infer_sam2_config(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, Any]:
+    """The registered SAM 2 size whose shapes ``state_dict`` has: ``(name, Sam2Config)``.
+
+    Heads, global-attention blocks and window sizes leave no trace in the shapes, so only the
+    registered sizes (the official sam2.1 ones) are recognised; other SAM 2 weights need their
+    :class:`~napari_sam.model.sam2.configs.Sam2Config` passed to ``build_sam``.
+
+    Raises
+    ------
+    CheckpointError
+        Not a SAM 2 state dict, or one of no registered size (the message gives its shapes).
+    """
+    from .sam2.configs import SAM2_CONFIGS
+
+    found = _sam2_shape_fields(state_dict)
+    for name, config in SAM2_CONFIGS.items():
+        known = {key: getattr(config, key) for key in found if key != "window_0"}
+        known["window_0"] = config.hiera_window_spec[0]
+        if known == found:
+            return name, config
+    shown = ", ".join(f"{k}={v!r}" for k, v in found.items())
+    raise CheckpointError(
+        f"SAM 2 weights of no registered size ({shown}); registered: {', '.join(SAM2_CONFIGS)}. "
+        "Pass the architecture: build_sam(Sam2Config(...), checkpoint=path)"
+    )

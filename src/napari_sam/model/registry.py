@@ -506,3 +506,110 @@ def fetch_weights(
             _offline_help(info, directory=explicit_dir) + f" (download error: {exc})"
         ) from exc
     return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SAM 2.1: the official repository publishes no hashes for its checkpoints (checkpoints/download_ckpts.sh
+# downloads them with wget, unchecked). A file's sha256 is therefore recorded when it is first downloaded
+# or first found (trust on first use, in SAM2_SHA256_RECORD in the cache folder) and checked against that
+# record afterwards, so a later truncated or replaced copy is caught. Strict loading catches a corrupt one.
+
+SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+#: File in :func:`cache_dir` holding the sha256 recorded for each SAM 2 file name.
+SAM2_SHA256_RECORD = "sam2-sha256.json"
+
+
+@dataclass(frozen=True)
+class UnhashedFile:
+    """A downloadable file whose publisher states no hash (its sha256 is recorded at first use)."""
+
+    name: str
+    filename: str
+    url: str
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        return (self.filename,)
+
+
+SAM2_WEIGHTS: dict[str, UnhashedFile] = {
+    name: UnhashedFile(name, f"{name}.pt", f"{SAM2_BASE_URL}{name}.pt")
+    for name in ("sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large")
+}
+
+
+def _check_recorded_sha256(path: Path, info: UnhashedFile) -> None:
+    """Record ``path``'s sha256 under its file name on first use; afterwards it must stay the same."""
+    record = cache_dir() / SAM2_SHA256_RECORD
+    entries = _read_record(record)
+    digest = file_sha256(path)
+    known = (
+        entries.get(info.filename, {}).get("sha256") if isinstance(entries.get(info.filename), dict) else None
+    )
+    if known is None:
+        entries[info.filename] = {"sha256": digest, "url": info.url}
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(entries, indent=1, sort_keys=True))
+        except OSError:
+            pass
+    elif known != digest:
+        raise WeightsHashError(
+            f"{path} has sha256 {digest}, but {known} was recorded when {info.filename} was first "
+            f"downloaded or used (in {record}): the file is truncated or was replaced. Delete it and "
+            "download it again (delete the record's entry to accept another copy)."
+        )
+
+
+def fetch_sam2_weights(
+    name: str, *, download: bool = True, directory: Path | str | None = None, progressbar: bool = True
+) -> Path:
+    """A local path to the official SAM 2.1 checkpoint ``name``, downloading it if needed.
+
+    Looked for like the other official files (``NAPARI_SAM_WEIGHTS``, then the cache folder, or only
+    ``directory``). No hash is published: the sha256 is recorded at first download / first use and
+    checked on every later use (see the note above :data:`SAM2_WEIGHTS`).
+
+    Raises
+    ------
+    ValueError
+        Unknown name.
+    WeightsUnavailableError
+        Not on disk and not downloadable.
+    WeightsHashError
+        The file differs from the one recorded at first use.
+    """
+    if name not in SAM2_WEIGHTS:
+        raise ValueError(f"no SAM 2 checkpoint named {name!r}; registered: {sorted(SAM2_WEIGHTS)}")
+    info = SAM2_WEIGHTS[name]
+    explicit_dir = Path(directory).expanduser() if directory is not None else None
+    local = find_local_weights(info) if explicit_dir is None else None  # type: ignore[arg-type]
+    target_dir = explicit_dir if explicit_dir is not None else cache_dir()
+    if local is None and (target_dir / info.filename).is_file():
+        local = target_dir / info.filename
+    if local is not None:
+        _check_recorded_sha256(local, info)
+        return local
+    if not download:
+        raise WeightsUnavailableError(
+            f"Weights for {name!r} ({info.filename}) are not on this machine and downloading is off; they "
+            f"come from {info.url}. Put the file in {target_dir}, point NAPARI_SAM_WEIGHTS at its folder, "
+            f"or pass its path."
+        )
+    import pooch
+
+    target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        path = Path(
+            pooch.retrieve(
+                info.url, known_hash=None, fname=info.filename, path=target_dir, progressbar=progressbar
+            )
+        )
+    except Exception as exc:  # network errors: requests / urllib / OS
+        raise WeightsUnavailableError(
+            f"Weights for {name!r} ({info.filename}) could not be downloaded from {info.url} ({exc}). On a "
+            f"machine with internet access download that file, then put it in {target_dir} or point "
+            "NAPARI_SAM_WEIGHTS at its folder."
+        ) from exc
+    _check_recorded_sha256(path, info)
+    return path
