@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+
+#: hosts a test may resolve: this machine only (loopback servers, dask's local cluster)
+_LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0", socket.gethostname()}
+_resolve = socket.getaddrinfo
+
+
+def _local_only(host, *args, **kwargs):
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host not in _LOCAL_HOSTS and not str(host).startswith("127."):
+        raise socket.gaierror(socket.EAI_NONAME, f"tests never reach the internet (asked for {host!r})")
+    return _resolve(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_internet():
+    """Nothing is downloaded in tests: resolving any host but this machine fails at once, so a test that
+    would reach the internet fails (as offline) instead of depending on the network."""
+    socket.getaddrinfo = _local_only
+    yield
+    socket.getaddrinfo = _resolve
+
+
 SMALL_CONFIGS = ("small_a", "small_b")
 
 

@@ -231,7 +231,11 @@ def segment(
             options = EmbedOptions(**embedding)
         if layout.is_volume and propagate:
             _refuse_ignored("a stack with propagate=True", mode_options)
-            sam = _model_for(embeddings, model, device)
+            sam = _model_for(embeddings, model, device, allow_sam2=True)
+            if type(sam).__name__ == "Sam2":  # SAM 2: memory propagation (the SAM 1 path is unchanged)
+                from .engine.volume.memory_propagation import segment_with_memory as memory
+
+                return memory(image, prompts, sam, embeddings, embedding, storage, propagate_options)
             embedding.update(storage)
             return _segment_propagated(image, prompts, sam, embeddings, embedding, propagate_options)
         _refuse_ignored("a stack with propagate=False" if layout.is_volume else "a 2D image", mode_options)
@@ -403,10 +407,15 @@ def _segment_propagated(
     ).labels
 
 
-def _model_for(embeddings: Any, model: ModelLike, device: DeviceLike) -> Any:
-    """The model of ``embeddings`` when they hold one, else ``model`` loaded on ``device``."""
-    given_model = getattr(embeddings, "model", None)
-    return given_model if given_model is not None else load_model(model, device)
+def _model_for(embeddings: Any, model: ModelLike, device: DeviceLike, *, allow_sam2: bool = False) -> Any:
+    """The model of ``embeddings``, else ``model`` loaded on ``device`` (SAM 2 with ``allow_sam2``)."""
+    from .engine.loading import SAM2_NOT_YET, load_any_model
+
+    sam = getattr(embeddings, "model", None)
+    sam = sam if sam is not None else (load_any_model if allow_sam2 else load_model)(model, device)
+    if type(sam).__name__ == "Sam2" and not allow_sam2:
+        raise NotImplementedError(f"{sam.name!r} {SAM2_NOT_YET}")
+    return sam
 
 
 def _check_decoding(multimask: Any, batch_size: Any) -> None:

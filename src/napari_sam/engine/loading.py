@@ -1,4 +1,9 @@
-"""``load_model``: a ready-to-use :class:`~napari_sam.model.Sam` from a name, a path or a model."""
+"""``load_model``: a ready-to-use :class:`~napari_sam.model.Sam` from a name, a path or a model.
+
+SAM 2 models (:class:`~napari_sam.model.Sam2`) run in one engine path only, memory propagation through a
+stack (:mod:`napari_sam.engine.volume.memory_propagation`): :func:`load_any_model` loads either kind,
+:func:`load_model` (every SAM 1 path) refuses SAM 2 with a message that says where it runs.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..model import CONFIGS, OFFICIAL_WEIGHTS, Sam, build_sam, fetch_weights
+from ..model import CONFIGS, OFFICIAL_WEIGHTS, Sam, Sam2, build_sam, fetch_sam2_weights, fetch_weights
 from ..model.checkpoint import weights_fingerprint
 from ..model.identity import state_tensors
 from ..model.instance_checkpoint import decoder_beside
@@ -18,11 +23,13 @@ from .lru import LRU
 ModelLike = str | Path | Sam
 
 #: key → (model, the id of its weights when loaded): the last two models loaded
-_CACHE: LRU[tuple[Any, ...], tuple[Sam, str | None]] = LRU(2)
+_CACHE: LRU[tuple[Any, ...], tuple[Sam | Sam2, str | None]] = LRU(2)
 
 
 def _cache_key(model: str | Path, device: torch.device) -> tuple[Any, ...]:
-    if isinstance(model, str) and (model in CONFIGS or model in ZOO_MODELS):
+    from ..model.sam2.configs import SAM2_CONFIGS
+
+    if isinstance(model, str) and (model in CONFIGS or model in ZOO_MODELS or model in SAM2_CONFIGS):
         return ("name", model, str(device))
     path = Path(model).expanduser()
     if not path.is_file():
@@ -33,20 +40,41 @@ def _cache_key(model: str | Path, device: torch.device) -> tuple[Any, ...]:
     return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns, decoder, str(device))
 
 
-#: what the engine says of a SAM 2 model until its image and video paths are wired to it
+#: what the SAM 1 paths of the engine say of a SAM 2 model
 SAM2_NOT_YET = (
-    "is a SAM 2 model: this version builds and loads SAM 2 (napari_sam.model.build_sam, and "
-    "napari_sam.model.sam2.tracking for frame-to-frame tracking) but segment(), compute_embeddings() and "
-    "the napari widgets run SAM 1 models only (nano, vit_b/l/h, vit_t, micro-sam's models)"
+    "is a SAM 2 model: in this version SAM 2 runs on stacks with prompts — segment(stack, points= / "
+    "boxes=, propagate=True) and napari_sam.engine.volume.memory_propagation.propagate_memory() "
+    "(memory propagation); 2D segment(), compute_embeddings(), automatic segmentation, refining masks= "
+    "and the napari widgets run SAM 1 models only (nano, vit_b/l/h, vit_t, micro-sam's models)"
 )
 
 
 def open_model(model: str | Path) -> Sam:
-    """A new (uncached) model instance from a name or a weights path, on the CPU."""
+    """A new (uncached) SAM 1 model instance from a name or a weights path, on the CPU.
+
+    Raises
+    ------
+    NotImplementedError
+        ``model`` is a SAM 2 model (see :data:`SAM2_NOT_YET`; :func:`open_any_model` opens it).
+    """
+    from ..model.sam2.configs import SAM2_CONFIGS
+
+    if isinstance(model, str) and model in SAM2_CONFIGS:  # refused before anything is fetched
+        raise NotImplementedError(f"{model!r} {SAM2_NOT_YET}")
+    built = open_any_model(model)
+    if not isinstance(built, Sam):
+        raise NotImplementedError(f"{str(model)!r} {SAM2_NOT_YET}")
+    return built
+
+
+def open_any_model(model: str | Path) -> Sam | Sam2:
+    """A new (uncached) SAM 1 or SAM 2 model instance from a name or a weights path, on the CPU."""
     from ..model.sam2.configs import SAM2_CONFIGS
 
     if isinstance(model, str) and model in SAM2_CONFIGS:
-        raise NotImplementedError(f"{model!r} {SAM2_NOT_YET}")
+        sam2 = build_sam(model, checkpoint=fetch_sam2_weights(model))
+        sam2.name = model
+        return sam2
     if isinstance(model, str) and model == "nano":
         return _load_nano()
     if isinstance(model, str) and model in OFFICIAL_WEIGHTS:
@@ -55,13 +83,10 @@ def open_model(model: str | Path) -> Sam:
         return _load_zoo_model(model)
     if isinstance(model, str) and not _may_be_a_file(model):
         raise ValueError(
-            f"unknown model {model!r}: expected one of {', '.join(model_names())}, or the path of a "
-            "weights file (.pth / .pt / .safetensors)"
+            f"unknown model {model!r}: expected one of {', '.join(model_names())}, "
+            f"{', '.join(SAM2_CONFIGS)}, or the path of a weights file (.pth / .pt / .safetensors)"
         )
-    built = build_sam(model)
-    if not isinstance(built, Sam):
-        raise NotImplementedError(f"{str(model)!r} {SAM2_NOT_YET}")
-    return built
+    return build_sam(model)
 
 
 def _may_be_a_file(text: str) -> bool:
@@ -153,24 +178,52 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
     >>> ns.load_model("nano", device="cpu") is sam  # kept in memory
     True
     """
-    if isinstance(model, Sam):
+    from ..model.sam2.configs import SAM2_CONFIGS
+
+    if isinstance(model, str) and model in SAM2_CONFIGS:  # refused before anything is fetched
+        raise NotImplementedError(f"{model!r} {SAM2_NOT_YET}")
+    loaded = load_any_model(model, device)
+    if not isinstance(loaded, Sam):
+        raise NotImplementedError(f"{getattr(loaded, 'name', str(model))!r} {SAM2_NOT_YET}")
+    return loaded
+
+
+def load_any_model(model: ModelLike | Sam2 = "nano", device: DeviceLike = "auto") -> Sam | Sam2:
+    """:func:`load_model` for SAM 1 and SAM 2 models alike (names, paths, or a loaded model).
+
+    A SAM 2 model kept in memory is reused while it keeps its device, eval mode and recorded weights
+    sha256; changes made to its parameters in place are not detected (unlike a SAM 1 model's).
+
+    Examples
+    --------
+    >>> from napari_sam.model import build_sam
+    >>> from napari_sam.model.sam2.configs import tiny_test_config
+    >>> sam2 = load_any_model(build_sam(tiny_test_config()), device="cpu")
+    >>> type(sam2).__name__, sam2.training
+    ('Sam2', False)
+    """
+    if isinstance(model, (Sam, Sam2)):
         if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
             return model.eval()
         return model.to(resolve_device(device)).eval()
     if not isinstance(model, (str, Path)):
-        raise TypeError(f"model must be a name, a path or a Sam, got {type(model).__name__}")
+        raise TypeError(f"model must be a name, a path, a Sam or a Sam2, got {type(model).__name__}")
     dev = resolve_device(device)
     key = _cache_key(model, dev)
     entry = _CACHE.get(key)
     if entry is not None and _as_loaded(*entry, dev):
         return entry[0]
-    loaded = open_model(model).to(dev).eval()
+    loaded = open_any_model(model).to(dev).eval()
     _CACHE.put(key, (loaded, loaded.weights_sha256))
     return loaded
 
 
-def _as_loaded(model: Sam, weights_id: str | None, device: torch.device) -> bool:
+def _as_loaded(model: Sam | Sam2, weights_id: str | None, device: torch.device) -> bool:
     """Whether a kept model is still as :func:`load_model` made it: same weights, device and mode."""
+    if isinstance(model, Sam2):
+        here = next(model.parameters()).device
+        same = here.type == device.type and (device.index is None or here.index in (None, device.index))
+        return same and not model.training and weights_id is not None and model.weights_sha256 == weights_id
     here = model.device
     same_device = here.type == device.type and (device.index is None or here.index in (None, device.index))
     if model.training or not same_device or weights_id is None:

@@ -66,6 +66,7 @@ from .store_layout import (
     create_arrays,
     differences,
     hash_blocks,
+    holds_sam2_frames,
     is_embedding_store,
     jsonable,
     lookup,
@@ -278,6 +279,11 @@ class EmbeddingStore:
             Other processes kept the store locked for longer than ``lock_timeout``.
         """
         folder = Path(path)
+        if holds_sam2_frames(folder):  # never cleared for a SAM 1 store, even with overwrite
+            raise CacheMismatchError(
+                f"{folder} holds a SAM 2 frame store, not SAM 1 embeddings: give the SAM 1 cache another "
+                "folder (or delete this one yourself)"
+            )
 
         def existing() -> EmbeddingStore | None:
             if overwrite or not is_embedding_store(folder):

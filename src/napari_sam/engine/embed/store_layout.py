@@ -83,6 +83,21 @@ def root_attrs(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+#: Root-attribute key of a SAM 2 frame store (:mod:`napari_sam.engine.embed.sam2_frames`): a folder
+#: holding one is never taken, cleared or overwritten by the SAM 1 store.
+SAM2_FRAMES_KEY = "napari_sam_sam2_frames"
+
+
+def holds_sam2_frames(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder holding a SAM 2 frame store (reads one JSON file)."""
+    try:
+        doc = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, TypeError, ValueError):
+        return False
+    attrs = doc.get("attributes") if isinstance(doc, dict) else None
+    return isinstance(attrs, dict) and SAM2_FRAMES_KEY in attrs
+
+
 def is_embedding_store(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a folder holding a napari-sam embedding store (cheap: reads one JSON file)."""
     try:

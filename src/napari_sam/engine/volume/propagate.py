@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..decode.objects import warn_empty_objects
 from ..device import DeviceLike
@@ -40,6 +41,9 @@ from .chains import Planes, Walk, make_chains, walk
 from .inputs import open_volume, seeds_from_labels, slice_range
 from .result import STOP_REASONS, PropagationResult, Stop
 from .seeds import prompt_arguments, seed_labels, seeds_from_prompts, stack_prompts
+
+if TYPE_CHECKING:
+    from .memory_propagation import MemoryPropagationResult
 
 __all__ = [
     "STOP_REASONS",
@@ -148,8 +152,14 @@ def propagate(
     progress: Callable[[int, int], Any] | None = None,
     cancel: threading.Event | None = None,
     **embedding_options: Any,
-) -> PropagationResult:
+) -> PropagationResult | MemoryPropagationResult:
     """Propagate objects annotated on some slices of a stack through the stack.
+
+    With a SAM 2 model (``model="sam2.1_hiera_tiny"`` …, a SAM 2 file or a loaded one), objects are
+    followed with its memory of earlier frames instead
+    (:func:`~napari_sam.engine.volume.memory_propagation.propagate_memory`: a
+    :class:`~napari_sam.engine.volume.memory_propagation.MemoryPropagationResult`); the options of the
+    SAM 1 walk (``prompt``, the stop rules, ``z``, ``objects``, ``image``) are then refused.
 
     Parameters
     ----------
@@ -258,6 +268,11 @@ def propagate(
     with layout_warnings_once():  # one LayoutWarning per call, however often the layout is read
         if cancel is not None and not callable(getattr(cancel, "is_set", None)):
             raise TypeError(f"cancel must be a threading.Event (or have is_set()), got {cancel!r}")
+        sam2 = None if embeddings is not None else _sam2_of(model, device)
+        if sam2 is not None:  # SAM 2: memory propagation (its own frame store; SAM 1 options refused)
+            return _propagate_with_memory(
+                sam2, volume, labels_or_prompts, locals(), progress, cancel, embedding_options
+            )
         options = PropagationOptions(
             prompt=prompt,
             n_points=n_points,
@@ -292,3 +307,73 @@ def propagate(
         result = run_steps(steps, progress=progress, cancel=cancel, what="propagation", unit="slice")
         warn_empty_objects(result.empty_objects)
         return result
+
+
+#: options of the SAM 1 walk that a SAM 2 model does not take, with their defaults
+_SAM1_ONLY = {
+    "z": None,
+    "objects": None,
+    "prompt": ("box", "mask"),
+    "n_points": 1,
+    "box_margin": 0.0,
+    "multimask": False,
+    "iou_threshold": 0.5,
+    "min_area": 4,
+    "max_area_change": 3.0,
+    "max_centroid_shift": 0.5,
+    "min_contrast": 0.5,
+    "min_intensity": 0.5,
+    "clip_to_box": False,
+    "connected": True,
+    "image": None,
+}
+
+
+def _sam2_of(model: Any, device: DeviceLike) -> Any:
+    """The SAM 2 model ``model`` names or is (loaded on ``device``), or None for a SAM 1 model."""
+    from ...model.sam2.configs import SAM2_CONFIGS
+    from ..loading import load_any_model
+
+    if type(model).__name__ == "Sam2" or (isinstance(model, str) and model in SAM2_CONFIGS):
+        return load_any_model(model, device)
+    if isinstance(model, (str, Path)) and Path(str(model)).expanduser().is_file():
+        loaded = load_any_model(model, device)  # kept in memory: the SAM 1 path reuses it
+        return loaded if type(loaded).__name__ == "Sam2" else None
+    return None
+
+
+def _propagate_with_memory(
+    sam2: Any,
+    volume: Any,
+    labels_or_prompts: Any,
+    given: dict[str, Any],
+    progress: Any,
+    cancel: Any,
+    embedding_options: dict[str, Any],
+) -> Any:
+    """:func:`propagate` with a SAM 2 model (see :mod:`~napari_sam.engine.volume.memory_propagation`)."""
+    from .memory_propagation import propagate_memory
+
+    refused = sorted(
+        k
+        for k, default in _SAM1_ONLY.items()
+        if (given[k] is not None if default is None else bool(given[k] != default))
+    )
+    if refused:
+        raise ValueError(
+            f"{', '.join(refused)}: options of SAM 1 propagation, not taken with a SAM 2 model (it follows "
+            "objects with its memory of earlier frames)"
+        )
+    return propagate_memory(
+        volume,
+        labels_or_prompts,
+        points=given["points"],
+        point_labels=given["point_labels"],
+        boxes=given["boxes"],
+        seed_slices=given["seed_slices"],
+        z_range=given["z_range"],
+        model=sam2,
+        progress=progress,
+        cancel=cancel,
+        **embedding_options,
+    )
