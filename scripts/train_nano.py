@@ -11,6 +11,9 @@ The shipped weights come from three runs (see docs/models.md):
     python scripts/train_nano.py --init src/napari_sam/weights/nano.safetensors --source realistic \
         --object-scale --windows-per-image 2 --steps 3500 --lr 2e-4 --warmup 50 --correction-iters 2 \
         --seed 3 --out artifacts/nano-stage4 --export artifacts/nano-v3.safetensors
+    python scripts/train_nano.py --init src/napari_sam/weights/nano.safetensors --source hard \
+        --object-scale --windows-per-image 2 --steps 2800 --lr 1.5e-4 --warmup 50 --correction-iters 2 \
+        --seed 4 --out artifacts/nano-stage5 --export artifacts/nano-v4.safetensors
 
 Stage 1 draws from :mod:`napari_sam.data.basic` with randomised size, object count, object size and
 dtype (``training_source``); stage 2 mixes those with the richer :mod:`napari_sam.data.synthetic`
@@ -18,7 +21,9 @@ presets (``mixed_source``); stage 3 adds :func:`broad_config` images (``broad_so
 (``realistic_source``) trains at nano's object-scale geometry (``--object-scale``: each image scaled
 by the rule inference uses for its objects' size) on the realistic families — nuclei, cells,
 label-free (:data:`napari_sam.data.synthetic.TRAINING_OF`) — with a quarter of stage 3's mix so that
-nothing learnt before is lost; nothing else. A run checkpoints to ``--out`` and resumes from there when
+nothing learnt before is lost; stage 5 (``hard_source``) shifts that mix towards what v3 does worst:
+clumps of touching nuclei and small nuclei, drawn from the training families' realism ranges (never the
+held-out presets' wider ones); nothing else. A run checkpoints to ``--out`` and resumes from there when
 restarted. At the end the weights are written as float16 safetensors (``--export``) and their sha256
 is printed for the registry.
 """
@@ -35,6 +40,7 @@ import numpy as np
 import torch
 
 from napari_sam.data.basic import basic_nuclei_2d
+from napari_sam.data.synthetic.generator import SyntheticConfig
 from napari_sam.engine.training.evaluate import evaluate_prompts
 from napari_sam.engine.training.train import TrainConfig, TrainRun, train_model
 from napari_sam.model import build_sam, save_safetensors
@@ -121,6 +127,58 @@ def realistic_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return broad_source(rng)
 
 
+def _stage5_families() -> dict[str, SyntheticConfig]:
+    """Stage 5's families: two of them narrow the ``realistic`` training family onto the cases v3 does
+    worst (clumps of touching nuclei; small nuclei), inside the training realism ranges."""
+    from napari_sam.data.synthetic import preset
+
+    realistic = preset("realistic")
+    return {
+        "realistic": realistic,
+        "clumps": realistic.replace(
+            diameter=(12.0, 36.0),
+            density=(3.0, 12.0),
+            cluster_probability=(0.6, 0.95),
+            overlap=(0.0, 0.25),
+            aspect=(1.0, 1.8),
+        ),
+        "small": realistic.replace(diameter=(7.0, 18.0), density=(2.0, 24.0), nucleoli=(0.0, 1.0)),
+        "realistic_cells": preset("realistic_cells"),
+        "realistic_labelfree": preset("realistic_labelfree"),
+    }
+
+
+#: Stage 5's shares of :func:`_stage5_families` (the rest is stage 3's mix).
+HARD_SHARES = {
+    "realistic": 0.2,
+    "clumps": 0.2,
+    "small": 0.2,
+    "realistic_cells": 0.15,
+    "realistic_labelfree": 0.15,
+}
+
+
+def hard_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 5: :data:`HARD_SHARES` of :func:`_stage5_families`, a tenth stage 3's mix."""
+    families = _stage5_families()
+    draw, edge = rng.random(), 0.0
+    for name, share in HARD_SHARES.items():
+        edge += share
+        if draw < edge:
+            sample = families[name].sample(int(rng.integers(1 << 31)))
+            return sample.image, sample.labels
+    return broad_source(rng)
+
+
+def hard_validation_samples(seed: int = 12345) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One image of each stage-5 family on fixed seeds (training seeds are drawn by the run's generator)."""
+    samples = []
+    for offset, config in enumerate(_stage5_families().values()):
+        sample = config.sample(seed + offset)
+        samples.append((sample.image, sample.labels))
+    return samples
+
+
 def validation_samples(seed: int = 12345, count: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [training_source(rng) for _ in range(count)]
@@ -149,7 +207,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--correction-iters", type=int, default=1)
     parser.add_argument("--init", type=Path, help="start from these weights (stage 2) instead of scratch")
-    parser.add_argument("--source", choices=("basic", "mixed", "broad", "realistic"), default="basic")
+    parser.add_argument("--source", choices=("basic", "mixed", "broad", "realistic", "hard"), default="basic")
     parser.add_argument(
         "--object-scale",
         action="store_true",
@@ -181,7 +239,10 @@ def main() -> int:
         object_scale=args.object_scale,
         windows_per_image=args.windows_per_image,
     )
-    held_out = realistic_validation_samples() if args.source == "realistic" else validation_samples()
+    held_out = {
+        "realistic": realistic_validation_samples,
+        "hard": hard_validation_samples,
+    }.get(args.source, validation_samples)()
     start = time.perf_counter()
     state = train_model(
         model,
@@ -190,6 +251,7 @@ def main() -> int:
             "mixed": mixed_source,
             "broad": broad_source,
             "realistic": realistic_source,
+            "hard": hard_source,
         }[args.source],
         cfg,
         TrainRun(

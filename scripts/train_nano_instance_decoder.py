@@ -1,14 +1,16 @@
 """Train the nano model's instance decoder (AIS maps) on synthetic data, export it, and score it.
 
-The shipped ``src/napari_sam/weights/nano_decoder.safetensors`` (sha256 eff3c304…) is the decoder of nano v3,
-trained on v3's frozen encoder before v3 was shipped, from the v2 decoder (12 minutes)::
+The shipped ``src/napari_sam/weights/nano_decoder.safetensors`` (sha256 2010db17…) is the decoder of nano v4,
+trained on v4's frozen encoder before v4 was shipped, from the v3 decoder (8 minutes + 3 of embedding)::
 
-    python scripts/train_nano_instance_decoder.py --encoder artifacts/nano-v3-prompt.safetensors \
-        --out artifacts/nano-decoder-v3 --init src/napari_sam/weights/nano_decoder.safetensors --images 384 \
-        --realistic --steps 400 --lr 3e-4 --warmup 20 --seed 2 \
-        --export artifacts/nano-decoder-v3/nano_decoder.safetensors --max-minutes 30 --threads 1
+    python scripts/train_nano_instance_decoder.py --encoder artifacts/nano-v4.safetensors \
+        --out artifacts/nano-decoder-v4 --init src/napari_sam/weights/nano_decoder.safetensors --images 384 \
+        --realistic --steps 400 --lr 3e-4 --warmup 20 --seed 4 \
+        --export artifacts/nano-decoder-v4/nano_decoder.safetensors --max-minutes 30 --threads 2
 
-(its record, with the v2 decoder's as ``previous_stage``, is ``docs/nano-decoder-training-history.json``).
+(its record, with the v3 decoder's — and inside it v2's — as ``previous_stage``, is
+``docs/nano-decoder-training-history.json``). The v3 decoder (sha256 eff3c304…) was made the same way on
+v3's encoder from the v2 decoder (``--encoder artifacts/nano-v3-prompt.safetensors --seed 2 --threads 1``).
 The v2 decoder (sha256 3d080d55…), for the v2 encoder, was made in two stages
 (2 shared CPU cores, ``nohup nice -n 5``, code of commit 636fe45). Stage 1 (800 steps, 44 minutes; sha256
 b91e1c7e…, shipped first):
