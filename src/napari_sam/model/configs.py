@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar, cast
 
 #: The image encoders :class:`SamConfig` knows.
 ENCODER_TYPES = ("vit", "nano", "tiny_vit")
@@ -18,12 +18,43 @@ _TUPLE_FIELDS = (
 )
 
 
+_Config = TypeVar("_Config", bound="DictConfig")
+
+
+class DictConfig:
+    """Base of the frozen config dataclasses: integer-tuple fields made tuples, and a round trip
+    through plain dicts (lists for tuples, as JSON gives them back)."""
+
+    #: the fields that hold tuples of ints
+    tuple_fields: ClassVar[tuple[str, ...]] = ()
+
+    def _tuples_of_ints(self) -> None:
+        for key in self.tuple_fields:
+            object.__setattr__(self, key, tuple(int(i) for i in getattr(self, key)))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(cast(Any, self))
+        for key in self.tuple_fields:
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls: type[_Config], data: dict[str, Any]) -> _Config:
+        known = {f.name for f in dataclasses.fields(cast(Any, cls))}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+        return cls(**data)
+
+
 @dataclass(frozen=True)
-class SamConfig:
+class SamConfig(DictConfig):
     """Everything needed to build a :class:`~napari_sam.model.sam.Sam` (no weights).
 
     The defaults are those shared by the official vit_b / vit_l / vit_h models.
     """
+
+    tuple_fields: ClassVar[tuple[str, ...]] = _TUPLE_FIELDS
 
     encoder_embed_dim: int
     encoder_depth: int
@@ -62,8 +93,7 @@ class SamConfig:
     encoder_num_classes: int = 0
 
     def __post_init__(self) -> None:
-        for key in _TUPLE_FIELDS:
-            object.__setattr__(self, key, tuple(int(i) for i in getattr(self, key)))
+        self._tuples_of_ints()
         problems = []
         if self.encoder_type not in ENCODER_TYPES:
             problems.append(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
@@ -94,20 +124,6 @@ class SamConfig:
     def embedding_size(self) -> int:
         """Side of the square image-embedding grid (64 for the official models)."""
         return self.image_size // self.patch_size
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for key in _TUPLE_FIELDS:
-            data[key] = list(data[key])
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SamConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SamConfig fields: {unknown}")
-        return cls(**data)
 
 
 def tiny_vit_stride(num_stages: int) -> int:

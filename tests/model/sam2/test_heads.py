@@ -8,23 +8,14 @@ listings of the real sam2.1 tiny model's modules.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from functools import cache
-from pathlib import Path
-from types import ModuleType
-from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from napari_sam.model.sam2.mask_decoder import Sam2MaskDecoder, Sam2TwoWayTransformer
 from napari_sam.model.sam2.prompt_encoder import Sam2PromptEncoder
-
-ROOT = Path(__file__).resolve().parents[3]
-FIXTURES = ROOT / "tests" / "fixtures" / "sam2" / "heads"
-SCRIPT = ROOT / "scripts" / "make_sam2_heads_fixtures.py"
+from tests.model.sam2._heads_fixtures import inputs, max_abs, meta, outputs, script
 
 # Measured on CPU (torch 2.13 here, 2.14.1 in the reference environment, float32): prompt embeddings
 # agree exactly, mask logits / IoU / tokens / object scores to ~1e-6 (values up to ~5).
@@ -32,43 +23,9 @@ TOL = 1e-4
 DECODERS = ("decoder_sam21", "decoder_linear_obj", "decoder_plain")
 
 
-@cache
-def _script() -> ModuleType:
-    """The fixture script as a module (its seeded generators; it imports no reference code)."""
-    spec = importlib.util.spec_from_file_location("make_sam2_heads_fixtures", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@cache
-def _meta() -> dict[str, Any]:
-    return json.loads((FIXTURES / "keys.json").read_text())
-
-
-@cache
-def _inputs() -> dict[str, torch.Tensor]:
-    inputs = _script().make_inputs()
-    checksums = _script().input_checksums(inputs)
-    for name, value in _meta()["input_checksums"].items():
-        assert checksums[name] == pytest.approx(value, rel=1e-12, abs=1e-9), name
-    return {k: torch.from_numpy(v) for k, v in inputs.items()}
-
-
-def _outputs(stem: str) -> dict[str, np.ndarray]:
-    return dict(np.load(FIXTURES / f"{stem}.npz"))
-
-
-def _max_abs(ours: torch.Tensor, reference: np.ndarray) -> float:
-    a = ours.detach().double().numpy()
-    assert a.shape == reference.shape, (a.shape, reference.shape)
-    return float(np.abs(a - reference.astype(np.float64)).max()) if a.size else 0.0
-
-
 def build_ours(name: str) -> torch.nn.Module:
     """Our module of the script's config ``name`` (no weights loaded)."""
-    cfg = json.loads(json.dumps(_script().CONFIGS[name]))
+    cfg = json.loads(json.dumps(script().CONFIGS[name]))
     if name == "prompt_encoder":
         return Sam2PromptEncoder(
             embed_dim=cfg["embed_dim"],
@@ -81,9 +38,9 @@ def build_ours(name: str) -> torch.nn.Module:
 
 
 def seeded_ours(name: str) -> torch.nn.Module:
-    module = _meta()["modules"][name]
+    module = meta()["modules"][name]
     model = build_ours(name)
-    model.load_state_dict(_script().seeded_state_dict(module["keys"], module["seed"]), strict=True)
+    model.load_state_dict(script().seeded_state_dict(module["keys"], module["seed"]), strict=True)
     return model.eval()
 
 
@@ -93,11 +50,11 @@ def _listing(model: torch.nn.Module) -> dict[str, list]:
 
 @pytest.mark.parametrize("name", ["prompt_encoder", *DECODERS])
 def test_small_state_dict_keys_equal_the_reference(name):
-    assert list(_listing(build_ours(name)).items()) == list(_meta()["modules"][name]["keys"].items())
+    assert list(_listing(build_ours(name)).items()) == list(meta()["modules"][name]["keys"].items())
 
 
 def test_real_sam21_keys_equal_the_reference():
-    real = _meta()["sam2.1_hiera_t"]
+    real = meta()["sam2.1_hiera_t"]
     with torch.device("meta"):
         prompt_encoder = Sam2PromptEncoder()
         decoder = Sam2MaskDecoder()
@@ -108,16 +65,16 @@ def test_real_sam21_keys_equal_the_reference():
 
 @torch.no_grad()
 def test_prompt_encoder_matches_the_reference():
-    model, x, ref = seeded_ours("prompt_encoder"), _inputs(), _outputs("prompt_encoder")
-    assert _max_abs(model.get_dense_pe(), ref["dense_pe"]) <= TOL
-    for case, parts in _script().PROMPT_CASES.items():
+    model, x, ref = seeded_ours("prompt_encoder"), inputs(), outputs("prompt_encoder")
+    assert max_abs(model.get_dense_pe(), ref["dense_pe"]) <= TOL
+    for case, parts in script().PROMPT_CASES.items():
         points = next(((x[p], x[f"{p}_labels"]) for p in parts if p.startswith("points")), None)
         sparse, dense = model(
             points=points,
             boxes=x["boxes"] if "boxes" in parts else None,
             masks=x["masks"] if "masks" in parts else None,
         )
-        diffs = (_max_abs(sparse, ref[f"{case}/sparse"]), _max_abs(dense, ref[f"{case}/dense"]))
+        diffs = (max_abs(sparse, ref[f"{case}/sparse"]), max_abs(dense, ref[f"{case}/dense"]))
         assert max(diffs) <= TOL, (case, diffs)
 
 
@@ -133,9 +90,9 @@ def test_box_corner_labels_get_the_corner_embeddings():
 @pytest.mark.parametrize("name", DECODERS)
 @torch.no_grad()
 def test_mask_decoder_matches_the_reference(name):
-    model, x, ref = seeded_ours(name), _inputs(), _outputs("mask_decoder")
+    model, x, ref = seeded_ours(name), inputs(), outputs("mask_decoder")
     assert isinstance(model, Sam2MaskDecoder)
-    for case, (multimask, repeat_image) in _script().DECODER_CASES.items():
+    for case, (multimask, repeat_image) in script().DECODER_CASES.items():
         prefix = f"{name}/{case}"
         if f"{prefix}/thresh" in ref:
             model.dynamic_multimask_stability_thresh = float(ref[f"{prefix}/thresh"])
@@ -150,10 +107,10 @@ def test_mask_decoder_matches_the_reference(name):
             high_res_features=[x[f"feat{suffix}_s0"], x[f"feat{suffix}_s1"]],
         )
         diffs = {
-            "masks": _max_abs(masks, ref[f"{prefix}/masks"]),
-            "iou": _max_abs(iou, ref[f"{prefix}/iou"]),
-            "tokens": _max_abs(tokens, ref[f"{prefix}/tokens"]),
-            "obj": _max_abs(obj, ref[f"{prefix}/obj"]),
+            "masks": max_abs(masks, ref[f"{prefix}/masks"]),
+            "iou": max_abs(iou, ref[f"{prefix}/iou"]),
+            "tokens": max_abs(tokens, ref[f"{prefix}/tokens"]),
+            "obj": max_abs(obj, ref[f"{prefix}/obj"]),
         }
         assert max(diffs.values()) <= TOL, (prefix, diffs)
         if f"{prefix}/stable" in ref:  # both branches of the stability fallback are exercised
@@ -162,7 +119,7 @@ def test_mask_decoder_matches_the_reference(name):
 
 def test_decoder_errors_are_clear():
     model = seeded_ours("decoder_sam21")
-    x = _inputs()
+    x = inputs()
     args = {
         "image_pe": x["image_pe"],
         "sparse_prompt_embeddings": x["sparse"],

@@ -7,14 +7,9 @@ recreated here by the script's own generators.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from functools import cache
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,48 +17,11 @@ from napari_sam.model.sam2.memory_attention import MemoryAttention, MemoryAttent
 from napari_sam.model.sam2.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
 from napari_sam.model.sam2.position_encoding import PositionEmbeddingSine
 from napari_sam.model.sam2.rope import RoPEAttention, axial_rope_angles
-
-ROOT = Path(__file__).resolve().parents[3]
-FIXTURES = ROOT / "tests" / "fixtures" / "sam2" / "heads"
-SCRIPT = ROOT / "scripts" / "make_sam2_heads_fixtures.py"
+from tests.model.sam2._heads_fixtures import inputs, max_abs, meta, outputs, script
 
 # Measured on CPU (torch 2.13 here, 2.14.1 in the reference environment, float32): RoPE angle tables to
 # ~1e-7, attention outputs to ~1e-6, memory attention (4 layers) and memory encoder to ~2e-6.
 TOL = 1e-4
-
-
-@cache
-def _script() -> ModuleType:
-    """The fixture script as a module (its seeded generators; it imports no reference code)."""
-    spec = importlib.util.spec_from_file_location("make_sam2_heads_fixtures", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@cache
-def _meta() -> dict[str, Any]:
-    return json.loads((FIXTURES / "keys.json").read_text())
-
-
-@cache
-def _inputs() -> dict[str, torch.Tensor]:
-    inputs = _script().make_inputs()
-    checksums = _script().input_checksums(inputs)
-    for name, value in _meta()["input_checksums"].items():
-        assert checksums[name] == pytest.approx(value, rel=1e-12, abs=1e-9), name
-    return {k: torch.from_numpy(v) for k, v in inputs.items()}
-
-
-def _outputs(stem: str) -> dict[str, np.ndarray]:
-    return dict(np.load(FIXTURES / f"{stem}.npz"))
-
-
-def _max_abs(ours: torch.Tensor, reference: np.ndarray) -> float:
-    a = ours.detach().double().numpy()
-    assert a.shape == reference.shape, (a.shape, reference.shape)
-    return float(np.abs(a - reference.astype(np.float64)).max())
 
 
 def _rope(cfg: dict[str, Any]) -> RoPEAttention:
@@ -75,7 +33,7 @@ def _rope(cfg: dict[str, Any]) -> RoPEAttention:
 
 def build_ours(name: str) -> torch.nn.Module:
     """Our module of the script's config ``name`` (no weights loaded)."""
-    cfg = json.loads(json.dumps(_script().CONFIGS[name]))
+    cfg = json.loads(json.dumps(script().CONFIGS[name]))
     if name.startswith("rope_"):
         return _rope(cfg)
     if name.startswith("memattn_"):
@@ -94,9 +52,9 @@ def build_ours(name: str) -> torch.nn.Module:
 
 
 def seeded_ours(name: str) -> torch.nn.Module:
-    module = _meta()["modules"][name]
+    module = meta()["modules"][name]
     model = build_ours(name)
-    model.load_state_dict(_script().seeded_state_dict(module["keys"], module["seed"]), strict=True)
+    model.load_state_dict(script().seeded_state_dict(module["keys"], module["seed"]), strict=True)
     return model.eval()
 
 
@@ -117,11 +75,11 @@ SMALL = (
 
 @pytest.mark.parametrize("name", SMALL)
 def test_small_state_dict_keys_equal_the_reference(name):
-    assert list(_listing(build_ours(name)).items()) == list(_meta()["modules"][name]["keys"].items())
+    assert list(_listing(build_ours(name)).items()) == list(meta()["modules"][name]["keys"].items())
 
 
 def test_real_sam21_keys_equal_the_reference():
-    real = _meta()["sam2.1_hiera_t"]
+    real = meta()["sam2.1_hiera_t"]
     with torch.device("meta"):
         attention, encoder = MemoryAttention(), MemoryEncoder()
     assert list(_listing(attention).items()) == list(real["memory_attention"].items())
@@ -129,27 +87,27 @@ def test_real_sam21_keys_equal_the_reference():
 
 
 def test_axial_angles_match_compute_axial_cis():
-    ref = _outputs("rope")
-    for case, (dim, end_x, end_y, theta) in _script().AXIAL_CASES.items():
+    ref = outputs("rope")
+    for case, (dim, end_x, end_y, theta) in script().AXIAL_CASES.items():
         angles = axial_rope_angles(dim, end_x, end_y, theta=theta)
-        diffs = (_max_abs(angles.cos(), ref[f"{case}/cos"]), _max_abs(angles.sin(), ref[f"{case}/sin"]))
+        diffs = (max_abs(angles.cos(), ref[f"{case}/cos"]), max_abs(angles.sin(), ref[f"{case}/sin"]))
         assert max(diffs) <= 1e-5, (case, diffs)
 
 
 @torch.no_grad()
 def test_rope_attention_matches_the_reference():
-    x, ref = _inputs(), _outputs("rope")
+    x, ref = inputs(), outputs("rope")
     models = {name: seeded_ours(name) for name in ("rope_self", "rope_self_square", "rope_cross")}
-    for case, (name, q, k, v, exclude) in _script().ROPE_CASES.items():
+    for case, (name, q, k, v, exclude) in script().ROPE_CASES.items():
         out = models[name](x[q], x[k], x[v], num_k_exclude_rope=exclude)
-        diff = _max_abs(out, ref[f"{case}/out"])
+        diff = max_abs(out, ref[f"{case}/out"])
         assert diff <= TOL, (case, diff)
 
 
 @torch.no_grad()
 def test_memory_attention_matches_the_reference():
-    x, ref = _inputs(), _outputs("memory_attention")
-    for case, (name, frames, pointers) in _script().MEMATTN_CASES.items():
+    x, ref = inputs(), outputs("memory_attention")
+    for case, (name, frames, pointers) in script().MEMATTN_CASES.items():
         out = seeded_ours(name)(
             curr=x["curr"],
             memory=x[f"memory_{frames}_{pointers}"],
@@ -157,23 +115,23 @@ def test_memory_attention_matches_the_reference():
             memory_pos=x[f"memory_pos_{frames}_{pointers}"],
             num_obj_ptr_tokens=pointers,
         )
-        diff = _max_abs(out, ref[f"{case}/out"])
+        diff = max_abs(out, ref[f"{case}/out"])
         assert diff <= TOL, (case, diff)
 
 
 @torch.no_grad()
 def test_memory_encoder_matches_the_reference():
-    x, ref = _inputs(), _outputs("memory_encoder")
-    for case, (name, skip) in _script().MEMENC_CASES.items():
+    x, ref = inputs(), outputs("memory_encoder")
+    for case, (name, skip) in script().MEMENC_CASES.items():
         model = seeded_ours(name)
         assert isinstance(model, MemoryEncoder)
         result = model(x["pix_feat"], x["mem_masks"], skip_mask_sigmoid=skip)
         masks = x["mem_masks"] if skip else torch.sigmoid(x["mem_masks"])
         diffs = {
-            "features": _max_abs(result["vision_features"], ref[f"{case}/features"]),
-            "pos": _max_abs(result["vision_pos_enc"][0], ref[f"{case}/pos"]),
-            "downsampled": _max_abs(model.mask_downsampler(masks), ref[f"{case}/downsampled"]),
-            "fused": _max_abs(model.fuser(x["pix_feat"]), ref[f"{case}/fused"]),
+            "features": max_abs(result["vision_features"], ref[f"{case}/features"]),
+            "pos": max_abs(result["vision_pos_enc"][0], ref[f"{case}/pos"]),
+            "downsampled": max_abs(model.mask_downsampler(masks), ref[f"{case}/downsampled"]),
+            "fused": max_abs(model.fuser(x["pix_feat"]), ref[f"{case}/fused"]),
         }
         assert max(diffs.values()) <= TOL, (case, diffs)
 
@@ -204,6 +162,6 @@ def test_rope_errors_are_clear():
 
 def test_memory_encoder_grid_mismatch_is_clear():
     encoder = seeded_ours("memenc_sam21")
-    x = _inputs()
+    x = inputs()
     with pytest.raises(ValueError, match="grid"):
         encoder(x["pix_feat"], x["mem_masks"][..., :32, :32])

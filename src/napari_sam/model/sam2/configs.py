@@ -9,9 +9,10 @@ turn on (high-resolution features in the decoder, object pointers, object scores
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from ..configs import DictConfig
 
 _TUPLE_FIELDS = (
     "hiera_stages",
@@ -24,7 +25,7 @@ _TUPLE_FIELDS = (
 
 
 @dataclass(frozen=True)
-class Sam2Config:
+class Sam2Config(DictConfig):
     """Everything needed to build a :class:`~napari_sam.model.sam2.sam2.Sam2` (no weights).
 
     Defaults are those the four official sam2.1 sizes share; the sizes differ in the Hiera trunk
@@ -78,6 +79,8 @@ class Sam2Config:
         the single mask is unstable (the official builders switch this on).
     """
 
+    tuple_fields: ClassVar[tuple[str, ...]] = _TUPLE_FIELDS
+
     hiera_embed_dim: int = 96
     hiera_num_heads: int = 1
     hiera_stages: tuple[int, ...] = (1, 2, 7, 2)
@@ -112,8 +115,7 @@ class Sam2Config:
     dynamic_multimask_stability_thresh: float = 0.98
 
     def __post_init__(self) -> None:
-        for key in _TUPLE_FIELDS:
-            object.__setattr__(self, key, tuple(int(i) for i in getattr(self, key)))
+        self._tuples_of_ints()
         problems = []
         if len(self.hiera_stages) != len(self.hiera_window_spec) or min(self.hiera_stages, default=0) < 1:
             problems.append(
@@ -156,20 +158,6 @@ class Sam2Config:
     def embedding_size(self) -> int:
         """Side of the image-embedding grid (64 for the official models)."""
         return self.image_size // self.backbone_stride
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for key in _TUPLE_FIELDS:
-            data[key] = list(data[key])
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Sam2Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown Sam2Config fields: {unknown}")
-        return cls(**data)
 
 
 SAM2_CONFIGS: dict[str, Sam2Config] = {
