@@ -225,7 +225,9 @@ def _check_model_and_device(args: argparse.Namespace) -> None:
         resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
-    _check_model(args.model, also=("auto",) if args.command == "demo" else ())
+    from ._cli_sam2 import sam2_names
+
+    _check_model(args.model, also={"demo": ("auto",), "segment": sam2_names()}.get(args.command, ()))
 
 
 def _check_model(model: str, also: tuple[str, ...] = ()) -> None:
@@ -368,11 +370,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
+    from ._cli_sam2 import check_sam2_segment
     from .batch import read_prompts_csv, segment_files
 
     if args.mode is not None and not args.auto:
         raise UsageError(f"--mode {args.mode} applies to automatic segmentation: add --auto")
     _check_model_and_device(args)
+    check_sam2_segment(args)  # a SAM 2 --model: prompts on stacks only (usage errors naming --model)
     if args.masks:
         from ._cli_refine import cmd_refine_masks
 

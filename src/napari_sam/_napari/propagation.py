@@ -4,6 +4,10 @@
 :class:`~napari_sam.engine.volume.propagate.PropagationResult`) for napari's ``thread_worker``;
 :func:`write_propagated` then writes the new pixels into the labels layer as one undo step, never
 over pixels that already hold a label.
+
+With a SAM 2 model, :func:`memory_steps` follows the objects with SAM 2's memory instead
+(:mod:`napari_sam.engine.volume.memory_propagation`): the labels of the seed slice keep their ids, the
+annotator's uncommitted prompts on it become new objects with free ids.
 """
 
 from __future__ import annotations
@@ -98,6 +102,132 @@ def propagation_steps(
             image=image,
         )
     )
+
+
+def memory_model(choice: Any, device: str = "auto") -> Any:
+    """The SAM 2 model of the Propagate panel's choice (a name, a weights file, or a loaded model).
+
+    Raises
+    ------
+    AnnotatorError
+        The choice is a SAM 1 model, or cannot be loaded (the message says why).
+    """
+    from ..engine.loading import load_any_model
+    from ..model.sam2.sam2 import Sam2
+
+    try:
+        sam = load_any_model(choice, device)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise AnnotatorError(f"cannot load the SAM 2 model {_shown(choice)}: {exc}") from exc
+    if not isinstance(sam, Sam2):
+        raise AnnotatorError(
+            f"{_shown(choice)} is a SAM 1 model: memory propagation needs a SAM 2 model "
+            "(sam2.1_hiera_tiny … or its weights file); choose 'SAM 1' to propagate with the "
+            "annotator's model"
+        )
+    return sam
+
+
+def _shown(choice: Any) -> str:
+    return repr(choice) if isinstance(choice, str) else type(choice).__name__
+
+
+def memory_steps(
+    image_layer: Any,
+    model: Any,
+    labels: np.ndarray,
+    plane: int,
+    *,
+    prompts: Any = None,
+    z_range: tuple[int, int] | None = None,
+    stop_after_absent: int | None = None,
+) -> Generator[tuple[int, int], None, Any]:
+    """Follow the objects of slice ``plane`` through the stack with a SAM 2 model's memory.
+
+    Call on the UI thread (reads the layer's contrast limits); the frames are encoded while the
+    generator runs. Every label on ``plane`` of ``labels`` is an object prompted with its mask (it
+    keeps its id); ``prompts`` (the annotator's :class:`~napari_sam._napari.prompts.SlicePrompts` on
+    ``plane``, not yet committed) add objects numbered from ``labels.max() + 1``.
+
+    Parameters
+    ----------
+    image_layer
+        The stack's image layer.
+    model
+        A loaded SAM 2 model (:func:`memory_model`).
+    labels
+        ``(Z, Y, X)`` integer labels (a copy of the target layer's data).
+    plane
+        The seed slice.
+    prompts
+        Prompts on ``plane`` (None or empty: only the labels).
+    z_range
+        ``(start, stop)`` half-open slices; default the whole stack.
+    stop_after_absent
+        Leave an object out after this many frames without it (per direction); None: never.
+
+    Returns
+    -------
+    MemoryPropagationResult
+        Through ``StopIteration.value``; its ``labels`` hold the final ids, and the seed slice keeps
+        the seed labels as they were.
+    """
+    import dataclasses
+
+    from ..engine.decode.prompts import normalize_prompts
+    from ..engine.embed.sam2_frames import open_frames
+    from ..engine.preprocess import Preprocessor
+    from ..engine.volume.memory_propagation import (
+        iter_propagate_memory,
+        object_prompts,
+        seed_label_prompts,
+    )
+
+    labels = np.asarray(labels)
+    shape = image_spatial_shape(image_layer)
+    if len(shape) != 3:
+        raise AnnotatorError(f"propagation needs a 3D image; '{image_layer.name}' has shape {shape}")
+    if labels.shape != shape:
+        raise AnnotatorError(f"the labels {labels.shape} do not match the image's slices {shape}")
+    if labels.min(initial=0) < 0:
+        raise AnnotatorError("the labels hold negative values: SAM 2 seeds need labels >= 0")
+    data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+    pre = Preprocessor(contrast_limits=preprocessing_of(image_layer).get("contrast_limits"))
+    frames = open_frames(data, model, preprocessor=pre)
+    tracker_prompts, _ = seed_label_prompts(labels, [plane])
+    seeded = {p.obj_id for p in tracker_prompts}
+    if prompts is not None and not prompts.empty:
+        z = float(plane)
+        points = np.column_stack([np.full(len(prompts.points), z), prompts.points])
+        boxes = np.column_stack(
+            [
+                np.full(len(prompts.boxes), z),
+                prompts.boxes[:, :2],
+                np.full(len(prompts.boxes), z + 1),
+                prompts.boxes[:, 2:],
+            ]
+        )
+        checked = normalize_prompts(
+            points=points if len(points) else None,
+            point_labels=prompts.point_labels if len(points) else None,
+            boxes=boxes if len(boxes) else None,
+            spatial_shape=shape,
+        )
+        offset = int(labels.max(initial=0))
+        new = object_prompts(checked, frames.frame_shape, model.image_size)
+        tracker_prompts += [dataclasses.replace(p, obj_id=p.obj_id + offset) for p in new]
+    if not tracker_prompts:
+        raise AnnotatorError(
+            f"slice {plane} holds no objects to propagate: commit some or place prompts on it first"
+        )
+    result = yield from iter_propagate_memory(
+        frames, tracker_prompts, z_range=z_range, stop_after_absent=stop_after_absent
+    )
+    out = result.labels
+    seed_plane = out[plane]
+    keep = np.isin(seed_plane, list(seeded)) & (seed_plane != labels[plane])
+    seed_plane[keep] = 0  # the seed labels stay as drawn on their own slice
+    return result
 
 
 def write_propagated(layer: Any, before: np.ndarray, after: np.ndarray) -> int:

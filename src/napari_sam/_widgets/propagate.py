@@ -2,6 +2,10 @@
 
 The work runs in a napari ``thread_worker`` (progress bar, Cancel button); the result is written into
 the annotator's target labels as one undo step, never over labels painted meanwhile.
+
+The "model" row picks how: SAM 1 (the annotator's model, slice-by-slice chains) or a SAM 2 model (a
+name or a weights file) that follows the objects with its memory. "time-lapse (add tracks)" adds a
+Tracks layer of the propagated objects' centres beside the labels.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QProgressBar,
@@ -22,6 +28,8 @@ from qtpy.QtWidgets import (
 
 from .._napari.prompts import image_spatial_shape
 from .._napari.propagation import (
+    memory_model,
+    memory_steps,
     propagation_message,
     propagation_steps,
     stack_embeddings,
@@ -31,6 +39,9 @@ from ..engine.types import PropagationOptions
 from ..errors import AnnotatorError
 from ._messages import failure_text, reported
 from ._worker import start_steps
+
+#: The model choice meaning "SAM 1: the annotator's model" (any other text names a SAM 2 model or file).
+SAM1_CHOICE = "SAM 1 (annotator's model)"
 
 
 class PropagatePanel(QWidget):
@@ -44,7 +55,13 @@ class PropagatePanel(QWidget):
         Stop an object when its predicted IoU falls below this.
     trim
         Trim the dim out-of-focus halo from propagated masks (the engine's default ``min_intensity``;
-        off: 0).
+        off: 0). SAM 1 only.
+    model_combo
+        :data:`SAM1_CHOICE`, or a SAM 2 name / weights file (editable).
+    memory_model
+        A loaded SAM 2 model to use instead of the combo's text (None: the combo decides).
+    timelapse
+        Add a Tracks layer of the propagated objects (the stack's first axis is time).
     """
 
     def __init__(self, owner: Any, parent: QWidget | None = None) -> None:
@@ -76,15 +93,27 @@ class PropagatePanel(QWidget):
         )
         self.progress = QProgressBar()
         self.progress.setVisible(False)
+        self.memory_model: Any = None
+        self._build_model_choice()
+        self.timelapse = QCheckBox("time-lapse (add tracks)")
+        self.timelapse.setToolTip(
+            "the stack's first axis is time: add a Tracks layer through the centres of the propagated objects"
+        )
+        self._used_prompts = False
 
         layout = QFormLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.browse_button)
+        layout.addRow("model", model_row)
         span = QHBoxLayout()
         span.addWidget(self.first)
         span.addWidget(self.last)
         layout.addRow("slices from / to", span)
         layout.addRow("stop below IoU", self.threshold)
         layout.addRow(self.trim)
+        layout.addRow(self.timelapse)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 2)
         buttons.addWidget(self.cancel_button, 1)
@@ -94,7 +123,42 @@ class PropagatePanel(QWidget):
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         owner.embedding.image_combo.currentIndexChanged.connect(self.refresh)
+        self._update_model_options()
         self.refresh()
+
+    def _build_model_choice(self) -> None:
+        from ..model import SAM2_CONFIGS
+
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.addItems([SAM1_CHOICE, *SAM2_CONFIGS])
+        self.model_combo.setToolTip(
+            "SAM 1: the annotator's model, slice by slice; a SAM 2.1 model (name or weights file) follows "
+            "the objects with its memory — the slice's labels keep their ids, its uncommitted prompts "
+            "become new objects"
+        )
+        self.browse_button = QPushButton("…")
+        self.browse_button.setToolTip("choose SAM 2 weights (.pt / .pth / .safetensors)")
+        self.browse_button.setMaximumWidth(30)
+        self.browse_button.clicked.connect(self._browse)
+        self.model_combo.currentTextChanged.connect(self._update_model_options)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "SAM 2 weights", "", "weights (*.pt *.pth *.safetensors);;all files (*)"
+        )
+        if path:
+            self.model_combo.setCurrentText(path)
+
+    def uses_memory(self) -> bool:
+        """Whether a SAM 2 model (memory propagation) is chosen."""
+        text = self.model_combo.currentText().strip()
+        return self.memory_model is not None or (bool(text) and text != SAM1_CHOICE)
+
+    def _update_model_options(self, *_: Any) -> None:
+        sam1 = not self.uses_memory()
+        self.threshold.setEnabled(sam1)
+        self.trim.setEnabled(sam1)
 
     def refresh(self, *_: Any) -> None:
         """Fit the slice range to the current image; enabled for 3D images only."""
@@ -134,17 +198,21 @@ class PropagatePanel(QWidget):
             first, last = sorted((self.first.value(), self.last.value()))
             if not first <= plane <= last:
                 raise AnnotatorError(f"the current slice {plane} is outside the range {first}–{last}")
-            volume = stack_embeddings(ann.image_layer, ann.settings)
-            data = ann.image_layer.data[0] if ann.image_layer.multiscale else ann.image_layer.data
-            steps = propagation_steps(
-                volume,
-                before,
-                plane,
-                z_range=(first, last + 1),
-                iou_threshold=self.threshold.value(),
-                min_intensity=PropagationOptions.min_intensity if self.trim.isChecked() else 0.0,
-                image=data,
-            )
+            self._used_prompts = False
+            if self.uses_memory():
+                steps = self._memory_steps(before, plane, (first, last + 1))
+            else:
+                volume = stack_embeddings(ann.image_layer, ann.settings)
+                data = ann.image_layer.data[0] if ann.image_layer.multiscale else ann.image_layer.data
+                steps = propagation_steps(
+                    volume,
+                    before,
+                    plane,
+                    z_range=(first, last + 1),
+                    iou_threshold=self.threshold.value(),
+                    min_intensity=PropagationOptions.min_intensity if self.trim.isChecked() else 0.0,
+                    image=data,
+                )
             next(steps)  # checks the seeds now (clear errors on the UI thread), yields (0, total)
             self._before = before
             self.progress.setValue(0)
@@ -153,6 +221,17 @@ class PropagatePanel(QWidget):
                 self, steps, on_done=self._on_done, on_error=self._on_error, on_finished=self._on_finished
             )
         return None
+
+    def _memory_steps(self, before: np.ndarray, plane: int, z_range: tuple[int, int]) -> Any:
+        """SAM 2 steps: the slice's labels and the annotator's prompts on it, followed with memory."""
+        ann = self.owner.annotator
+        choice = self.memory_model
+        if choice is None:
+            choice = self.model_combo.currentText().strip()
+        sam = memory_model(choice, ann.settings.device)
+        prompts = ann.prompts(plane)
+        self._used_prompts = not prompts.empty
+        return memory_steps(ann.image_layer, sam, before, plane, prompts=prompts, z_range=z_range)
 
     def cancel(self) -> None:
         """Stop after the current slice; nothing is written."""
@@ -167,7 +246,26 @@ class PropagatePanel(QWidget):
             return
         with reported(owner.viewer, "Propagate"):
             written = write_propagated(target, self._before, result.labels)
-            owner.say(propagation_message(result, written, target.name), warning=bool(result.empty_objects))
+            if self._used_prompts:
+                owner.annotator.clear_prompts()  # they are objects of the labels now
+            if self.timelapse.isChecked():
+                self._add_tracks(target, result)
+            empty = bool(getattr(result, "empty_objects", None))
+            owner.say(propagation_message(result, written, target.name), warning=empty)
+
+    def _add_tracks(self, target: Any, result: Any) -> Any:
+        """Add (or update) the Tracks layer of the propagated objects beside ``target``."""
+        from .._napari.tracks import tracks_from_labels
+
+        data = tracks_from_labels(np.asarray(target.data), ids=result.seeds)
+        if not len(data):
+            return None
+        name = f"{target.name} tracks"
+        layers = self.owner.viewer.layers
+        if name in layers:
+            layers[name].data = data
+            return layers[name]
+        return self.owner.viewer.add_tracks(data, name=name, scale=target.scale, translate=target.translate)
 
     def _on_error(self, exc: BaseException) -> None:
         self.owner.say(failure_text("propagation", exc), warning=True)

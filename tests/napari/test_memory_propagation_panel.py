@@ -1,0 +1,117 @@
+"""SAM 2 in the annotator without Qt: memory propagation steps from a slice's labels and prompts,
+the model choice, and time-lapse tracks from labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam._napari.prompts import SlicePrompts
+from napari_sam._napari.propagation import memory_model, memory_steps, write_propagated
+from napari_sam._napari.tracks import tracks_from_labels
+from napari_sam.errors import AnnotatorError
+
+layers = pytest.importorskip("napari.layers")
+torch = pytest.importorskip("torch")
+
+SHAPE = (4, 40, 48)
+
+
+@pytest.fixture(scope="module")
+def sam2():
+    from napari_sam.model import build_sam
+    from napari_sam.model.sam2.configs import tiny_test_config
+
+    torch.manual_seed(0)
+    model = build_sam(tiny_test_config())
+    with torch.no_grad():  # objects always present, so random weights still paint pixels
+        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(4.0)
+    return model.eval()
+
+
+@pytest.fixture
+def stack_layer():
+    rng = np.random.default_rng(0)
+    data = rng.normal(100, 5, SHAPE).astype(np.float32)
+    data[:, 10:25, 12:30] += 400
+    return layers.Image(data)
+
+
+def _run(steps):
+    first = next(steps)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as stop:
+        return first, stop.value
+
+
+def test_tracks_follow_the_centres_of_drawn_labels():
+    labels = np.zeros((3, 10, 12), np.uint16)
+    labels[0, 1:3, 1:5] = 4  # centre (1.5, 2.5)
+    labels[2, 6:9, 3:4] = 4  # centre (7, 3); absent on frame 1
+    labels[1, 0:1, 10:12] = 2  # centre (0, 10.5)
+    labels[2, 5, 5] = 9
+    got = tracks_from_labels(labels)
+    want = [[2, 1, 0, 10.5], [4, 0, 1.5, 2.5], [4, 2, 7, 3], [9, 2, 5, 5]]
+    np.testing.assert_array_equal(got, np.array(want, dtype=np.float64))
+    np.testing.assert_array_equal(tracks_from_labels(labels, ids=[4, 7]), np.array(want[1:3], float))
+    assert tracks_from_labels(np.zeros((2, 3, 3), np.uint8)).shape == (0, 4)
+    with pytest.raises(AnnotatorError, match="T, Y, X"):
+        tracks_from_labels(labels[0])
+    with pytest.raises(AnnotatorError, match="integer"):
+        tracks_from_labels(labels.astype(float))
+
+
+def test_memory_steps_keep_seed_ids_and_number_prompts_from_free_ids(stack_layer, sam2):
+    before = np.zeros(SHAPE, np.uint32)
+    before[1, 10:25, 12:30] = 5
+    before[3, :3, :3] = 9  # another object elsewhere: never overwritten
+    prompts = SlicePrompts(boxes=np.array([[28.0, 32.0, 38.0, 46.0]]))
+    steps = memory_steps(stack_layer, sam2, before.copy(), 1, prompts=prompts)
+    (done, total), result = _run(steps)
+    assert done == 0 and total == 4 + 1  # forward 1..3 and backward 1..0: the seed frame twice
+    assert sorted(result.seeds) == [5, 10]  # the box is object 1 → label 9 + 1
+    np.testing.assert_array_equal(result.labels[1][before[1] == 5], 5)
+    assert set(np.unique(result.labels[1])) <= {0, 5, 10}
+    assert not ((result.labels[1] == 5) & (before[1] != 5)).any()  # the seed stays as drawn
+
+    layer = layers.Labels(before.copy())
+    written = write_propagated(layer, before, result.labels)
+    assert written > 0
+    assert layer.data[3, 0, 0] == 9
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, before)
+
+
+def test_memory_steps_errors(stack_layer, sam2):
+    empty = np.zeros(SHAPE, np.uint32)
+    with pytest.raises(AnnotatorError, match="no objects"):
+        next(memory_steps(stack_layer, sam2, empty, 2, prompts=SlicePrompts()))
+    with pytest.raises(AnnotatorError, match="do not match"):
+        next(memory_steps(stack_layer, sam2, empty[:2], 0))
+    flat = layers.Image(np.zeros((40, 48), np.float32))
+    with pytest.raises(AnnotatorError, match="3D image"):
+        next(memory_steps(flat, sam2, empty, 0))
+
+
+@pytest.fixture(scope="module")
+def sam2_file(tmp_path_factory):
+    """Random weights of the sam2.1_hiera_tiny architecture in the official file layout (a file of
+    tiny_test_config's architecture has no registered size, so it cannot be loaded by path)."""
+    from napari_sam.model import SAM2_CONFIGS, build_sam
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("sam2") / "my_sam2.pt"
+    torch.save({"model": build_sam(SAM2_CONFIGS["sam2.1_hiera_tiny"]).state_dict()}, path)
+    return path
+
+
+def test_memory_model_takes_sam2_files_and_refuses_sam1(sam2, sam2_file, tmp_path, small_weights):
+    loaded = memory_model(str(sam2_file), "cpu")
+    assert type(loaded).__name__ == "Sam2" and loaded.name == "sam2.1_hiera_tiny"
+    assert memory_model(sam2, "cpu") is sam2
+    with pytest.raises(AnnotatorError, match="SAM 1 model"):
+        memory_model(str(small_weights), "cpu")
+    with pytest.raises(AnnotatorError, match="cannot load"):
+        memory_model(str(tmp_path / "missing.pt"), "cpu")
