@@ -65,13 +65,20 @@ def out_keys(prompts: list[Prompt]) -> list[tuple[int, int]]:
     return [(p.obj_id, p.frame) for p in prompts]
 
 
-@pytest.mark.parametrize("name", ["frame2", "multi", "absent"])
-def test_tracking_matches_video_predictor(frame_features, name):
+# the last case: memory keys projected once per memory and kept (Sam2Tracker(cache_memory_keys=True))
+@pytest.mark.parametrize(
+    ("name", "cached"), [("frame2", False), ("multi", False), ("absent", False), ("multi", True)]
+)
+def test_tracking_matches_video_predictor(frame_features, name, cached):
     case = json.loads((FIXTURES / f"video_{name}.json").read_text())
     arrays = dict(np.load(FIXTURES / f"video_{name}.npz"))
     model = seeded_model(case["obj_score_bias"])
     tracker = Sam2Tracker(
-        model, lambda i: frame_features[i], len(frame_features), output_size=tuple(case["video_size"])
+        model,
+        lambda i: frame_features[i],
+        len(frame_features),
+        output_size=tuple(case["video_size"]),
+        cache_memory_keys=cached,
     )
     with torch.no_grad():
         for i, prompt in enumerate(_prompts(case, model.image_size)):

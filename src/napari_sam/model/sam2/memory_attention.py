@@ -4,12 +4,16 @@ A stack of pre-norm transformer layers (self-attention, cross-attention to the m
 with axial rotary position encoding (:class:`~napari_sam.model.sam2.rope.RoPEAttention`). The memory is the
 spatial memories of several frames (``mem_dim`` channels each, on the same grid as the image) followed by
 object-pointer tokens, which carry no rotary encoding.
+
+The cross-attention keys of the spatial memories can be given already projected and rotated
+(:meth:`MemoryAttentionLayer.memory_keys`, one tensor per layer), so that a frame's keys, computed once,
+serve every later frame that attends to it.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
@@ -96,6 +100,36 @@ class MemoryAttentionLayer(nn.Module):
     def _with_pos(x: torch.Tensor, pos: torch.Tensor | None, use: bool) -> torch.Tensor:
         return x + pos if use and pos is not None else x
 
+    def memory_keys(
+        self, memory: torch.Tensor, pos: torch.Tensor | None, *, grid_tokens: int
+    ) -> torch.Tensor:
+        """The cross-attention's projected, rotated keys of spatial memories (for ``rotated_keys``).
+
+        Parameters
+        ----------
+        memory
+            ``(B, r · grid_tokens, kv_in_dim)`` the spatial memories of ``r`` frames (no pointers).
+        pos
+            Their positional encoding (same shape), or None; added when the layer adds it to the keys.
+        grid_tokens
+            Tokens of the query grid (one frame's memory).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, heads, r · grid_tokens, head_dim)`` float32.
+        """
+        keys = self._with_pos(memory, pos, self.pos_enc_at_cross_attn_keys)
+        return self.cross_attn_image.rotated_keys(keys, grid_tokens=grid_tokens)
+
+    def memory_key_offset(self, offset: torch.Tensor, *, grid_tokens: int) -> torch.Tensor | None:
+        """What a ``(kv_in_dim,)`` encoding added to every position of a memory frame adds to its
+        :meth:`memory_keys` (``(1, heads, grid_tokens, head_dim)``), or None where the layer adds no
+        positional encoding to the keys."""
+        if not self.pos_enc_at_cross_attn_keys:
+            return None
+        return self.cross_attn_image.rotated_offset(offset, grid_tokens=grid_tokens)
+
     def forward(
         self,
         tgt: torch.Tensor,
@@ -103,6 +137,8 @@ class MemoryAttentionLayer(nn.Module):
         pos: torch.Tensor | None = None,
         query_pos: torch.Tensor | None = None,
         num_k_exclude_rope: int = 0,
+        *,
+        rotated_keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Update the image tokens.
 
@@ -119,6 +155,10 @@ class MemoryAttentionLayer(nn.Module):
             ``(B, HW, d_model)`` positional encoding of the image tokens, or None.
         num_k_exclude_rope
             Trailing memory tokens without rotary encoding.
+        rotated_keys
+            ``(B, heads, M - num_k_exclude_rope, head_dim)`` the cross-attention keys of the spatial
+            memories, already projected and rotated (:meth:`memory_keys`); computed from ``memory``
+            and ``pos`` when None.
 
         Returns
         -------
@@ -135,6 +175,7 @@ class MemoryAttentionLayer(nn.Module):
             self._with_pos(memory, pos, self.pos_enc_at_cross_attn_keys),
             memory,
             num_k_exclude_rope=num_k_exclude_rope,
+            rotated_keys=rotated_keys,
         )
         tgt = tgt + self.dropout2(attended)
 
@@ -191,6 +232,8 @@ class MemoryAttention(nn.Module):
         curr_pos: torch.Tensor | list[torch.Tensor] | None = None,
         memory_pos: torch.Tensor | None = None,
         num_obj_ptr_tokens: int = 0,
+        *,
+        rotated_memory_keys: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Condition the current frame's image tokens on the memory.
 
@@ -207,6 +250,10 @@ class MemoryAttention(nn.Module):
             ``(M, B, mem_dim)`` positional encoding of the memory, or None.
         num_obj_ptr_tokens
             Trailing memory tokens that get no rotary encoding.
+        rotated_memory_keys
+            One per layer: ``(B, heads, M - num_obj_ptr_tokens, head_dim)`` the cross-attention keys
+            of the spatial memories, projected and rotated (:meth:`MemoryAttentionLayer.memory_keys`);
+            computed from ``memory`` and ``memory_pos`` when None.
 
         Returns
         -------
@@ -221,6 +268,11 @@ class MemoryAttention(nn.Module):
             if len(curr_pos) != 1:
                 raise ValueError(f"curr_pos: expected one tensor, got a list of {len(curr_pos)}")
             curr_pos = curr_pos[0]
+        if rotated_memory_keys is not None and len(rotated_memory_keys) != self.num_layers:
+            raise ValueError(
+                f"rotated_memory_keys: expected one tensor per layer ({self.num_layers}), "
+                f"got {len(rotated_memory_keys)}"
+            )
         if curr.shape[1] != memory.shape[1]:
             raise ValueError(
                 f"curr (HW, B, C) and memory (M, B, C') have different batch sizes: "
@@ -234,8 +286,13 @@ class MemoryAttention(nn.Module):
         query_pos = None if curr_pos is None else curr_pos.transpose(0, 1)
         memory = memory.transpose(0, 1)
         pos = None if memory_pos is None else memory_pos.transpose(0, 1)
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             output = cast(MemoryAttentionLayer, layer)(
-                output, memory, pos=pos, query_pos=query_pos, num_k_exclude_rope=num_obj_ptr_tokens
+                output,
+                memory,
+                pos=pos,
+                query_pos=query_pos,
+                num_k_exclude_rope=num_obj_ptr_tokens,
+                rotated_keys=None if rotated_memory_keys is None else rotated_memory_keys[index],
             )
         return self.norm(output).transpose(0, 1)

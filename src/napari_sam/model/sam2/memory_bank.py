@@ -10,16 +10,21 @@ A frame tracked after the prompted ones attends to (the official ``SAM2Base`` ru
   ``max_obj_ptrs_in_encoder - 1`` previous frames, each with a sine encoding of its signed distance.
 
 :func:`plan_memory` decides this from frame indices alone (so frames whose plans are equal can be run
-as one batch); :func:`assemble_memory` turns a plan and the remembered tensors into memory tokens.
+as one batch); :func:`assemble_memory` turns a plan and the remembered tensors into memory tokens, and
+:func:`memory_keys` into the memory attention's keys of the spatial memories: each remembered frame's
+keys are projected and rotated once (kept in :attr:`FrameMemory.keys`) and only the slot's temporal
+encoding is added per frame that attends to it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+from .memory_attention import MemoryAttentionLayer
 
 if TYPE_CHECKING:
     from .sam2 import Sam2
@@ -38,11 +43,17 @@ class FrameMemory:
         ``(B, C)`` the object pointer.
     object_score_logits
         ``(B, 1)``.
+    keys
+        Per memory-attention layer, ``(B, heads, h·w, head_dim)`` float32: the cross-attention keys of
+        ``maskmem_features`` with their spatial encoding, projected and rotated, without the temporal
+        encoding of a slot (:func:`memory_keys`); None until a frame attends to this memory, and once
+        the tracker releases them.
     """
 
     maskmem_features: torch.Tensor | None
     obj_ptr: torch.Tensor
     object_score_logits: torch.Tensor
+    keys: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -223,6 +234,67 @@ def assemble_memory(
     if not tokens:
         raise RuntimeError("an empty memory: the plan names no frame")
     return torch.cat(tokens), torch.cat(encodings), num_ptr_tokens
+
+
+def memory_keys(
+    model: Sam2,
+    plan: MemoryPlan,
+    cond: Sequence[Mapping[int, FrameMemory]],
+    non_cond: Sequence[Mapping[int, FrameMemory]],
+    maskmem_pos: torch.Tensor,
+) -> list[torch.Tensor]:
+    """The memory attention's cross-attention keys of the spatial memories of ``plan``, per layer.
+
+    Equal (up to rounding) to the keys the layers compute from :func:`assemble_memory`'s tokens: each
+    frame's memory with its spatial encoding is projected and rotated once, kept in its
+    :attr:`FrameMemory.keys`, and the slot's temporal encoding is added as its own projected, rotated
+    part (the projection and the rotation are linear).
+
+    Parameters
+    ----------
+    model, plan, cond, non_cond, maskmem_pos
+        As for :func:`assemble_memory`.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One per layer, ``(B, heads, R, head_dim)`` float32, ``R`` the spatial memory tokens, for
+        :meth:`Sam2.condition_on_memory`'s ``rotated_memory_keys``.
+    """
+    layers = [cast(MemoryAttentionLayer, layer) for layer in model.memory_attention.layers]
+    pos = maskmem_pos.flatten(2).transpose(1, 2).float()  # (1, hw, mem_dim)
+    grid = int(pos.shape[1])
+    batch = len(cond)
+    entries_per_memory = []
+    for _, frame, is_cond in plan.memories:
+        entries = [(cond if is_cond else non_cond)[obj][frame] for obj in range(batch)]
+        for entry in entries:
+            if entry.keys is None:
+                if entry.maskmem_features is None:
+                    raise RuntimeError(f"the memory of frame {frame} was released but is still needed")
+                tokens = entry.maskmem_features.float().flatten(2).transpose(1, 2)  # (1, hw, mem_dim)
+                entry.keys = tuple(layer.memory_keys(tokens, pos, grid_tokens=grid) for layer in layers)
+        entries_per_memory.append(entries)
+    if not entries_per_memory:
+        raise RuntimeError("no spatial memory: the plan names no frame")
+    out = []
+    for index, layer in enumerate(layers):
+        first = cast(tuple[torch.Tensor, ...], entries_per_memory[0][0].keys)[index]
+        _, heads, _, head_dim = first.shape
+        keys = first.new_empty(batch, heads, grid * len(plan.memories), head_dim)
+        for position, (slot, _, _) in enumerate(plan.memories):
+            offset = layer.memory_key_offset(
+                model.maskmem_tpos_enc[model.num_maskmem - slot - 1].reshape(-1), grid_tokens=grid
+            )
+            for obj, entry in enumerate(entries_per_memory[position]):
+                stored = cast(tuple[torch.Tensor, ...], entry.keys)[index]
+                target = keys[obj : obj + 1, :, position * grid : (position + 1) * grid]
+                if offset is None:
+                    target.copy_(stored)
+                else:
+                    torch.add(stored, offset, out=target)
+        out.append(keys)
+    return out
 
 
 def sine_encoding_1d(positions: torch.Tensor, dim: int, *, temperature: float = 10000.0) -> torch.Tensor:

@@ -11,6 +11,7 @@ Which frames are remembered, and in what order frames are visited, is the tracke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -396,6 +397,7 @@ class Sam2(nn.Module):
         memory_pos: torch.Tensor,
         *,
         num_obj_ptr_tokens: int,
+        rotated_memory_keys: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Fuse a frame's features with a memory (:func:`.memory_bank.assemble_memory`).
 
@@ -406,6 +408,9 @@ class Sam2(nn.Module):
         memory, memory_pos
             ``(L, B, mem_dim)`` memory tokens and their position encoding (spatial memories first,
             then ``num_obj_ptr_tokens`` object-pointer tokens).
+        rotated_memory_keys
+            Per memory-attention layer, the spatial memories' cross-attention keys already projected
+            and rotated (:func:`.memory_bank.memory_keys`); computed from ``memory`` when None.
 
         Returns
         -------
@@ -419,6 +424,7 @@ class Sam2(nn.Module):
             memory=memory,
             memory_pos=memory_pos,
             num_obj_ptr_tokens=num_obj_ptr_tokens,
+            rotated_memory_keys=rotated_memory_keys,
         )
         return fused.permute(1, 2, 0).reshape(b, c, h, w)
 
