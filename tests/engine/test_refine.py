@@ -63,15 +63,21 @@ def test_bad_labels_are_kept_and_named_the_rest_refined(scene, sam):
     rough[0, 0] = 90  # one pixel, in the corner (touching the border)
     rough[-3:, 60:70] = 91  # a sliver on the border: refined like any other
     result = refine_labels(rough, emb, sam)
-    assert list(result.skipped) == [90]
+    assert result.skipped[90] == "1 pixel(s), fewer than min_pixels=3"
     assert result.labels[0, 0] == 90  # kept as given
-    # the sliver of background is decoded; where its mask went to a nucleus it lost to that label
-    assert 91 in result.refined and ((result.labels == 91).any() or 91 in result.covered)
+    # the sliver of background is decoded like any label: the model finds an object there (then it is
+    # painted, or lost to a nucleus with a higher score) or none (then it is kept as given, and named)
+    if 91 in result.refined:
+        assert (result.labels == 91).any() or 91 in result.covered
+    else:
+        assert result.skipped[91] == "the refined mask is empty"
+        np.testing.assert_array_equal(result.labels == 91, rough == 91)
+    assert set(result.skipped) <= {90, 91}
     with pytest.warns(RefineWarning, match="90: 1 pixel") as said:
         result.warn()
-    assert said[0].message.skipped == {90: "1 pixel(s), fewer than min_pixels=3"}
-    # one empty refined mask keeps its label as given: the others still refine
-    assert len(result.refined) == len(np.unique(rough)) - 2
+    assert said[0].message.skipped == result.skipped
+    # the bad labels are kept as given: every nucleus is still refined
+    assert set(result.refined) >= {int(k) for k in np.unique(truth)[1:]}
 
 
 def test_labels_not_asked_for_keep_every_pixel(scene, sam):

@@ -39,7 +39,7 @@ class PositionEmbeddingSine(nn.Module):
             raise ValueError(f"num_pos_feats must be even, got {num_pos_feats}")
         if scale is not None and not normalize:
             raise ValueError("scale is only used with normalize=True")
-        self.half = num_pos_feats // 2
+        self.half_channels = num_pos_feats // 2
         self.temperature = temperature
         self.normalize = normalize
         self.scale = 2 * math.pi if scale is None else scale
@@ -56,16 +56,18 @@ class PositionEmbeddingSine(nn.Module):
         if self.normalize:
             rows = rows / (rows[-1] + 1e-6) * self.scale
             cols = cols / (cols[-1] + 1e-6) * self.scale
-        index = torch.arange(self.half, dtype=torch.float32, device=device)
-        wavelengths = self.temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / self.half)
+        index = torch.arange(self.half_channels, dtype=torch.float32, device=device)
+        wavelengths = self.temperature ** (
+            2 * torch.div(index, 2, rounding_mode="floor") / self.half_channels
+        )
 
         def waves(positions: torch.Tensor) -> torch.Tensor:
             phase = positions[:, None] / wavelengths  # (L, half)
             # channel 2i is sin, 2i + 1 is cos (of the same wavelength)
             return torch.stack((phase[:, 0::2].sin(), phase[:, 1::2].cos()), dim=2).flatten(1)
 
-        row_code = waves(rows).T[:, :, None].expand(self.half, height, width)
-        col_code = waves(cols).T[:, None, :].expand(self.half, height, width)
+        row_code = waves(rows).T[:, :, None].expand(self.half_channels, height, width)
+        col_code = waves(cols).T[:, None, :].expand(self.half_channels, height, width)
         grid = torch.cat((row_code, col_code), dim=0).contiguous()
         self._grids[key] = grid
         return grid

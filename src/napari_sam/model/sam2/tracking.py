@@ -311,8 +311,11 @@ class Sam2Tracker:
         max_frames
             Frames to go beyond the start, at most; all by default.
 
+
+        Notes
+        -----
         Memories of earlier passes are kept near their start frames and the earliest prompted
-        frame only: a pass started elsewhere sees fewer of them than the official predictor would.
+        frame; a pass started elsewhere sees fewer of them than the official predictor would.
         """
         if not self._objects:
             raise ValueError("no object has been prompted: call add_prompt first")
