@@ -15,6 +15,31 @@ from .transformer import ImageTokens, TwoWayTransformer
 _Upscaling = tuple[nn.ConvTranspose2d, LayerNorm2d, nn.Module, nn.ConvTranspose2d, nn.Module]
 
 
+def output_upscaling(transformer_dim: int, activation: type[nn.Module]) -> nn.Sequential:
+    """The two transposed convolutions that take image tokens ``(B, C, H, W)`` to ``(B, C / 8, 4H, 4W)``
+    (SAM 1 and SAM 2 alike; the official key names ``output_upscaling.0/1/3``)."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+        LayerNorm2d(transformer_dim // 4),
+        activation(),
+        nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+        activation(),
+    )
+
+
+def hypernetwork_mlps(transformer_dim: int, num_mask_tokens: int) -> nn.ModuleList:
+    """One 3-layer MLP per mask token: its output token ``(C,)`` → mask weights ``(C / 8,)``."""
+    return nn.ModuleList(
+        MLP(
+            input_dim=transformer_dim,
+            hidden_dim=transformer_dim,
+            output_dim=transformer_dim // 8,
+            num_layers=3,
+        )
+        for _ in range(num_mask_tokens)
+    )
+
+
 class MaskDecoder(nn.Module):
     """Predict masks and their IoU from an image embedding and prompt embeddings.
 
@@ -47,22 +72,8 @@ class MaskDecoder(nn.Module):
         self.iou_token = nn.Embedding(1, transformer_dim)
         self.num_mask_tokens = num_multimask_outputs + 1
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
-            LayerNorm2d(transformer_dim // 4),
-            activation(),
-            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
-            activation(),
-        )
-        self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(
-                input_dim=transformer_dim,
-                hidden_dim=transformer_dim,
-                output_dim=transformer_dim // 8,
-                num_layers=3,
-            )
-            for _ in range(self.num_mask_tokens)
-        )
+        self.output_upscaling = output_upscaling(transformer_dim, activation)
+        self.output_hypernetworks_mlps = hypernetwork_mlps(transformer_dim, self.num_mask_tokens)
         self.iou_prediction_head = MLP(
             input_dim=transformer_dim,
             hidden_dim=iou_head_hidden_dim,

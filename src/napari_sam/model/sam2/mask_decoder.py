@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..common import MLP, LayerNorm2d
+from ..mask_decoder import hypernetwork_mlps, output_upscaling
 from ..transformer import TwoWayAttentionBlock, TwoWayTransformer
 
 #: the layers of ``Sam2MaskDecoder.output_upscaling``: conv-transpose, norm, activation, conv-transpose, act.
@@ -127,26 +128,12 @@ class Sam2MaskDecoder(nn.Module):
         if pred_obj_scores:
             self.obj_score_token = nn.Embedding(1, transformer_dim)
         self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
-            LayerNorm2d(transformer_dim // 4),
-            activation(),
-            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
-            activation(),
-        )
+        self.output_upscaling = output_upscaling(transformer_dim, activation)
         self.use_high_res_features = use_high_res_features
         if use_high_res_features:
             self.conv_s0 = nn.Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
             self.conv_s1 = nn.Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
-        self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(
-                input_dim=transformer_dim,
-                hidden_dim=transformer_dim,
-                output_dim=transformer_dim // 8,
-                num_layers=3,
-            )
-            for _ in range(self.num_mask_tokens)
-        )
+        self.output_hypernetworks_mlps = hypernetwork_mlps(transformer_dim, self.num_mask_tokens)
         self.iou_prediction_head = MLP(
             input_dim=transformer_dim,
             hidden_dim=iou_head_hidden_dim,
