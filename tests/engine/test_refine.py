@@ -261,8 +261,9 @@ def test_split_off_ids_start_where_asked_and_widen_a_full_dtype(scene, sam):
     result = refine_labels(full, emb, sam, points=click, point_labels=[0])
     assert result.split_off == {256: 3} and result.labels.dtype == np.uint32
     np.testing.assert_array_equal(np.unique(result.labels), [0, 1, 2, 3, 255, 256])
-    with pytest.raises(ValueError, match="first_new_id"):
-        refine_labels(merged, emb, sam, first_new_id=0)
+    for taken in (0, int(merged.max())):  # an id in use is refused: no split-off part joins a label
+        with pytest.raises(ValueError, match="first_new_id must be above the largest label"):
+            refine_labels(merged, emb, sam, first_new_id=taken)
 
 
 def test_labels_drawn_too_large_are_not_split(scene, sam):

@@ -335,8 +335,12 @@ def refine_steps(
         raise ValueError(f"ids: label(s) {missing[:10]} are not in the labels")
     owners = _point_owners(labels, pts, point_objects, wanted)
     next_id = int(labels.max(initial=0)) + 1 if first_new_id is None else int(first_new_id)
-    if next_id < 1 or next_id > np.iinfo(np.uint32).max:
-        raise ValueError(f"first_new_id must be in [1, 2**32 - 1], got {first_new_id}")
+    largest = int(labels.max(initial=0))
+    if next_id <= largest or next_id > np.iinfo(np.uint32).max:
+        raise ValueError(
+            f"first_new_id must be above the largest label ({largest}) and at most 2**32 - 1, got "
+            f"{first_new_id}: a part split off a label must not take an id in use"
+        )
     out = labels.copy()
     skipped: dict[int, str] = {}
     planes = []
