@@ -251,3 +251,5 @@ def test_propagate_follows_a_sam2_model_with_its_memory(model, stack):
         ns.propagate(stack, boxes=box, model=model, min_contrast=0.2, prompt="box")
     with pytest.raises(ValueError, match="image: options of SAM 1"):
         ns.propagate(stack, boxes=box, model=model, image=stack)
+    same = ns.propagate(stack, boxes=box, model=model, prompt=["box", "mask"], min_area=4)  # defaults
+    np.testing.assert_array_equal(same.labels, result.labels)

@@ -329,6 +329,13 @@ _SAM1_ONLY = {
 }
 
 
+def _differs(value: Any, default: Any) -> bool:
+    """Whether an option differs from its default (a list of the default tuple's items does not)."""
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value) != default
+    return bool(value != default)
+
+
 def _sam2_of(model: Any, device: DeviceLike) -> Any:
     """The SAM 2 model ``model`` names or is (loaded on ``device``), or None for a SAM 1 model."""
     from ...model.sam2.configs import SAM2_CONFIGS
@@ -357,7 +364,7 @@ def _propagate_with_memory(
     refused = sorted(
         k
         for k, default in _SAM1_ONLY.items()
-        if (given[k] is not None if default is None else bool(given[k] != default))
+        if (given[k] is not None if default is None else _differs(given[k], default))
     )
     if refused:
         raise ValueError(
