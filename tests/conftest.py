@@ -100,3 +100,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2():
+    """A SAM 2 of the tiny test config (Hiera 16 channels, 128 canvas), seeded, in eval mode, whose
+    object-score head is biased so that objects are always present (random weights still paint
+    pixels). Shared: tests must not change it (copy its state dict into a new model instead)."""
+    import torch
+
+    from napari_sam.model import build_sam
+    from napari_sam.model.sam2.configs import tiny_test_config
+
+    torch.manual_seed(0)
+    model = build_sam(tiny_test_config())
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(4.0)
+    return model.eval()

@@ -33,13 +33,10 @@ from napari_sam.model.sam2.tracking import Prompt, Sam2Tracker
 SHAPE = (5, 48, 64)  # frames, rows, cols (not square: the frames are stretched onto the canvas)
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    sam2 = build_sam(tiny_test_config())
-    with torch.no_grad():
-        sam2.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(4.0)
-    return sam2.eval()
+@pytest.fixture
+def model(tiny_sam2):
+    """The shared tiny SAM 2 (tests/conftest.py) under this module's name for it."""
+    return tiny_sam2
 
 
 @pytest.fixture(scope="module")

@@ -41,3 +41,14 @@ def gui() -> None:
     problem = _qt_problem()
     if problem:
         pytest.skip(problem)
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Every notification the plugin shows: (level, text)."""
+    import napari.utils.notifications as notifications
+
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(notifications, "show_info", lambda text: seen.append(("info", text)))
+    monkeypatch.setattr(notifications, "show_warning", lambda text: seen.append(("warning", text)))
+    return seen

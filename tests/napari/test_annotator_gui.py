@@ -31,17 +31,6 @@ def bbox_corners(mask: np.ndarray) -> np.ndarray:
     return np.array([[rows.min(), cols.min()], [rows.max(), cols.max()]], dtype=float)
 
 
-@pytest.fixture
-def messages(monkeypatch):
-    """Every notification the plugin shows: (level, text)."""
-    import napari.utils.notifications as notifications
-
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(notifications, "show_info", lambda text: seen.append(("info", text)))
-    monkeypatch.setattr(notifications, "show_warning", lambda text: seen.append(("warning", text)))
-    return seen
-
-
 def annotator_widget(viewer):
     from napari_sam._widgets import AnnotatorWidget
 

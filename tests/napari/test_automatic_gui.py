@@ -56,16 +56,6 @@ def slice_by_slice(stack: np.ndarray, weights) -> np.ndarray:
     return out
 
 
-@pytest.fixture
-def messages(monkeypatch):
-    import napari.utils.notifications as notifications
-
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(notifications, "show_info", lambda text: seen.append(("info", text)))
-    monkeypatch.setattr(notifications, "show_warning", lambda text: seen.append(("warning", text)))
-    return seen
-
-
 # ---------------------------------------------------------------------------- controller, no Qt
 def test_controller_stack_modes_match_the_engine_and_reuse_embeddings(stack, small_weights, monkeypatch):
     layer = layers.Image(stack)

@@ -17,18 +17,6 @@ torch = pytest.importorskip("torch")
 SHAPE = (4, 40, 48)
 
 
-@pytest.fixture(scope="module")
-def sam2():
-    from napari_sam.model import build_sam
-    from napari_sam.model.sam2.configs import tiny_test_config
-
-    torch.manual_seed(0)
-    model = build_sam(tiny_test_config())
-    with torch.no_grad():  # objects always present, so random weights still paint pixels
-        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(4.0)
-    return model.eval()
-
-
 @pytest.fixture
 def stack_layer():
     rng = np.random.default_rng(0)
@@ -63,12 +51,12 @@ def test_tracks_follow_the_centres_of_drawn_labels():
         tracks_from_labels(labels.astype(float))
 
 
-def test_memory_steps_keep_seed_ids_and_number_prompts_from_free_ids(stack_layer, sam2):
+def test_memory_steps_keep_seed_ids_and_number_prompts_from_free_ids(stack_layer, tiny_sam2):
     before = np.zeros(SHAPE, np.uint32)
     before[1, 10:25, 12:30] = 5
     before[3, :3, :3] = 9  # another object elsewhere: never overwritten
     prompts = SlicePrompts(boxes=np.array([[28.0, 32.0, 38.0, 46.0]]))
-    steps = memory_steps(stack_layer, sam2, before.copy(), 1, prompts=prompts)
+    steps = memory_steps(stack_layer, tiny_sam2, before.copy(), 1, prompts=prompts)
     (done, total), result = _run(steps)
     assert done == 0 and total == 4 + 1  # forward 1..3 and backward 1..0: the seed frame twice
     assert sorted(result.seeds) == [5, 10]  # the box is object 1 → label 9 + 1
@@ -84,15 +72,15 @@ def test_memory_steps_keep_seed_ids_and_number_prompts_from_free_ids(stack_layer
     np.testing.assert_array_equal(layer.data, before)
 
 
-def test_memory_steps_errors(stack_layer, sam2):
+def test_memory_steps_errors(stack_layer, tiny_sam2):
     empty = np.zeros(SHAPE, np.uint32)
     with pytest.raises(AnnotatorError, match="no objects"):
-        next(memory_steps(stack_layer, sam2, empty, 2, prompts=SlicePrompts()))
+        next(memory_steps(stack_layer, tiny_sam2, empty, 2, prompts=SlicePrompts()))
     with pytest.raises(AnnotatorError, match="do not match"):
-        next(memory_steps(stack_layer, sam2, empty[:2], 0))
+        next(memory_steps(stack_layer, tiny_sam2, empty[:2], 0))
     flat = layers.Image(np.zeros((40, 48), np.float32))
     with pytest.raises(AnnotatorError, match="3D image"):
-        next(memory_steps(flat, sam2, empty, 0))
+        next(memory_steps(flat, tiny_sam2, empty, 0))
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +95,10 @@ def sam2_file(tmp_path_factory):
     return path
 
 
-def test_memory_model_takes_sam2_files_and_refuses_sam1(sam2, sam2_file, tmp_path, small_weights):
+def test_memory_model_takes_sam2_files_and_refuses_sam1(tiny_sam2, sam2_file, tmp_path, small_weights):
     loaded = memory_model(str(sam2_file), "cpu")
     assert type(loaded).__name__ == "Sam2" and loaded.name == "sam2.1_hiera_tiny"
-    assert memory_model(sam2, "cpu") is sam2
+    assert memory_model(tiny_sam2, "cpu") is tiny_sam2
     with pytest.raises(AnnotatorError, match="SAM 1 model"):
         memory_model(str(small_weights), "cpu")
     with pytest.raises(AnnotatorError, match="cannot load"):

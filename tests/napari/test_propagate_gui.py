@@ -10,16 +10,6 @@ pytestmark = pytest.mark.usefixtures("gui")
 WAIT_MS = 240_000
 
 
-@pytest.fixture
-def messages(monkeypatch):
-    import napari.utils.notifications as notifications
-
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(notifications, "show_info", lambda text: seen.append(("info", text)))
-    monkeypatch.setattr(notifications, "show_warning", lambda text: seen.append(("warning", text)))
-    return seen
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 

@@ -7,35 +7,12 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.usefixtures("gui")
-torch = pytest.importorskip("torch")
 
 WAIT_MS = 240_000
 
 
-@pytest.fixture
-def messages(monkeypatch):
-    import napari.utils.notifications as notifications
-
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(notifications, "show_info", lambda text: seen.append(("info", text)))
-    monkeypatch.setattr(notifications, "show_warning", lambda text: seen.append(("warning", text)))
-    return seen
-
-
-@pytest.fixture(scope="module")
-def sam2():
-    from napari_sam.model import build_sam
-    from napari_sam.model.sam2.configs import tiny_test_config
-
-    torch.manual_seed(0)
-    model = build_sam(tiny_test_config())
-    with torch.no_grad():  # objects always present, so random weights still paint pixels
-        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(4.0)
-    return model.eval()
-
-
 def test_sam2_panel_propagates_labels_and_prompts_with_tracks(
-    make_napari_viewer, qtbot, messages, sam2, small_weights
+    make_napari_viewer, qtbot, messages, tiny_sam2, small_weights
 ):
     from napari_sam._widgets import AnnotatorWidget
     from napari_sam._widgets.propagate import SAM1_CHOICE, PropagatePanel
@@ -65,7 +42,7 @@ def test_sam2_panel_propagates_labels_and_prompts_with_tracks(
     assert panel.start() is None
     assert any(level == "warning" and "SAM 1 model" in text for level, text in messages)
 
-    panel.memory_model = sam2  # a loaded SAM 2 model (a name or weights file works the same way)
+    panel.memory_model = tiny_sam2  # a loaded SAM 2 model (a name or weights file works the same way)
     panel.timelapse.setChecked(True)
     worker = panel.start()
     assert worker is not None and not panel.run_button.isEnabled()
