@@ -25,6 +25,7 @@ stop rules), :mod:`.result` holds what comes back.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -309,28 +310,32 @@ def propagate(
         return result
 
 
-#: options of the SAM 1 walk that a SAM 2 model does not take, with their defaults
-_SAM1_ONLY = {
-    "z": None,
-    "objects": None,
-    "prompt": ("box", "mask"),
-    "n_points": 1,
-    "box_margin": 0.0,
-    "multimask": False,
-    "iou_threshold": 0.5,
-    "min_area": 4,
-    "max_area_change": 3.0,
-    "max_centroid_shift": 0.5,
-    "min_contrast": 0.5,
-    "min_intensity": 0.5,
-    "clip_to_box": False,
-    "connected": True,
-    "image": None,
-}
+#: options of the SAM 1 walk that a SAM 2 model does not take (refused unless at their defaults,
+#: which are read from :func:`propagate`'s signature)
+_SAM1_ONLY = (
+    "z",
+    "objects",
+    "prompt",
+    "n_points",
+    "box_margin",
+    "multimask",
+    "iou_threshold",
+    "min_area",
+    "max_area_change",
+    "max_centroid_shift",
+    "min_contrast",
+    "min_intensity",
+    "clip_to_box",
+    "connected",
+    "image",
+)
 
 
 def _differs(value: Any, default: Any) -> bool:
-    """Whether an option differs from its default (a list of the default tuple's items does not)."""
+    """Whether an option differs from its default (a list of the default tuple's items does not; any
+    value but None differs from a default of None, arrays included)."""
+    if default is None:
+        return value is not None
     if isinstance(default, tuple) and isinstance(value, (list, tuple)):
         return tuple(value) != default
     return bool(value != default)
@@ -361,11 +366,8 @@ def _propagate_with_memory(
     """:func:`propagate` with a SAM 2 model (see :mod:`~napari_sam.engine.volume.memory_propagation`)."""
     from .memory_propagation import propagate_memory
 
-    refused = sorted(
-        k
-        for k, default in _SAM1_ONLY.items()
-        if (given[k] is not None if default is None else _differs(given[k], default))
-    )
+    defaults = inspect.signature(propagate).parameters
+    refused = sorted(k for k in _SAM1_ONLY if _differs(given[k], defaults[k].default))
     if refused:
         raise ValueError(
             f"{', '.join(refused)}: options of SAM 1 propagation, not taken with a SAM 2 model (it follows "
