@@ -453,7 +453,6 @@ def _plane_objects(
     """The objects of one slice: each wanted label present, with its box and correction points."""
     ids, boxes, counts = label_boxes(plane)
     where = "" if z is None else f" on slice {z}"
-    h, w = plane.shape
     objects = []
     for label, box, count in zip(ids.tolist(), boxes, counts.tolist(), strict=True):
         if label not in wanted:
@@ -462,19 +461,31 @@ def _plane_objects(
             skipped[label] = f"{count} pixel(s){where}, fewer than min_pixels={options.min_pixels}"
             continue
         mine = owners == label
-        m = options.box_margin
-        grown = np.array([max(box[0] - m, 0), max(box[1] - m, 0), min(box[2] + m, h), min(box[3] + m, w)])
-        window = (slice(int(box[0]), int(box[2])), slice(int(box[1]), int(box[3])))
         objects.append(
             _Object(
                 label,
-                grown.astype(np.float64),
-                window,
+                _grown(box, options.box_margin, plane.shape),
+                _window(box),
                 points[mine] if mine.any() else None,
                 point_labels[mine] if mine.any() else None,
             )
         )
     return objects
+
+
+def _grown(box: np.ndarray, margin: int, shape: tuple[int, ...]) -> np.ndarray:
+    """``(4,)`` float64: a half-open ``(min_row, min_col, max_row, max_col)`` box grown by ``margin``
+    pixels per side, clipped to ``shape`` ``(Y, X)``."""
+    h, w = shape
+    m = margin
+    return np.array(
+        [max(box[0] - m, 0), max(box[1] - m, 0), min(box[2] + m, h), min(box[3] + m, w)], np.float64
+    )
+
+
+def _window(box: np.ndarray) -> tuple[slice, slice]:
+    """The ``(rows, cols)`` slices of a half-open box (where its object's pixels lie)."""
+    return slice(int(box[0]), int(box[2])), slice(int(box[1]), int(box[3]))
 
 
 def _getter(embeddings: Any, z: int | None) -> Callable[[], Embeddings | TiledEmbeddings]:
@@ -584,8 +595,6 @@ def _cut_clicked_objects(
     (:func:`~napari_sam.engine.leftovers.cut_at_click`); the objects of ``plane`` are updated."""
     sam = sam if sam is not None else getattr(emb, "model", None)
     shape = plane.labels.shape
-    h, w = shape
-    m = options.box_margin
     for obj in plane.objects:
         if obj.points is None or obj.point_labels is None or not (obj.point_labels == 0).any():
             continue
@@ -598,10 +607,7 @@ def _cut_clicked_objects(
             if cut is None:
                 continue
             label = cut
-            box = mask_to_box(cut)
-            obj.box = np.array(
-                [max(box[0] - m, 0), max(box[1] - m, 0), min(box[2] + m, h), min(box[3] + m, w)], np.float64
-            )
+            obj.box = _grown(mask_to_box(cut), options.box_margin, shape)
             obj.mask = cut
 
 
@@ -614,8 +620,6 @@ def _pieces(
 ) -> list[tuple[_Object, int]]:
     """The object-like parts that the refined labels of one slice (painted into ``target``) left
     out, as new objects with ids from ``next_id``, each with the label it came from."""
-    h, w = given.shape
-    m = options.box_margin
     pieces: list[tuple[_Object, int]] = []
     for obj, mask, _ in decoded:
         if obj.label not in given[obj.window] or not mask.any():  # a part split off itself
@@ -630,9 +634,8 @@ def _pieces(
         refined[window] = mine
         for piece in object_pieces(left_out, refined, options.min_pixels):
             box = mask_to_box(piece)
-            grown = np.array([max(box[0] - m, 0), max(box[1] - m, 0), min(box[2] + m, h), min(box[3] + m, w)])
-            piece_window = (slice(int(box[0]), int(box[2])), slice(int(box[1]), int(box[3])))
-            new = _Object(next_id + len(pieces), grown.astype(np.float64), piece_window, None, None, piece)
+            grown = _grown(box, options.box_margin, given.shape)
+            new = _Object(next_id + len(pieces), grown, _window(box), None, None, piece)
             pieces.append((new, obj.label))
     return pieces
 
