@@ -628,11 +628,11 @@ def _pieces(
         mine = target[window] == obj.label
         if not mine.any():
             continue
-        left_out = np.zeros(given.shape, bool)
-        left_out[window] = (given[window] == obj.label) & (target[window] == 0)
-        refined = np.zeros(given.shape, bool)
-        refined[window] = mine
-        for piece in object_pieces(left_out, refined, options.min_pixels):
+        # on the label's window only (its pixels lie there): a full-image pass per label is slow
+        left_out = (given[window] == obj.label) & (target[window] == 0)
+        for local in object_pieces(left_out, mine, options.min_pixels):
+            piece = np.zeros(given.shape, bool)
+            piece[window] = local
             box = mask_to_box(piece)
             grown = _grown(box, options.box_margin, given.shape)
             new = _Object(next_id + len(pieces), grown, _window(box), None, None, piece)
