@@ -57,3 +57,20 @@ def test_a_click_near_the_edge_does_not_cut():
     assert cut_at_click(grown, half, rim) is None
     inner = np.array([22, 30])  # the same part, clicked deep inside
     assert cut_at_click(grown, half, inner) is not None
+
+
+def test_object_at_a_click_on_plain_and_tiled_embeddings():
+    import napari_sam as ns
+    from napari_sam.data.synthetic import nuclei_2d
+    from napari_sam.engine.leftovers import object_at
+    from napari_sam.engine.types import TiledEmbeddings
+
+    image, truth = nuclei_2d((600, 1400), n_objects=20, seed=2)
+    k = int(np.unique(truth)[1])
+    click = np.argwhere(truth == k).mean(0)
+    for tile in (False, True):
+        emb = ns.compute_embeddings(image, tile=tile)
+        assert isinstance(emb, TiledEmbeddings) == tile
+        found = object_at(emb, click, truth.shape, None)
+        assert found.shape == truth.shape and found.dtype == bool
+        assert (found & (truth == k)).sum() / (found | (truth == k)).sum() > 0.7  # the clicked nucleus

@@ -18,10 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .decode.plain import DecodeOptions, predict_plain
-from .decode.prompts import object_prompts
-from .decode.tiled import localize
-from .types import TiledEmbeddings
+from .decode.predict import predict
 
 __all__ = ["cut_at_click", "object_at", "object_pieces"]
 
@@ -112,7 +109,8 @@ def object_at(embeddings: Any, point: np.ndarray, shape: tuple[int, int], sam: A
     Parameters
     ----------
     embeddings
-        :class:`~napari_sam.engine.types.Embeddings` or :class:`TiledEmbeddings` of the image.
+        :class:`~napari_sam.engine.types.Embeddings` or
+        :class:`~napari_sam.engine.types.TiledEmbeddings` of the image.
     point
         ``(2,)`` ``(row, col)`` in image pixels.
     shape
@@ -123,23 +121,17 @@ def object_at(embeddings: Any, point: np.ndarray, shape: tuple[int, int], sam: A
     Returns
     -------
     numpy.ndarray
-        ``(Y, X)`` bool (all False when the point cannot be routed to a tile).
+        ``(Y, X)`` bool (see :func:`~napari_sam.engine.decode.predict.predict`).
     """
-    decode = DecodeOptions(multimask=True, best_only=True)
-    points, labels = np.asarray(point, np.float64).reshape(1, 1, 2), np.ones((1, 1), np.int64)
-    full = np.zeros(shape, bool)
-    if isinstance(embeddings, TiledEmbeddings):
-        local = localize(embeddings, None, points[0], labels[0])
-        if local is None or local.points is None or local.labels is None:
-            return full
-        pred = predict_plain(
-            local.embeddings, object_prompts(None, local.points[None], local.labels[None]), decode, sam
-        )
-        r0, c0, r1, c1 = local.bounds
-        full[r0:r1, c0:c1] = pred.masks[0, 0]
-        return full
-    pred = predict_plain(embeddings, object_prompts(None, points, labels), decode, sam)
-    return np.asarray(pred.masks[0, 0], bool)
+    pred = predict(
+        embeddings,
+        points=np.asarray(point, np.float64).reshape(1, 2),
+        point_labels=np.ones(1, np.int64),
+        multimask=True,
+        best_only=True,
+        model=sam,
+    )
+    return np.asarray(pred.masks[0, 0], bool).reshape(shape)
 
 
 def cut_at_click(label: np.ndarray, other: np.ndarray, click: np.ndarray) -> np.ndarray | None:
