@@ -19,7 +19,7 @@ from .engine.decode.prompts import normalize_prompts
 from .engine.device import DeviceLike
 from .engine.embed.embeddings import VolumeEmbeddings, embed_image
 from .engine.embed.layout import image_layout, layout_warnings_once
-from .engine.loading import ModelLike, load_model
+from .engine.loading import ModelLike, is_sam2, load_model
 from .engine.object_scale import object_size_of_boxes
 from .engine.preprocess import DEFAULT_PERCENTILES, NormalizeMode
 from .engine.preprocess import _check_dtype as check_dtype
@@ -232,7 +232,7 @@ def segment(
         if layout.is_volume and propagate:
             _refuse_ignored("a stack with propagate=True", mode_options)
             sam = _model_for(embeddings, model, device, allow_sam2=True)
-            if type(sam).__name__ == "Sam2":  # SAM 2: memory propagation (the SAM 1 path is unchanged)
+            if is_sam2(sam):  # SAM 2: memory propagation (the SAM 1 path is unchanged)
                 from .engine.volume.memory_propagation import segment_with_memory as memory
 
                 return memory(image, prompts, sam, embeddings, embedding, storage, propagate_options)
@@ -413,7 +413,7 @@ def _model_for(embeddings: Any, model: ModelLike, device: DeviceLike, *, allow_s
 
     sam = getattr(embeddings, "model", None)
     sam = sam if sam is not None else (load_any_model if allow_sam2 else load_model)(model, device)
-    if type(sam).__name__ == "Sam2" and not allow_sam2:
+    if is_sam2(sam) and not allow_sam2:
         raise NotImplementedError(f"{sam.name!r} {SAM2_NOT_YET}")
     return sam
 

@@ -49,6 +49,14 @@ SAM2_NOT_YET = (
 )
 
 
+def is_sam2(model: Any) -> bool:
+    """Whether ``model`` is a loaded SAM 2 model or names a SAM 2.1 size (a file is not opened here:
+    :func:`load_any_model` tells from its weights)."""
+    from ..model.sam2.configs import SAM2_CONFIGS
+
+    return isinstance(model, Sam2) or (isinstance(model, str) and model in SAM2_CONFIGS)
+
+
 def open_model(model: str | Path) -> Sam:
     """A new (uncached) SAM 1 model instance from a name or a weights path, on the CPU.
 
@@ -57,9 +65,7 @@ def open_model(model: str | Path) -> Sam:
     NotImplementedError
         ``model`` is a SAM 2 model (see :data:`SAM2_NOT_YET`; :func:`open_any_model` opens it).
     """
-    from ..model.sam2.configs import SAM2_CONFIGS
-
-    if isinstance(model, str) and model in SAM2_CONFIGS:  # refused before anything is fetched
+    if is_sam2(model):  # refused before anything is fetched
         raise NotImplementedError(f"{model!r} {SAM2_NOT_YET}")
     built = open_any_model(model)
     if not isinstance(built, Sam):
@@ -178,10 +184,8 @@ def load_model(model: ModelLike = "nano", device: DeviceLike = "auto") -> Sam:
     >>> ns.load_model("nano", device="cpu") is sam  # kept in memory
     True
     """
-    from ..model.sam2.configs import SAM2_CONFIGS
-
-    if isinstance(model, str) and model in SAM2_CONFIGS:  # refused before anything is fetched
-        raise NotImplementedError(f"{model!r} {SAM2_NOT_YET}")
+    if is_sam2(model):  # refused before anything is fetched
+        raise NotImplementedError(f"{getattr(model, 'name', model)!r} {SAM2_NOT_YET}")
     loaded = load_any_model(model, device)
     if not isinstance(loaded, Sam):
         raise NotImplementedError(f"{getattr(loaded, 'name', str(model))!r} {SAM2_NOT_YET}")

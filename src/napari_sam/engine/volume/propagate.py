@@ -343,14 +343,13 @@ def _differs(value: Any, default: Any) -> bool:
 
 def _sam2_of(model: Any, device: DeviceLike) -> Any:
     """The SAM 2 model ``model`` names or is (loaded on ``device``), or None for a SAM 1 model."""
-    from ...model.sam2.configs import SAM2_CONFIGS
-    from ..loading import load_any_model
+    from ..loading import is_sam2, load_any_model
 
-    if type(model).__name__ == "Sam2" or (isinstance(model, str) and model in SAM2_CONFIGS):
+    if is_sam2(model):
         return load_any_model(model, device)
     if isinstance(model, (str, Path)) and Path(str(model)).expanduser().is_file():
         loaded = load_any_model(model, device)  # kept in memory: the SAM 1 path reuses it
-        return loaded if type(loaded).__name__ == "Sam2" else None
+        return loaded if is_sam2(loaded) else None
     return None
 
 
