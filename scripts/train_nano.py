@@ -31,6 +31,7 @@ is printed for the registry.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -127,6 +128,7 @@ def realistic_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return broad_source(rng)
 
 
+@functools.cache
 def _stage5_families() -> dict[str, SyntheticConfig]:
     """Stage 5's families: two of them narrow the ``realistic`` training family onto the cases v3 does
     worst (clumps of touching nuclei; small nuclei), inside the training realism ranges."""
