@@ -84,6 +84,8 @@ def test_every_label_of_the_layer_refined_as_one_undo_step(scene):
 def test_a_background_click_splits_a_merged_label_into_a_new_label(scene):
     from napari.components import ViewerModel
 
+    from napari_sam.errors import AnnotatorError
+
     image, truth, _rough = scene
     merged = truth.astype(np.uint16)
     merged[truth == 5] = 3  # another tool gave objects 3 and 5 one label
@@ -99,6 +101,14 @@ def test_a_background_click_splits_a_merged_label_into_a_new_label(scene):
     assert _iou(layer.data == 3, truth == 3) > 0.8 and _iou(layer.data == new, truth == 5) > 0.8
     layer.undo()
     np.testing.assert_array_equal(layer.data, merged)
+    # an id painted between the preview and the commit is never given to the split-off object
+    annotator.points_layer.add(np.argwhere(truth == 5).mean(0))
+    annotator.points_layer.features.loc[0, "label"] = 0
+    result = refiner.update_preview()
+    assert result.split_off == {new: 3}
+    layer.data_setitem((np.array([0]), np.array([0])), np.array([new], layer.data.dtype))
+    with pytest.raises(AnnotatorError, match=f"label {new}, meant for the object split off"):
+        refiner.write(result, None)
 
 
 @pytest.mark.usefixtures("gui")

@@ -188,6 +188,11 @@ class LabelRefiner:
                 f"labels layer '{self.layer.name}' ({self.layer.data.dtype}) cannot hold the new label "
                 f"{max(split_off)} split off a merged label; convert the layer to uint32 first"
             )
+        if split_off and self._first_free_id() > min(split_off):  # painted since the refinement
+            raise AnnotatorError(
+                f"label {min(split_off)}, meant for the object split off a merged label, is in "
+                f"'{self.layer.name}' now: the layer changed meanwhile; refine again"
+            )
         refined = np.array(list(result.refined) + list(result.covered) + split_off, dtype=np.int64)
         mine = np.isin(current, refined) | ((current == 0) & np.isin(new, refined))
         rows, cols = np.nonzero(mine & (new != current))
