@@ -31,6 +31,7 @@ is printed for the registry.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -46,6 +47,7 @@ from napari_sam.engine.training.evaluate import evaluate_prompts
 from napari_sam.engine.training.train import TrainConfig, TrainRun, train_model
 from napari_sam.model import build_sam, save_safetensors
 from napari_sam.model.checkpoint import sha256_file
+from napari_sam.model.sam import Sam, build_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,6 +174,50 @@ def hard_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return broad_source(rng)
 
 
+#: Stage 6's shares of :func:`_stage5_families`: the cells and label-free families, where v4 is weakest,
+#: get half the draws (the rest is stage 3's mix).
+STAGE6_SHARES = {
+    "realistic": 0.15,
+    "clumps": 0.15,
+    "small": 0.1,
+    "realistic_cells": 0.25,
+    "realistic_labelfree": 0.25,
+}
+
+
+def stage6_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 6: :data:`STAGE6_SHARES` of :func:`_stage5_families`, a tenth stage 3's mix."""
+    families = _stage5_families()
+    draw, edge = rng.random(), 0.0
+    for name, share in STAGE6_SHARES.items():
+        edge += share
+        if draw < edge:
+            sample = families[name].sample(int(rng.integers(1 << 31)))
+            return sample.image, sample.labels
+    return broad_source(rng)
+
+
+def grow_depth(model: Sam, depth: int) -> Sam:
+    """``model`` with ``depth`` stride-16 blocks in its nano encoder: the old blocks keep their weights
+    and the new ones are appended as identities (their last projection is zero), so the grown model
+    predicts exactly what ``model`` did until training moves the new blocks."""
+    config = model.config
+    if config.encoder_type != "nano":
+        raise ValueError(f"--grow-depth needs a nano model, got encoder_type={config.encoder_type!r}")
+    if depth <= config.encoder_depth:
+        raise ValueError(f"--grow-depth must exceed the current depth {config.encoder_depth}, got {depth}")
+    grown = build_from_config(dataclasses.replace(config, encoder_depth=depth), name=model.name)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    new_prefixes = tuple(f"image_encoder.stage16.{i}." for i in range(config.encoder_depth, depth))
+    if unexpected or not all(key.startswith(new_prefixes) for key in missing):
+        raise RuntimeError(f"growing the encoder changed more than its new blocks: {missing}, {unexpected}")
+    with torch.no_grad():
+        for block in list(grown.image_encoder.stage16)[config.encoder_depth :]:
+            block.project.weight.zero_()
+            block.project.bias.zero_()
+    return grown.train(model.training)
+
+
 def hard_validation_samples(seed: int = 12345) -> list[tuple[np.ndarray, np.ndarray]]:
     """One image of each stage-5 family on fixed seeds (training seeds are drawn by the run's generator)."""
     samples = []
@@ -209,7 +255,14 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--correction-iters", type=int, default=1)
     parser.add_argument("--init", type=Path, help="start from these weights (stage 2) instead of scratch")
-    parser.add_argument("--source", choices=("basic", "mixed", "broad", "realistic", "hard"), default="basic")
+    parser.add_argument(
+        "--source", choices=("basic", "mixed", "broad", "realistic", "hard", "stage6"), default="basic"
+    )
+    parser.add_argument(
+        "--grow-depth",
+        type=int,
+        help="append identity blocks to the --init nano encoder's stride-16 stage up to this depth",
+    )
     parser.add_argument(
         "--object-scale",
         action="store_true",
@@ -229,6 +282,8 @@ def main() -> int:
     # the prompt model only: a decoder beside or inside --init reads the old encoder's features, so it is
     # not carried into the new weights (a new decoder is trained on them: train_nano_instance_decoder.py)
     model = build_sam("nano") if args.init is None else build_sam(args.init, instance_decoder=False)
+    if args.grow_depth is not None:
+        model = grow_depth(model, args.grow_depth)
     cfg = TrainConfig(
         steps=args.steps,
         batch_images=args.batch_images,
@@ -244,6 +299,7 @@ def main() -> int:
     held_out = {
         "realistic": realistic_validation_samples,
         "hard": hard_validation_samples,
+        "stage6": hard_validation_samples,
     }.get(args.source, validation_samples)()
     start = time.perf_counter()
     state = train_model(
@@ -254,6 +310,7 @@ def main() -> int:
             "broad": broad_source,
             "realistic": realistic_source,
             "hard": hard_source,
+            "stage6": stage6_source,
         }[args.source],
         cfg,
         TrainRun(
