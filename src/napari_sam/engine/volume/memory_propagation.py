@@ -17,6 +17,10 @@ direction ends when every object has stopped.
 Coordinates are napari's (rows first) and go to the canvas through :mod:`..decode.coords`; the frame
 ``(Y, X)`` is stretched onto the square canvas (x by ``S / X``, y by ``S / Y``), as the official
 predictor normalises its prompts.
+
+A 4D stack ``(A0, A1, Y, X[, C])`` (a ``(T, Z, Y, X)`` time series of volumes) is followed along
+``axis`` (0 or 1): each plane of the other leading axis that holds prompts or seed labels is tracked
+on its own as a 3D sequence, and its labels go into a 4D result (:mod:`.memory_planes`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +40,20 @@ from ..decode.coords import boxes_rc_to_xyxy, points_rc_to_xy, scale_xy
 from ..decode.objects import plan_objects, stack_object_ids
 from ..embed.sam2_frames import Sam2Frames, open_frames
 from ..preprocess import DEFAULT_PERCENTILES, NormalizeMode, Preprocessor
+from ..preprocess import _check_dtype as check_dtype
 from ..steps import run_steps
 from ..types import Prompts
-from .seeds import prompt_arguments, stack_prompts
+from .memory_planes import (
+    PlaneAxes,
+    chain_steps,
+    flat_prompts,
+    followed_axis,
+    is_plane_stack,
+    plane_axes,
+    plane_store,
+    split_by_plane,
+)
+from .seeds import RawPrompts, prompt_arguments, stack_prompts
 
 __all__ = [
     "MemoryPropagationResult",
@@ -45,6 +61,7 @@ __all__ = [
     "object_prompts",
     "propagate_memory",
     "seed_label_prompts",
+    "segment_planes",
     "segment_with_memory",
 ]
 
@@ -59,20 +76,30 @@ class MemoryPropagationResult:
     ----------
     labels
         ``(Z, Y, X)`` uint32: object ``k`` of the prompts as ``k + 1`` (seed labels keep their ids);
-        zero outside the frame range.
+        zero outside the frame range. A 4D stack's: ``(A0, A1, Y, X)``, zero in planes not tracked.
     seeds
-        ``{label: [its prompted frames]}``.
+        ``{label: [its prompted frames]}``; a 4D stack's: the frames (along the followed axis) it was
+        prompted on in any plane.
     stops
         ``{(label, "forward" | "backward"): frame}``: where ``stop_after_absent`` stopped an object
-        (the first frame it was left out of).
+        (the first frame it was left out of). Empty for a 4D stack: its planes' are in
+        ``plane_results``.
     frames_tracked
-        Frame visits (both directions; the start frame counts twice).
+        Frame visits (both directions; the start frame counts twice); a 4D stack's: all planes'.
+    planes
+        A 4D stack's tracked planes (indices along the axis not followed), in order; empty for a
+        3D stack.
+    plane_results
+        A 4D stack's ``{plane: its MemoryPropagationResult}``: the plane's ``(F, Y, X)`` labels (a view
+        of ``labels``), seeds, stops and frame visits; empty for a 3D stack.
     """
 
     labels: np.ndarray
     seeds: dict[int, list[int]]
     stops: dict[tuple[int, str], int] = field(default_factory=dict)
     frames_tracked: int = 0
+    planes: list[int] = field(default_factory=list)
+    plane_results: dict[int, MemoryPropagationResult] = field(default_factory=dict)
 
 
 def _canvas_xy(xy: np.ndarray, frame_shape: tuple[int, int], size: int) -> torch.Tensor:
@@ -151,15 +178,19 @@ def iter_propagate_memory(
     stop_after_absent: int | None = None,
     memory_dtype: str = "bfloat16",
     seeds: dict[int, list[int]] | None = None,
+    out: np.ndarray | None = None,
 ) -> Generator[tuple[int, int], None, MemoryPropagationResult]:
     """Track ``prompts`` (canvas coordinates, ``obj_id`` = label) through ``frames``: a step generator
     yielding ``(done, total)`` frames, returning the :class:`MemoryPropagationResult`.
+
+    ``out``: a ``(Z, Y, X)`` uint32 array of the frames' shape (a view of a 4D result's plane, say) to
+    write the labels into (frames outside ``z_range`` keep what it holds); default a new zero one.
 
     Raises
     ------
     ValueError
         No prompts; a prompt outside ``z_range`` (named ``range_name``); a bad ``stop_after_absent``
-        or ``memory_dtype``.
+        or ``memory_dtype``; an ``out`` of another shape or dtype.
     MissingSliceError
         A prompt on a frame without features (a store read without its image).
     """
@@ -194,7 +225,9 @@ def iter_propagate_memory(
         output_size=(height, width),
         memory_dtype=_MEMORY_DTYPES[memory_dtype],
     )
-    labels = np.zeros(frames.shape, dtype=np.uint32)
+    if out is not None and (out.shape != frames.shape or out.dtype != np.uint32):
+        raise ValueError(f"out must be uint32 {frames.shape}, got {out.dtype} {out.shape}")
+    labels = np.zeros(frames.shape, dtype=np.uint32) if out is None else out
     start = min(p.frame for p in prompts)
     passes = [(False, hi - 1 - start)] + ([(True, start - lo)] if start > lo else [])
     total = sum(span + 1 for _, span in passes)
@@ -276,6 +309,7 @@ def propagate_memory(
     seed_slices: Sequence[int] | None = None,
     z_range: tuple[int, int] | None = None,
     t_range: tuple[int, int] | None = None,
+    axis: int = 0,
     stop_after_absent: int | None = None,
     memory_dtype: str = "bfloat16",
     model: Any = "sam2.1_hiera_tiny",
@@ -299,17 +333,32 @@ def propagate_memory(
     volume
         ``(Z, Y, X[, C])`` stack (numpy, dask or zarr; any dtype); frames are encoded when first
         visited (through ``cache=`` when given). None with ``frames=`` a store-only
-        :class:`Sam2Frames` (prompts must then lie on stored frames).
+        :class:`Sam2Frames` (prompts must then lie on stored frames). Or a 4D stack
+        ``(A0, A1, Y, X[, C])`` — ``(T, Z, Y, X)`` say — followed along ``axis``: a 4D array is one
+        unless it holds channels as a 3D stack's (``channel_axis=`` given, a last axis of at most 4,
+        or ``channel=`` with a last axis that may hold channels); a 5D array is one with channels last.
+        It is read plane by plane, lazily (dask and zarr stay lazy).
     labels_or_prompts
         ``(Z, Y, X)`` integer seed labels (each label an object, prompted with its mask on every frame
         that holds it, or on ``seed_slices``), or a mapping / :class:`Prompts` of prompts with z; the
         prompts may also come as ``points=`` / ``point_labels=`` / ``boxes=`` (as in
         :func:`napari_sam.segment`: ``(N, 3)`` ``(z, row, col)``, ``(M, 6)`` boxes on one frame).
+        For a 4D stack: ``(A0, A1, Y, X)`` seed labels (zero where there are none), or ``(N, 4)``
+        points ``(a0, a1, row, col)`` and ``(M, 8)`` half-open boxes ``(min_a0, min_a1, min_row,
+        min_col, max_a0, max_a1, max_row, max_col)`` on one frame of one plane (``max_a0 = min_a0 +
+        1``, ``max_a1 = min_a1 + 1``); objects are numbered over all planes as
+        :func:`napari_sam.segment` numbers them, and seed labels keep their ids in every plane.
     seed_slices
-        With seed labels: only these frames seed objects.
+        With seed labels: only these frames seed objects (frames along ``axis`` for a 4D stack, in
+        every plane).
     z_range, t_range
         ``(start, stop)`` half-open frames to track within (one of them; ``t_range`` for time
-        series); default all.
+        series); default all. For a 4D stack, frames along ``axis``.
+    axis
+        The axis objects are followed along: 0 (or -3) for a 3D stack; 0 or 1 (or -4 / -3) for a 4D
+        stack ``(A0, A1, Y, X)``, whose other leading axis indexes *planes*. Each plane that holds
+        prompts or seed labels is tracked on its own as its ``(F, Y, X[, C])`` sequence; the others
+        stay 0. ``axis=0`` on ``(T, Z, Y, X)`` follows every z plane through time.
     stop_after_absent
         Leave an object out once its object score has been ``<= 0`` for this many frames in a row
         (per direction); None: never.
@@ -318,43 +367,66 @@ def propagate_memory(
     model, device
         A SAM 2 name (``"sam2.1_hiera_tiny"`` …), weights path or :class:`Sam2`, and its device.
     frames
-        Precomputed :class:`Sam2Frames` (its model is used).
+        Precomputed :class:`Sam2Frames` (its model is used); a 3D stack only.
     cache, overwrite, cache_dtype
-        The zarr frame store (:func:`~napari_sam.engine.embed.sam2_frames.open_frames`).
+        The zarr frame store (:func:`~napari_sam.engine.embed.sam2_frames.open_frames`). For a 4D
+        stack, a folder holding one frame store per tracked plane: ``<cache>/axis<axis>-plane<p>``
+        (plane ``p`` of the stack followed along ``axis``), each made, checked and resumed on its own.
     normalize, percentiles, contrast_limits, channel, channel_axis
-        Intensity preprocessing, as in :func:`napari_sam.segment`.
+        Intensity preprocessing, as in :func:`napari_sam.segment` (a 4D stack's channels are last).
     progress, cancel
-        See :mod:`napari_sam.engine.steps`.
+        See :mod:`napari_sam.engine.steps`; a 4D stack counts the frames of all its tracked planes.
 
     Returns
     -------
     MemoryPropagationResult
-        ``labels`` ``(Z, Y, X)`` uint32 and the seeds.
+        ``labels`` ``(Z, Y, X)`` uint32 and the seeds; for a 4D stack ``(A0, A1, Y, X)`` uint32, the
+        tracked ``planes`` and each one's result (``plane_results``).
 
     Raises
     ------
     ValueError
         A 2D image, ranges outside the stack, prompts outside the range, both ``z_range`` and
-        ``t_range``, a SAM 1 model.
+        ``t_range``, a SAM 1 model, an ``axis`` that does not fit the stack, 4D prompts with other
+        than 4 / 8 coordinates or outside the stack, ``frames=`` with a 4D stack.
     CacheMismatchError
-        ``cache`` is a SAM 1 embedding cache, or a frame store of another model or stack.
-    """
-    from ..loading import load_any_model
+        ``cache`` is a SAM 1 embedding cache, or a frame store of another model or stack (for a 4D
+        stack: ``cache`` itself a store).
 
+    Examples
+    --------
+    A 3D segmentation at time point 0 of a ``(T, Z, Y, X)`` series, followed through time in every z
+    plane (the ids kept):
+
+    >>> seeds = np.zeros(series.shape, np.uint32)  # doctest: +SKIP
+    >>> seeds[0] = labels_t0  # doctest: +SKIP
+    >>> result = propagate_memory(series, seeds, axis=0, model="sam2.1_hiera_tiny")  # doctest: +SKIP
+    """
     if z_range is not None and t_range is not None:
         raise ValueError("give z_range or t_range, not both")
     range_name = "t_range" if t_range is not None else "z_range"
-    if frames is None:
-        sam = load_any_model(model, device)
-        if not isinstance(sam, Sam2):
+    window_arg = t_range if t_range is not None else z_range
+    if volume is not None and is_plane_stack(volume, channel_axis, channel):
+        if frames is not None:
             raise ValueError(
-                f"model={getattr(sam, 'name', model)!r} is a SAM 1 model: memory propagation needs a SAM 2 "
-                "model; napari_sam.propagate() propagates SAM 1 models"
+                f"frames= (one Sam2Frames) does not apply to a 4D stack of shape {np.shape(volume)}: its "
+                "planes are tracked on their own, each with its frames; pass cache= a folder to keep them"
             )
+        axes = plane_axes(volume, axis, channel_axis, channel)
+        sam = _load_sam2(model, device)
+        pre = Preprocessor(normalize, percentiles, contrast_limits, channel)
+        opened = {"cache": cache, "overwrite": overwrite, "cache_dtype": cache_dtype, "preprocessor": pre}
+        given = (labels_or_prompts, points, point_labels, boxes, seed_slices)
+        tracking = {"stop_after_absent": stop_after_absent, "memory_dtype": memory_dtype}
+        planes = _iter_planes(volume, sam, axes, given, (window_arg, range_name), opened, tracking)
+        return run_steps(planes, progress=progress, cancel=cancel, what="propagation", unit="frame")
+    followed_axis(axis, np.shape(volume) if volume is not None else getattr(frames, "shape", ()), 3)
+    if frames is None:
+        sam = _load_sam2(model, device)
         pre = Preprocessor(normalize, percentiles, contrast_limits, channel)
         frames = open_frames(
             volume,
-            sam.eval(),
+            sam,
             cache=cache,
             overwrite=overwrite,
             cache_dtype=cache_dtype,
@@ -363,20 +435,123 @@ def propagate_memory(
         )
     elif not isinstance(frames, Sam2Frames):
         raise TypeError(f"frames must be Sam2Frames, got {type(frames).__name__}")
-    window = frame_range(t_range if t_range is not None else z_range, frames.n_frames, range_name)
+    window = frame_range(window_arg, frames.n_frames, range_name)
     tracker_prompts, seeds = _prompts_for(
         frames, labels_or_prompts, points, point_labels, boxes, seed_slices, window
     )
     steps = iter_propagate_memory(
         frames,
         tracker_prompts,
-        z_range=t_range if t_range is not None else z_range,
+        z_range=window_arg,
         range_name=range_name,
         stop_after_absent=stop_after_absent,
         memory_dtype=memory_dtype,
         seeds=seeds,
     )
     return run_steps(steps, progress=progress, cancel=cancel, what="propagation", unit="frame")
+
+
+def _load_sam2(model: Any, device: Any) -> Sam2:
+    """``model`` loaded on ``device``, in eval mode; a ValueError for a SAM 1 model."""
+    from ..loading import load_any_model
+
+    sam = load_any_model(model, device)
+    if not isinstance(sam, Sam2):
+        raise ValueError(
+            f"model={getattr(sam, 'name', model)!r} is a SAM 1 model: memory propagation needs a SAM 2 "
+            "model; napari_sam.propagate() propagates SAM 1 models"
+        )
+    return sam.eval()
+
+
+def _iter_planes(
+    volume: Any,
+    sam: Sam2,
+    axes: PlaneAxes,
+    given: tuple[Any, Any, Any, Any, Sequence[int] | None],
+    window_arg: tuple[tuple[int, int] | None, str],
+    opened: dict[str, Any],
+    tracking: dict[str, Any],
+) -> Generator[tuple[int, int], None, MemoryPropagationResult]:
+    """A 4D stack's planes tracked one after the other (see :func:`propagate_memory`): a step generator
+    over the frames of all of them, returning the 4D :class:`MemoryPropagationResult`. Every plane's
+    prompts, range and frame store are checked before any frame is tracked."""
+    z_range, range_name = window_arg
+    window = frame_range(z_range, axes.n_frames, range_name)
+    per_plane = _plane_prompts(axes, sam.image_size, *given, window)
+    if not hasattr(volume, "dtype") or not hasattr(volume, "__getitem__"):
+        volume = np.asarray(volume)
+    labels = np.zeros(axes.spatial, dtype=np.uint32)
+    steps = []
+    for plane, (prompts, seeds) in per_plane.items():
+        store = plane_store(opened["cache"], axes, plane)
+        frames = open_frames(
+            axes.view(volume, plane), sam, **{**opened, "cache": store}, channel_axis=axes.channel_axis
+        )
+        out = axes.labels_of(labels, plane)
+        steps.append(
+            iter_propagate_memory(
+                frames, prompts, z_range=z_range, range_name=range_name, seeds=seeds, out=out, **tracking
+            )
+        )
+    results = yield from chain_steps(steps)
+    by_plane = dict(zip(per_plane, results, strict=True))
+    union: dict[int, set[int]] = {}
+    for result in results:
+        for label, frames_of in result.seeds.items():
+            union.setdefault(label, set()).update(frames_of)
+    return MemoryPropagationResult(
+        labels,
+        {label: sorted(union[label]) for label in sorted(union)},
+        frames_tracked=sum(r.frames_tracked for r in results),
+        planes=list(by_plane),
+        plane_results=by_plane,
+    )
+
+
+def _plane_prompts(
+    axes: PlaneAxes,
+    image_size: int,
+    labels_or_prompts: Any,
+    points: Any,
+    point_labels: Any,
+    boxes: Any,
+    seed_slices: Sequence[int] | None,
+    window: tuple[int, int],
+) -> dict[int, tuple[list[Prompt], dict[int, list[int]] | None]]:
+    """``{plane: (its tracker prompts, its seeds or None: from the prompts)}`` of a 4D stack's prompts
+    or seed labels, planes in order (those without any left out)."""
+    given = prompt_arguments(labels_or_prompts, points, point_labels, boxes)
+    if given is not None:
+        if seed_slices is not None:
+            raise ValueError("seed_slices= applies to seed labels, not to prompts")
+        flat = object_prompts(flat_prompts(given, axes), axes.frame_shape, image_size)
+        return {p: (prompts, None) for p, prompts in split_by_plane(flat, axes.n_frames).items()}
+    if labels_or_prompts is None:
+        raise ValueError("memory propagation needs seed labels or prompts (points= / boxes=)")
+    labels = np.asarray(labels_or_prompts)
+    if labels.shape != axes.spatial or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"seed labels must be integer (A0, A1, Y, X) of the 4D stack's shape {axes.spatial}, got "
+            f"{labels.dtype} {labels.shape}"
+        )
+    if labels.min(initial=0) < 0:
+        raise ValueError("seed labels must not be negative")
+    if seed_slices is not None:
+        bad = [z for z in seed_slices if not 0 <= int(z) < axes.n_frames]
+        if bad:
+            raise ValueError(
+                f"seed_slices {bad} lie outside the {axes.n_frames} frames along axis={axes.axis}"
+            )
+    chosen = list(range(*window) if seed_slices is None else seed_slices)
+    out: dict[int, tuple[list[Prompt], dict[int, list[int]] | None]] = {}
+    for plane in range(axes.n_planes):
+        prompts, seeds = seed_label_prompts(axes.labels_of(labels, plane), chosen)
+        if prompts:
+            out[plane] = (prompts, seeds)
+    if not out:
+        raise ValueError("the seed labels hold no object (all zero on the seed frames)")
+    return out
 
 
 def _prompts_for(
@@ -419,12 +594,12 @@ def _prompts_for(
 
 
 #: segment()'s options that SAM 2 (memory propagation) takes, and the propagate_options keys it takes
-_SAM2_PROPAGATE_OPTIONS = ("z_range", "t_range", "stop_after_absent", "memory_dtype", "cache_dtype")
+_SAM2_PROPAGATE_OPTIONS = ("z_range", "t_range", "axis", "stop_after_absent", "memory_dtype", "cache_dtype")
 
 
 def segment_with_memory(
     image: Any,
-    prompts: Prompts,
+    prompts: Prompts | RawPrompts,
     sam: Any,
     frames: Any,
     embedding: dict[str, Any],
@@ -467,3 +642,54 @@ def segment_with_memory(
         **options,
     )
     return result.labels
+
+
+#: segment()'s options that a 4D stack does not take, at their defaults (it only follows prompts)
+_NOT_FOR_PLANES = {
+    "masks": None,
+    "point_objects": None,
+    "mode": "auto",
+    "propagate": True,
+    "multimask": "auto",
+    "batch_size": 32,
+}
+
+
+def segment_planes(image: Any, given: dict[str, Any]) -> np.ndarray:
+    """:func:`napari_sam.segment` on a 4D stack ``(A0, A1, Y, X[, C])`` (``given``: its arguments):
+    the prompted objects (``(N, 4)`` points, ``(M, 8)`` boxes) followed along
+    ``propagate_options["axis"]`` (default 0) by a SAM 2 model (:func:`propagate_memory`); returns
+    ``(A0, A1, Y, X)`` uint32 labels. Other modes are refused; with a SAM 1 model, the image is."""
+    from ..embed.layout import image_layout
+    from ..loading import is_sam2, load_any_model
+
+    model, embeddings = given["model"], given["embeddings"]
+    sam = getattr(embeddings, "model", None)
+    if sam is None and (
+        is_sam2(model) or (isinstance(model, (str, Path)) and Path(model).expanduser().is_file())
+    ):
+        sam = load_any_model(model, given["device"])  # a file: kept in memory, for a SAM 1 path too
+    if not isinstance(sam, Sam2):  # SAM 1 models take 2D images and 3D stacks: the layout says so
+        try:
+            image_layout(image, given["channel_axis"], channel=given["channel"])
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc}; a SAM 2 model (model='sam2.1_hiera_tiny' …) follows the objects of a 4D stack "
+                "(A0, A1, Y, X) along one axis (propagate_options={'axis': 0 or 1})"
+            ) from None
+    for name, default in _NOT_FOR_PLANES.items():
+        value = given[name]
+        if not (value is default or (type(value) is type(default) and value == default)):
+            raise ValueError(f"{name}= does not apply to a 4D stack: only its prompts are followed (SAM 2)")
+    if given["points"] is None and given["boxes"] is None:
+        raise ValueError(
+            f"a 4D stack of shape {np.shape(image)} needs prompts, points= (N, 4) or boxes= (M, 8), "
+            "followed through it by a SAM 2 model; automatic segmentation takes 2D images and 3D stacks"
+        )
+    check_dtype(image if hasattr(image, "dtype") else np.asarray(image))
+    names = ("normalize", "percentiles", "contrast_limits", "channel", "channel_axis", "tile", "object_size")
+    embedding = {name: given[name] for name in names}
+    storage = {"cache": given["cache"], "overwrite": given["overwrite"]}
+    prompts = {"points": given["points"], "point_labels": given["point_labels"], "boxes": given["boxes"]}
+    options = given["propagate_options"]
+    return segment_with_memory(image, prompts, sam, embeddings, embedding, storage, options)
