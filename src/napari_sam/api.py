@@ -31,6 +31,7 @@ from .engine.types import (
     Prompts,
     TiledEmbeddings,
 )
+from .engine.volume.memory_propagation import is_plane_stack, segment_planes
 
 __all__ = ["TrainResult", "segment", "segment_image", "train"]
 
@@ -68,8 +69,8 @@ def segment(
     Parameters
     ----------
     image
-        ``(Y, X[, C])`` image or ``(Z, Y, X[, C])`` stack: numpy, dask or zarr array, any integer or
-        float dtype.
+        ``(Y, X[, C])`` image or ``(Z, Y, X[, C])`` stack (a SAM 2 model: also ``(A0, A1, Y, X[, C])``, see
+        ``propagate_memory``'s ``axis``): numpy, dask or zarr array, any integer or float dtype.
     points
         ``(N, 2)`` ``(row, col)`` napari coordinates; for a stack ``(N, 3)`` ``(z, row, col)``, each
         point on its slice.
@@ -110,7 +111,7 @@ def segment(
         per-slice automatic objects across slices into 3D objects
         (:func:`napari_sam.engine.volume.linking.link_slices`); False keeps one label per slice object.
     propagate_options
-        Keywords for :func:`napari_sam.propagate` (``z_range``, ``iou_threshold``, ``prompt`` …).
+        Keywords for :func:`napari_sam.propagate` (``z_range``, ``iou_threshold``, ``prompt`` …; ``axis``).
     mode
         Without prompts only: ``"auto"`` (the instance decoder's AIS when the model carries one, else
         the prompt grid, AMG, with the model's preset), ``"ais"``, ``"apg"`` or ``"amg"`` — see
@@ -169,6 +170,8 @@ def segment(
     >>> labels = ns.segment(image, boxes=[[0, 55, 29, 95]], model="vit_b")  # doctest: +SKIP
     """
     with layout_warnings_once():  # one LayoutWarning per call, however often the layout is read
+        if is_plane_stack(image, channel_axis, channel):  # (A0, A1, Y, X[, C]): SAM 2 follows an axis
+            return segment_planes(image, locals())
         layout = image_layout(image, channel_axis, channel=channel)
         embedding: dict[str, Any] = {
             "normalize": normalize,

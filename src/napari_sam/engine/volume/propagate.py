@@ -134,6 +134,7 @@ def propagate(
     point_labels: Any = None,
     boxes: Any = None,
     z_range: tuple[int, int] | None = None,
+    axis: int = 0,
     prompt: str | Sequence[str] = ("box", "mask"),
     n_points: int = 1,
     box_margin: float = 0.0,
@@ -167,7 +168,8 @@ def propagate(
     volume
         ``(Z, Y, X[, C])`` stack (numpy, dask or zarr; any dtype), or its
         :class:`~napari_sam.engine.embed.embeddings.VolumeEmbeddings`. Slices are embedded when first
-        visited (through ``cache=`` when given).
+        visited (through ``cache=`` when given). With a SAM 2 model also a 4D stack
+        ``(A0, A1, Y, X[, C])``, followed along ``axis``.
     labels_or_prompts
         The seeds, one of:
 
@@ -187,6 +189,11 @@ def propagate(
         Labels of the objects to propagate (default: every object on the seed slices).
     z_range
         ``(start, stop)`` half-open slices to propagate within (default: the whole stack).
+    axis
+        SAM 2 models only: the axis objects are followed along, 0 or 1 for a 4D stack (its other
+        leading axis indexes planes tracked on their own; prompts ``(N, 4)`` / ``(M, 8)``); see
+        :func:`~napari_sam.engine.volume.memory_propagation.propagate_memory`. SAM 1 propagation
+        follows a stack's first axis only (``axis=0``).
     prompt
         What each step gives the decoder from the previous slice's result: any of ``"box"``,
         ``"points"``, ``"mask"`` (see :class:`PropagationOptions`).
@@ -273,6 +280,11 @@ def propagate(
         if sam2 is not None:  # SAM 2: memory propagation (its own frame store; SAM 1 options refused)
             return _propagate_with_memory(
                 sam2, volume, labels_or_prompts, locals(), progress, cancel, embedding_options
+            )
+        if isinstance(axis, bool) or axis != 0:
+            raise ValueError(
+                f"axis={axis!r}: SAM 1 propagation follows a stack's first axis only (axis=0); following "
+                "an axis of a 4D stack (A0, A1, Y, X) takes a SAM 2 model (model='sam2.1_hiera_tiny' …)"
             )
         options = PropagationOptions(
             prompt=prompt,
@@ -380,6 +392,7 @@ def _propagate_with_memory(
         boxes=given["boxes"],
         seed_slices=given["seed_slices"],
         z_range=given["z_range"],
+        axis=given["axis"],
         model=sam2,
         progress=progress,
         cancel=cancel,
