@@ -157,9 +157,12 @@ VIDEO_CASES["absent"] = VIDEO_CASES["frame2"]
 # the reference (official sam2)
 
 
-def reference_model(config: dict[str, Any], *, video: bool = True) -> torch.nn.Module:
+def reference_model(
+    config: dict[str, Any], *, video: bool = True, correct_as_cond: bool = False
+) -> torch.nn.Module:
     """The official model for ``config`` (``Sam2Config`` fields over the sam2.1 defaults), built from
-    its classes as the sam2.1 yaml files compose them, with the official builders' overrides."""
+    its classes as the sam2.1 yaml files compose them, with the official builders' overrides;
+    ``correct_as_cond``: the video predictor's ``add_all_frames_to_correct_as_cond``."""
     from sam2.modeling.backbones.hieradet import Hiera
     from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
     from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
@@ -268,7 +271,12 @@ def reference_model(config: dict[str, Any], *, video: bool = True) -> torch.nn.M
     }
     if video:
         # the video builder's overrides; fill_hole_area needs sam2's CUDA extension (skipped on CPU)
-        model = SAM2VideoPredictor(binarize_mask_from_pts_for_mem_enc=True, fill_hole_area=0, **kwargs)
+        model = SAM2VideoPredictor(
+            binarize_mask_from_pts_for_mem_enc=True,
+            fill_hole_area=0,
+            add_all_frames_to_correct_as_cond=correct_as_cond,
+            **kwargs,
+        )
         _float_memory(model)
     else:
         from sam2.modeling.sam2_base import SAM2Base
@@ -301,9 +309,13 @@ def key_listing(model: torch.nn.Module) -> dict[str, list]:
 
 
 def seeded_reference(
-    config: dict[str, Any], seed: int, obj_score_bias: float = OBJ_SCORE_BIAS
+    config: dict[str, Any],
+    seed: int,
+    obj_score_bias: float = OBJ_SCORE_BIAS,
+    *,
+    correct_as_cond: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, list]]:
-    model = reference_model(config)
+    model = reference_model(config, correct_as_cond=correct_as_cond)
     keys = key_listing(model)
     model.load_state_dict(seeded_state_dict(keys, seed, obj_score_bias), strict=True)
     return model.eval(), keys
@@ -429,6 +441,61 @@ def video_case(model: torch.nn.Module, frames: torch.Tensor, case: str) -> tuple
     return arrays, meta
 
 
+#: Correction clicks on tracked frames (``video_correct``): after both passes from the prompts of
+#: frame 2, object 1 is corrected on frame 4 (reached going forwards) with a positive and a negative
+#: click, object 2 on frame 0 (reached in reverse) with one click; then both passes run again. The
+#: predictor keeps corrected frames as conditioning frames (``add_all_frames_to_correct_as_cond``),
+#: so that a correction lasts through the next propagation.
+CORRECTION_CASE: dict[str, Any] = {
+    "prompts": {"1": [[2, "points", [[14.0, 10.0]], [1]]], "2": [[2, "box", [6.0, 4.0, 22.0, 18.0]]]},
+    "corrections": [[1, 4, [[16.0, 12.0], [10.0, 8.0]], [1, 0]], [2, 0, [[13.0, 9.0]], [1]]],
+}
+
+
+def _yields(model: torch.nn.Module, state: dict, arrays: dict[str, np.ndarray], prefix: str) -> list[dict]:
+    """Both passes of ``propagate_in_video``: each yield's video masks, low-res logits and scores."""
+    yields = []
+    for reverse in (False, True):
+        for frame, obj_ids, masks in model.propagate_in_video(state, reverse=reverse):
+            tag = f"{prefix}{len(yields)}"
+            arrays[f"{tag}/video_masks"] = _np(masks)
+            low, scores = [], []
+            for obj_idx in range(len(obj_ids)):
+                outputs = state["output_dict_per_obj"][obj_idx]
+                out = outputs["cond_frame_outputs"].get(frame) or outputs["non_cond_frame_outputs"][frame]
+                low.append(out["pred_masks"])
+                scores.append(out["object_score_logits"])
+            arrays[f"{tag}/low_res_masks"] = _np(torch.cat(low))
+            arrays[f"{tag}/object_score_logits"] = _np(torch.cat(scores))
+            yields.append({"frame": int(frame), "reverse": reverse, "obj_ids": [int(i) for i in obj_ids]})
+    return yields
+
+
+def correction_case(model: torch.nn.Module, frames: torch.Tensor) -> tuple[dict[str, np.ndarray], dict]:
+    """:data:`CORRECTION_CASE` on the official predictor (built with ``correct_as_cond=True``)."""
+    import sam2.sam2_video_predictor as vp
+
+    height, width = VIDEO_SIZE
+    vp.load_video_frames = lambda **kwargs: (frames.clone(), height, width)
+    state = model.init_state(video_path="frames-in-memory")
+    arrays: dict[str, np.ndarray] = {}
+    model.add_new_points_or_box(state, frame_idx=2, obj_id=1, points=[[14.0, 10.0]], labels=[1])
+    model.add_new_points_or_box(state, frame_idx=2, obj_id=2, box=[6.0, 4.0, 22.0, 18.0])
+    first = _yields(model, state, arrays, "first_")
+    for index, (obj_id, frame, points, labels) in enumerate(CORRECTION_CASE["corrections"]):
+        _, _, masks = model.add_new_points_or_box(
+            state, frame_idx=frame, obj_id=obj_id, points=points, labels=labels
+        )
+        obj_idx = state["obj_id_to_idx"][obj_id]
+        out = state["temp_output_dict_per_obj"][obj_idx]["cond_frame_outputs"][frame]
+        arrays[f"correction_{index}/video_masks"] = _np(masks)
+        arrays[f"correction_{index}/low_res_masks"] = _np(out["pred_masks"])
+        arrays[f"correction_{index}/object_score_logits"] = _np(out["object_score_logits"])
+    second = _yields(model, state, arrays, "second_")
+    meta = {**CORRECTION_CASE, "first": first, "second": second, "video_size": list(VIDEO_SIZE)}
+    return arrays, meta
+
+
 def official_keys(size: str) -> dict[str, list]:
     """Keys and shapes of an official sam2.1 size, built from its yaml file."""
     import sam2  # noqa: F401  (registers the config module with hydra)
@@ -443,8 +510,19 @@ def official_keys(size: str) -> dict[str, list]:
 
 
 def main() -> None:
+    import sys
+
     OUT.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    if sys.argv[1:] == ["--correct-only"]:  # add the correction case without rewriting the others
+        with torch.no_grad():
+            frames = make_frames(NUM_FRAMES, TINY["image_size"], SEED)
+            model, _ = seeded_reference(TINY, SEED, OBJ_SCORE_BIAS, correct_as_cond=True)
+            arrays, meta = correction_case(model, frames)
+        meta["obj_score_bias"] = OBJ_SCORE_BIAS
+        np.savez(OUT / "video_correct.npz", **arrays)
+        (OUT / "video_correct.json").write_text(json.dumps(meta, indent=1))
+        return
     with torch.no_grad():
         model, keys = seeded_reference(TINY, SEED)
         (OUT / "tiny_keys.json").write_text(json.dumps({"config": TINY, "seed": SEED, "keys": keys}))
@@ -457,6 +535,11 @@ def main() -> None:
             meta["obj_score_bias"] = CASE_BIAS[case]
             np.savez(OUT / f"video_{case}.npz", **arrays)
             (OUT / f"video_{case}.json").write_text(json.dumps(meta, indent=1))
+        model, _ = seeded_reference(TINY, SEED, OBJ_SCORE_BIAS, correct_as_cond=True)
+        arrays, meta = correction_case(model, frames)
+        meta["obj_score_bias"] = OBJ_SCORE_BIAS
+        np.savez(OUT / "video_correct.npz", **arrays)
+        (OUT / "video_correct.json").write_text(json.dumps(meta, indent=1))
     for size in OFFICIAL_SIZES:
         (OUT / f"keys_{size}.json").write_text(json.dumps(official_keys(size)))
     for path in sorted(OUT.iterdir()):

@@ -101,6 +101,87 @@ def test_tracking_matches_video_predictor(frame_features, name, cached):
         assert bool((every > 0).any())
 
 
+def _video_points(points: list, video_size: list, size: int) -> torch.Tensor:
+    height, width = video_size
+    return torch.tensor(points, dtype=torch.float32) / torch.tensor([width, height]) * size
+
+
+def _check_yields(results: list, yields: list, arrays: dict, prefix: str) -> None:
+    assert [(r.frame, r.reverse) for r in results] == [(y["frame"], y["reverse"]) for y in yields]
+    for i, (result, expected) in enumerate(zip(results, yields, strict=True)):
+        assert list(result.obj_ids) == expected["obj_ids"]
+        what = f"{prefix}{i} (frame {result.frame}{', reverse' if result.reverse else ''})"
+        close(result.low_res_masks, arrays[f"{prefix}{i}/low_res_masks"], f"{what} low-res", TOL)
+        close(result.masks, arrays[f"{prefix}{i}/video_masks"], f"{what} video-size", TOL)
+        close(result.object_score_logits, arrays[f"{prefix}{i}/object_score_logits"], f"{what} scores", TOL)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_corrections_on_tracked_frames_match_video_predictor(frame_features, keep):
+    """Both passes, then clicks on a frame reached forwards (object 1) and one reached in reverse
+    (object 2), then both passes again: as the official predictor with corrected frames kept as
+    conditioning frames (``video_correct``)."""
+    case = json.loads((FIXTURES / "video_correct.json").read_text())
+    arrays = dict(np.load(FIXTURES / "video_correct.npz"))
+    model = seeded_model(case["obj_score_bias"])
+    size, video_size = model.image_size, case["video_size"]
+    tracker = Sam2Tracker(
+        model, lambda i: frame_features[i], 6, output_size=tuple(video_size), keep_memories=keep
+    )
+    box = _video_points([[6.0, 4.0], [22.0, 18.0]], video_size, size).reshape(4)
+    with torch.no_grad():
+        tracker.add_prompt(
+            Prompt(1, 2, points=_video_points([[14.0, 10.0]], video_size, size), labels=torch.tensor([1]))
+        )
+        tracker.add_prompt(Prompt(2, 2, box=box))
+        first = [r for reverse in (False, True) for r in tracker.propagate(reverse=reverse)]
+        _check_yields(first, case["first"], arrays, "first_")
+        before = {r.frame: r for r in first}
+        for i, (obj_id, frame, points, labels) in enumerate(case["corrections"]):
+            result = tracker.add_prompt(
+                Prompt(
+                    obj_id, frame, points=_video_points(points, video_size, size), labels=torch.tensor(labels)
+                )
+            )
+            row = tracker.obj_ids.index(obj_id)
+            expected = arrays[f"correction_{i}/low_res_masks"]
+            close(result.low_res_masks[row : row + 1], expected, f"correction {i} low-res", TOL)
+            close(
+                result.masks[row : row + 1],
+                arrays[f"correction_{i}/video_masks"][row : row + 1],
+                "video",
+                TOL,
+            )
+            # the correction changed the tracked mask (else this test would prove nothing)
+            assert float((result.low_res_masks[row] - before[frame].low_res_masks[row]).abs().max()) > 0.1
+        second = [r for reverse in (False, True) for r in tracker.propagate(reverse=reverse)]
+    _check_yields(second, case["second"], arrays, "second_")
+
+
+def test_a_correction_needing_released_memories_is_refused():
+    """Far from where passes start, the memories a correction needs are released (bounded memory):
+    a clear error, and with keep_memories=True the correction runs."""
+    config = tiny_test_config(num_maskmem=3, max_obj_ptrs_in_encoder=4)
+    torch.manual_seed(0)
+    model = Sam2(config).eval()
+    images = torch.rand(20, 3, 128, 128)
+    with torch.no_grad():
+        feats = [model.forward_image(images[i : i + 1]) for i in range(20)]
+    click = Prompt(1, 0, points=torch.tensor([[64.0, 64.0]]), labels=torch.tensor([1]))
+    fix = Prompt(1, 10, points=torch.tensor([[60.0, 60.0]]), labels=torch.tensor([0]))
+    for keep in (False, True):
+        tracker = Sam2Tracker(model, lambda i: feats[i], 20, keep_memories=keep)
+        with torch.no_grad():
+            tracker.add_prompt(click)
+            list(tracker.propagate())
+            if not keep:
+                with pytest.raises(RuntimeError, match="keep_memories=True"):
+                    tracker.add_prompt(fix)
+            else:
+                assert tracker.add_prompt(fix).frame == 10
+                assert [r.frame for r in tracker.propagate()][:2] == [0, 1]
+
+
 def test_track_collects_the_reverse_pass_last(frame_features):
     case = json.loads((FIXTURES / "video_frame2.json").read_text())
     model = seeded_model(case["obj_score_bias"])
@@ -180,5 +261,6 @@ def test_prompt_errors():
     with torch.no_grad():
         tracker.add_prompt(Prompt(1, 1, box=torch.tensor([1.0, 1.0, 90.0, 90.0])))
         list(tracker.propagate())
-        with pytest.raises(NotImplementedError, match="correction"):
-            tracker.add_prompt(Prompt(1, 2, points=torch.zeros(1, 2), labels=torch.ones(1)))
+        # a prompt on a tracked frame is a correction (decoded with memory), not an error
+        corrected = tracker.add_prompt(Prompt(1, 2, points=torch.zeros(1, 2), labels=torch.ones(1)))
+        assert corrected.frame == 2 and not corrected.reverse

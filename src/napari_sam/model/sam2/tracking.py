@@ -12,27 +12,32 @@ number of objects, with the same results:
   up to ``max_obj_ptrs_in_encoder`` object pointers (:mod:`.memory_bank`);
 - memories are kept in bfloat16 like the official predictor keeps them (``memory_dtype``);
 - optionally, each memory's projected, rotated attention keys are computed once and kept while the
-  frames being tracked attend to it (``cache_memory_keys``; :func:`.memory_bank.memory_keys`).
+  frames being tracked attend to it (``cache_memory_keys``; :func:`.memory_bank.memory_keys`);
+- a prompt on a frame already tracked is a *correction*: the frame is decoded again with its memory
+  of the other frames, the new points and its tracked mask (as the official predictor does), and
+  becomes a conditioning frame, so that the correction lasts through the next propagation (the
+  official predictor's ``add_all_frames_to_correct_as_cond=True``; its default keeps corrected frames
+  out of the conditioning frames, and the next propagation then overwrites them).
 
 Objects whose memory plans agree on a frame (the usual case: prompted on the same frames) run as one
 batch. Only what later frames can still use is kept: the conditioning frames' memories, and the
 non-conditioning ones within reach of the current frame or of where a pass starts (for the pass in
 the other direction), so a long stack streams in bounded memory.
 
-Not supported (yet): correction prompts on frames already tracked, ``fill_hole_area`` (the official
-predictor fills small holes with a CUDA extension and skips it without one), non-overlap constraints.
+Not supported (yet): ``fill_hole_area`` (the official predictor fills small holes with a CUDA extension
+and skips it without one), non-overlap constraints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from .memory_bank import FrameMemory, MemoryPlan, assemble_memory, memory_keys, plan_memory
-from .sam2 import NO_OBJ_SCORE, FrameFeatures, Sam2
+from .sam2 import NO_OBJ_SCORE, FrameFeatures, HeadsOutput, Sam2
 
 #: Gives the features of frame ``i`` (batch size 1), e.g. ``lambda i: model.forward_image(frames[i:i+1])``.
 FeatureSource = Callable[[int], FrameFeatures]
@@ -105,8 +110,11 @@ class _Object:
     cond_masks: dict[int, torch.Tensor] = field(default_factory=dict)
     #: tracked frames' memories, pruned to what can still be used
     non_cond: dict[int, FrameMemory] = field(default_factory=dict)
-    #: frames that have been output in a propagation
-    tracked: set[int] = field(default_factory=set)
+    #: tracked frames' low-res masks ``(1, 1, s, s)``, kept as long as their memory features (a
+    #: correction on the frame starts from it)
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: frames that have been output in a propagation → whether the last visit went in reverse
+    tracked: dict[int, bool] = field(default_factory=dict)
 
 
 class Sam2Tracker:
@@ -132,6 +140,12 @@ class Sam2Tracker:
         16 MB at 1024², for the ``num_maskmem`` memories in use), instead of projecting and rotating
         every memory again for each frame. Off by default: with the rotation a single complex product,
         recomputing them is ~1 % of a tracked frame and no gain was measurable on CPU.
+    keep_memories
+        Keep every tracked frame's memory and mask (as the official predictor keeps them; memory then
+        grows with the frames tracked) instead of only what the next frames can use. Needed to
+        correct a frame whose neighbours' memories were released (far from where passes start); a
+        correction that needs them otherwise raises an error. An attribute: it may be switched
+        between passes.
 
     Examples
     --------
@@ -159,6 +173,7 @@ class Sam2Tracker:
         output_size: tuple[int, int] | None = None,
         memory_dtype: torch.dtype = torch.bfloat16,
         cache_memory_keys: bool = False,
+        keep_memories: bool = False,
     ) -> None:
         if num_frames < 1:
             raise ValueError(f"num_frames must be positive, got {num_frames}")
@@ -167,6 +182,7 @@ class Sam2Tracker:
         self.output_size = output_size or (model.image_size, model.image_size)
         self.memory_dtype = memory_dtype
         self.cache_memory_keys = cache_memory_keys
+        self.keep_memories = keep_memories
         self._source = features
         self._cached: tuple[int, FrameFeatures] | None = None
         self._objects: dict[int, _Object] = {}
@@ -196,26 +212,34 @@ class Sam2Tracker:
     # prompts
 
     def add_prompt(self, prompt: Prompt) -> TrackedFrame:
-        """Decode ``prompt`` on its frame (no memory) and make the frame a conditioning frame.
+        """Decode ``prompt`` on its frame and make the frame a conditioning frame.
 
-        A second prompt for the same object and frame before propagation replaces the first (points
-        are decoded together with the previous mask logits, as the official predictor does).
+        On a frame the object has not been tracked on, the prompt is decoded without memory. On a
+        tracked frame, points or a box *correct* it: they are decoded with the frame's memory of the
+        other frames and its tracked mask logits as the mask prompt (a mask replaces the frame's
+        output as on any frame). A second prompt for the same object and frame before propagation
+        replaces the first (points are decoded together with the previous mask logits, as the
+        official predictor does).
 
         Returns
         -------
         TrackedFrame
-            Every object's masks on the prompt's frame: prompted ones, NO_OBJ_SCORE for the others.
+            Every object's masks on the prompt's frame: prompted ones, the tracked masks of other
+            objects where they are kept, NO_OBJ_SCORE for the rest.
+
+        Raises
+        ------
+        RuntimeError
+            A correction needs memories or masks that were released to bound memory (create the
+            tracker with ``keep_memories=True``).
         """
         obj = self._objects.setdefault(prompt.obj_id, _Object(prompt.obj_id))
         frame = prompt.frame
-        if frame in obj.tracked:
-            raise NotImplementedError(
-                f"frame {frame} of object {prompt.obj_id} has been tracked already; correction prompts on "
-                "tracked frames are not supported: prompt untracked frames before propagating"
-            )
         features = self._features(frame)
         model = self.model
-        if prompt.mask is not None:
+        if frame in obj.tracked and prompt.mask is None:
+            out = self._correct(obj, prompt, features)
+        elif prompt.mask is not None:
             if prompt.points is not None or prompt.box is not None:
                 raise ValueError("give a mask alone, or points / a box, not both")
             mask = self._canvas_mask(prompt.mask)
@@ -238,11 +262,68 @@ class Sam2Tracker:
         obj.cond_masks[frame] = out.low_res_masks
         if (prompt.obj_id, frame) not in self._pending:
             self._pending.append((prompt.obj_id, frame))
-        rows = [
-            (o.cond_masks[frame], o.cond[frame].object_score_logits) if frame in o.cond_masks else None
-            for o in self._objects.values()
-        ]
-        return self._frame_result(frame, rows, reverse=False)
+        rows: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for o in self._objects.values():
+            if frame in o.cond_masks:
+                rows.append((o.cond_masks[frame], o.cond[frame].object_score_logits))
+            elif frame in o.outputs and frame in o.non_cond:
+                rows.append((o.outputs[frame], o.non_cond[frame].object_score_logits))
+            else:
+                rows.append(None)
+        return self._frame_result(frame, rows, reverse=obj.tracked.get(frame, False))
+
+    def _correct(self, obj: _Object, prompt: Prompt, features: FrameFeatures) -> HeadsOutput:
+        """Decode points / a box on a frame ``obj`` was tracked on: with the frame's memory of the
+        other frames (as when it was tracked, in the same direction) and its last mask as the mask
+        prompt (the official predictor's correction clicks)."""
+        model, frame = self.model, prompt.frame
+        reverse = obj.tracked[frame]
+        previous = obj.cond_masks.get(frame, obj.outputs.get(frame))
+        if previous is None:
+            raise RuntimeError(
+                f"the tracked mask of object {obj.obj_id} on frame {frame} was released to bound memory: "
+                "create the Sam2Tracker with keep_memories=True to correct frames after passes go on"
+            )
+        encoded = [t for t, entry in obj.cond.items() if entry.maskmem_features is not None]
+        kept = {t for t, entry in obj.non_cond.items() if entry.maskmem_features is not None}
+        tracked = {t for t in obj.tracked if t not in encoded}
+
+        def plan_with(remembered: set[int], pointers: Container[int]) -> MemoryPlan:
+            config = model.config
+            return plan_memory(
+                frame,
+                cond_frames=encoded,
+                remembered=remembered,
+                pointer_frames=pointers,
+                num_frames=self.num_frames,
+                reverse=reverse,
+                num_maskmem=config.num_maskmem,
+                max_obj_ptrs=config.max_obj_ptrs_in_encoder,
+                max_cond=config.max_cond_frames_in_attn,
+                stride=config.memory_temporal_stride_for_eval,
+            )
+
+        plan = plan_with(kept, obj.non_cond)
+        if plan != plan_with(tracked, tracked):  # the official predictor would see released frames
+            raise RuntimeError(
+                f"correcting frame {frame} of object {obj.obj_id} needs memories of frames near it that "
+                "were released to bound memory: create the Sam2Tracker with keep_memories=True"
+            )
+        if self._maskmem_pos is None:
+            raise RuntimeError("no memory was encoded: a tracked frame without memories")
+        memory, memory_pos, num_ptr = assemble_memory(
+            model, plan, [obj.cond], [obj.non_cond], self._maskmem_pos
+        )
+        conditioned = model.condition_on_memory(features, memory, memory_pos, num_obj_ptr_tokens=num_ptr)
+        coords, labels = self._point_inputs(prompt)
+        return model.forward_sam_heads(
+            conditioned,
+            features.high_res,
+            point_coords=coords,
+            point_labels=labels,
+            mask_inputs=previous.clamp(-32.0, 32.0),
+            multimask_output=model.use_multimask(is_init_cond_frame=False, num_points=int(labels.shape[1])),
+        )
 
     def _point_inputs(self, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
         """``(1, N, 2)`` float coordinates and ``(1, N)`` int32 labels, box corners first."""
@@ -292,6 +373,7 @@ class Sam2Tracker:
             entry.maskmem_features = memory.to(self.memory_dtype)
             self._maskmem_pos = pos[:1]
             obj.non_cond.pop(frame, None)
+            obj.outputs.pop(frame, None)
         self._pending.clear()
 
     # ------------------------------------------------------------------------------------------------
@@ -392,9 +474,10 @@ class Sam2Tracker:
                 objects[index].non_cond[frame] = FrameMemory(
                     maskmem[row : row + 1], out.obj_ptr[row : row + 1], score
                 )
+                objects[index].outputs[frame] = out.low_res_masks[row : row + 1]
                 rows[index] = (out.low_res_masks[row : row + 1], score)
         for obj, in_use in zip(objects, used, strict=True):
-            obj.tracked.add(frame)
+            obj.tracked[frame] = reverse
             # keys are kept for the memories this frame attended to (the next frame's, but one)
             for is_cond, entries in ((True, obj.cond), (False, obj.non_cond)):
                 for t, entry in entries.items():
@@ -403,7 +486,10 @@ class Sam2Tracker:
         return self._frame_result(frame, rows, reverse=reverse)
 
     def _prune(self, frame: int, reverse: bool) -> None:
-        """Release the memories no later frame of this pass, nor a pass from an anchor, can use."""
+        """Release the memories no later frame of this pass, nor a pass from an anchor, can use
+        (nothing with ``keep_memories``)."""
+        if self.keep_memories:
+            return
         step = 1 if reverse else -1  # towards the frames behind
 
         def needed(t: int, reach: int) -> bool:
@@ -416,6 +502,7 @@ class Sam2Tracker:
                 if entry.maskmem_features is not None and not needed(t, self._mem_reach):
                     entry.maskmem_features = None
                     entry.keys = None
+                    obj.outputs.pop(t, None)
                 if entry.maskmem_features is None and not needed(t, self._ptr_reach):
                     del obj.non_cond[t]
 
