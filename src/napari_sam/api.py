@@ -31,7 +31,7 @@ from .engine.types import (
     Prompts,
     TiledEmbeddings,
 )
-from .engine.volume.memory_propagation import is_plane_stack, segment_planes
+from .engine.volume.memory_segment import is_plane_stack, segment_planes
 
 __all__ = ["TrainResult", "segment", "segment_image", "train"]
 
@@ -236,7 +236,7 @@ def segment(
             _refuse_ignored("a stack with propagate=True", mode_options)
             sam = _model_for(embeddings, model, device, allow_sam2=True)
             if is_sam2(sam):  # SAM 2: memory propagation (the SAM 1 path is unchanged)
-                from .engine.volume.memory_propagation import segment_with_memory as memory
+                from .engine.volume.memory_segment import segment_with_memory as memory
 
                 return memory(image, prompts, sam, embeddings, embedding, storage, propagate_options)
             embedding.update(storage)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,9 +39,9 @@ from ..decode.coords import boxes_rc_to_xyxy, points_rc_to_xy, scale_xy
 from ..decode.objects import plan_objects, stack_object_ids
 from ..embed.sam2_frames import Sam2Frames, open_frames
 from ..preprocess import DEFAULT_PERCENTILES, NormalizeMode, Preprocessor
-from ..preprocess import _check_dtype as check_dtype
 from ..steps import run_steps
 from ..types import Prompts
+from .memory_corrections import Correction, correct_tracker, correction_passes, correction_prompts
 from .memory_planes import (
     PlaneAxes,
     chain_steps,
@@ -53,7 +52,7 @@ from .memory_planes import (
     plane_store,
     split_by_plane,
 )
-from .seeds import RawPrompts, prompt_arguments, stack_prompts
+from .seeds import prompt_arguments, stack_prompts
 
 __all__ = [
     "MemoryPropagationResult",
@@ -61,8 +60,6 @@ __all__ = [
     "object_prompts",
     "propagate_memory",
     "seed_label_prompts",
-    "segment_planes",
-    "segment_with_memory",
 ]
 
 _MEMORY_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -179,12 +176,15 @@ def iter_propagate_memory(
     memory_dtype: str = "bfloat16",
     seeds: dict[int, list[int]] | None = None,
     out: np.ndarray | None = None,
+    corrections: Sequence[Prompt] = (),
 ) -> Generator[tuple[int, int], None, MemoryPropagationResult]:
     """Track ``prompts`` (canvas coordinates, ``obj_id`` = label) through ``frames``: a step generator
     yielding ``(done, total)`` frames, returning the :class:`MemoryPropagationResult`.
 
     ``out``: a ``(Z, Y, X)`` uint32 array of the frames' shape (a view of a 4D result's plane, say) to
     write the labels into (frames outside ``z_range`` keep what it holds); default a new zero one.
+    ``corrections``: clicks on tracked frames (canvas coordinates), applied before the propagation
+    that gives the result (:func:`~.memory_corrections.correct_tracker`).
 
     Raises
     ------
@@ -229,19 +229,24 @@ def iter_propagate_memory(
         raise ValueError(f"out must be uint32 {frames.shape}, got {out.dtype} {out.shape}")
     labels = np.zeros(frames.shape, dtype=np.uint32) if out is None else out
     start = min(p.frame for p in prompts)
-    passes = [(False, hi - 1 - start)] + ([(True, start - lo)] if start > lo else [])
-    total = sum(span + 1 for _, span in passes)
+    first_round = sum(span + 1 for _, span in correction_passes([c.frame for c in corrections], start))
+    start_at = min([start, *(c.frame for c in corrections)])  # corrected frames are prompted ones too
+    passes = [(False, hi - 1 - start_at)] + ([(True, start_at - lo)] if start_at > lo else [])
+    total = first_round + sum(span + 1 for _, span in passes)
     result = MemoryPropagationResult(labels, seeds if seeds is not None else _seeds_of(prompts))
     done = 0
     yield done, total
     with torch.no_grad():
         for prompt in prompts:
             tracker.add_prompt(prompt)
+        for _ in correct_tracker(tracker, corrections, start):
+            done += 1
+            yield done, total
         for number, (reverse, span) in enumerate(passes):
             direction = "backward" if reverse else "forward"
             absent: dict[int, int] = {}
             stopped: set[int] = set()
-            for tracked in tracker.propagate(reverse=reverse, start_frame=start, max_frames=span):
+            for tracked in tracker.propagate(reverse=reverse, start_frame=start_at, max_frames=span):
                 _paint(labels[tracked.frame], tracked, stopped)
                 done += 1
                 result.frames_tracked += 1
@@ -250,7 +255,7 @@ def iter_propagate_memory(
                 yield done, total
                 if stop_after_absent is not None and len(stopped) == len(tracked.obj_ids):
                     break
-            done = sum(s + 1 for _, s in passes[: number + 1])  # an early stop skips the rest of the pass
+            done = first_round + sum(s + 1 for _, s in passes[: number + 1])  # an early stop skips the rest
             yield done, total
     return result
 
@@ -311,6 +316,7 @@ def propagate_memory(
     t_range: tuple[int, int] | None = None,
     axis: int = 0,
     stop_after_absent: int | None = None,
+    corrections: Sequence[Correction] | None = None,
     memory_dtype: str = "bfloat16",
     model: Any = "sam2.1_hiera_tiny",
     device: Any = "auto",
@@ -362,6 +368,12 @@ def propagate_memory(
     stop_after_absent
         Leave an object out once its object score has been ``<= 0`` for this many frames in a row
         (per direction); None: never.
+    corrections
+        :class:`~.memory_corrections.Correction` clicks that fix an object's tracked mask on a frame
+        (its label, the frame, ``(row, col)`` points, 1 / 0 point labels): the objects are tracked as
+        far as the corrected frames, each correction is decoded there with the frame's memory and
+        tracked mask, and the corrected frames guide the propagation that gives the result (see
+        :mod:`~.memory_corrections`). 3D stacks only.
     memory_dtype
         ``"bfloat16"`` (as the official predictor) or ``"float32"``.
     model, device
@@ -388,7 +400,8 @@ def propagate_memory(
     ValueError
         A 2D image, ranges outside the stack, prompts outside the range, both ``z_range`` and
         ``t_range``, a SAM 1 model, an ``axis`` that does not fit the stack, 4D prompts with other
-        than 4 / 8 coordinates or outside the stack, ``frames=`` with a 4D stack.
+        than 4 / 8 coordinates or outside the stack, ``frames=`` with a 4D stack; a correction naming
+        no object, off the tracked frames or the frame, or given with a 4D stack.
     CacheMismatchError
         ``cache`` is a SAM 1 embedding cache, or a frame store of another model or stack (for a 4D
         stack: ``cache`` itself a store).
@@ -412,6 +425,8 @@ def propagate_memory(
                 f"frames= (one Sam2Frames) does not apply to a 4D stack of shape {np.shape(volume)}: its "
                 "planes are tracked on their own, each with its frames; pass cache= a folder to keep them"
             )
+        if corrections:
+            raise ValueError("corrections= applies to 3D stacks; track the 4D stack's plane as a 3D one")
         axes = plane_axes(volume, axis, channel_axis, channel)
         sam = _load_sam2(model, device)
         pre = Preprocessor(normalize, percentiles, contrast_limits, channel)
@@ -439,6 +454,14 @@ def propagate_memory(
     tracker_prompts, seeds = _prompts_for(
         frames, labels_or_prompts, points, point_labels, boxes, seed_slices, window
     )
+    fixes = correction_prompts(
+        corrections or (),
+        labels=(p.obj_id for p in tracker_prompts),
+        frame_shape=frames.frame_shape,
+        image_size=frames.model.image_size,
+        window=window,
+        range_name=range_name,
+    )
     steps = iter_propagate_memory(
         frames,
         tracker_prompts,
@@ -447,6 +470,7 @@ def propagate_memory(
         stop_after_absent=stop_after_absent,
         memory_dtype=memory_dtype,
         seeds=seeds,
+        corrections=fixes,
     )
     return run_steps(steps, progress=progress, cancel=cancel, what="propagation", unit="frame")
 
@@ -591,105 +615,3 @@ def _prompts_for(
     if not prompts:
         raise ValueError("the seed labels hold no object (all zero on the seed frames)")
     return prompts, seeds
-
-
-#: segment()'s options that SAM 2 (memory propagation) takes, and the propagate_options keys it takes
-_SAM2_PROPAGATE_OPTIONS = ("z_range", "t_range", "axis", "stop_after_absent", "memory_dtype", "cache_dtype")
-
-
-def segment_with_memory(
-    image: Any,
-    prompts: Prompts | RawPrompts,
-    sam: Any,
-    frames: Any,
-    embedding: dict[str, Any],
-    storage: dict[str, Any],
-    propagate_options: dict[str, Any] | None,
-) -> np.ndarray:
-    """:func:`napari_sam.segment` on a stack with a SAM 2 model: the prompted objects tracked through
-    the stack with memory (:func:`propagate_memory`); ``embedding`` / ``storage``: its preprocessing
-    and cache keywords."""
-    if embedding["tile"] is not None:
-        raise ValueError(
-            f"tile={embedding['tile']!r} does not apply to a SAM 2 model (frames fill its canvas)"
-        )
-    if embedding["object_size"] is not None:
-        raise ValueError(
-            f"object_size={embedding['object_size']!r} does not apply to a SAM 2 model: every frame is "
-            "resized to its square canvas; leave it out"
-        )
-    if frames is not None and not isinstance(frames, Sam2Frames):
-        raise TypeError(f"embeddings for a SAM 2 model must be Sam2Frames, got {type(frames).__name__}")
-    options = dict(propagate_options or {})
-    unknown = sorted(set(options) - set(_SAM2_PROPAGATE_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"propagate_options {unknown} do not apply to a SAM 2 model; it takes "
-            f"{', '.join(_SAM2_PROPAGATE_OPTIONS)}"
-        )
-    result = propagate_memory(
-        image,
-        prompts,
-        model=sam,
-        frames=frames,
-        cache=storage["cache"],
-        overwrite=storage["overwrite"],
-        normalize=embedding["normalize"],
-        percentiles=embedding["percentiles"],
-        contrast_limits=embedding["contrast_limits"],
-        channel=embedding["channel"],
-        channel_axis=embedding["channel_axis"],
-        **options,
-    )
-    return result.labels
-
-
-#: segment()'s options that a 4D stack does not take, at their defaults (it only follows prompts)
-_NOT_FOR_PLANES = {
-    "masks": None,
-    "point_objects": None,
-    "mode": "auto",
-    "propagate": True,
-    "multimask": "auto",
-    "batch_size": 32,
-}
-
-
-def segment_planes(image: Any, given: dict[str, Any]) -> np.ndarray:
-    """:func:`napari_sam.segment` on a 4D stack ``(A0, A1, Y, X[, C])`` (``given``: its arguments):
-    the prompted objects (``(N, 4)`` points, ``(M, 8)`` boxes) followed along
-    ``propagate_options["axis"]`` (default 0) by a SAM 2 model (:func:`propagate_memory`); returns
-    ``(A0, A1, Y, X)`` uint32 labels. Other modes are refused; with a SAM 1 model, the image is."""
-    from ..embed.layout import image_layout
-    from ..loading import is_sam2, load_any_model
-
-    model, embeddings = given["model"], given["embeddings"]
-    sam = getattr(embeddings, "model", None)
-    if sam is None and (
-        is_sam2(model) or (isinstance(model, (str, Path)) and Path(model).expanduser().is_file())
-    ):
-        sam = load_any_model(model, given["device"])  # a file: kept in memory, for a SAM 1 path too
-    if not isinstance(sam, Sam2):  # SAM 1 models take 2D images and 3D stacks: the layout says so
-        try:
-            image_layout(image, given["channel_axis"], channel=given["channel"])
-        except ValueError as exc:
-            raise ValueError(
-                f"{exc}; a SAM 2 model (model='sam2.1_hiera_tiny' …) follows the objects of a 4D stack "
-                "(A0, A1, Y, X) along one axis (propagate_options={'axis': 0 or 1})"
-            ) from None
-    for name, default in _NOT_FOR_PLANES.items():
-        value = given[name]
-        if not (value is default or (type(value) is type(default) and value == default)):
-            raise ValueError(f"{name}= does not apply to a 4D stack: only its prompts are followed (SAM 2)")
-    if given["points"] is None and given["boxes"] is None:
-        raise ValueError(
-            f"a 4D stack of shape {np.shape(image)} needs prompts, points= (N, 4) or boxes= (M, 8), "
-            "followed through it by a SAM 2 model; automatic segmentation takes 2D images and 3D stacks"
-        )
-    check_dtype(image if hasattr(image, "dtype") else np.asarray(image))
-    names = ("normalize", "percentiles", "contrast_limits", "channel", "channel_axis", "tile", "object_size")
-    embedding = {name: given[name] for name in names}
-    storage = {"cache": given["cache"], "overwrite": given["overwrite"]}
-    prompts = {"points": given["points"], "point_labels": given["point_labels"], "boxes": given["boxes"]}
-    options = given["propagate_options"]
-    return segment_with_memory(image, prompts, sam, embeddings, embedding, storage, options)

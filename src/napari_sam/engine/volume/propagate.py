@@ -228,7 +228,9 @@ def propagate(
         A :class:`threading.Event`; when set, raises
         :class:`~napari_sam.engine.embed.embeddings.Cancelled` before the next slice.
     **embedding_options
-        Passed to :func:`napari_sam.compute_embeddings` (``cache``, ``normalize``, ``channel_axis`` …).
+        Passed to :func:`napari_sam.compute_embeddings` (``cache``, ``normalize``, ``channel_axis`` …);
+        with a SAM 2 model also ``propagate_memory``'s own options (``t_range``,
+        ``stop_after_absent``, ``corrections``, ``memory_dtype``, ``cache_dtype``).
 
     Returns
     -------
