@@ -423,20 +423,7 @@ def video_case(model: torch.nn.Module, frames: torch.Tensor, case: str) -> tuple
                 _, _, masks = model.add_new_mask(state, frame_idx=frame, obj_id=int(obj_id), mask=mask)
             arrays[f"prompt_{len(order)}/video_masks"] = _np(masks)
             order.append([int(obj_id), frame])
-    yields = []
-    for reverse in (False, True):
-        for frame, obj_ids, masks in model.propagate_in_video(state, reverse=reverse):
-            tag = f"yield_{len(yields)}"
-            arrays[f"{tag}/video_masks"] = _np(masks)
-            low, scores = [], []
-            for obj_idx in range(len(obj_ids)):
-                outputs = state["output_dict_per_obj"][obj_idx]
-                out = outputs["cond_frame_outputs"].get(frame) or outputs["non_cond_frame_outputs"][frame]
-                low.append(out["pred_masks"])
-                scores.append(out["object_score_logits"])
-            arrays[f"{tag}/low_res_masks"] = _np(torch.cat(low))
-            arrays[f"{tag}/object_score_logits"] = _np(torch.cat(scores))
-            yields.append({"frame": int(frame), "reverse": reverse, "obj_ids": [int(i) for i in obj_ids]})
+    yields = _yields(model, state, arrays, "yield_")
     meta = {"prompts": prompts, "prompt_order": order, "yields": yields, "video_size": list(VIDEO_SIZE)}
     return arrays, meta
 

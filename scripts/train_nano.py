@@ -14,6 +14,9 @@ The shipped weights come from three runs (see docs/models.md):
     python scripts/train_nano.py --init src/napari_sam/weights/nano.safetensors --source hard \
         --object-scale --windows-per-image 2 --steps 2800 --lr 1.5e-4 --warmup 50 --correction-iters 2 \
         --seed 4 --out artifacts/nano-stage5 --export artifacts/nano-v4.safetensors
+    python scripts/train_nano.py --init src/napari_sam/weights/nano.safetensors --grow-depth 12 \
+        --source stage6 --object-scale --windows-per-image 2 --steps 3000 --lr 2e-4 --warmup 50 \
+        --correction-iters 2 --seed 5 --out artifacts/nano-stage6 --export artifacts/nano-v5.safetensors
 
 Stage 1 draws from :mod:`napari_sam.data.basic` with randomised size, object count, object size and
 dtype (``training_source``); stage 2 mixes those with the richer :mod:`napari_sam.data.synthetic`
@@ -23,7 +26,8 @@ by the rule inference uses for its objects' size) on the realistic families — 
 label-free (:data:`napari_sam.data.synthetic.TRAINING_OF`) — with a quarter of stage 3's mix so that
 nothing learnt before is lost; stage 5 (``hard_source``) shifts that mix towards what v3 does worst:
 clumps of touching nuclei and small nuclei, drawn from the training families' realism ranges (never the
-held-out presets' wider ones); nothing else. A run checkpoints to ``--out`` and resumes from there when
+held-out presets' wider ones); stage 6 (``stage6_source``) first grows the encoder by identity blocks
+(``--grow-depth``) and gives the cell and label-free families half the draws. A run checkpoints to ``--out`` and resumes from there when
 restarted. At the end the weights are written as float16 safetensors (``--export``) and their sha256
 is printed for the registry.
 """
@@ -162,16 +166,21 @@ HARD_SHARES = {
 }
 
 
-def hard_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 5: :data:`HARD_SHARES` of :func:`_stage5_families`, a tenth stage 3's mix."""
+def _family_mix(rng: np.random.Generator, shares: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """One image of :func:`_stage5_families` drawn with ``shares``; the rest of the draws stage 3's mix."""
     families = _stage5_families()
     draw, edge = rng.random(), 0.0
-    for name, share in HARD_SHARES.items():
+    for name, share in shares.items():
         edge += share
         if draw < edge:
             sample = families[name].sample(int(rng.integers(1 << 31)))
             return sample.image, sample.labels
     return broad_source(rng)
+
+
+def hard_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 5: :data:`HARD_SHARES` of :func:`_stage5_families`, a tenth stage 3's mix."""
+    return _family_mix(rng, HARD_SHARES)
 
 
 #: Stage 6's shares of :func:`_stage5_families`: the cells and label-free families, where v4 is weakest,
@@ -187,14 +196,7 @@ STAGE6_SHARES = {
 
 def stage6_source(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Stage 6: :data:`STAGE6_SHARES` of :func:`_stage5_families`, a tenth stage 3's mix."""
-    families = _stage5_families()
-    draw, edge = rng.random(), 0.0
-    for name, share in STAGE6_SHARES.items():
-        edge += share
-        if draw < edge:
-            sample = families[name].sample(int(rng.integers(1 << 31)))
-            return sample.image, sample.labels
-    return broad_source(rng)
+    return _family_mix(rng, STAGE6_SHARES)
 
 
 def grow_depth(model: Sam, depth: int) -> Sam:

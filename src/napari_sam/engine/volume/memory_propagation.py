@@ -553,20 +553,13 @@ def _plane_prompts(
         return {p: (prompts, None) for p, prompts in split_by_plane(flat, axes.n_frames).items()}
     if labels_or_prompts is None:
         raise ValueError("memory propagation needs seed labels or prompts (points= / boxes=)")
-    labels = np.asarray(labels_or_prompts)
-    if labels.shape != axes.spatial or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"seed labels must be integer (A0, A1, Y, X) of the 4D stack's shape {axes.spatial}, got "
-            f"{labels.dtype} {labels.shape}"
-        )
-    if labels.min(initial=0) < 0:
-        raise ValueError("seed labels must not be negative")
-    if seed_slices is not None:
-        bad = [z for z in seed_slices if not 0 <= int(z) < axes.n_frames]
-        if bad:
-            raise ValueError(
-                f"seed_slices {bad} lie outside the {axes.n_frames} frames along axis={axes.axis}"
-            )
+    labels = _seed_labels(
+        labels_or_prompts,
+        seed_slices,
+        axes.spatial,
+        axes.n_frames,
+        ("(A0, A1, Y, X) of the 4D stack's", f"frames along axis={axes.axis}"),
+    )
     chosen = list(range(*window) if seed_slices is None else seed_slices)
     out: dict[int, tuple[list[Prompt], dict[int, list[int]] | None]] = {}
     for plane in range(axes.n_planes):
@@ -576,6 +569,28 @@ def _plane_prompts(
     if not out:
         raise ValueError("the seed labels hold no object (all zero on the seed frames)")
     return out
+
+
+def _seed_labels(
+    labels: Any,
+    seed_slices: Sequence[int] | None,
+    shape: tuple[int, ...],
+    n_frames: int,
+    words: tuple[str, str],
+) -> np.ndarray:
+    """``labels`` as an array, checked: integer, of ``shape``, not negative, and ``seed_slices`` within
+    the ``n_frames`` frames (``words``: how the messages name the shape and the frames)."""
+    array = np.asarray(labels)
+    if array.shape != shape or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"seed labels must be integer {words[0]} shape {shape}, got {array.dtype} {array.shape}"
+        )
+    if array.min(initial=0) < 0:
+        raise ValueError("seed labels must not be negative")
+    bad = [z for z in seed_slices or () if not 0 <= int(z) < n_frames]
+    if bad:
+        raise ValueError(f"seed_slices {bad} lie outside the {n_frames} {words[1]}")
+    return array
 
 
 def _prompts_for(
@@ -598,18 +613,9 @@ def _prompts_for(
         return object_prompts(checked, frames.frame_shape, size), None
     if labels_or_prompts is None:
         raise ValueError("memory propagation needs seed labels or prompts (points= / boxes= with z)")
-    labels = np.asarray(labels_or_prompts)
-    if labels.shape != frames.shape or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"seed labels must be integer (Z, Y, X) of the stack's shape {frames.shape}, got "
-            f"{labels.dtype} {labels.shape}"
-        )
-    if labels.min(initial=0) < 0:
-        raise ValueError("seed labels must not be negative")
-    if seed_slices is not None:
-        bad = [z for z in seed_slices if not 0 <= int(z) < frames.n_frames]
-        if bad:
-            raise ValueError(f"seed_slices {bad} lie outside the stack's {frames.n_frames} frames")
+    labels = _seed_labels(
+        labels_or_prompts, seed_slices, frames.shape, frames.n_frames, ("(Z, Y, X) of the stack's", "frames")
+    )
     chosen = range(*window) if seed_slices is None else seed_slices
     prompts, seeds = seed_label_prompts(labels, chosen)
     if not prompts:
