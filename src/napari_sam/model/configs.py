@@ -188,7 +188,7 @@ CONFIGS: dict[str, SamConfig] = {
     "nano": SamConfig(
         encoder_type="nano",
         encoder_embed_dim=192,
-        encoder_depth=8,
+        encoder_depth=12,
         encoder_num_heads=1,
         encoder_global_attn_indexes=(),
         encoder_widths=(32, 64, 192),

@@ -118,14 +118,14 @@ OFFICIAL_WEIGHTS: dict[str, WeightsInfo] = {
 
 #: The nano model shipped inside the package (trained by scripts/train_nano.py on synthetic data).
 NANO_FILENAME = "nano.safetensors"
-NANO_SHA256 = "417ca8eeb19bd2c5af376e932d5518a25f0bb5d208f94180b959fe167156e1e3"
+NANO_SHA256 = "92b34944b61df03fe569f0f3a099e28c31cc3b0ba9ce9d1c301166e7a982b291"
 
 
 #: The nano model's instance decoder, shipped beside it (trained by scripts/train_nano_instance_decoder.py
 #: on the frozen nano encoder); None while no decoder is registered (nano then segments automatically
 #: with the prompt grid, AMG).
 NANO_DECODER_FILENAME = "nano_decoder.safetensors"
-NANO_DECODER_SHA256: str | None = "2010db1743665c86d906e2ae6f0add91113eb0581af1683e72ceb1ab2da20c50"
+NANO_DECODER_SHA256: str | None = "4faf8e895dc6d894dc420060c420a6dbad15b5efb43429f41910028b735f4e46"
 
 
 def shipped_nano_path() -> Path:
