@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_sam._napari.prompts import SlicePrompts
-from napari_sam._napari.propagation import memory_model, memory_steps, write_propagated
+from napari_sam._napari.propagation import memory_model, memory_steps, rewrite_propagated, write_propagated
 from napari_sam._napari.tracks import tracks_from_labels
 from napari_sam.errors import AnnotatorError
 
@@ -103,3 +103,43 @@ def test_memory_model_takes_sam2_files_and_refuses_sam1(tiny_sam2, sam2_file, tm
         memory_model(str(small_weights), "cpu")
     with pytest.raises(AnnotatorError, match="cannot load"):
         memory_model(str(tmp_path / "missing.pt"), "cpu")
+
+
+def test_rewrite_replaces_only_what_the_earlier_run_wrote():
+    before = np.zeros((2, 4, 4), np.uint16)
+    before[0, 0, 0] = 7  # drawn before the run: never touched
+    previous = before.copy()
+    previous[1, :2, :2] = 3  # what the earlier run wrote
+    previous[1, 3, 3] = 3
+    layer = layers.Labels(previous.copy())
+    layer.data_setitem((np.array([1]), np.array([3]), np.array([3])), np.array([5], np.uint16))  # painted
+    after = np.zeros_like(before)
+    after[0, 0, 0] = 9  # the corrected run disagrees with a drawn label: ignored
+    after[1, :1, :2] = 3  # the object shrank
+    after[1, 2, 2] = 3  # and grew onto background
+    after[1, 3, 3] = 0  # where the user painted 5: kept
+    changed = rewrite_propagated(layer, before, previous, after)
+    expected = before.copy()
+    expected[1, :1, :2] = 3
+    expected[1, 2, 2] = 3
+    expected[1, 3, 3] = 5
+    np.testing.assert_array_equal(layer.data, expected)
+    assert changed == 3  # two pixels cleared, one added
+    layer.undo()  # one undo step
+    assert layer.data[1, 1, 1] == 3 and layer.data[1, 2, 2] == 0 and layer.data[1, 3, 3] == 5
+    with pytest.raises(AnnotatorError, match="changed shape"):
+        rewrite_propagated(layer, before[:1], previous, after)
+
+
+def test_memory_steps_apply_corrections(stack_layer, tiny_sam2):
+    from napari_sam.engine.volume.memory_corrections import Correction
+
+    seeds = np.zeros(SHAPE, np.uint32)
+    seeds[1, 10:25, 12:30] = 5
+    _, plain = _run(memory_steps(stack_layer, tiny_sam2, seeds, 1))
+    fix = Correction(5, 3, [[30.0, 40.0], [15.0, 20.0]], [1, 0])
+    _, fixed = _run(memory_steps(stack_layer, tiny_sam2, seeds, 1, corrections=[fix]))
+    assert not np.array_equal(fixed.labels, plain.labels)
+    np.testing.assert_array_equal(fixed.labels[1][seeds[1] == 5], 5)  # the seed stays as drawn
+    with pytest.raises(AnnotatorError, match="names label 6"):
+        next(memory_steps(stack_layer, tiny_sam2, seeds, 1, corrections=[Correction(6, 3, [[1, 1]], [1])]))

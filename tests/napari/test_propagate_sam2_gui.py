@@ -53,6 +53,26 @@ def test_sam2_panel_propagates_labels_and_prompts_with_tracks(
     assert len(ann.points_layer.data) == 0  # the prompt is an object of the labels now
     tracks = viewer.layers["cells tracks"]
     assert set(np.unique(tracks.data[:, 0])) <= {3, 4} and len(tracks.data) >= 2
+
+    # correction clicks on slice 3 for label 3: the run again, its labels replaced in one undo step
+    propagated = np.array(labels.data, copy=True)
+    assert panel.correct_button.isEnabled()
+    viewer.dims.set_current_step(0, 3)
+    labels.selected_label = 9  # not an object of the run: refused, nothing starts
+    ann.points_layer.add([3, 40, 50])
+    assert panel.start_correction() is None
+    assert any("select the label to correct" in text for _, text in messages)
+    labels.selected_label = 3
+    ann.points_layer.add([3, 15, 20])
+    worker = panel.start_correction()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=WAIT_MS)
+    assert any("corrected and propagated again" in text for _, text in messages), messages
+    np.testing.assert_array_equal(labels.data[1][seeds[1] == 3], 3)  # the seed kept as drawn
+    assert not np.array_equal(labels.data, propagated)
+    assert len(ann.prompts(3).points) == 0  # the clicks were used
+    labels.undo()  # the correction was one undo step
+    np.testing.assert_array_equal(labels.data, propagated)
     labels.undo()
     np.testing.assert_array_equal(labels.data, seeds)
 

@@ -12,7 +12,7 @@ annotator's uncommitted prompts on it become new objects with free ids.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,7 @@ def memory_steps(
     prompts: Any = None,
     z_range: tuple[int, int] | None = None,
     stop_after_absent: int | None = None,
+    corrections: Sequence[Any] = (),
 ) -> Generator[tuple[int, int], None, Any]:
     """Follow the objects of slice ``plane`` through the stack with a SAM 2 model's memory.
 
@@ -165,6 +166,9 @@ def memory_steps(
         ``(start, stop)`` half-open slices; default the whole stack.
     stop_after_absent
         Leave an object out after this many frames without it (per direction); None: never.
+    corrections
+        :class:`~napari_sam.engine.volume.memory_corrections.Correction` clicks that fix objects'
+        tracked masks on other slices (:func:`~napari_sam.engine.volume.memory_propagation.propagate_memory`).
 
     Returns
     -------
@@ -177,6 +181,7 @@ def memory_steps(
     from ..engine.decode.prompts import normalize_prompts
     from ..engine.embed.sam2_frames import open_frames
     from ..engine.preprocess import Preprocessor
+    from ..engine.volume.memory_corrections import correction_prompts
     from ..engine.volume.memory_propagation import (
         iter_propagate_memory,
         object_prompts,
@@ -220,8 +225,18 @@ def memory_steps(
         raise AnnotatorError(
             f"slice {plane} holds no objects to propagate: commit some or place prompts on it first"
         )
+    try:
+        fixes = correction_prompts(
+            corrections,
+            labels=(p.obj_id for p in tracker_prompts),
+            frame_shape=frames.frame_shape,
+            image_size=model.image_size,
+            window=z_range or (0, shape[0]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise AnnotatorError(str(exc)) from exc
     result = yield from iter_propagate_memory(
-        frames, tracker_prompts, z_range=z_range, stop_after_absent=stop_after_absent
+        frames, tracker_prompts, z_range=z_range, stop_after_absent=stop_after_absent, corrections=fixes
     )
     out = result.labels
     seed_plane = out[plane]
@@ -252,6 +267,34 @@ def write_propagated(layer: Any, before: np.ndarray, after: np.ndarray) -> int:
     _check_fits(values, current.dtype, layer.name)
     layer.data_setitem(index, values.astype(current.dtype))
     return int(new.sum())
+
+
+def rewrite_propagated(layer: Any, before: np.ndarray, previous: np.ndarray, after: np.ndarray) -> int:
+    """Replace what an earlier propagation wrote with ``after`` (a corrected run); one undo step.
+
+    ``before`` is the layer before the earlier run and ``previous`` the layer right after it. Pixels
+    the earlier run labelled that still hold its value take ``after``'s (0 where the corrected run
+    left them out); background pixels that were background before it take ``after``'s too. Pixels
+    painted since (another value) and labels the earlier run did not write are never touched.
+
+    Returns
+    -------
+    int
+        Pixels changed.
+    """
+    current = np.asarray(layer.data)
+    if not current.shape == before.shape == previous.shape == after.shape:
+        raise AnnotatorError(f"labels layer '{layer.name}' changed shape since the propagation")
+    own = (previous != before) & (before == 0) & (current == previous)
+    free = (current == 0) & (before == 0)
+    change = (own | free) & (after != current)
+    if not change.any():
+        return 0
+    index = np.nonzero(change)
+    values = after[index]
+    _check_fits(values, current.dtype, layer.name)
+    layer.data_setitem(index, values.astype(current.dtype))
+    return int(change.sum())
 
 
 def _check_fits(values: np.ndarray, dtype: np.dtype, name: str) -> None:

@@ -5,7 +5,10 @@ the annotator's target labels as one undo step, never over labels painted meanwh
 
 The "model" row picks how: SAM 1 (the annotator's model, slice-by-slice chains) or a SAM 2 model (a
 name or a weights file) that follows the objects with its memory. "time-lapse (add tracks)" adds a
-Tracks layer of the propagated objects' centres beside the labels.
+Tracks layer of the propagated objects' centres beside the labels. After a SAM 2 run, "Correct" takes
+the annotator's points on the current slice as clicks that fix the labels layer's selected label there
+(positive: part of it, negative: not), runs the same propagation again with them, and replaces what the
+earlier run wrote (one undo step; pixels painted since are kept).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .._napari.propagation import (
     memory_steps,
     propagation_message,
     propagation_steps,
+    rewrite_propagated,
     stack_embeddings,
     write_propagated,
 )
@@ -75,6 +79,15 @@ class PropagatePanel(QWidget):
         )
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.correct_button = QPushButton("Correct")
+        self.correct_button.setToolTip(
+            "SAM 2: the points on this slice fix the selected label here (positive / negative clicks); "
+            "the last propagation runs again with them and its labels are replaced"
+        )
+        self.correct_button.setEnabled(False)
+        #: the last SAM 2 run: its seed slice, range, target layer, the labels before and after it
+        self._last_memory: dict[str, Any] | None = None
+        self._run: dict[str, Any] = {}
         self.first = QSpinBox()
         self.last = QSpinBox()
         for box in (self.first, self.last):
@@ -116,11 +129,13 @@ class PropagatePanel(QWidget):
         layout.addRow(self.timelapse)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 2)
+        buttons.addWidget(self.correct_button, 1)
         buttons.addWidget(self.cancel_button, 1)
         layout.addRow(buttons)
         layout.addRow(self.progress)
 
         self.run_button.clicked.connect(self.start)
+        self.correct_button.clicked.connect(self.start_correction)
         self.cancel_button.clicked.connect(self.cancel)
         owner.embedding.image_combo.currentIndexChanged.connect(self.refresh)
         self._update_model_options()
@@ -175,6 +190,9 @@ class PropagatePanel(QWidget):
         self.first.setValue(0)
         self.last.setValue(max(n - 1, 0))
         self.run_button.setEnabled(n > 0 and not self.is_running())
+        self.correct_button.setEnabled(
+            n > 0 and not self.is_running() and self._last_memory is not None and self.uses_memory()
+        )
 
     def is_running(self) -> bool:
         return self.worker is not None
@@ -199,6 +217,8 @@ class PropagatePanel(QWidget):
             if not first <= plane <= last:
                 raise AnnotatorError(f"the current slice {plane} is outside the range {first}–{last}")
             self._used_prompts = False
+            self._run = {"plane": plane, "z_range": (first, last + 1), "target": target, "correct": False}
+            self._last_memory = None  # a new run: corrections fix it once it is done
             if self.uses_memory():
                 steps = self._memory_steps(before, plane, (first, last + 1))
             else:
@@ -222,13 +242,55 @@ class PropagatePanel(QWidget):
             )
         return None
 
+    def start_correction(self) -> Any:
+        """Run the last SAM 2 propagation again with the points on the current slice as correction
+        clicks for the selected label; returns the worker (None on error)."""
+        from ..engine.volume.memory_corrections import Correction
+
+        if self.is_running():
+            return None
+        owner, last = self.owner, self._last_memory
+        ann = owner.annotator
+        with reported(owner.viewer, "Correct"):
+            if last is None or not self.uses_memory():
+                raise AnnotatorError("propagate with a SAM 2 model first; corrections fix that run")
+            target = ann.target_layer
+            if target is not last["target"]:
+                raise AnnotatorError(f"corrections fix the last run's labels layer '{last['target'].name}'")
+            plane = ann.current_plane()
+            prompts = ann.prompts(plane)
+            if len(prompts.boxes) or not len(prompts.points):
+                raise AnnotatorError("place points (no boxes) on this slice: each a correction click")
+            label = int(target.selected_label)
+            if label not in last["objects"]:
+                raise AnnotatorError(
+                    f"select the label to correct in '{target.name}': one of {sorted(last['objects'])}, "
+                    f"not {label}"
+                )
+            fix = Correction(label, int(plane), prompts.points, prompts.point_labels)
+            current = np.array(target.data, copy=True)
+            sam = memory_model(self._model_choice(), ann.settings.device)
+            steps = memory_steps(
+                ann.image_layer, sam, current, last["plane"], z_range=last["z_range"], corrections=[fix]
+            )
+            next(steps)  # checks now, on the UI thread
+            self._run = {**last, "correct": True}
+            self._before = last["before"]
+            self._used_prompts = True
+            self.progress.setValue(0)
+            owner.say(f"correcting label {label} on slice {plane} …", popup=False)
+            return start_steps(
+                self, steps, on_done=self._on_done, on_error=self._on_error, on_finished=self._on_finished
+            )
+        return None
+
+    def _model_choice(self) -> Any:
+        return self.memory_model if self.memory_model is not None else self.model_combo.currentText().strip()
+
     def _memory_steps(self, before: np.ndarray, plane: int, z_range: tuple[int, int]) -> Any:
         """SAM 2 steps: the slice's labels and the annotator's prompts on it, followed with memory."""
         ann = self.owner.annotator
-        choice = self.memory_model
-        if choice is None:
-            choice = self.model_combo.currentText().strip()
-        sam = memory_model(choice, ann.settings.device)
+        sam = memory_model(self._model_choice(), ann.settings.device)
         prompts = ann.prompts(plane)
         self._used_prompts = not prompts.empty
         return memory_steps(ann.image_layer, sam, before, plane, prompts=prompts, z_range=z_range)
@@ -245,13 +307,29 @@ class PropagatePanel(QWidget):
         if target is None or self._before is None:
             return
         with reported(owner.viewer, "Propagate"):
-            written = write_propagated(target, self._before, result.labels)
+            run = self._run
+            if run.get("correct"):
+                written = rewrite_propagated(target, self._before, run["written"], result.labels)
+            else:
+                written = write_propagated(target, self._before, result.labels)
+            if self.uses_memory() and hasattr(result, "frames_tracked"):  # a SAM 2 run: correctable
+                objects = set(result.seeds) | set(run.get("objects", ()))
+                written_now = np.array(target.data, copy=True)
+                self._last_memory = {
+                    **run,
+                    "before": self._before,
+                    "written": written_now,
+                    "objects": objects,
+                }
             if self._used_prompts:
                 owner.annotator.clear_prompts()  # they are objects of the labels now
             if self.timelapse.isChecked():
                 self._add_tracks(target, result)
             empty = bool(getattr(result, "empty_objects", None))
-            owner.say(propagation_message(result, written, target.name), warning=empty)
+            text = propagation_message(result, written, target.name)
+            if run.get("correct"):
+                text = f"corrected and propagated again: {written} pixels changed in '{target.name}'"
+            owner.say(text, warning=empty)
 
     def _add_tracks(self, target: Any, result: Any) -> Any:
         """Add (or update) the Tracks layer of the propagated objects beside ``target``."""
