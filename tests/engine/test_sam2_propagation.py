@@ -250,3 +250,15 @@ def test_propagate_follows_a_sam2_model_with_its_memory(model, stack):
         ns.propagate(stack, boxes=box, model=model, image=stack)
     same = ns.propagate(stack, boxes=box, model=model, prompt=["box", "mask"], min_area=4)  # defaults
     np.testing.assert_array_equal(same.labels, result.labels)
+
+
+def test_bfloat16_precision_keeps_the_labels(model, stack):
+    box = np.array([[2, 12, 16, 3, 29, 35]], dtype=float)
+    exact = propagate_memory(stack, boxes=box, model=model)
+    fast = propagate_memory(stack, boxes=box, model=model, precision="bfloat16")
+    agree = float(((exact.labels > 0) == (fast.labels > 0)).mean())
+    assert agree > 0.98 and (fast.labels == 1).any()
+    via_segment = ns.segment(stack, boxes=box, model=model, propagate_options={"precision": "bfloat16"})
+    np.testing.assert_array_equal(via_segment, fast.labels)
+    with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
+        propagate_memory(stack, boxes=box, model=model, precision="float16")

@@ -31,6 +31,7 @@ _SAM2_PROPAGATE_OPTIONS = (
     "stop_after_absent",
     "corrections",
     "memory_dtype",
+    "precision",
     "cache_dtype",
 )
 

@@ -230,7 +230,7 @@ def propagate(
     **embedding_options
         Passed to :func:`napari_sam.compute_embeddings` (``cache``, ``normalize``, ``channel_axis`` …);
         with a SAM 2 model also ``propagate_memory``'s own options (``t_range``,
-        ``stop_after_absent``, ``corrections``, ``memory_dtype``, ``cache_dtype``).
+        ``stop_after_absent``, ``corrections``, ``memory_dtype``, ``precision``, ``cache_dtype``).
 
     Returns
     -------
