@@ -259,14 +259,7 @@ def write_propagated(layer: Any, before: np.ndarray, after: np.ndarray) -> int:
     current = np.asarray(layer.data)
     if current.shape != after.shape:
         raise AnnotatorError(f"labels layer '{layer.name}' changed shape during propagation")
-    new = (after != before) & (current == 0) & (before == 0)
-    if not new.any():
-        return 0
-    index = np.nonzero(new)
-    values = after[index]
-    _check_fits(values, current.dtype, layer.name)
-    layer.data_setitem(index, values.astype(current.dtype))
-    return int(new.sum())
+    return _write(layer, (after != before) & (current == 0) & (before == 0), after, current.dtype)
 
 
 def rewrite_propagated(layer: Any, before: np.ndarray, previous: np.ndarray, after: np.ndarray) -> int:
@@ -287,14 +280,18 @@ def rewrite_propagated(layer: Any, before: np.ndarray, previous: np.ndarray, aft
         raise AnnotatorError(f"labels layer '{layer.name}' changed shape since the propagation")
     own = (previous != before) & (before == 0) & (current == previous)
     free = (current == 0) & (before == 0)
-    change = (own | free) & (after != current)
-    if not change.any():
+    return _write(layer, (own | free) & (after != current), after, current.dtype)
+
+
+def _write(layer: Any, where: np.ndarray, after: np.ndarray, dtype: np.dtype) -> int:
+    """Set the pixels ``where`` of ``layer`` to ``after``'s values in one undo step; their count."""
+    if not where.any():
         return 0
-    index = np.nonzero(change)
+    index = np.nonzero(where)
     values = after[index]
-    _check_fits(values, current.dtype, layer.name)
-    layer.data_setitem(index, values.astype(current.dtype))
-    return int(change.sum())
+    _check_fits(values, dtype, layer.name)
+    layer.data_setitem(index, values.astype(dtype))
+    return int(where.sum())
 
 
 def _check_fits(values: np.ndarray, dtype: np.dtype, name: str) -> None:

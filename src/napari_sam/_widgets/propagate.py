@@ -129,9 +129,9 @@ class PropagatePanel(QWidget):
         layout.addRow(self.timelapse)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 2)
-        buttons.addWidget(self.correct_button, 1)
         buttons.addWidget(self.cancel_button, 1)
         layout.addRow(buttons)
+        layout.addRow(self.correct_button)  # a row of its own: the panel keeps its width
         layout.addRow(self.progress)
 
         self.run_button.clicked.connect(self.start)
@@ -302,6 +302,8 @@ class PropagatePanel(QWidget):
             self.owner.say("propagation cancelled: nothing written", popup=False)
 
     def _on_done(self, result: Any) -> None:
+        from ..engine.volume.memory_propagation import MemoryPropagationResult
+
         owner = self.owner
         target = owner.annotator.target_layer
         if target is None or self._before is None:
@@ -312,7 +314,7 @@ class PropagatePanel(QWidget):
                 written = rewrite_propagated(target, self._before, run["written"], result.labels)
             else:
                 written = write_propagated(target, self._before, result.labels)
-            if self.uses_memory() and hasattr(result, "frames_tracked"):  # a SAM 2 run: correctable
+            if isinstance(result, MemoryPropagationResult):  # a SAM 2 run: correctable
                 objects = set(result.seeds) | set(run.get("objects", ()))
                 written_now = np.array(target.data, copy=True)
                 self._last_memory = {
