@@ -260,5 +260,14 @@ def test_bfloat16_precision_keeps_the_labels(model, stack):
     assert agree > 0.98 and (fast.labels == 1).any()
     via_segment = ns.segment(stack, boxes=box, model=model, propagate_options={"precision": "bfloat16"})
     np.testing.assert_array_equal(via_segment, fast.labels)
+    # segment()'s own precision names the same choice for a SAM 2 model (never silently ignored)
+    np.testing.assert_array_equal(ns.segment(stack, boxes=box, model=model, precision="bf16"), fast.labels)
+    np.testing.assert_array_equal(ns.segment(stack, boxes=box, model=model, precision="fp32"), exact.labels)
+    with pytest.raises(ValueError, match="precision='fp16' does not apply to a SAM 2 model"):
+        ns.segment(stack, boxes=box, model=model, precision="fp16")
+    with pytest.raises(ValueError, match="disagree"):
+        ns.segment(
+            stack, boxes=box, model=model, precision="bf16", propagate_options={"precision": "float32"}
+        )
     with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
         propagate_memory(stack, boxes=box, model=model, precision="float16")

@@ -66,6 +66,7 @@ def segment_with_memory(
             f"propagate_options {unknown} do not apply to a SAM 2 model; it takes "
             f"{', '.join(_SAM2_PROPAGATE_OPTIONS)}"
         )
+    options["precision"] = _tracking_precision(embedding.get("precision", "auto"), options.get("precision"))
     result = propagate_memory(
         image,
         prompts,
@@ -81,6 +82,23 @@ def segment_with_memory(
         **options,
     )
     return result.labels
+
+
+def _tracking_precision(given: str, option: str | None) -> str:
+    """SAM 2 tracking's arithmetic from :func:`napari_sam.segment`'s ``precision`` (``"auto"`` and
+    ``"fp32"``: float32, ``"bf16"``: bfloat16) and ``propagate_options["precision"]`` (which must agree)."""
+    by_name = {"auto": None, "fp32": "float32", "bf16": "bfloat16"}
+    if given not in by_name:
+        raise ValueError(
+            f"precision={given!r} does not apply to a SAM 2 model: 'auto' or 'fp32' track in float32, "
+            "'bf16' in bfloat16"
+        )
+    implied = by_name[given]
+    if implied is not None and option is not None and option != implied:
+        raise ValueError(
+            f"precision={given!r} and propagate_options['precision']={option!r} disagree: give one"
+        )
+    return option or implied or "float32"
 
 
 #: segment()'s options that a 4D stack does not take, at their defaults (it only follows prompts)
