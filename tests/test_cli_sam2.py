@@ -89,3 +89,22 @@ def test_segment_follows_boxes_with_a_sam2_file(files, sam2_file):
     want = ns.segment(stack, boxes=[[1, 10, 12, 2, 25, 30]], model=str(sam2_file), device="cpu")
     np.testing.assert_array_equal(got, want)
     assert got.shape == stack.shape and set(np.unique(got)) <= {0, 1}
+
+
+def test_segment_precision_bf16_tracks_in_bfloat16_and_is_recorded(files, sam2_file, capsys):
+    import napari_sam as ns
+
+    tmp, stack = files
+    out = tmp / "labels-bf16"
+    argv = ["segment", str(tmp / "stack.tif"), "--boxes", str(tmp / "boxes.csv"), "--out", str(out)]
+    common = ["--model", str(sam2_file), "--device", "cpu", "-q"]
+    assert main([*argv, *common, "--precision", "bf16"]) == 0
+    got = tifffile.imread(out / "stack_labels.tif")
+    box = [[1, 10, 12, 2, 25, 30]]
+    want = ns.segment(stack, boxes=box, model=str(sam2_file), device="cpu", precision="bf16")
+    np.testing.assert_array_equal(got, want)
+    # labels made in bf16 are not taken for a float32 request on a rerun: kept, and the run says so
+    assert main([*argv, *common, "--precision", "fp32"]) == 1
+    assert "in another precision (bf16; now fp32)" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(out / "stack_labels.tif"), got)
+    assert main([*argv, *common, "--precision", "bf16"]) == 0  # the same request: skipped as done

@@ -15,7 +15,12 @@ def cmd_refine_masks(args: argparse.Namespace) -> int:
 
     if len(args.inputs) != 1:
         raise UsageError("--masks refines the labels of one image: give one INPUT")
-    options = {"channel": args.channel, "object_size": args.object_size, "device": args.device}
+    options = {
+        "channel": args.channel,
+        "object_size": args.object_size,
+        "device": args.device,
+        "precision": args.precision,
+    }
     refined = segment(read_image(args.inputs[0]), masks=read_image(args.masks), model=args.model, **options)
     out = Path(args.out) / f"{image_name(args.inputs[0])}_labels.{args.format or 'tif'}"
     out.parent.mkdir(parents=True, exist_ok=True)  # as the batch run makes its output folder

@@ -291,6 +291,8 @@ class SegmentJob:
     automatic_mode: str = "auto"
     #: ``object_size=`` of :func:`napari_sam.segment`: pixels across, "auto", "fixed" or None.
     object_size: float | str | None = None
+    #: ``precision=`` of :func:`napari_sam.segment` (with a SAM 2 model: the tracking arithmetic).
+    precision: str = "auto"
 
     def ran_mode(self) -> str:
         """The automatic mode that runs: the one asked for, or what ``"auto"`` settles on for the model
@@ -308,7 +310,8 @@ class SegmentJob:
 
         ``mode`` (boxes, points or auto), ``prompts_sha256`` (the exact prompt values of this file
         after reading the table), the model, ``propagate``, ``channel``, ``object_size`` (as given:
-        None for the model's choice) and ``format``; without
+        None for the model's choice), ``precision`` (when not ``"auto"``: records made before it
+        existed stay valid) and ``format``; without
         prompts also ``automatic_mode``, the mode that runs (``"ais"``, ``"apg"`` or ``"amg"``,
         :meth:`ran_mode`), so that labels of one mode are never taken for another's.
         """
@@ -324,6 +327,7 @@ class SegmentJob:
                 "propagate": self.propagate,
                 "channel": self.channel,
                 "object_size": self.object_size,
+                **({"precision": self.precision} if self.precision != "auto" else {}),
                 "format": item.output.suffix.lstrip(".").lower(),
             }
         )
@@ -394,6 +398,7 @@ class SegmentJob:
                 channel=self.channel,
                 propagate=self.propagate,
                 object_size=self.object_size,
+                precision=self.precision,
                 **options,
             )
         return labels, empty
@@ -481,6 +486,7 @@ def segment_files(
     progress: bool = True,
     propagate: bool = True,
     object_size: float | str | None = None,
+    precision: str = "auto",
 ) -> BatchSummary:
     """Segment images from prompt tables (or automatically) and write ``out/<name>_labels.<format>``.
 
@@ -529,6 +535,10 @@ def segment_files(
         median size with ``boxes``, else estimated from the image), ``"fixed"`` or None (the model's
         choice). Recorded with the labels (labels made with another size are not taken as done); with
         ``cache``, give the size the caches were made with.
+    precision
+        As in :func:`napari_sam.segment`: the encoder's arithmetic (``"auto"``, ``"fp32"``, ``"bf16"``,
+        ``"fp16"``); with a SAM 2 model the tracking's (``"bf16"``: bfloat16, else float32). Recorded
+        with the labels when not ``"auto"``.
 
     Returns
     -------
@@ -597,5 +607,6 @@ def segment_files(
         model_id=model_identity(model),
         automatic_mode=mode,
         object_size=size,
+        precision=precision,
     )
     return run_batch(items, job, is_done=None, scheduler=scheduler, progress=progress, desc="segment")

@@ -171,7 +171,7 @@ def outdated_output(item: BatchItem, request: Mapping[str, Any]) -> str | None:
         (:func:`foreign_output` is None).
     request
         What is asked now (:meth:`.jobs.SegmentJob.request`): prompts digest, mode (and the automatic
-        mode that runs), model, propagate, channel, object size, format.
+        mode that runs), model, propagate, channel, object size, precision, format.
 
     Returns
     -------
@@ -248,6 +248,10 @@ def _request_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     if old.get("object_size") != new.get("object_size"):
         then, now = (_size_text(r.get("object_size")) for r in (old, new))
         changes.append(f"with another object size ({then}; now {now})")
+    if old.get("precision", "auto") != new.get("precision", "auto"):  # absent: "auto" (older records)
+        changes.append(
+            f"in another precision ({old.get('precision', 'auto')}; now {new.get('precision', 'auto')})"
+        )
     if old.get("format") != new.get("format"):
         changes.append(f"in another format ({old.get('format')}; now {new.get('format')})")
     return changes
