@@ -111,24 +111,27 @@ def test_rewrite_replaces_only_what_the_earlier_run_wrote():
     previous = before.copy()
     previous[1, :2, :2] = 3  # what the earlier run wrote
     previous[1, 3, 3] = 3
+    previous[1, 0, 3] = 8  # painted while the run went on: not written by it, never touched
+    wrote = (previous != before) & (previous != 8)
     layer = layers.Labels(previous.copy())
     layer.data_setitem((np.array([1]), np.array([3]), np.array([3])), np.array([5], np.uint16))  # painted
     after = np.zeros_like(before)
     after[0, 0, 0] = 9  # the corrected run disagrees with a drawn label: ignored
     after[1, :1, :2] = 3  # the object shrank
     after[1, 2, 2] = 3  # and grew onto background
-    after[1, 3, 3] = 0  # where the user painted 5: kept
-    changed = rewrite_propagated(layer, before, previous, after)
+    after[1, 3, 3] = 0  # where the user painted 5 since: kept
+    changed = rewrite_propagated(layer, before, previous, wrote, after)
     expected = before.copy()
     expected[1, :1, :2] = 3
     expected[1, 2, 2] = 3
     expected[1, 3, 3] = 5
+    expected[1, 0, 3] = 8
     np.testing.assert_array_equal(layer.data, expected)
     assert changed == 3  # two pixels cleared, one added
     layer.undo()  # one undo step
     assert layer.data[1, 1, 1] == 3 and layer.data[1, 2, 2] == 0 and layer.data[1, 3, 3] == 5
     with pytest.raises(AnnotatorError, match="changed shape"):
-        rewrite_propagated(layer, before[:1], previous, after)
+        rewrite_propagated(layer, before[:1], previous, wrote, after)
 
 
 def test_memory_steps_apply_corrections(stack_layer, tiny_sam2):

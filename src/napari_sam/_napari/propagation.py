@@ -262,13 +262,16 @@ def write_propagated(layer: Any, before: np.ndarray, after: np.ndarray) -> int:
     return _write(layer, (after != before) & (current == 0) & (before == 0), after, current.dtype)
 
 
-def rewrite_propagated(layer: Any, before: np.ndarray, previous: np.ndarray, after: np.ndarray) -> int:
-    """Replace what an earlier propagation wrote with ``after`` (a corrected run); one undo step.
+def rewrite_propagated(
+    layer: Any, before: np.ndarray, previous: np.ndarray, wrote: np.ndarray, after: np.ndarray
+) -> int:
+    """Replace what earlier propagations wrote with ``after`` (a corrected run); one undo step.
 
-    ``before`` is the layer before the earlier run and ``previous`` the layer right after it. Pixels
-    the earlier run labelled that still hold its value take ``after``'s (0 where the corrected run
-    left them out); background pixels that were background before it take ``after``'s too. Pixels
-    painted since (another value) and labels the earlier run did not write are never touched.
+    ``before`` is the layer before the first of them, ``previous`` the layer right after the last
+    one's write, ``wrote`` where they wrote (bool). Pixels they wrote that still hold what they wrote
+    take ``after``'s value (0 where the corrected run left them out); background pixels that were
+    background before take ``after``'s too. Pixels painted since, and every pixel no run wrote that
+    holds a label (drawn before or during a run), are never touched.
 
     Returns
     -------
@@ -276,9 +279,9 @@ def rewrite_propagated(layer: Any, before: np.ndarray, previous: np.ndarray, aft
         Pixels changed.
     """
     current = np.asarray(layer.data)
-    if not current.shape == before.shape == previous.shape == after.shape:
+    if not current.shape == before.shape == previous.shape == wrote.shape == after.shape:
         raise AnnotatorError(f"labels layer '{layer.name}' changed shape since the propagation")
-    own = (previous != before) & (before == 0) & (current == previous)
+    own = wrote & (current == previous)
     free = (current == 0) & (before == 0)
     return _write(layer, (own | free) & (after != current), after, current.dtype)
 

@@ -310,18 +310,22 @@ class PropagatePanel(QWidget):
             return
         with reported(owner.viewer, "Propagate"):
             run = self._run
+            layer_before = np.array(target.data, copy=True)
             if run.get("correct"):
-                written = rewrite_propagated(target, self._before, run["written"], result.labels)
+                written = rewrite_propagated(
+                    target, self._before, run["written"], run["wrote"], result.labels
+                )
             else:
                 written = write_propagated(target, self._before, result.labels)
             if isinstance(result, MemoryPropagationResult):  # a SAM 2 run: correctable
-                objects = set(result.seeds) | set(run.get("objects", ()))
                 written_now = np.array(target.data, copy=True)
                 self._last_memory = {
                     **run,
                     "before": self._before,
                     "written": written_now,
-                    "objects": objects,
+                    # where the runs wrote: a correction may replace those pixels, never others
+                    "wrote": (written_now != layer_before) | run.get("wrote", False),
+                    "objects": set(result.seeds) | set(run.get("objects", ())),
                 }
             if self._used_prompts:
                 owner.annotator.clear_prompts()  # they are objects of the labels now
