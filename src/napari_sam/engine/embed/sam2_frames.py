@@ -28,7 +28,14 @@ Features are float16 by default (``cache_dtype="float32"`` keeps them exact); th
 of ``image_embed`` has no weights and is recomputed. Writing is per frame: an interrupted run resumes
 where it stopped, a frame whose content hash changed is recomputed. A store of another model,
 preprocessing or image is a :class:`~napari_sam.errors.CacheMismatchError` (unless ``overwrite``), and
-so is a SAM 1 embedding cache given for a SAM 2 model. Stores take no file locks: one writer at a time.
+so is a SAM 1 embedding cache given for a SAM 2 model.
+
+Several processes may use one store (the SAM 1 cache's advisory locks, :mod:`.store_locks`): creating
+or replacing it (``overwrite``) holds ``.napari_sam.lock`` exclusively, and each frame is written under
+a shared hold of it, so a replacement never interleaves with a frame being written; a writer checks the
+root record under that hold and refuses (:class:`~napari_sam.errors.CacheMismatchError`) a store that
+another process replaced with other parameters. Two processes writing the same frame write the same
+features (frames are keyed by their content).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from ..types import ImageLayout
 from .layout import image_layout, read_slice
 from .store_layout import ATTRS_KEY as SAM1_ATTRS_KEY
 from .store_layout import SAM2_FRAMES_KEY, slice_hash
+from .store_locks import LOCK_FILE, resolve_lock_timeout, store_lock
 
 __all__ = [
     "FRAMES_FORMAT",
@@ -181,35 +189,40 @@ class Sam2FrameStore:
         FileExistsError
             ``path`` holds something else that is not a frame store (never deleted).
         """
-        import zarr
-
         folder = Path(path).expanduser()
         wanted = _jsonable({**meta, "format": FRAMES_FORMAT, "library_version": __version__})
-        attrs = _root_attrs(folder)
-        if attrs is not None and SAM1_ATTRS_KEY in attrs:
-            raise CacheMismatchError(
-                f"cache={str(folder)!r} is a SAM 1 embedding cache; a SAM 2 model ({meta['model']['name']}) "
-                "keeps its frame features in a store of its own: pass another cache folder"
-            )
-        have = attrs.get(SAM2_FRAMES_KEY) if attrs is not None else None
+        have = _frames_record(folder, meta)
         if have is not None and not overwrite:
-            problems = _differences(have, wanted)
-            if problems:
-                raise CacheMismatchError(
-                    f"the SAM 2 frame store at cache={str(folder)!r} was made for something else: "
-                    f"{'; '.join(problems)}; pass overwrite=True to recompute it, or another cache folder"
-                )
-            group = zarr.open_group(str(folder), mode="r+", zarr_format=3)
-            return cls(folder, group, have)
-        if have is None and folder.exists() and any(folder.iterdir()):
-            raise FileExistsError(
-                f"cache={str(folder)!r} exists and is not a SAM 2 frame store; pass an empty or new folder"
-            )
-        if have is not None:  # overwrite: only what a store makes is removed
+            return cls._reuse(folder, have, wanted)
+        _refuse_foreign(folder, have)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = store_lock(folder, shared=False, timeout=resolve_lock_timeout(None))  # acquired
+        try:
+            have = _frames_record(folder, meta)  # again: another process may have made it meanwhile
+            if have is not None and not overwrite:
+                return cls._reuse(folder, have, wanted)
+            _refuse_foreign(folder, have, locked=True)
+            # overwrite, or the remains of a killed creation: only what a store makes is removed
             (folder / "zarr.json").unlink(missing_ok=True)
-            for name in (*FEATURE_ARRAYS, "frame_hash", "done"):
+            for name in _STORE_ENTRIES:
                 shutil.rmtree(folder / name, ignore_errors=True)
-        return cls(folder, _create_arrays(folder, wanted), wanted)
+            return cls(folder, _create_arrays(folder, wanted), wanted)
+        finally:
+            lock.release()
+
+    @classmethod
+    def _reuse(cls, folder: Path, have: dict[str, Any], wanted: dict[str, Any]) -> Sam2FrameStore:
+        """The store at ``folder`` (root record ``have``) when it was made for ``wanted``."""
+        import zarr
+
+        problems = _differences(have, wanted)
+        if problems:
+            raise CacheMismatchError(
+                f"the SAM 2 frame store at cache={str(folder)!r} was made for something else: "
+                f"{'; '.join(problems)}; pass overwrite=True to recompute it, or another cache folder"
+            )
+        group = zarr.open_group(str(folder), mode="r+", zarr_format=3)
+        return cls(folder, group, have)
 
     def done(self) -> np.ndarray:
         """``(Z,)`` bool: the frames written."""
@@ -229,17 +242,74 @@ class Sam2FrameStore:
         )
 
     def write(self, z: int, features: FrameFeatures, content_hash: int) -> None:
-        """Write frame ``z``'s features and hash, then mark it done (an interruption leaves it undone)."""
-        self._arrays["done"][z] = False
-        dtype = np.dtype(self.meta["cache_dtype"])
-        values = (features.image_embed, features.high_res[0], features.high_res[1])
-        for name, value in zip(FEATURE_ARRAYS, values, strict=True):
-            self._arrays[name][z : z + 1] = value.detach().float().cpu().numpy().astype(dtype)
-        self._arrays["frame_hash"][z] = np.uint64(content_hash)
-        self._arrays["done"][z] = True
+        """Write frame ``z``'s features and hash, then mark it done (an interruption leaves it undone),
+        under a shared hold of the store's lock.
+
+        Raises
+        ------
+        CacheMismatchError
+            Another process replaced the store with other parameters since it was opened.
+        """
+        lock = store_lock(self.folder, shared=True, timeout=resolve_lock_timeout(None))  # acquired
+        try:
+            attrs = _root_attrs(self.folder)
+            now = attrs.get(SAM2_FRAMES_KEY) if attrs is not None else None
+            if now is None or _differences(now, self.meta):
+                raise CacheMismatchError(
+                    f"the SAM 2 frame store at {str(self.folder)!r} was replaced by another process with "
+                    "other parameters while this one used it: nothing written; open it again"
+                )
+            self._arrays["done"][z] = False
+            dtype = np.dtype(self.meta["cache_dtype"])
+            values = (features.image_embed, features.high_res[0], features.high_res[1])
+            for name, value in zip(FEATURE_ARRAYS, values, strict=True):
+                self._arrays[name][z : z + 1] = value.detach().float().cpu().numpy().astype(dtype)
+            self._arrays["frame_hash"][z] = np.uint64(content_hash)
+            self._arrays["done"][z] = True
+        finally:
+            lock.release()
 
     def __repr__(self) -> str:
         return f"Sam2FrameStore({str(self.folder)!r}, {int(self.done().sum())}/{self.n_frames} frames)"
+
+
+#: What a frame store folder holds besides its lock file and root record.
+_STORE_ENTRIES = (*FEATURE_ARRAYS, "frame_hash", "done")
+
+
+def _frames_record(folder: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The frame store record at ``folder`` (None: none yet).
+
+    Raises
+    ------
+    CacheMismatchError
+        ``folder`` is a SAM 1 embedding cache.
+    """
+    attrs = _root_attrs(folder)
+    if attrs is not None and SAM1_ATTRS_KEY in attrs:
+        raise CacheMismatchError(
+            f"cache={str(folder)!r} is a SAM 1 embedding cache; a SAM 2 model ({meta['model']['name']}) "
+            "keeps its frame features in a store of its own: pass another cache folder"
+        )
+    return attrs.get(SAM2_FRAMES_KEY) if attrs is not None else None
+
+
+def _refuse_foreign(folder: Path, record: dict[str, Any] | None, *, locked: bool = False) -> None:
+    """FileExistsError when ``folder`` holds something that is no frame store: before its lock is
+    held, a folder with our lock file may be a store being made (let the lock tell); with the lock
+    held, anything but a store's own entries (and a root record without ours) is foreign."""
+    if record is not None or not folder.exists():
+        return
+    entries = [e.name for e in folder.iterdir() if e.name != LOCK_FILE]
+    if locked:
+        foreign = [n for n in entries if n not in (*_STORE_ENTRIES, "zarr.json")]
+        foreign += ["zarr.json"] if (folder / "zarr.json").exists() else []
+    else:
+        foreign = entries if not (folder / LOCK_FILE).exists() else []
+    if foreign:
+        raise FileExistsError(
+            f"cache={str(folder)!r} exists and is not a SAM 2 frame store; pass an empty or new folder"
+        )
 
 
 #: Record entries a reused store must match, with their names in messages.
