@@ -15,7 +15,7 @@ import numpy as np
 
 from ..types import Prompts
 
-__all__ = ["Prompts", "as_float_array", "normalize_prompts", "object_prompts"]
+__all__ = ["Prompts", "as_float_array", "normalize_prompts", "object_prompts", "whole_indices"]
 
 
 def normalize_prompts(
@@ -147,8 +147,8 @@ def _on_stack(
                 "napari_sam.propagate), not by boxes spanning slices"
             )
     pts = pts.copy()
-    pts[:, 0] = _slice_numbers(pts[:, 0], n_slices, "points z")
-    box_z = _slice_numbers(bxs[:, 0], n_slices, "boxes min_z")
+    pts[:, 0] = whole_indices(pts[:, 0], n_slices, "points z")
+    box_z = whole_indices(bxs[:, 0], n_slices, "boxes min_z")
     out = np.zeros((len(bxs), 6))
     if len(bxs):
         out[:, [1, 2, 4, 5]] = _checked_boxes(bxs[:, [1, 2, 4, 5]], plane, "boxes")
@@ -175,18 +175,22 @@ def _per_object(
     return pts, labels, bxs
 
 
-def _slice_numbers(values: np.ndarray, n_slices: int, what: str) -> np.ndarray:
-    """Whole slice numbers (float64) from ``values``; clear errors for fractions and slices off the stack."""
+def whole_indices(
+    values: np.ndarray, length: int, what: str, *, unit: str = "slice numbers", span: str | None = None
+) -> np.ndarray:
+    """Whole indices (float64) of an axis of ``length`` from ``values``; clear errors, naming ``what``,
+    for fractions and indices off the axis (``span`` says what the axis is: "a stack of N slices" by
+    default, ``unit`` what its indices are)."""
     rounded = np.round(values)
     if not np.allclose(values, rounded, atol=1e-6):
         raise ValueError(
-            f"{what} must name whole slice numbers, got {values[~np.isclose(values, rounded)][:3]}"
+            f"{what} must name whole {unit}, got {values[~np.isclose(values, rounded)][:3].tolist()}"
         )
-    bad = (rounded < 0) | (rounded >= n_slices)
+    bad = (rounded < 0) | (rounded >= length)
     if bad.any():
         raise ValueError(
-            f"{what} {rounded[bad][:3].astype(np.int64).tolist()} out of range for a stack of "
-            f"{n_slices} slices"
+            f"{what} {rounded[bad][:3].astype(np.int64).tolist()} out of range for "
+            f"{span or f'a stack of {length} slices'}"
         )
     return rounded
 

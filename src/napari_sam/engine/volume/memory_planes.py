@@ -28,7 +28,7 @@ import numpy as np
 
 from ...errors import CacheMismatchError
 from ...model.sam2.tracking import Prompt
-from ..decode.prompts import as_float_array, normalize_prompts
+from ..decode.prompts import as_float_array, normalize_prompts, whole_indices
 from ..preprocess import AUTO_CHANNELS, may_hold_channels
 from ..types import Prompts
 from .seeds import RawPrompts
@@ -207,17 +207,7 @@ def plane_axes(stack: Any, axis: Any, channel_axis: int | None, channel: Any = N
 
 def _indices(values: np.ndarray, length: int, what: str) -> np.ndarray:
     """Whole indices (int64) of an axis of ``length``; errors naming ``what`` otherwise."""
-    rounded = np.round(values)
-    if not np.allclose(values, rounded, atol=1e-6):
-        raise ValueError(
-            f"{what} must be whole indices, got {values[~np.isclose(values, rounded)][:3].tolist()}"
-        )
-    bad = (rounded < 0) | (rounded >= length)
-    if bad.any():
-        raise ValueError(
-            f"{what} {rounded[bad][:3].astype(np.int64).tolist()} out of range for an axis of {length}"
-        )
-    return rounded.astype(np.int64)
+    return whole_indices(values, length, what, unit="indices", span=f"an axis of {length}").astype(np.int64)
 
 
 def flat_prompts(given: Prompts | RawPrompts, axes: PlaneAxes) -> Prompts:
