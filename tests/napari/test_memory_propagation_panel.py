@@ -120,7 +120,7 @@ def test_rewrite_replaces_only_what_the_earlier_run_wrote():
     after[1, :1, :2] = 3  # the object shrank
     after[1, 2, 2] = 3  # and grew onto background
     after[1, 3, 3] = 0  # where the user painted 5 since: kept
-    changed = rewrite_propagated(layer, before, previous, wrote, after)
+    changed = rewrite_propagated(layer, before != 0, wrote, previous[wrote], after)
     expected = before.copy()
     expected[1, :1, :2] = 3
     expected[1, 2, 2] = 3
@@ -131,7 +131,7 @@ def test_rewrite_replaces_only_what_the_earlier_run_wrote():
     layer.undo()  # one undo step
     assert layer.data[1, 1, 1] == 3 and layer.data[1, 2, 2] == 0 and layer.data[1, 3, 3] == 5
     with pytest.raises(AnnotatorError, match="changed shape"):
-        rewrite_propagated(layer, before[:1], previous, wrote, after)
+        rewrite_propagated(layer, before[:1] != 0, wrote, previous[wrote], after)
 
 
 def test_memory_steps_apply_corrections(stack_layer, tiny_sam2):

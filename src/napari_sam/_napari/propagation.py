@@ -263,15 +263,16 @@ def write_propagated(layer: Any, before: np.ndarray, after: np.ndarray) -> int:
 
 
 def rewrite_propagated(
-    layer: Any, before: np.ndarray, previous: np.ndarray, wrote: np.ndarray, after: np.ndarray
+    layer: Any, labelled_before: np.ndarray, wrote: np.ndarray, written: np.ndarray, after: np.ndarray
 ) -> int:
     """Replace what earlier propagations wrote with ``after`` (a corrected run); one undo step.
 
-    ``before`` is the layer before the first of them, ``previous`` the layer right after the last
-    one's write, ``wrote`` where they wrote (bool). Pixels they wrote that still hold what they wrote
-    take ``after``'s value (0 where the corrected run left them out); background pixels that were
-    background before take ``after``'s too. Pixels painted since, and every pixel no run wrote that
-    holds a label (drawn before or during a run), are never touched.
+    ``labelled_before`` (bool) is where the layer held labels before the first of them, ``wrote``
+    (bool) where they wrote, ``written`` the values they left there (``layer.data[wrote]`` right after
+    the last one). Pixels they wrote that still hold those values take ``after``'s value (0 where the
+    corrected run left them out); background pixels that were background before take ``after``'s too.
+    Pixels painted since, and every pixel no run wrote that holds a label (drawn before or during a
+    run), are never touched.
 
     Returns
     -------
@@ -279,10 +280,11 @@ def rewrite_propagated(
         Pixels changed.
     """
     current = np.asarray(layer.data)
-    if not current.shape == before.shape == previous.shape == wrote.shape == after.shape:
+    if not current.shape == labelled_before.shape == wrote.shape == after.shape:
         raise AnnotatorError(f"labels layer '{layer.name}' changed shape since the propagation")
-    own = wrote & (current == previous)
-    free = (current == 0) & (before == 0)
+    own = np.zeros(current.shape, dtype=bool)
+    own[wrote] = current[wrote] == written
+    free = (current == 0) & ~labelled_before
     return _write(layer, (own | free) & (after != current), after, current.dtype)
 
 

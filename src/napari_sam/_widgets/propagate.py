@@ -85,7 +85,8 @@ class PropagatePanel(QWidget):
             "the last propagation runs again with them and its labels are replaced"
         )
         self.correct_button.setEnabled(False)
-        #: the last SAM 2 run: its seed slice, range, target layer, the labels before and after it
+        #: the last SAM 2 run: its seed slice, range, target layer, where labels were before it, where
+        #: it (and its corrections) wrote and the values written
         self._last_memory: dict[str, Any] | None = None
         self._run: dict[str, Any] = {}
         self.first = QSpinBox()
@@ -275,7 +276,7 @@ class PropagatePanel(QWidget):
             )
             next(steps)  # checks now, on the UI thread
             self._run = {**last, "correct": True}
-            self._before = last["before"]
+            self._before = last["labelled_before"]
             self._used_prompts = True
             self.progress.setValue(0)
             owner.say(f"correcting label {label} on slice {plane} …", popup=False)
@@ -313,18 +314,21 @@ class PropagatePanel(QWidget):
             layer_before = np.array(target.data, copy=True)
             if run.get("correct"):
                 written = rewrite_propagated(
-                    target, self._before, run["written"], run["wrote"], result.labels
+                    target, run["labelled_before"], run["wrote"], run["written"], result.labels
                 )
             else:
                 written = write_propagated(target, self._before, result.labels)
             if isinstance(result, MemoryPropagationResult):  # a SAM 2 run: correctable
-                written_now = np.array(target.data, copy=True)
+                # kept small (bool maps and the written values, not copies of the layer): where the
+                # runs wrote and what, so that a correction replaces those pixels and never others
+                now = np.asarray(target.data)
+                wrote = (now != layer_before) | run.get("wrote", False)
+                labelled = run["labelled_before"] if run.get("correct") else self._before != 0
                 self._last_memory = {
                     **run,
-                    "before": self._before,
-                    "written": written_now,
-                    # where the runs wrote: a correction may replace those pixels, never others
-                    "wrote": (written_now != layer_before) | run.get("wrote", False),
+                    "labelled_before": labelled,
+                    "wrote": wrote,
+                    "written": now[wrote],
                     "objects": set(result.seeds) | set(run.get("objects", ())),
                 }
             if self._used_prompts:
